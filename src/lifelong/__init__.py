@@ -1,0 +1,33 @@
+"""lifelong: continual learning of neural networks under a compute budget, on PyTorch.
+
+The public API: build a :class:`Stream` with a scenario builder, a model, a strategy, then
+:func:`train`; read the accuracy matrix, metrics and cost from the returned :class:`RunResult`.
+"""
+
+from lifelong.config import OptimConfig, RunConfig, RunSettings
+from lifelong.data import (
+    Batch,
+    Dataset,
+    Experience,
+    Stream,
+    TensorSet,
+    class_incremental,
+    digits,
+    domain_incremental,
+    from_arrays,
+    synthetic,
+    task_incremental,
+)
+from lifelong.errors import ConfigError, DataError, LifelongError, MissingFileError, ResumeError, TrainingError
+from lifelong.experiment import run_config
+from lifelong.models import cnn, mlp
+from lifelong.runner import Observer, ResultsStore, RunResult, TrainState, train
+from lifelong.strategies import ER, EWC, STRATEGIES, Cumulative, Joint, LwF, Naive, Strategy
+
+__all__ = [
+    "ER", "EWC", "STRATEGIES", "Batch", "ConfigError", "Cumulative", "DataError", "Dataset", "Experience",
+    "Joint", "LifelongError", "LwF", "MissingFileError", "Naive", "Observer", "OptimConfig", "ResultsStore",
+    "ResumeError", "RunConfig", "RunResult", "RunSettings", "Stream", "Strategy", "TensorSet", "TrainState",
+    "TrainingError", "class_incremental", "cnn", "digits", "domain_incremental", "from_arrays", "mlp",
+    "run_config", "synthetic", "task_incremental", "train",
+]

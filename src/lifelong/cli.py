@@ -1,0 +1,240 @@
+"""The ``lifelong`` command line: a thin layer over the Python API.
+
+Every user error (unknown strategy, bad value, unknown field, missing file) ends with one line on
+stderr naming the field, the value and what is allowed, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from lifelong.config import RunConfig, parameters, validate_config
+from lifelong.errors import ConfigError, LifelongError, MissingFileError
+from lifelong.experiment import prepare, run_config
+from lifelong.runner.results import ResultsStore, RunRecord
+from lifelong.strategies import STRATEGIES
+
+METRIC_NAMES = ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer",
+                "forward_transfer")
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value read as a TOML value (numbers, booleans, lists, quoted strings), else as a string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``section.field=value`` to nested config dicts."""
+    key, sep, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ConfigError(f"--set {assignment!r}: expected SECTION.FIELD=VALUE, e.g. --set strategy.name=ewc")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = parse_value(text.strip())
+
+
+def load_config(path: str | None, overrides: Sequence[str]) -> RunConfig:
+    """The run configuration: defaults, then the TOML file, then ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise MissingFileError(f"--config: no such file {path!r}")
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"--config {path!r}: not valid TOML: {error}") from None
+    defaults = RunConfig().model_dump()
+    for section, value in data.items():
+        if isinstance(value, dict) and isinstance(defaults.get(section), dict) and "name" in defaults[section] \
+                and "name" in value and value["name"] != defaults[section]["name"]:
+            defaults[section] = {"name": value["name"]}  # a new component: drop the default's parameters
+    merged = _merge(defaults, data)
+    for assignment in overrides:
+        if assignment.split("=", 1)[0].strip().endswith(".name"):
+            section = assignment.split(".", 1)[0].strip()
+            if isinstance(merged.get(section), dict) and "name" in merged[section]:
+                merged[section] = {k: v for k, v in merged[section].items() if k in data.get(section, {})}
+        apply_override(merged, assignment)
+    return validate_config(merged)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def matrix_table(matrix: Sequence[Sequence[float]], title: str = "accuracy matrix") -> Table:
+    table = Table(title=title + " (row: after training on, column: tested on)")
+    table.add_column("trained \\ tested")
+    for j in range(len(matrix[0]) if len(matrix) else 0):
+        table.add_column(f"exp {j}", justify="right")
+    for i, row in enumerate(matrix):
+        table.add_row(f"exp {i}", *(f"{a:.3f}" for a in row))
+    return table
+
+
+def metrics_table(metrics: dict[str, Any], costs: Sequence[dict[str, Any]]) -> Table:
+    table = Table(title="metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in METRIC_NAMES:
+        table.add_row(name, _fmt(metrics.get(name)))
+    table.add_row("train_seconds", f"{sum(c['seconds'] for c in costs):.2f}")
+    table.add_row("samples", str(sum(c["samples"] for c in costs)))
+    table.add_row("steps", str(sum(c["steps"] for c in costs)))
+    if costs:
+        table.add_row("buffer_size", str(costs[-1]["buffer_size"]))
+        table.add_row("peak_memory_mb", f"{max(c['peak_memory_mb'] for c in costs):.0f}")
+    return table
+
+
+def stream_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("experience", "name", "task", "classes", "train", "test"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[c]) if c != "classes" else ",".join(map(str, row[c])) for c in
+                        ("experience", "name", "task", "classes", "train", "test")))
+    return table
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    overrides = list(args.set) + ([f"run.db={args.db!r}".replace("'", '"')] if args.db else []) \
+        + ([f"run.seed={args.seed}"] if args.seed is not None else [])
+    config = load_config(args.config, overrides)
+    prepared = prepare(config)
+    store = ResultsStore(config.run.db)
+    console.print(stream_table(prepared[0].summary(), prepared[0].name))
+    result = run_config(config, store=store, progress=config.run.progress, prepared=prepared)
+    console.print(matrix_table(result.matrix.tolist()))
+    console.print(metrics_table(result.metrics, [c.as_dict() for c in result.costs]))
+    console.print(f"run {result.run_id} stored in {config.run.db}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, console: Console) -> int:
+    table = Table(title=f"runs in {args.db}")
+    for column in ("id", "created", "status", "stream", "strategy", "seed", "final_accuracy", "forgetting"):
+        table.add_column(column)
+    for r in ResultsStore(args.db).runs():
+        metrics = r.metrics or {}
+        table.add_row(str(r.id), r.created, r.status, r.name, r.strategy, str(r.seed),
+                      _fmt(metrics.get("final_accuracy")), _fmt(metrics.get("forgetting")))
+    console.print(table)
+    return 0
+
+
+def _record_matrix(record: RunRecord) -> list[list[float]]:
+    return record.matrix if record.matrix is not None else [e["accuracies"] for e in record.experiences]
+
+
+def cmd_show(args: argparse.Namespace, console: Console) -> int:
+    record = ResultsStore(args.db).get(args.run_id)
+    console.print(f"run {record.id}: {record.name}, strategy {record.strategy}, seed {record.seed}, "
+                  f"status {record.status}" + (f" ({record.error})" if record.error else ""))
+    matrix = _record_matrix(record)
+    if matrix:
+        console.print(matrix_table(matrix))
+    console.print(metrics_table(record.metrics or {}, [e["cost"] for e in record.experiences]))
+    config = Table(title="configuration")
+    config.add_column("field")
+    config.add_column("value")
+    for section, values in record.config.items():
+        for key, value in (values.items() if isinstance(values, dict) else [("", values)]):
+            config.add_row(f"{section}.{key}".rstrip("."), str(value))
+    console.print(config)
+    console.print("environment: " + ", ".join(f"{k} {v}" for k, v in record.environment.items()))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    store = ResultsStore(args.db)
+    records = [store.get(run_id) for run_id in args.run_ids]
+    table = Table(title="comparison")
+    table.add_column("metric")
+    for r in records:
+        table.add_column(f"run {r.id} ({r.strategy})", justify="right")
+    for name in METRIC_NAMES:
+        table.add_row(name, *(_fmt((r.metrics or {}).get(name)) for r in records))
+    table.add_row("train_seconds", *(f"{sum(e['cost']['seconds'] for e in r.experiences):.2f}" for r in records))
+    table.add_row("status", *(r.status for r in records))
+    console.print(table)
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace, console: Console) -> int:
+    table = Table(title="strategies")
+    table.add_column("name")
+    table.add_column("hyperparameters (default)")
+    table.add_column("summary")
+    for name, cls in STRATEGIES.items():
+        params = ", ".join(f"{k}={p.default!r}" for k, p in parameters(cls).items()) or "-"
+        doc = (cls.__doc__ or "").strip().split("\n")[0]
+        table.add_row(name, params, doc)
+    console.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lifelong", description="Continual learning under a compute budget.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train a strategy on a stream and store the run")
+    run.add_argument("--config", help="TOML file with [dataset], [scenario], [model], [strategy], [optim], [run]")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                     help="override one field, e.g. --set strategy.name=ewc (repeatable)")
+    run.add_argument("--db", help="results database (default: run.db, ./lifelong-runs.db)")
+    run.add_argument("--seed", type=int, help="run seed (same as --set run.seed=N)")
+    run.set_defaults(handler=cmd_run)
+    runs = sub.add_parser("runs", help="list stored runs")
+    show = sub.add_parser("show", help="print one stored run")
+    show.add_argument("run_id", type=int)
+    compare = sub.add_parser("compare", help="put stored runs' metrics side by side")
+    compare.add_argument("run_ids", type=int, nargs="+")
+    for p, handler in ((runs, cmd_runs), (show, cmd_show), (compare, cmd_compare)):
+        p.add_argument("--db", default="lifelong-runs.db", help="results database")
+        p.set_defaults(handler=handler)
+    strategies = sub.add_parser("strategies", help="list strategies with their hyperparameters")
+    strategies.set_defaults(handler=cmd_strategies)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 success, 2 user error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    console = Console(width=max(Console().width, 120))
+    try:
+        return int(args.handler(args, console))
+    except LifelongError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

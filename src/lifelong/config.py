@@ -1,0 +1,156 @@
+"""Validated settings: the run configuration as pydantic models.
+
+Everything a run needs is one :class:`RunConfig`: which dataset, scenario, model and strategy (each a
+``name`` plus that component's own keyword arguments), how to optimize, and how to run. It is
+validated once, at the edge (the CLI or the Python API), and stored whole with every run. Errors name
+the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from lifelong.errors import ConfigError
+
+
+class OptimConfig(BaseModel):
+    """How the runner optimizes: optimizer, learning rate, batch size, epochs and schedule."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = "sgd"
+    lr: float = Field(0.03, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(16, ge=1)
+    epochs: int = Field(5, ge=1)
+    schedule: str = "constant"
+    grad_clip: float | None = Field(None, gt=0)
+    reset_per_experience: bool = True
+    """Build a fresh optimizer (no momentum or Adam moments carried over) at each experience."""
+
+
+class RunSettings(BaseModel):
+    """Where and how a run executes and is recorded."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    seed: int = 0
+    device: str = "cpu"
+    db: str = "lifelong-runs.db"
+    progress: bool = True
+    eval_batch_size: int = Field(1024, ge=1)
+
+
+class Component(BaseModel):
+    """A named component with its keyword arguments, e.g. ``{name = "er", buffer_size = 200}``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RunConfig(BaseModel):
+    """A whole run: the default is class-incremental digits, 5 experiences of 2 classes, ER with a
+    memory of 200, an MLP trained with SGD."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Component = Component(name="digits")
+    scenario: Component = Component(name="class_incremental", n_experiences=5)
+    model: Component = Component(name="mlp")
+    strategy: Component = Component(name="er", buffer_size=200)
+    optim: OptimConfig = OptimConfig()
+    run: RunSettings = RunSettings()
+
+
+def describe_validation_error(error: pydantic.ValidationError, prefix: str = "") -> str:
+    """One line naming the first bad field, its value and what was expected."""
+    first = error.errors()[0]
+    field = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
+    if first["type"] == "extra_forbidden":
+        return f"{field}: unknown field"
+    return f"{field}: {first['msg']} (got {first.get('input')!r})"
+
+
+def validate_config(data: Mapping[str, Any]) -> RunConfig:
+    """A :class:`RunConfig` from nested dicts (a parsed TOML file), or a :class:`ConfigError`."""
+    try:
+        return RunConfig.model_validate(data)
+    except pydantic.ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from None
+
+
+def parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """The keyword arguments a component accepts (dataclass init fields or function parameters),
+    with annotations resolved to types."""
+    if dataclasses.is_dataclass(factory):
+        hints = typing.get_type_hints(factory)
+        result = {}
+        for f in dataclasses.fields(factory):
+            if not f.init:
+                continue
+            default: Any = inspect.Parameter.empty
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            result[f.name] = inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                               annotation=hints.get(f.name, Any))
+        return result
+    signature = inspect.signature(factory, eval_str=True)
+    return {name: p for name, p in signature.parameters.items()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def build(section: str, registry: Mapping[str, Callable[..., Any]], component: Component,
+          *args: Any, skip: tuple[str, ...] = ()) -> Any:
+    """Call ``registry[component.name](*args, **component.params)`` with its arguments validated.
+
+    ``skip`` names leading parameters filled by ``args`` (e.g. the dataset of a scenario builder).
+    Unknown names, unknown fields and values of the wrong type raise :class:`ConfigError` naming
+    ``section.field``.
+    """
+    if component.name not in registry:
+        raise ConfigError(f"{section}.name: unknown {section} {component.name!r}; "
+                          f"allowed: {', '.join(sorted(registry))}")
+    factory = registry[component.name]
+    allowed = {k: v for k, v in parameters(factory).items() if k not in skip}
+    for key in component.params:
+        if key not in allowed:
+            raise ConfigError(f"{section}.{key}: unknown field for {section} {component.name!r}; "
+                              f"allowed: {', '.join(sorted(allowed)) or 'none'}")
+    fields = {k: (p.annotation if p.annotation is not inspect.Parameter.empty else Any,
+                  p.default if p.default is not inspect.Parameter.empty else ...)
+              for k, p in allowed.items()}
+    model = pydantic.create_model(f"{section}_{component.name}", __config__=ConfigDict(extra="forbid"),
+                                  **fields)  # type: ignore[call-overload]
+    try:
+        values = model.model_validate(component.params)
+    except pydantic.ValidationError as error:
+        raise ConfigError(describe_validation_error(error, section)) from None
+    return factory(*args, **{k: getattr(values, k) for k in component.params})
+
+
+def resolved(section: str, registry: Mapping[str, Callable[..., Any]], component: Component,
+             skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The component's full settings: its name, every default, and the given values."""
+    factory = registry[component.name]
+    defaults = {k: p.default for k, p in parameters(factory).items()
+                if k not in skip and p.default is not inspect.Parameter.empty}
+    return {"name": component.name, **_plain(defaults), **component.params}
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}

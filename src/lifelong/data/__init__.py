@@ -1,0 +1,10 @@
+"""Data: datasets, experiences, streams and the scenario builders that make streams."""
+
+from lifelong.data.datasets import DATASETS, Dataset, digits, from_arrays, synthetic
+from lifelong.data.scenarios import SCENARIOS, class_incremental, domain_incremental, task_incremental
+from lifelong.data.streams import Batch, Experience, Stream, TensorSet
+
+__all__ = [
+    "DATASETS", "SCENARIOS", "Batch", "Dataset", "Experience", "Stream", "TensorSet", "class_incremental",
+    "digits", "domain_incremental", "from_arrays", "synthetic", "task_incremental",
+]

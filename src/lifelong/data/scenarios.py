@@ -1,0 +1,129 @@
+"""Scenario builders: ``(dataset, parameters, seed) -> Stream``.
+
+* class-incremental: classes split into experiences, one head over all classes, no task id at test
+  time (van de Ven & Tolias, "Three scenarios for continual learning", 2019);
+* task-incremental: the same split, with the task id given at training and test time so logits are
+  masked to the task's classes;
+* domain-incremental: every experience holds all classes under its own input transform (pixel
+  permutation, as in permuted MNIST, Goodfellow et al. 2013; or rotation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lifelong.data.datasets import Dataset
+from lifelong.data.streams import Experience, Stream, TensorSet
+from lifelong.errors import ConfigError
+
+
+def class_order(dataset: Dataset, order: Sequence[int] | None, shuffle: bool, seed: int) -> list[int]:
+    """The order in which classes arrive: ``order`` as given, a seeded permutation, or 0..C-1."""
+    present = sorted(set(dataset.y_train.tolist()))
+    if order is not None:
+        if sorted(order) != present:
+            raise ConfigError(f"scenario.class_order must be a permutation of the dataset's classes {present}, "
+                              f"got {list(order)}")
+        return list(order)
+    if shuffle:
+        return [present[i] for i in np.random.default_rng(seed).permutation(len(present))]
+    return present
+
+
+def split_classes(classes: Sequence[int], n_experiences: int) -> list[tuple[int, ...]]:
+    """Split ordered classes into ``n_experiences`` contiguous groups, sizes differing by at most one."""
+    if not 1 <= n_experiences <= len(classes):
+        raise ConfigError(f"scenario.n_experiences must lie in [1, {len(classes)}] (the number of classes), "
+                          f"got {n_experiences}")
+    groups = np.array_split(np.asarray(classes), n_experiences)
+    return [tuple(int(c) for c in g) for g in groups]
+
+
+def _by_classes(dataset: Dataset, n_experiences: int, order: Sequence[int] | None, shuffle: bool,
+                seed: int, task_aware: bool) -> Stream:
+    experiences = []
+    for task_id, group in enumerate(split_classes(class_order(dataset, order, shuffle, seed), n_experiences)):
+        train_mask = torch.isin(dataset.y_train, torch.tensor(group))
+        test_mask = torch.isin(dataset.y_test, torch.tensor(group))
+        experiences.append(Experience(
+            train=TensorSet.of(dataset.x_train[train_mask], dataset.y_train[train_mask], task_id),
+            test=TensorSet.of(dataset.x_test[test_mask], dataset.y_test[test_mask], task_id),
+            classes=group, task_id=task_id, name="classes " + ",".join(map(str, group)),
+        ))
+    kind = "task" if task_aware else "class"
+    return Stream(tuple(experiences), dataset.n_classes, dataset.input_shape, task_aware,
+                  name=f"{dataset.name} {kind}-incremental {n_experiences}")
+
+
+def class_incremental(dataset: Dataset, n_experiences: int = 5, class_order: Sequence[int] | None = None,
+                      shuffle: bool = False, seed: int = 0) -> Stream:
+    """New classes in every experience; one head over all classes; no task id at test time."""
+    return _by_classes(dataset, n_experiences, class_order, shuffle, seed, task_aware=False)
+
+
+def task_incremental(dataset: Dataset, n_experiences: int = 5, class_order: Sequence[int] | None = None,
+                     shuffle: bool = False, seed: int = 0) -> Stream:
+    """The class-incremental split with task ids known at training and test time (masked logits)."""
+    return _by_classes(dataset, n_experiences, class_order, shuffle, seed, task_aware=True)
+
+
+def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate images (N, C, H, W) by ``degrees`` about their centre (bilinear, zero padding)."""
+    angle = math.radians(degrees)
+    theta = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0],
+                          [math.sin(angle), math.cos(angle), 0.0]], dtype=x.dtype)
+    grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def domain_incremental(dataset: Dataset, n_experiences: int = 5, transform: str = "permutation",
+                       max_rotation: float = 180.0, seed: int = 0) -> Stream:
+    """All classes in every experience, each experience under its own input transform.
+
+    ``permutation``: experience 0 sees the original inputs, each later one a seeded fixed permutation
+    of the input features. ``rotation``: experience k rotates images by ``k * max_rotation / n``
+    degrees (inputs must be images (C, H, W)).
+    """
+    if n_experiences < 1:
+        raise ConfigError(f"scenario.n_experiences must be >= 1, got {n_experiences}")
+    if transform not in ("permutation", "rotation"):
+        raise ConfigError(f"scenario.transform must be 'permutation' or 'rotation', got {transform!r}")
+    if transform == "rotation" and len(dataset.input_shape) != 3:
+        raise ConfigError(f"scenario.transform='rotation' needs image inputs (C, H, W), "
+                          f"dataset {dataset.name} has shape {dataset.input_shape}; use 'permutation'")
+    generator = torch.Generator().manual_seed(seed)
+    n_features = int(np.prod(dataset.input_shape))
+    classes = tuple(sorted(set(dataset.y_train.tolist())))
+    experiences = []
+    for task_id in range(n_experiences):
+        if transform == "permutation":
+            perm = torch.arange(n_features) if task_id == 0 else torch.randperm(n_features, generator=generator)
+
+            def apply(x: torch.Tensor, perm: torch.Tensor = perm) -> torch.Tensor:
+                return x.reshape(len(x), -1)[:, perm].reshape(x.shape)
+            name = "identity" if task_id == 0 else f"permutation {task_id}"
+        else:
+            degrees = task_id * max_rotation / n_experiences
+
+            def apply(x: torch.Tensor, degrees: float = degrees) -> torch.Tensor:
+                return _rotate(x, degrees) if degrees else x.clone()
+            name = f"rotation {degrees:g}"
+        experiences.append(Experience(
+            train=TensorSet.of(apply(dataset.x_train), dataset.y_train, task_id),
+            test=TensorSet.of(apply(dataset.x_test), dataset.y_test, task_id),
+            classes=classes, task_id=task_id, name=name,
+        ))
+    return Stream(tuple(experiences), dataset.n_classes, dataset.input_shape, task_aware=False,
+                  name=f"{dataset.name} domain-incremental {transform} {n_experiences}")
+
+
+SCENARIOS = {
+    "class_incremental": class_incremental,
+    "task_incremental": task_incremental,
+    "domain_incremental": domain_incremental,
+}

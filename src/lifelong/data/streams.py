@@ -1,0 +1,161 @@
+"""The two data structures every part of `lifelong` speaks: :class:`Experience` and :class:`Stream`.
+
+Data live in memory as tensors (:class:`TensorSet`): a continual-learning stream on CPU is small
+enough, and slicing tensors by index is several times faster than collating samples one by one
+through a ``DataLoader``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+
+from lifelong.errors import DataError
+
+
+class Batch(NamedTuple):
+    """One mini-batch: inputs ``x`` (B, ...), labels ``y`` (B,) and task ids ``task`` (B,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    task: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TensorSet:
+    """Samples held as tensors: ``x`` (N, *input_shape) float, ``y`` (N,) long, ``task`` (N,) long."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    task: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.y.ndim != 1 or self.task.ndim != 1:
+            raise DataError(f"labels and task ids must be 1-D, got shapes {tuple(self.y.shape)} and {tuple(self.task.shape)}")
+        if not (len(self.x) == len(self.y) == len(self.task)):
+            raise DataError(f"x, y and task must have the same length, got {len(self.x)}, {len(self.y)}, {len(self.task)}")
+
+    @classmethod
+    def of(cls, x: torch.Tensor, y: torch.Tensor, task_id: int) -> TensorSet:
+        """Wrap inputs and labels that all belong to one task."""
+        return cls(x, y, torch.full((len(y),), task_id, dtype=torch.long))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: torch.Tensor) -> TensorSet:
+        """The samples at ``index`` (a long tensor or boolean mask)."""
+        return TensorSet(self.x[index], self.y[index], self.task[index])
+
+    def to(self, device: torch.device | str) -> TensorSet:
+        return TensorSet(self.x.to(device), self.y.to(device), self.task.to(device))
+
+    def batch(self) -> Batch:
+        """All samples as one :class:`Batch`."""
+        return Batch(self.x, self.y, self.task)
+
+    @staticmethod
+    def concat(sets: Sequence[TensorSet]) -> TensorSet:
+        if not sets:
+            raise DataError("cannot concatenate an empty list of sample sets")
+        return TensorSet(
+            torch.cat([s.x for s in sets]), torch.cat([s.y for s in sets]), torch.cat([s.task for s in sets])
+        )
+
+
+@dataclass(frozen=True)
+class Experience:
+    """One step of a stream: what is trained on, what is tested, which classes, which task.
+
+    ``classes`` are the labels this experience introduces (its training labels); ``task_id`` is its
+    position in a task-incremental stream and is only given to the model where the stream says so
+    (:attr:`Stream.task_aware`).
+    """
+
+    train: TensorSet
+    test: TensorSet
+    classes: tuple[int, ...]
+    task_id: int
+    name: str = ""
+    info: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.train) == 0:
+            raise DataError(f"experience {self.task_id} ({self.name or 'unnamed'}) has an empty training set; "
+                            "give it samples or drop it from the stream")
+
+
+@dataclass(frozen=True)
+class Stream:
+    """An ordered sequence of experiences sharing one output space of ``n_classes`` labels.
+
+    ``task_aware`` marks a task-incremental stream: the task id of each sample is known at training
+    and test time, and logits are masked to the classes of that task.
+    """
+
+    experiences: tuple[Experience, ...]
+    n_classes: int
+    input_shape: tuple[int, ...]
+    task_aware: bool = False
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.experiences:
+            raise DataError("a stream needs at least one experience")
+        for exp in self.experiences:
+            for part, data in (("train", exp.train), ("test", exp.test)):
+                if len(data) and (int(data.y.min()) < 0 or int(data.y.max()) >= self.n_classes):
+                    raise DataError(
+                        f"experience {exp.task_id}: {part} labels must lie in [0, {self.n_classes - 1}], "
+                        f"found [{int(data.y.min())}, {int(data.y.max())}]; relabel the data or raise n_classes"
+                    )
+                if len(data) and tuple(data.x.shape[1:]) != self.input_shape:
+                    raise DataError(f"experience {exp.task_id}: {part} inputs have shape {tuple(data.x.shape[1:])}, "
+                                    f"the stream declares {self.input_shape}")
+                if len(data) and data.x.is_floating_point() and not bool(torch.isfinite(data.x).all()):
+                    raise DataError(f"experience {exp.task_id}: {part} inputs contain NaN or infinite values; "
+                                    "clean or impute them before building the stream")
+
+    def __len__(self) -> int:
+        return len(self.experiences)
+
+    def __iter__(self) -> Iterator[Experience]:
+        return iter(self.experiences)
+
+    def __getitem__(self, index: int) -> Experience:
+        return self.experiences[index]
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        """The union of the classes of all experiences, sorted."""
+        return tuple(sorted({c for exp in self.experiences for c in exp.classes}))
+
+    def task_mask(self) -> torch.Tensor | None:
+        """(T, n_classes) boolean mask of the classes of each task, or None when tasks are not given."""
+        if not self.task_aware:
+            return None
+        mask = torch.zeros(len(self.experiences), self.n_classes, dtype=torch.bool)
+        for exp in self.experiences:
+            mask[exp.task_id, list(exp.classes)] = True
+        return mask
+
+    def joined(self) -> Experience:
+        """All training data of the stream as one experience (the i.i.d. upper bound, ``joint``)."""
+        return Experience(
+            train=TensorSet.concat([e.train for e in self.experiences]),
+            test=TensorSet.concat([e.test for e in self.experiences]),
+            classes=self.classes,
+            task_id=0,
+            name="joint",
+        )
+
+    def summary(self) -> list[dict[str, object]]:
+        """One row per experience: name, task id, classes, train and test sizes (for tables)."""
+        return [
+            {"experience": i, "name": e.name, "task": e.task_id, "classes": list(e.classes),
+             "train": len(e.train), "test": len(e.test)}
+            for i, e in enumerate(self.experiences)
+        ]

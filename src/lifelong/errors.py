@@ -1,0 +1,32 @@
+"""Error types that the public API raises for bad input.
+
+Every user-facing mistake (a bad config value, malformed data, a missing file) raises a subclass of
+:class:`LifelongError` whose message names the field, the bad value and what is allowed. The CLI turns
+these into one line on stderr and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class LifelongError(Exception):
+    """Base class of every error caused by the user's input rather than by a bug."""
+
+
+class ConfigError(LifelongError, ValueError):
+    """A configuration field has a bad value (unknown name, out of range, wrong type)."""
+
+
+class DataError(LifelongError, ValueError):
+    """Data handed to the library cannot be used as it is (shapes, labels, NaN, empty sets)."""
+
+
+class MissingFileError(LifelongError, FileNotFoundError):
+    """A file the user pointed at (config, dataset, checkpoint) does not exist."""
+
+
+class TrainingError(LifelongError, RuntimeError):
+    """Training cannot continue (a non-finite loss); the message says where it happened."""
+
+
+class ResumeError(LifelongError, RuntimeError):
+    """A run cannot be resumed (already finished, no usable checkpoint)."""

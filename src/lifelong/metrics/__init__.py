@@ -1,0 +1,16 @@
+"""Metrics: accuracy-matrix summaries (accuracy, forgetting, transfer) and training cost."""
+
+from lifelong.metrics.accuracy_matrix import (
+    average_incremental_accuracy,
+    backward_transfer,
+    final_accuracy,
+    forgetting,
+    forward_transfer,
+    summary,
+)
+from lifelong.metrics.compute import ExperienceCost
+
+__all__ = [
+    "ExperienceCost", "average_incremental_accuracy", "backward_transfer", "final_accuracy", "forgetting",
+    "forward_transfer", "summary",
+]

@@ -1,0 +1,94 @@
+"""Small networks built from a stream's input shape, each split into ``backbone`` and ``head``.
+
+The split matters to methods that work on features (nearest class mean, iCaRL, FeTrIL, SLCA): they
+read ``model.backbone(x)`` and refit or replace ``model.head``. Any ``nn.Module`` can be trained; for
+feature methods a user model needs ``backbone`` and ``head`` attributes too (see :func:`split_model`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lifelong.errors import ConfigError
+
+
+class Classifier(nn.Module):
+    """``head(backbone(x))``: a feature extractor and a linear layer over all classes."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(feature_dim, n_classes)
+        self.feature_dim = feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (256, 256),
+        norm: str = "none") -> Classifier:
+    """Flatten, then ``Linear -> [norm] -> ReLU`` per hidden width, then a linear head.
+
+    ``norm`` is ``none``, ``batch`` or ``layer`` (LayerNorm behaves the same at train and test time,
+    which suits streams).
+    """
+    if not hidden or any(h < 1 for h in hidden):
+        raise ConfigError(f"model.hidden must be a non-empty list of positive widths, got {list(hidden)}")
+    norms = {"none": None, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
+    if norm not in norms:
+        raise ConfigError(f"model.norm must be one of {sorted(norms)}, got {norm!r}")
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for h in hidden:
+        layers.append(nn.Linear(width, h))
+        if norms[norm] is not None:
+            layers.append(norms[norm](h))
+        layers.append(nn.ReLU())
+        width = h
+    return Classifier(nn.Sequential(*layers), width, n_classes)
+
+
+def cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int] = (32, 64),
+        batch_norm: bool = True) -> Classifier:
+    """``Conv3x3 -> [BatchNorm] -> ReLU -> MaxPool2`` per entry of ``channels``, global average pool, head.
+
+    Needs image inputs (C, H, W); pooling stops once the feature map is 2x2 so small images work.
+    """
+    if len(input_shape) != 3:
+        raise ConfigError(f"model.name='cnn' needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
+                          "use model.name='mlp'")
+    if not channels or any(c < 1 for c in channels):
+        raise ConfigError(f"model.channels must be a non-empty list of positive counts, got {list(channels)}")
+    layers: list[nn.Module] = []
+    in_ch, size = input_shape[0], min(input_shape[1:])
+    for out_ch in channels:
+        layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1)]
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_ch))
+        layers.append(nn.ReLU())
+        if size >= 4:
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        in_ch = out_ch
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return Classifier(nn.Sequential(*layers), in_ch, n_classes)
+
+
+MODELS = {"mlp": mlp, "cnn": cnn}
+
+
+def split_model(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
+    """The ``(backbone, head)`` of a model: its attributes of those names, or an ``nn.Sequential``'s
+    layers before its final ``nn.Linear``."""
+    backbone, head = getattr(model, "backbone", None), getattr(model, "head", None)
+    if isinstance(backbone, nn.Module) and isinstance(head, nn.Linear):
+        return backbone, head
+    if isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):
+        return model[:-1], model[-1]
+    raise ConfigError(f"this strategy needs a model split into features and a linear head: give "
+                      f"{type(model).__name__} attributes 'backbone' (nn.Module) and 'head' (nn.Linear), "
+                      "or make it an nn.Sequential ending in nn.Linear")

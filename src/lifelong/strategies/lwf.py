@@ -1,0 +1,62 @@
+"""Learning without forgetting."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.errors import ConfigError
+from lifelong.strategies.base import Strategy
+from lifelong.strategies.losses import distillation
+
+
+@dataclass
+class LwF(Strategy):
+    """Learning without Forgetting (Li & Hoiem 2017): cross-entropy on the new data plus
+    ``alpha * KD_T`` between the previous model's and the current model's logits on the classes
+    seen before, computed on the new data (no memory of old samples)."""
+
+    alpha: float = 1.0
+    """Weight of the distillation term."""
+    temperature: float = 2.0
+    """Softmax temperature of the distillation (T = 2 in the paper)."""
+    old_model: nn.Module | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0:
+            raise ConfigError(f"strategy.alpha must be >= 0, got {self.alpha}")
+        if self.temperature <= 0:
+            raise ConfigError(f"strategy.temperature must be > 0, got {self.temperature}")
+
+    def setup(self, stream: Stream, seed: int) -> None:
+        super().setup(stream, seed)
+        self.old_model = None
+
+    def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        out = model(batch.x)
+        loss = F.cross_entropy(self.mask_logits(out, batch.task), batch.y)
+        if self.old_model is not None and self.seen_classes:
+            with torch.no_grad():
+                old = self.old_model(batch.x)[:, self.seen_classes]
+            loss = loss + self.alpha * distillation(out[:, self.seen_classes], old, self.temperature)
+        return loss
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        super().after_experience(model, experience)
+        self.old_model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def state_dict(self) -> dict[str, Any]:
+        old = None if self.old_model is None else self.old_model.state_dict()
+        return {**super().state_dict(), "old_model": old}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        super().load_state_dict(state, model)
+        if state["old_model"] is not None:
+            self.old_model = copy.deepcopy(model).eval().requires_grad_(False)
+            self.old_model.load_state_dict(state["old_model"])

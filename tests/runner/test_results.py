@@ -1,0 +1,51 @@
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+
+from lifelong import OptimConfig, ResultsStore, class_incremental, mlp, train
+from lifelong.errors import ConfigError
+from lifelong.strategies import ER
+
+
+def test_run_is_stored_whole(small_data, tmp_path) -> None:
+    store = ResultsStore(tmp_path / "runs.db")
+    stream = class_incremental(small_data, 3)
+    torch.manual_seed(0)
+    result = train(stream, mlp((8,), 6, hidden=(16,)), ER(buffer_size=30), OptimConfig(epochs=1), seed=5,
+                   store=store)
+    record = store.get(result.run_id)
+    assert record.status == "finished" and record.seed == 5
+    assert np.allclose(record.matrix, result.matrix)
+    assert record.metrics["final_accuracy"] == pytest.approx(result.metrics["final_accuracy"])
+    assert [e["index"] for e in record.experiences] == [0, 1, 2]
+    assert record.experiences[-1]["cost"]["buffer_size"] == 30
+    assert record.config["strategy"] == {"name": "er", "buffer_size": 30, "replay_batch_size": 0}
+    assert record.environment["torch"] == torch.__version__
+    with sqlite3.connect(tmp_path / "runs.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_crash_keeps_finished_experiences(small_data, tmp_path) -> None:
+    class Crash(ER):
+        def before_experience(self, model, experience) -> None:
+            if experience.task_id == 2:
+                raise RuntimeError("disk on fire")
+
+    store = ResultsStore(tmp_path / "runs.db")
+    stream = class_incremental(small_data, 3)
+    with pytest.raises(RuntimeError):
+        train(stream, mlp((8,), 6, hidden=(16,)), Crash(buffer_size=10), OptimConfig(epochs=1), store=store)
+    record = store.runs()[0]
+    assert record.status == "failed" and "disk on fire" in record.error and record.matrix is None
+    assert len(store.get(record.id).experiences) == 2
+
+
+def test_missing_run_and_bad_path_are_config_errors(tmp_path) -> None:
+    store = ResultsStore(tmp_path / "runs.db")
+    with pytest.raises(ConfigError, match="run id 7"):
+        store.get(7)
+    with pytest.raises(ConfigError, match="run.db"):
+        ResultsStore(tmp_path / "no" / "such" / "runs.db")
