@@ -28,7 +28,7 @@ from lifelong.metrics.compute import ExperienceCost, peak_memory_mb
 from lifelong.optim.registry import build_optimizer
 from lifelong.optim.schedules import SCHEDULES, Position
 from lifelong.runner.evaluation import accuracies
-from lifelong.runner.observers import Observer, ProgressBar, TrainState
+from lifelong.runner.observers import Observer, ProgressBar, RunContext, TrainState
 from lifelong.runner.results import ResultsStore
 from lifelong.strategies.base import Strategy
 
@@ -117,6 +117,9 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     initial = accuracies(model, strategy, test_sets, eval_batch_size)
     if store and run_id is not None:
         store.record_initial(run_id, initial)
+    context = RunContext(model, strategy, stream, test_sets, eval_batch_size)
+    for observer in observers:
+        observer.on_run_start(context)
     train_experiences: Sequence[Experience] = (stream.joined(),) if strategy.joint else stream.experiences
     total_steps = sum(optim.epochs * math.ceil(len(e.train) / optim.batch_size) for e in train_experiences)
     rows: list[list[float]] = []
@@ -125,21 +128,23 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     optimizer: torch.optim.Optimizer | None = None
     try:
         for index, experience in enumerate(train_experiences):
+            state.experience, state.epoch, state.experience_step, state.experience_samples = index, 0, 0, 0
+            state.experience_started, state.excluded_seconds = time.perf_counter(), 0.0
             strategy.before_experience(model, experience)
             data = strategy.training_set(experience).to(dev)
             if optimizer is None or optim.reset_per_experience:
                 optimizer = build_optimizer(optim.name, [p for p in model.parameters() if p.requires_grad],
                                             lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
-            state.experience, state.epoch, state.experience_step, state.experience_samples = index, 0, 0, 0
             state.experience_steps = optim.epochs * math.ceil(len(data) / optim.batch_size)
             state.stop_experience = False
             for observer in observers:
                 observer.on_experience_start(state)
-            started = time.perf_counter()
             _train_experience(model, strategy, optimizer, optim, schedule, data, index, seed, total_steps,
                               state, observers)
-            seconds = time.perf_counter() - started
             strategy.after_experience(model, experience)
+            seconds = state.experience_seconds
+            state.seconds_before += seconds
+            state.experience_started = None
             row = accuracies(model, strategy, test_sets, eval_batch_size)
             rows.append(row)
             cost = ExperienceCost(seconds=seconds, samples=state.experience_samples, steps=state.experience_step,

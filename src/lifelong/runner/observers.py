@@ -3,10 +3,31 @@ budgets, periodic evaluation, checkpoints). The runner calls them with its :clas
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from lifelong.data.streams import Stream, TensorSet
+    from lifelong.strategies.base import Strategy
+
+
+@dataclass
+class RunContext:
+    """What a run trains and tests, handed to observers once before training starts."""
+
+    model: nn.Module
+    strategy: Strategy
+    stream: Stream
+    test_sets: Sequence[TensorSet]
+    """Every experience's test set, already on the run's device."""
+    eval_batch_size: int
 
 
 @dataclass
@@ -27,10 +48,31 @@ class TrainState:
     loss: float = 0.0
     lr: float = 0.0
     stop_experience: bool = False
+    seconds_before: float = 0.0
+    """Training seconds of the experiences already finished."""
+    experience_started: float | None = None
+    """``time.perf_counter()`` when the current experience started; None between experiences."""
+    excluded_seconds: float = 0.0
+    """Seconds observers spent inside the current experience (evaluation, checkpoints): not training."""
+
+    @property
+    def experience_seconds(self) -> float:
+        """Training wall time of the current experience so far, observers' own time excluded."""
+        if self.experience_started is None:
+            return 0.0
+        return time.perf_counter() - self.experience_started - self.excluded_seconds
+
+    @property
+    def train_seconds(self) -> float:
+        """Training wall time of the whole run so far, observers' own time excluded."""
+        return self.seconds_before + self.experience_seconds
 
 
 class Observer:
     """Base observer: every hook does nothing."""
+
+    def on_run_start(self, context: RunContext) -> None:
+        """Once, after the initial evaluation and before the first experience."""
 
     def on_experience_start(self, state: TrainState) -> None:
         """Before the first step of an experience."""
@@ -71,3 +113,61 @@ class ProgressBar(Observer):
             self.progress.update(self.task, completed=state.experience_step, loss=state.loss)
             if state.experience + 1 == self.n_experiences:
                 self.progress.stop()
+
+
+@dataclass
+class CurvePoint:
+    """Accuracy on every experience's test set at one moment of training."""
+
+    step: int
+    samples: int
+    seconds: float
+    experience: int
+    accuracies: list[float]
+
+
+class PeriodicEvaluation(Observer):
+    """Evaluates every test set every ``every_steps`` optimizer steps (and at the end of each experience).
+
+    The curve it keeps shows what happens *inside* an experience: the stability gap (De Lange et al.
+    2023, "Continual evaluation for lifelong learning: identifying the stability gap"), anytime accuracy
+    in online streams, accuracy against compute. Its own time is excluded from the run's training time.
+    """
+
+    def __init__(self, every_steps: int) -> None:
+        if every_steps < 1:
+            raise ValueError(f"every_steps must be >= 1, got {every_steps}")
+        self.every_steps = every_steps
+        self.points: list[CurvePoint] = []
+        self.context: RunContext | None = None
+
+    def on_run_start(self, context: RunContext) -> None:
+        self.context = context
+        self.points = []
+
+    def record(self, state: TrainState) -> None:
+        from lifelong.runner.evaluation import accuracies
+
+        assert self.context is not None, "on_run_start was not called"
+        started = time.perf_counter()
+        seconds = state.train_seconds
+        row = accuracies(self.context.model, self.context.strategy, self.context.test_sets,
+                         self.context.eval_batch_size)
+        self.points.append(CurvePoint(state.step, state.samples, seconds, state.experience, row))
+        state.excluded_seconds += time.perf_counter() - started
+
+    def on_experience_start(self, state: TrainState) -> None:
+        if not self.points:
+            self.record(state)
+
+    def on_step(self, state: TrainState) -> None:
+        if state.step % self.every_steps == 0:
+            self.record(state)
+
+    def on_experience_end(self, state: TrainState, accuracies: list[float]) -> None:
+        """The experience's row of the matrix is the curve's point at this step (after the strategy's
+        ``after_experience``, which may change predictions)."""
+        if self.points and self.points[-1].step == state.step:
+            self.points.pop()
+        self.points.append(CurvePoint(state.step, state.samples, state.train_seconds, state.experience,
+                                      list(accuracies)))
