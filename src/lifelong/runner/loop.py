@@ -133,8 +133,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
             strategy.before_experience(model, experience)
             data = strategy.training_set(experience).to(dev)
             if optimizer is None or optim.reset_per_experience:
-                optimizer = build_optimizer(optim.name, [p for p in model.parameters() if p.requires_grad],
-                                            lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+                optimizer = build_optimizer(optim.name, strategy.parameter_groups(model), lr=optim.lr,
+                                            momentum=optim.momentum, weight_decay=optim.weight_decay)
             state.experience_steps = optim.epochs * math.ceil(len(data) / optim.batch_size)
             state.stop_experience = False
             for observer in observers:
@@ -189,7 +189,7 @@ def _train_experience(model: nn.Module, strategy: Strategy, optimizer: torch.opt
             lr = optim.lr * schedule(Position(state.step, index, state.experience_step, state.experience_steps,
                                               total_steps))
             for group in groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             optimizer.step()
             value = loss.item()
             if not math.isfinite(value):

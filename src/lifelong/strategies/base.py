@@ -49,6 +49,11 @@ class Strategy(ABC):
         """The samples the runner draws batches from for ``experience`` (default: its training set)."""
         return experience.train
 
+    def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; each may carry ``lr_scale``, a multiplier of the run's learning
+        rate (e.g. a slow backbone, SLCA). Default: every trainable parameter at the full rate."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+
     @abstractmethod
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """The training loss (a scalar tensor with a graph) for one batch of the current experience."""
