@@ -48,7 +48,7 @@ class EWC(Strategy):
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         super().after_experience(model, experience)
         mask = None if self.task_mask is None else self.task_mask[experience.task_id]
-        new = fisher_diagonal(model, experience.train, class_mask=mask)
+        new = fisher_diagonal(model, experience.train, class_mask=mask, generator=self.generator)
         self.fisher = {k: self.decay * self.fisher[k] + v if k in self.fisher else v for k, v in new.items()}
         self.anchor = {k: v.detach().clone() for k, v in model.named_parameters() if k in new}
 
