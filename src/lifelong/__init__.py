@@ -14,17 +14,49 @@ from lifelong.data import (
     class_incremental,
     digits,
     domain_incremental,
+    few_shot,
     from_arrays,
+    hierarchical,
+    recurring,
+    si_blurry,
+    split_arrays,
     synthetic,
     task_incremental,
 )
 from lifelong.errors import ConfigError, DataError, LifelongError, MissingFileError, ResumeError, TrainingError
 from lifelong.experiment import run_config
 from lifelong.models import cnn, mlp
+from lifelong.runner.checkpoint import CheckpointSettings
 from lifelong.runner import Observer, ResultsStore, RunResult, TrainState, train
-from lifelong.strategies import ER, EWC, STRATEGIES, Cumulative, Joint, LwF, Naive, Strategy
+from lifelong.runner.online import train_online
+from lifelong.strategies import (
+    AGEM,
+    DER,
+    ER,
+    ERACE,
+    EWC,
+    L2,
+    MAS,
+    NCM,
+    SI,
+    SLCA,
+    STRATEGIES,
+    UER,
+    Cumulative,
+    DERpp,
+    FeTrIL,
+    GDumb,
+    ICaRL,
+    Joint,
+    LwF,
+    Naive,
+    Strategy,
+)
 
 __all__ = [
+    "CheckpointSettings",
+    "few_shot", "hierarchical", "recurring", "si_blurry", "split_arrays", "train_online",
+    "AGEM", "DER", "DERpp", "ERACE", "FeTrIL", "GDumb", "ICaRL", "L2", "MAS", "NCM", "SI", "SLCA", "UER",
     "ER", "EWC", "STRATEGIES", "Batch", "ConfigError", "Cumulative", "DataError", "Dataset", "Experience",
     "Joint", "LifelongError", "LwF", "MissingFileError", "Naive", "Observer", "OptimConfig", "ResultsStore",
     "ResumeError", "RunConfig", "RunResult", "RunSettings", "Stream", "Strategy", "TensorSet", "TrainState",

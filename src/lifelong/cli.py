@@ -7,6 +7,7 @@ stderr naming the field, the value and what is allowed, and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -16,9 +17,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from lifelong.config import RunConfig, parameters, validate_config
+from lifelong.config import RunConfig, RunSettings, parameters, validate_config
 from lifelong.errors import ConfigError, LifelongError, MissingFileError
-from lifelong.experiment import prepare, run_config
+from lifelong.experiment import prepare, resume, run_config
+from lifelong.runner.loop import RunResult
 from lifelong.runner.results import ResultsStore, RunRecord
 from lifelong.strategies import STRATEGIES
 
@@ -122,17 +124,39 @@ def stream_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    if args.resume is not None:
+        return resume_run(args, console)
     overrides = list(args.set) + ([f"run.db={args.db!r}".replace("'", '"')] if args.db else []) \
-        + ([f"run.seed={args.seed}"] if args.seed is not None else [])
+        + ([f"run.seed={args.seed}"] if args.seed is not None else []) \
+        + (["run.checkpoint=false"] if args.no_checkpoint else [])
     config = load_config(args.config, overrides)
     prepared = prepare(config)
     store = ResultsStore(config.run.db)
     console.print(stream_table(prepared[0].summary(), prepared[0].name))
+    if args.seeds is not None:
+        from lifelong.protocol.commands import run_with_seeds  # protocol commands build on this module
+
+        return run_with_seeds(config, args.seeds, store, console)
     result = run_config(config, store=store, progress=config.run.progress, prepared=prepared)
+    print_result(result, config.run.db, console)
+    return 0
+
+
+def resume_run(args: argparse.Namespace, console: Console) -> int:
+    """``lifelong run --resume ID``: continue a stored run with its stored configuration."""
+    if args.config or args.set or args.seed is not None or args.seeds is not None or args.no_checkpoint:
+        raise ConfigError(f"--resume {args.resume} continues the run's stored configuration; drop --config, "
+                          "--set, --seed, --seeds and --no-checkpoint")
+    db = args.db or RunSettings().db
+    result = resume(ResultsStore(db), args.resume, progress=True)
+    print_result(result, db, console)
+    return 0
+
+
+def print_result(result: RunResult, db: str, console: Console) -> None:
     console.print(matrix_table(result.matrix.tolist()))
     console.print(metrics_table(result.metrics, [c.as_dict() for c in result.costs]))
-    console.print(f"run {result.run_id} stored in {config.run.db}")
-    return 0
+    console.print(f"run {result.run_id} stored in {db}")
 
 
 def cmd_runs(args: argparse.Namespace, console: Console) -> int:
@@ -207,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one field, e.g. --set strategy.name=ewc (repeatable)")
     run.add_argument("--db", help="results database (default: run.db, ./lifelong-runs.db)")
     run.add_argument("--seed", type=int, help="run seed (same as --set run.seed=N)")
+    run.add_argument("--resume", type=int, metavar="RUN_ID",
+                     help="continue an interrupted run from its newest checkpoint, with its stored configuration")
+    run.add_argument("--no-checkpoint", action="store_true", help="save no checkpoints (quick runs)")
+    run.add_argument("--seeds", metavar="S1,S2,...",
+                     help="run once per seed and report mean ± std and a 95%% interval, e.g. --seeds 0,1,2")
     run.set_defaults(handler=cmd_run)
     runs = sub.add_parser("runs", help="list stored runs")
     show = sub.add_parser("show", help="print one stored run")
@@ -218,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
     strategies = sub.add_parser("strategies", help="list strategies with their hyperparameters")
     strategies.set_defaults(handler=cmd_strategies)
+    from lifelong.data.commands import add_commands as add_scenario_commands  # these build on this module
+    from lifelong.protocol.commands import add_commands  # protocol commands build on this module
+    from lifelong.tta.commands import add_commands as add_tta_commands
+
+    add_commands(sub)
+    add_scenario_commands(sub)
+    add_tta_commands(sub)
     return parser
 
 
@@ -228,12 +264,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    console = Console(width=max(Console().width, 120))
+    # in a torchrun job only rank 0 prints (the others train silently beside it)
+    console = Console(width=max(Console().width, 120), quiet=os.environ.get("RANK", "0") != "0")
     try:
         return int(args.handler(args, console))
     except LifelongError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted: {interrupt}" if str(interrupt) else "interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

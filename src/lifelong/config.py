@@ -21,17 +21,53 @@ from lifelong.errors import ConfigError
 
 
 class OptimConfig(BaseModel):
-    """How the runner optimizes: optimizer, learning rate, batch size, epochs and schedule."""
+    """How the runner optimizes: optimizer, learning rate, batch size, epochs and schedule, and the
+    compute-aware options (LR scaling with batch size, adaptive batch size, data selection, budgets,
+    precision). Names and their own parameters are checked by ``lifelong.optim.setup.resolve``."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     name: str = "sgd"
+    """``sgd``, ``adam``, ``adamw``, ``lars``, ``lamb`` or ``adagradnorm``."""
     lr: float = Field(0.03, gt=0)
+    """Base learning rate, tuned at ``base_batch_size``."""
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    optimizer_params: dict[str, Any] = Field(default_factory=dict)
+    """The optimizer's own settings, e.g. ``{trust_coefficient = 0.02}`` for LARS, ``{betas = [0.9, 0.99]}``."""
     batch_size: int = Field(16, ge=1)
+    base_batch_size: int | None = Field(None, ge=1)
+    """The batch size ``lr`` was tuned at; default: ``batch_size`` (no scaling)."""
+    lr_scaling: str = "auto"
+    """``none``, ``linear``, ``sqrt`` or ``auto`` (linear for SGD and LARS, sqrt for the Adam family and LAMB)."""
     epochs: int = Field(5, ge=1)
+    keep_updates: bool = False
+    """Lengthen training by the batch size's growth over ``base_batch_size`` (static or adaptive) so that
+    the number of updates stays ("Train longer, generalize better", Hoffer et al. 2017)."""
     schedule: str = "constant"
+    schedule_params: dict[str, Any] = Field(default_factory=dict)
+    """The schedule's settings, e.g. ``{warmup_steps = 50, decay_fraction = 0.2}`` for ``wsd``."""
+    batch_size_test: str = "none"
+    """``none`` or ``norm``: grow the batch when the norm test fails (Byrd et al. 2012)."""
+    batch_size_test_params: dict[str, Any] = Field(default_factory=dict)
+    """``theta``, ``growth``, ``max_batch_size``, ``every_steps``, ``samples``."""
+    sampler: str = "random"
+    """``random`` (every sample each epoch), ``rs2`` (a fresh random subset) or ``hard_batch``."""
+    sampler_fraction: float = Field(1.0, gt=0, le=1)
+    """Fraction of each epoch kept by ``rs2`` and ``hard_batch``."""
+    max_steps: int | None = Field(None, ge=1)
+    """Per-experience budget in optimizer steps."""
+    max_samples: int | None = Field(None, ge=1)
+    """Per-experience budget in training samples drawn."""
+    max_seconds: float | None = Field(None, gt=0)
+    """Per-experience budget in training wall time."""
+    max_flops: float | None = Field(None, gt=0)
+    """Per-experience budget in floating-point operations (forward and backward); implies ``count_flops``."""
+    count_flops: bool = False
+    """Count FLOPs on the first step of each experience and store them with the run's cost. Off by
+    default: ``FlopCounterMode`` imports ``torch._dynamo`` (seconds, once) and slows its step ~30x."""
+    precision: str = "fp32"
+    """``fp32`` or ``bf16`` (autocast of the strategy's forward pass and loss)."""
     grad_clip: float | None = Field(None, gt=0)
     reset_per_experience: bool = True
     """Build a fresh optimizer (no momentum or Adam moments carried over) at each experience."""
@@ -47,6 +83,22 @@ class RunSettings(BaseModel):
     db: str = "lifelong-runs.db"
     progress: bool = True
     eval_batch_size: int = Field(1024, ge=1)
+    checkpoint: bool = True
+    """Save checkpoints so that an interrupted run can continue with ``lifelong run --resume ID``."""
+    checkpoint_dir: str | None = None
+    """Folder of the checkpoints (one ``run-<id>`` folder per run); default: ``<db name>-checkpoints``
+    next to the results database."""
+    checkpoint_every_steps: int = Field(200, ge=0)
+    """Also checkpoint every this many optimizer steps inside an experience (0: only between experiences)."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """How many of a run's newest checkpoints to keep."""
+    eval_every_steps: int | None = Field(None, ge=1)
+    """Evaluate every test set every this many optimizer steps (a continual-evaluation curve, from
+    which the stability gap is measured); None evaluates only at the end of each experience."""
+    eval_every_samples: int | None = Field(None, ge=1)
+    """Evaluate every test set every this many training samples: the online protocol's anytime accuracy
+    (with ``optim.epochs = 1`` and a small batch); adds ``a_auc`` and ``last_accuracy`` to the metrics
+    (:mod:`lifelong.runner.online`). Exclusive with ``eval_every_steps``."""
 
 
 class Component(BaseModel):

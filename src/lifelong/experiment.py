@@ -3,17 +3,23 @@ name, train, store. The CLI is a thin layer over :func:`run_config`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from lifelong.config import RunConfig, build, resolved
-from lifelong.data.datasets import DATASETS
+from lifelong.config import RunConfig, build, resolved, validate_config
+from lifelong.data.datasets import DATASETS, Dataset
 from lifelong.data.scenarios import SCENARIOS
 from lifelong.data.streams import Stream
+from lifelong.errors import ConfigError, ResumeError
 from lifelong.models.nets import MODELS
+from lifelong.protocol.curves import attach_curve
+from lifelong.runner.checkpoint import CheckpointSettings
 from lifelong.runner.loop import RunResult, train
+from lifelong.runner.observers import PeriodicEvaluation
+from lifelong.runner.online import attach_online_metrics
 from lifelong.runner.results import ResultsStore
 from lifelong.strategies import STRATEGIES, Strategy
 
@@ -26,9 +32,10 @@ def _scenario_component(config: RunConfig) -> Any:
     return type(config.scenario)(name=config.scenario.name, **params)
 
 
-def build_stream(config: RunConfig) -> Stream:
-    """The dataset, split into a stream by the configured scenario."""
-    dataset = build("dataset", DATASETS, config.dataset)
+def build_stream(config: RunConfig, dataset: Dataset | None = None) -> Stream:
+    """The dataset (the configured one unless ``dataset`` is given, e.g. a validation split for
+    tuning), split into a stream by the configured scenario."""
+    dataset = dataset or build("dataset", DATASETS, config.dataset)
     return build("scenario", SCENARIOS, _scenario_component(config), dataset, skip=("dataset",))
 
 
@@ -62,11 +69,46 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, Strategy]:
     return stream, build_model(config, stream), strategy
 
 
+def checkpoint_settings(config: RunConfig) -> CheckpointSettings | None:
+    """The run's checkpoint settings, None when ``run.checkpoint`` is off."""
+    run = config.run
+    if not run.checkpoint:
+        return None
+    directory = Path(run.checkpoint_dir) if run.checkpoint_dir else None
+    return CheckpointSettings(directory, every_steps=run.checkpoint_every_steps, keep=run.keep_checkpoints)
+
+
+def resume(store: ResultsStore, run_id: int, progress: bool = False) -> RunResult:
+    """Continue stored run ``run_id`` from its newest checkpoint, rebuilding the stream, model and
+    strategy from the configuration stored with it."""
+    stored = store.get(run_id).config
+    try:
+        config = validate_config(stored)
+    except ConfigError:
+        raise ResumeError(f"run {run_id} was started from Python objects, not a configuration; resume it with "
+                          f"train(..., store=..., resume_run={run_id})") from None
+    return run_config(config, store, progress, resume_run=run_id)
+
+
 def run_config(config: RunConfig, store: ResultsStore | None = None, progress: bool = False,
-               prepared: tuple[Stream, nn.Module, Strategy] | None = None) -> RunResult:
+               prepared: tuple[Stream, nn.Module, Strategy] | None = None,
+               extra_config: dict[str, Any] | None = None, resume_run: int | None = None) -> RunResult:
     """Build everything the config names (unless ``prepared``) and train; with a ``store`` the run is
-    recorded."""
+    recorded. ``extra_config`` adds sections to the stored configuration (e.g. a tuning run's
+    validation split). With ``run.eval_every_steps`` the continual-evaluation curve and its stability
+    gaps are kept too (:func:`lifelong.protocol.curves.attach_curve`)."""
     stream, model, strategy = prepared or prepare(config)
-    return train(stream, model, strategy, config.optim, seed=config.run.seed, device=config.run.device,
-                 store=store, config=resolve_config(config), progress=progress,
-                 eval_batch_size=config.run.eval_batch_size)
+    if config.run.eval_every_steps and config.run.eval_every_samples:
+        raise ConfigError("run.eval_every_samples: set either run.eval_every_steps or run.eval_every_samples, "
+                          f"not both (got {config.run.eval_every_steps} and {config.run.eval_every_samples})")
+    evaluation = PeriodicEvaluation(config.run.eval_every_steps, config.run.eval_every_samples) \
+        if config.run.eval_every_steps or config.run.eval_every_samples else None
+    result = train(stream, model, strategy, config.optim, seed=config.run.seed, device=config.run.device,
+                   store=store, config={**resolve_config(config), **(extra_config or {})}, progress=progress,
+                   eval_batch_size=config.run.eval_batch_size, observers=[evaluation] if evaluation else [],
+                   checkpoint=checkpoint_settings(config), resume_run=resume_run)
+    if evaluation is not None:
+        attach_curve(result, evaluation, store)
+    if evaluation is not None and config.run.eval_every_samples:
+        attach_online_metrics(result, evaluation, stream, store)
+    return result

@@ -6,6 +6,7 @@ import torch
 
 from lifelong import OptimConfig, ResultsStore, class_incremental, mlp, train
 from lifelong.errors import ConfigError
+from lifelong.runner.results import SCHEMA_VERSION
 from lifelong.strategies import ER
 
 
@@ -25,7 +26,7 @@ def test_run_is_stored_whole(small_data, tmp_path) -> None:
     assert record.environment["torch"] == torch.__version__
     with sqlite3.connect(tmp_path / "runs.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_crash_keeps_finished_experiences(small_data, tmp_path) -> None:

@@ -2,9 +2,15 @@
 
 from lifelong.data.datasets import DATASETS, Dataset, digits, from_arrays, synthetic
 from lifelong.data.scenarios import SCENARIOS, class_incremental, domain_incremental, task_incremental
+from lifelong.data.blurry import si_blurry
+from lifelong.data.fewshot import few_shot
+from lifelong.data.files import split_arrays
+from lifelong.data.hierarchical import hierarchical
+from lifelong.data.recurring import recurring
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 
 __all__ = [
     "DATASETS", "SCENARIOS", "Batch", "Dataset", "Experience", "Stream", "TensorSet", "class_incremental",
     "digits", "domain_incremental", "from_arrays", "synthetic", "task_incremental",
+    "few_shot", "hierarchical", "recurring", "si_blurry", "split_arrays",
 ]

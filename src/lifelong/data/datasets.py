@@ -35,13 +35,18 @@ def from_arrays(name: str, x_train: object, y_train: object, x_test: object, y_t
     """A :class:`Dataset` from numpy arrays or tensors, checked: labels are 0..C-1 integers, inputs finite."""
     xs, ys = [], []
     for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        x_t = torch.as_tensor(np.asarray(x), dtype=torch.float32)
-        y_np = np.asarray(y)
+        x_t = torch.as_tensor(_numbers(x, f"{name}: {part} inputs"), dtype=torch.float32)
+        if x_t.ndim < 2 and x_t.numel():
+            raise DataError(f"{name}: {part} inputs must have shape (samples, features...), got {tuple(x_t.shape)}; "
+                            "reshape single features with x.reshape(-1, 1)")
+        if not x_t.numel() and xs:
+            x_t = x_t.reshape(0, *xs[0].shape[1:])  # an empty test set takes the training inputs' shape
+        y_np = _numbers(y, f"{name}: {part} labels")
         if y_np.ndim != 1 or len(y_np) != len(x_t):
             raise DataError(f"{name}: {part} labels must be a 1-D array as long as the inputs "
                             f"({len(x_t)}), got shape {y_np.shape}")
         if len(y_np) and not np.issubdtype(y_np.dtype, np.integer):
-            if not np.all(np.mod(y_np, 1) == 0):
+            if not (np.all(np.isfinite(y_np)) and np.all(np.mod(y_np, 1) == 0)):
                 raise DataError(f"{name}: {part} labels must be integer class ids, got dtype {y_np.dtype}")
         y_t = torch.as_tensor(y_np.astype(np.int64))
         if len(y_t) and int(y_t.min()) < 0:
@@ -54,6 +59,17 @@ def from_arrays(name: str, x_train: object, y_train: object, x_test: object, y_t
         raise DataError(f"{name}: the training set is empty")
     n_classes = int(max(int(ys[0].max()), int(ys[1].max()) if len(ys[1]) else 0)) + 1
     return Dataset(name, xs[0], ys[0], xs[1], ys[1], n_classes)
+
+
+def _numbers(values: object, what: str) -> np.ndarray:
+    """``values`` as a numeric numpy array, or a :class:`DataError` saying why it is not one."""
+    try:
+        array = np.asarray(values)
+    except ValueError as error:  # ragged nested lists
+        raise DataError(f"{what} must form a rectangular array of numbers: {error}") from None
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(array):
+        raise DataError(f"{what} must be real numbers, got dtype {array.dtype}; encode them as numbers first")
+    return array
 
 
 def digits(test_fraction: float = 0.25) -> Dataset:
@@ -91,4 +107,9 @@ def synthetic(n_classes: int = 10, n_features: int = 20, n_per_class: int = 100,
     return from_arrays("synthetic", x[~test], y[~test], x[test], y[test])
 
 
-DATASETS = {"digits": digits, "synthetic": synthetic}
+# the file loaders build on Dataset and from_arrays above, so they are imported once those exist
+from lifelong.data import files  # noqa: E402
+
+DATASETS = {"digits": digits, "synthetic": synthetic, "csv": files.csv, "image_folder": files.image_folder,
+            "mnist": files.mnist, "fashion_mnist": files.fashion_mnist, "cifar10": files.cifar10,
+            "cifar100": files.cifar100}

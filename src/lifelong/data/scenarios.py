@@ -17,7 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lifelong.data.blurry import si_blurry
 from lifelong.data.datasets import Dataset
+from lifelong.data.fewshot import few_shot
+from lifelong.data.hierarchical import hierarchical
+from lifelong.data.recurring import recurring
 from lifelong.data.streams import Experience, Stream, TensorSet
 from lifelong.errors import ConfigError
 
@@ -72,7 +76,7 @@ def task_incremental(dataset: Dataset, n_experiences: int = 5, class_order: Sequ
     return _by_classes(dataset, n_experiences, class_order, shuffle, seed, task_aware=True)
 
 
-def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     """Rotate images (N, C, H, W) by ``degrees`` about their centre (bilinear, zero padding)."""
     angle = math.radians(degrees)
     theta = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0],
@@ -111,7 +115,7 @@ def domain_incremental(dataset: Dataset, n_experiences: int = 5, transform: str 
             degrees = task_id * max_rotation / n_experiences
 
             def apply(x: torch.Tensor, degrees: float = degrees) -> torch.Tensor:
-                return _rotate(x, degrees) if degrees else x.clone()
+                return rotate(x, degrees) if degrees else x.clone()
             name = f"rotation {degrees:g}"
         experiences.append(Experience(
             train=TensorSet.of(apply(dataset.x_train), dataset.y_train, task_id),
@@ -126,4 +130,8 @@ SCENARIOS = {
     "class_incremental": class_incremental,
     "task_incremental": task_incremental,
     "domain_incremental": domain_incremental,
+    "si_blurry": si_blurry,
+    "few_shot": few_shot,
+    "hierarchical": hierarchical,
+    "recurring": recurring,
 }

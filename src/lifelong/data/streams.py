@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from lifelong.data.validation import check_stream, check_tensors
 from lifelong.errors import DataError
 
 
@@ -33,6 +34,7 @@ class TensorSet:
     task: torch.Tensor
 
     def __post_init__(self) -> None:
+        check_tensors(self.x, self.y, self.task)
         if self.y.ndim != 1 or self.task.ndim != 1:
             raise DataError(f"labels and task ids must be 1-D, got shapes {tuple(self.y.shape)} and {tuple(self.task.shape)}")
         if not (len(self.x) == len(self.y) == len(self.task)):
@@ -103,21 +105,7 @@ class Stream:
     name: str = ""
 
     def __post_init__(self) -> None:
-        if not self.experiences:
-            raise DataError("a stream needs at least one experience")
-        for exp in self.experiences:
-            for part, data in (("train", exp.train), ("test", exp.test)):
-                if len(data) and (int(data.y.min()) < 0 or int(data.y.max()) >= self.n_classes):
-                    raise DataError(
-                        f"experience {exp.task_id}: {part} labels must lie in [0, {self.n_classes - 1}], "
-                        f"found [{int(data.y.min())}, {int(data.y.max())}]; relabel the data or raise n_classes"
-                    )
-                if len(data) and tuple(data.x.shape[1:]) != self.input_shape:
-                    raise DataError(f"experience {exp.task_id}: {part} inputs have shape {tuple(data.x.shape[1:])}, "
-                                    f"the stream declares {self.input_shape}")
-                if len(data) and data.x.is_floating_point() and not bool(torch.isfinite(data.x).all()):
-                    raise DataError(f"experience {exp.task_id}: {part} inputs contain NaN or infinite values; "
-                                    "clean or impute them before building the stream")
+        check_stream(self)
 
     def __len__(self) -> int:
         return len(self.experiences)

@@ -24,6 +24,10 @@ class ExperienceCost:
     """Peak memory: CUDA allocator peak on GPU, the process's peak resident set size on CPU."""
     buffer_size: int = 0
     """Samples the strategy holds in memory after the experience."""
+    flops: float = 0.0
+    """Forward and backward floating-point operations of training: the first step's count
+    (``torch.utils.flop_counter.FlopCounterMode``) per drawn sample, times the samples drawn; 0 unless
+    ``optim.count_flops`` (or a FLOP budget) is on."""
 
     @property
     def samples_per_second(self) -> float:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lifelong.errors import ConfigError
+from lifelong.models.ghost_batch_norm import GhostBatchNorm
 
 
 class Classifier(nn.Module):
@@ -33,12 +34,13 @@ def mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (256
         norm: str = "none") -> Classifier:
     """Flatten, then ``Linear -> [norm] -> ReLU`` per hidden width, then a linear head.
 
-    ``norm`` is ``none``, ``batch`` or ``layer`` (LayerNorm behaves the same at train and test time,
-    which suits streams).
+    ``norm`` is ``none``, ``batch``, ``layer`` (LayerNorm behaves the same at train and test time,
+    which suits streams) or ``ghost`` (batch norm over virtual batches of 32, for large batches:
+    :class:`~lifelong.models.ghost_batch_norm.GhostBatchNorm`).
     """
     if not hidden or any(h < 1 for h in hidden):
         raise ConfigError(f"model.hidden must be a non-empty list of positive widths, got {list(hidden)}")
-    norms = {"none": None, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
+    norms = {"none": None, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm, "ghost": GhostBatchNorm}
     if norm not in norms:
         raise ConfigError(f"model.norm must be one of {sorted(norms)}, got {norm!r}")
     layers: list[nn.Module] = [nn.Flatten()]

@@ -1,26 +1,72 @@
-"""Optimizers by name."""
+"""Optimizers by name, each a small factory with plain, typed keyword options.
+
+``optim.name`` picks the factory; ``optim.lr``, ``optim.weight_decay`` and (where the optimizer has one)
+``optim.momentum`` are passed by the runner, and ``optim.optimizer_params`` (a TOML table) gives the
+rest, validated field by field.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import inspect
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
 from lifelong.errors import ConfigError
+from lifelong.optim.adagradnorm import AdaGradNorm
+from lifelong.optim.lamb import LAMB
+from lifelong.optim.lars import LARS
+
+Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
 
 
-def build_optimizer(name: str, params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float,
-                    momentum: float = 0.0, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """A torch optimizer: ``sgd`` (with optional momentum), ``adam`` or ``adamw``; ``params`` as torch
-    takes them (parameters or groups; extra group keys such as ``lr_scale`` are kept)."""
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ConfigError(f"optim.name must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+def sgd(params: Params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+        nesterov: bool = False) -> torch.optim.Optimizer:
+    """Stochastic gradient descent with (optionally Nesterov) momentum."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                           nesterov=nesterov and momentum > 0)
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+def adam(params: Params, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+         eps: float = 1e-8) -> torch.optim.Optimizer:
+    """Adam (Kingma & Ba 2015) with L2 weight decay added to the gradient."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
+
+
+def adamw(params: Params, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
+          eps: float = 1e-8) -> torch.optim.Optimizer:
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
+
+
+OPTIMIZERS = {"sgd": sgd, "adam": adam, "adamw": adamw, "lars": LARS, "lamb": LAMB, "adagradnorm": AdaGradNorm}
+
+SCALING_RULES = {"sgd": "linear", "lars": "linear", "adam": "sqrt", "adamw": "sqrt", "lamb": "sqrt",
+                 "adagradnorm": "sqrt"}
+"""The batch-size scaling rule that suits each optimizer (``optim.lr_scaling = "auto"``): linear for
+SGD-type updates (Goyal et al. 2017; You et al. 2017), square root for adaptive ones (Granziol et al.
+2022, "Learning Rates as a Function of Batch Size"; You et al. 2020 for LAMB)."""
+
+
+def check_optimizer_name(name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optim.name must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+
+
+def build_optimizer(name: str, params: Params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                    options: Mapping[str, Any] | None = None) -> torch.optim.Optimizer:
+    """The optimizer ``name`` over ``params`` (parameters or groups as torch takes them; extra group keys
+    such as ``lr_scale`` are kept). ``momentum`` is used by the optimizers that have one (SGD, LARS);
+    ``options`` are the optimizer's own settings, e.g. ``{"trust_coefficient": 0.02}`` for LARS."""
+    from lifelong.config import Component, build
+
+    check_optimizer_name(name)
+    factory = OPTIMIZERS[name]
+    common: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
+    if "momentum" in inspect.signature(factory).parameters:
+        common["momentum"] = momentum
+    bound = functools.partial(factory, **common)
+    return build("optim.optimizer_params", {name: bound}, Component(name=name, **dict(options or {})), params,
+                 skip=("params", *common))

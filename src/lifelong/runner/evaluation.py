@@ -8,31 +8,38 @@ import torch
 from torch import nn
 
 from lifelong.data.streams import TensorSet
+from lifelong.runner.distributed import World
 from lifelong.strategies.base import Strategy
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, strategy: Strategy, data: TensorSet, batch_size: int = 1024) -> float:
+def accuracy(model: nn.Module, strategy: Strategy, data: TensorSet, batch_size: int = 1024,
+             world: World = World()) -> float:
     """Fraction of ``data`` that ``strategy.predict`` labels correctly (0.0 for an empty set).
 
-    The model is put in eval mode for the call and restored to its previous mode after.
+    The model is put in eval mode for the call and restored to its previous mode after. In a
+    data-parallel run each rank scores its part of the set and the counts are summed over ranks, so
+    every rank returns the accuracy on the whole set.
     """
     if len(data) == 0:
         return 0.0
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    part = data.subset(world.portion(len(data))) if world.distributed else data
     correct = 0
-    for begin in range(0, len(data), batch_size):
-        x = data.x[begin:begin + batch_size].to(device, non_blocking=True)
-        task = data.task[begin:begin + batch_size].to(device)
-        y = data.y[begin:begin + batch_size].to(device)
+    for begin in range(0, len(part), batch_size):
+        x = part.x[begin:begin + batch_size].to(device, non_blocking=True)
+        task = part.task[begin:begin + batch_size].to(device)
+        y = part.y[begin:begin + batch_size].to(device)
         correct += int((strategy.predict(model, x, task) == y).sum())
     model.train(was_training)
+    if world.distributed:
+        correct = int(world.all_reduce_sum(torch.tensor([correct], dtype=torch.int64))[0])
     return correct / len(data)
 
 
 def accuracies(model: nn.Module, strategy: Strategy, test_sets: Sequence[TensorSet],
-               batch_size: int = 1024) -> list[float]:
+               batch_size: int = 1024, world: World = World()) -> list[float]:
     """Accuracy on each test set, in order: one row of the accuracy matrix."""
-    return [accuracy(model, strategy, data, batch_size) for data in test_sets]
+    return [accuracy(model, strategy, data, batch_size, world) for data in test_sets]

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lifelong.errors import ConfigError
+from lifelong.runner.distributed import World
+
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from lifelong.data.streams import Stream, TensorSet
+    from lifelong.metrics.compute import ExperienceCost
     from lifelong.strategies.base import Strategy
 
 
@@ -28,6 +33,16 @@ class RunContext:
     test_sets: Sequence[TensorSet]
     """Every experience's test set, already on the run's device."""
     eval_batch_size: int
+    initial: list[float] = field(default_factory=list)
+    """Accuracy of the untrained model on each test set."""
+    rows: list[list[float]] = field(default_factory=list)
+    """The accuracy matrix so far (the runner appends a row after each experience)."""
+    costs: list[ExperienceCost] = field(default_factory=list)
+    """The cost of each finished experience (the runner appends)."""
+    optimizer: torch.optim.Optimizer | None = None
+    """The optimizer of the current experience; the runner sets it whenever it builds one."""
+    world: World = World()
+    """This process among the data-parallel ranks (evaluation is sharded over them)."""
 
 
 @dataclass
@@ -54,6 +69,23 @@ class TrainState:
     """``time.perf_counter()`` when the current experience started; None between experiences."""
     excluded_seconds: float = 0.0
     """Seconds observers spent inside the current experience (evaluation, checkpoints): not training."""
+    epoch_samples: int = 0
+    """Samples drawn so far in the current epoch: where a resumed run picks the epoch up."""
+    epoch_order: torch.Tensor | None = None
+    """The current epoch's sample order; a checkpoint stores it so that any sampler resumes exactly."""
+    total_steps: int = 0
+    """Planned optimizer steps of the whole run (grows with the batch size's changes)."""
+    batch_size: int = 0
+    """Batch size of the next step (the adaptive batch size may grow it)."""
+    epochs: float = 0.0
+    """Planned epochs of the current experience (fractional when ``keep_updates`` lengthens training)."""
+    flops_per_sample: float = 0.0
+    """Forward and backward FLOPs per drawn sample, counted on the first step of the experience."""
+
+    @property
+    def experience_flops(self) -> float:
+        """FLOPs of the current experience so far (``flops_per_sample * experience_samples``)."""
+        return self.flops_per_sample * self.experience_samples
 
     @property
     def experience_seconds(self) -> float:
@@ -127,23 +159,33 @@ class CurvePoint:
 
 
 class PeriodicEvaluation(Observer):
-    """Evaluates every test set every ``every_steps`` optimizer steps (and at the end of each experience).
+    """Evaluates every test set every ``every_steps`` optimizer steps or every ``every_samples`` samples
+    (and at the end of each experience).
 
     The curve it keeps shows what happens *inside* an experience: the stability gap (De Lange et al.
     2023, "Continual evaluation for lifelong learning: identifying the stability gap"), anytime accuracy
     in online streams, accuracy against compute. Its own time is excluded from the run's training time.
     """
 
-    def __init__(self, every_steps: int) -> None:
-        if every_steps < 1:
-            raise ValueError(f"every_steps must be >= 1, got {every_steps}")
+    def __init__(self, every_steps: int | None = None, every_samples: int | None = None) -> None:
+        if (every_steps is None) == (every_samples is None):
+            raise ConfigError("periodic evaluation needs exactly one of every_steps and every_samples, "
+                              f"got {every_steps} and {every_samples}")
+        for name, value in (("every_steps", every_steps), ("every_samples", every_samples)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         self.every_steps = every_steps
+        self.every_samples = every_samples
+        """Evaluate each time the samples drawn cross a multiple of this (online "anytime" accuracy,
+        Koh et al. 2022), whatever the batch size."""
         self.points: list[CurvePoint] = []
         self.context: RunContext | None = None
+        self.samples_mark = 0
 
     def on_run_start(self, context: RunContext) -> None:
         self.context = context
         self.points = []
+        self.samples_mark = 0
 
     def record(self, state: TrainState) -> None:
         from lifelong.runner.evaluation import accuracies
@@ -152,7 +194,7 @@ class PeriodicEvaluation(Observer):
         started = time.perf_counter()
         seconds = state.train_seconds
         row = accuracies(self.context.model, self.context.strategy, self.context.test_sets,
-                         self.context.eval_batch_size)
+                         self.context.eval_batch_size, self.context.world)
         self.points.append(CurvePoint(state.step, state.samples, seconds, state.experience, row))
         state.excluded_seconds += time.perf_counter() - started
 
@@ -161,7 +203,10 @@ class PeriodicEvaluation(Observer):
             self.record(state)
 
     def on_step(self, state: TrainState) -> None:
-        if state.step % self.every_steps == 0:
+        if self.every_steps is not None and state.step % self.every_steps == 0:
+            self.record(state)
+        elif self.every_samples is not None and state.samples // self.every_samples > self.samples_mark:
+            self.samples_mark = state.samples // self.every_samples
             self.record(state)
 
     def on_experience_end(self, state: TrainState, accuracies: list[float]) -> None:

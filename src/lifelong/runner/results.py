@@ -8,6 +8,7 @@ final metrics and status land together.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import sqlite3
@@ -23,7 +24,7 @@ from typing import Any
 
 from lifelong.errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -50,8 +51,47 @@ CREATE TABLE IF NOT EXISTS experiences (
 );
 """
 
-#: Schema migrations: ``MIGRATIONS[v]`` upgrades a database at version v to v + 1.
-MIGRATIONS: dict[int, str] = {}
+#: Schema migrations: ``MIGRATIONS[v]`` upgrades a database at version v to v + 1. A new database is
+#: created at version 1 by ``_SCHEMA`` and then migrated like an old one, so there is one path to the
+#: current schema.
+MIGRATIONS: dict[int, str] = {
+    # 2: continual-evaluation curves; a run's config key (to find a finished sweep cell); groups that
+    # link runs (the seeds of a multi-seed run, the cells of a sweep, a tune-then-evaluate protocol).
+    1: """
+CREATE TABLE curves (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    experience INTEGER NOT NULL,
+    accuracies TEXT NOT NULL,
+    PRIMARY KEY (run_id, idx)
+);
+ALTER TABLE runs ADD COLUMN config_key TEXT;
+CREATE INDEX runs_config_key ON runs(config_key, status);
+CREATE TABLE groups (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    summary TEXT
+);
+CREATE TABLE group_runs (
+    group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    label TEXT NOT NULL,
+    PRIMARY KEY (group_id, run_id)
+)
+""",
+}
+
+#: Settings that say where a run is recorded, displayed or checkpointed, not what it computes: left
+#: out of its key (resuming from a checkpoint reproduces the uninterrupted run).
+_KEY_EXCLUDED = {"run": ("db", "progress", "checkpoint", "checkpoint_dir", "checkpoint_every_steps",
+                         "keep_checkpoints")}
 
 
 @dataclass
@@ -71,7 +111,32 @@ class RunRecord:
     matrix: list[list[float]] | None
     metrics: dict[str, Any] | None
     error: str | None
+    config_key: str | None = None
     experiences: list[dict[str, Any]] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    """Continual-evaluation points (step, samples, seconds, experience, accuracies), when recorded."""
+
+
+@dataclass
+class GroupRecord:
+    """Runs that belong together: the seeds of one configuration, a sweep, a tune-then-evaluate protocol."""
+
+    id: int
+    created: str
+    kind: str
+    name: str
+    settings: dict[str, Any]
+    summary: dict[str, Any] | None
+    members: list[dict[str, Any]] = field(default_factory=list)
+    """``{"run_id", "role", "label"}`` for each run, in the order they were added."""
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """A digest of a resolved configuration (seed included, storage and display settings excluded):
+    two runs with the same key computed the same thing."""
+    trimmed = {section: ({k: v for k, v in values.items() if k not in _KEY_EXCLUDED.get(section, ())}
+                         if isinstance(values, dict) else values) for section, values in config.items()}
+    return hashlib.sha256(json.dumps(trimmed, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _now() -> str:
@@ -111,7 +176,7 @@ class ResultsStore:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 _execute_script(conn, _SCHEMA)
-                version = SCHEMA_VERSION
+                version = 1
                 conn.execute(f"PRAGMA user_version = {version}")
             elif version > SCHEMA_VERSION:
                 raise ConfigError(f"run.db: {str(self.path)!r} has schema version {version}, newer than this "
@@ -145,9 +210,10 @@ class ResultsStore:
         """Create a ``running`` run and return its id."""
         with self._transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO runs (created, status, name, strategy, seed, config, environment) "
-                "VALUES (?, 'running', ?, ?, ?, ?, ?)",
-                (_now(), name, strategy, seed, json.dumps(config), json.dumps(env or environment())))
+                "INSERT INTO runs (created, status, name, strategy, seed, config, environment, config_key) "
+                "VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+                (_now(), name, strategy, seed, json.dumps(config), json.dumps(env or environment()),
+                 config_key(config)))
             return int(cursor.lastrowid)  # type: ignore[arg-type]
 
     def record_initial(self, run_id: int, initial: list[float]) -> None:
@@ -190,7 +256,79 @@ class ResultsStore:
             raise ConfigError(f"run id {run_id} is not in {str(self.path)!r}; `lifelong runs` lists the stored runs")
         record = _record(dict(zip(names, row, strict=True)))
         record.experiences = [{"index": i, "accuracies": json.loads(a), "cost": json.loads(c)} for i, a, c in exps]
+        record.curve = self.curve(run_id)
         return record
+
+    def record_curve(self, run_id: int, points: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
+        """Store a run's continual-evaluation curve and merge ``metrics`` computed from it into the
+        run's metrics, in one transaction."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM curves WHERE run_id = ?", (run_id,))
+            conn.executemany(
+                "INSERT INTO curves (run_id, idx, step, samples, seconds, experience, accuracies) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, i, p["step"], p["samples"], p["seconds"], p["experience"], json.dumps(p["accuracies"]))
+                 for i, p in enumerate(points)])
+            stored = conn.execute("SELECT metrics FROM runs WHERE id = ?", (run_id,)).fetchone()
+            merged = {**(json.loads(stored[0]) if stored and stored[0] else {}), **metrics}
+            conn.execute("UPDATE runs SET metrics = ? WHERE id = ?", (json.dumps(merged), run_id))
+
+    def curve(self, run_id: int) -> list[dict[str, Any]]:
+        """A run's continual-evaluation points, in order (empty if none were recorded)."""
+        with self._transaction() as conn:
+            rows = conn.execute("SELECT step, samples, seconds, experience, accuracies FROM curves "
+                                "WHERE run_id = ? ORDER BY idx", (run_id,)).fetchall()
+        return [{"step": s, "samples": n, "seconds": t, "experience": e, "accuracies": json.loads(a)}
+                for s, n, t, e, a in rows]
+
+    def find_finished(self, config: dict[str, Any]) -> int | None:
+        """The id of the latest finished run of this resolved configuration (see :func:`config_key`)."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT max(id) FROM runs WHERE config_key = ? AND status = 'finished'",
+                               (config_key(config),)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def create_group(self, kind: str, name: str, settings: dict[str, Any]) -> int:
+        """A new group of runs (``seeds``, ``sweep`` or ``protocol``) and its id."""
+        with self._transaction() as conn:
+            cursor = conn.execute("INSERT INTO groups (created, kind, name, settings) VALUES (?, ?, ?, ?)",
+                                  (_now(), kind, name, json.dumps(settings)))
+            return int(cursor.lastrowid)  # type: ignore[arg-type]
+
+    def find_group(self, kind: str, name: str) -> int | None:
+        """The latest group of this kind and name (a sweep or protocol being resumed)."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT max(id) FROM groups WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def add_to_group(self, group_id: int, run_id: int, role: str, label: str) -> None:
+        """Link a run to a group with its role (``seed``, ``cell``, ``tuning``, ``evaluation``) and a label."""
+        with self._transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO group_runs (group_id, run_id, role, label) VALUES (?, ?, ?, ?)",
+                         (group_id, run_id, role, label))
+
+    def set_group_summary(self, group_id: int, summary: dict[str, Any]) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE groups SET summary = ? WHERE id = ?", (json.dumps(summary), group_id))
+
+    def group(self, group_id: int) -> GroupRecord:
+        """One group with its members; :class:`ConfigError` if there is none."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT id, created, kind, name, settings, summary FROM groups WHERE id = ?",
+                               (group_id,)).fetchone()
+            members = conn.execute("SELECT run_id, role, label FROM group_runs WHERE group_id = ? ORDER BY rowid",
+                                   (group_id,)).fetchall()
+        if row is None:
+            raise ConfigError(f"group id {group_id} is not in {str(self.path)!r}")
+        return GroupRecord(row[0], row[1], row[2], row[3], json.loads(row[4]),
+                           json.loads(row[5]) if row[5] else None,
+                           [{"run_id": r, "role": role, "label": label} for r, role, label in members])
+
+    def groups(self) -> list[GroupRecord]:
+        """Every group, oldest first, with its members."""
+        with self._transaction() as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM groups ORDER BY id").fetchall()]
+        return [self.group(group_id) for group_id in ids]
 
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:

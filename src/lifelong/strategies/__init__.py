@@ -11,6 +11,19 @@ from lifelong.strategies.ewc import EWC
 from lifelong.strategies.joint import Joint
 from lifelong.strategies.lwf import LwF
 from lifelong.strategies.naive import Naive
+from lifelong.strategies.agem import AGEM
+from lifelong.strategies.der import DER
+from lifelong.strategies.derpp import DERpp
+from lifelong.strategies.er_ace import ERACE
+from lifelong.strategies.fetril import FeTrIL
+from lifelong.strategies.gdumb import GDumb
+from lifelong.strategies.icarl import ICaRL
+from lifelong.strategies.l2 import L2
+from lifelong.strategies.mas import MAS
+from lifelong.strategies.ncm import NCM
+from lifelong.strategies.si import SI
+from lifelong.strategies.slca import SLCA
+from lifelong.strategies.uer import UER
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "naive": Naive,
@@ -19,6 +32,20 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "er": ER,
     "ewc": EWC,
     "lwf": LwF,
+    "er_ace": ERACE,
+    "der": DER,
+    "derpp": DERpp,
+    "gdumb": GDumb,
+    "agem": AGEM,
+    "icarl": ICaRL,
+    "si": SI,
+    "mas": MAS,
+    "l2": L2,
+    "ncm": NCM,
+    "slca": SLCA,
+    "fetril": FeTrIL,
+    "uer": UER,
 }
 
-__all__ = ["STRATEGIES", "ER", "EWC", "Cumulative", "Joint", "LwF", "Naive", "Strategy"]
+__all__ = ["AGEM", "DER", "ER", "ERACE", "EWC", "L2", "MAS", "NCM", "SI", "SLCA", "STRATEGIES", "UER", "Cumulative",
+           "DERpp", "FeTrIL", "GDumb", "ICaRL", "Joint", "LwF", "Naive", "Strategy"]

@@ -16,6 +16,7 @@ from torch import nn
 
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
+from lifelong.runner.distributed import World
 
 
 class Strategy(ABC):
@@ -29,6 +30,12 @@ class Strategy(ABC):
 
     #: True for the offline upper bound: the runner trains once on the union of the stream.
     joint: ClassVar[bool] = False
+    #: True when the method stays correct in data-parallel training (each rank sees a shard of every
+    #: experience and gradients are averaged): its memory is split by :attr:`world` and any state
+    #: estimated from data is averaged over ranks. The runner refuses the others when distributed.
+    supports_distributed: ClassVar[bool] = False
+    #: This process among the data-parallel ranks; set by the runner before :meth:`setup`.
+    world: World = World()
 
     task_mask: torch.Tensor | None
     n_classes: int
@@ -57,6 +64,11 @@ class Strategy(ABC):
     @abstractmethod
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """The training loss (a scalar tensor with a graph) for one batch of the current experience."""
+
+    def after_backward(self, model: nn.Module) -> None:
+        """Called once the runner has back-propagated :meth:`observe`'s loss, before clipping and the
+        optimizer step: the place to read or rewrite ``p.grad`` (gradient projection, A-GEM; path
+        integrals, SI). The default does nothing."""
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Called after training on ``experience``; the default records its classes as seen."""

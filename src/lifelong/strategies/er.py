@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,12 @@ from lifelong.strategies.buffers import ReservoirBuffer
 class ER(Strategy):
     """Experience replay (Chaudhry et al. 2019, "On Tiny Episodic Memories in Continual Learning"):
     each new batch is concatenated with a batch drawn from a reservoir memory of the stream, and the
-    model is trained with cross-entropy on both; the new samples are then offered to the reservoir."""
+    model is trained with cross-entropy on both; the new samples are then offered to the reservoir.
+
+    Data-parallel: each rank keeps a reservoir of its share of ``buffer_size`` over its own shard of
+    the stream, so the union over ranks is a uniform sample of the stream of the configured size."""
+
+    supports_distributed: ClassVar[bool] = True
 
     buffer_size: int = 200
     """Total number of samples kept (not per class)."""
@@ -35,7 +40,7 @@ class ER(Strategy):
 
     def setup(self, stream: Stream, seed: int) -> None:
         super().setup(stream, seed)
-        self.buffer = ReservoirBuffer(self.buffer_size, self.generator)
+        self.buffer = ReservoirBuffer(self.world.share(self.buffer_size), self.generator)
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         x, y, task = batch

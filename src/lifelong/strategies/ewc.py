@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,12 @@ from lifelong.strategies.losses import quadratic_penalty
 class EWC(Strategy):
     """Online EWC (Kirkpatrick et al. 2017; the online form of Schwarz et al. 2018, "Progress &
     Compress"): the loss adds ``lam / 2 * sum_i F_i (theta_i - theta*_i)^2`` where ``theta*`` are the
-    weights after the last experience and ``F`` the running Fisher, ``F <- decay * F + F_new``."""
+    weights after the last experience and ``F`` the running Fisher, ``F <- decay * F + F_new``.
+
+    Data-parallel: each rank estimates the Fisher on its part of the experience and the estimates are
+    averaged, so every rank holds the same Fisher."""
+
+    supports_distributed: ClassVar[bool] = True
 
     lam: float = 100.0
     """Strength of the quadratic penalty (lambda in the paper)."""
@@ -48,7 +53,9 @@ class EWC(Strategy):
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         super().after_experience(model, experience)
         mask = None if self.task_mask is None else self.task_mask[experience.task_id]
-        new = fisher_diagonal(model, experience.train, class_mask=mask, generator=self.generator)
+        part = experience.train.subset(self.world.portion(len(experience.train)))
+        new = self.world.average(fisher_diagonal(model, part, class_mask=mask, generator=self.generator),
+                                 weight=len(part))
         self.fisher = {k: self.decay * self.fisher[k] + v if k in self.fisher else v for k, v in new.items()}
         self.anchor = {k: v.detach().clone() for k, v in model.named_parameters() if k in new}
 

@@ -52,3 +52,29 @@ def fisher_diagonal(model: nn.Module, data: TensorSet, class_mask: torch.Tensor 
             fisher[k] += (g**2).sum(dim=0)
     model.train(was_training)
     return {k: v / max(len(data), 1) for k, v in fisher.items()}
+
+
+def output_sensitivity(model: nn.Module, data: TensorSet, class_mask: torch.Tensor | None = None,
+                       batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """MAS importance (Aljundi et al., ECCV 2018, "Memory Aware Synapses"): for each parameter, the mean
+    over ``data`` of ``|d ||f(x)||_2^2 / d theta|``, how much the squared L2 norm of the output moves when
+    the parameter does. It needs no labels; a parameter the output does not depend on scores zero.
+
+    ``class_mask`` (C,) restricts the output to a task's classes. Per-sample gradients come from
+    ``torch.func`` as in :func:`fisher_diagonal`; the model is put in eval mode for the call."""
+    was_training = model.training
+    model.eval()
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def squared_norm(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, (p, buffers), (x.unsqueeze(0),))[0]  # (C,)
+        return (out[class_mask] if class_mask is not None else out).pow(2).sum()
+
+    per_sample_grad = vmap(grad(squared_norm), in_dims=(None, 0))
+    importance = {k: torch.zeros_like(v) for k, v in params.items()}
+    for begin in range(0, len(data), batch_size):
+        for k, g in per_sample_grad(params, data.x[begin:begin + batch_size]).items():
+            importance[k] += g.abs().sum(dim=0)
+    model.train(was_training)
+    return {k: v / max(len(data), 1) for k, v in importance.items()}

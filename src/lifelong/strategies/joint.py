@@ -20,6 +20,7 @@ class Joint(Strategy):
     Ranzato 2017). The accuracy matrix has a single row."""
 
     joint: ClassVar[bool] = True
+    supports_distributed: ClassVar[bool] = True
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,8 @@ class LwF(Strategy):
     """Learning without Forgetting (Li & Hoiem 2017): cross-entropy on the new data plus
     ``alpha * KD_T`` between the previous model's and the current model's logits on the classes
     seen before, computed on the new data (no memory of old samples)."""
+
+    supports_distributed: ClassVar[bool] = True
 
     alpha: float = 1.0
     """Weight of the distillation term."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,8 @@ from lifelong.strategies.base import Strategy
 class Naive(Strategy):
     """Train on each experience with plain cross-entropy and nothing else, so the model forgets
     (catastrophic forgetting: McCloskey & Cohen 1989; French 1999)."""
+
+    supports_distributed: ClassVar[bool] = True
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)

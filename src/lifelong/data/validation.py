@@ -1,0 +1,68 @@
+"""Checks that a stream's data can be trained on, run when a :class:`~lifelong.data.streams.Stream` is
+built, so that a mistake in the data surfaces as one :class:`~lifelong.errors.DataError` naming the
+experience and the fix, instead of a shape error or a silent zero accuracy deep inside training."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from lifelong.errors import DataError
+
+if TYPE_CHECKING:
+    from lifelong.data.streams import Experience, Stream, TensorSet
+
+
+def check_tensors(x: object, y: object, task: object) -> None:
+    """The types a :class:`TensorSet` needs: tensors, float inputs, integer labels and task ids."""
+    for name, value in (("x", x), ("y", y), ("task", task)):
+        if not isinstance(value, torch.Tensor):
+            raise DataError(f"{name} must be a torch.Tensor, got {type(value).__name__}; convert it with "
+                            "torch.as_tensor or build the dataset with from_arrays")
+    assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and isinstance(task, torch.Tensor)
+    if not x.is_floating_point() or x.ndim < 1:
+        raise DataError(f"inputs x must be a floating-point tensor (N, ...), got dtype {x.dtype} and shape "
+                        f"{tuple(x.shape)}; convert with x.float()")
+    for name, value in (("labels y", y), ("task ids", task)):
+        if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+            raise DataError(f"{name} must be an integer tensor, got dtype {value.dtype}; convert with .long()")
+
+
+def check_set(data: TensorSet, where: str, n_classes: int, input_shape: tuple[int, ...]) -> None:
+    """Labels in ``[0, n_classes)``, inputs of ``input_shape`` and finite."""
+    if not len(data):
+        return
+    low, high = int(data.y.min()), int(data.y.max())
+    if low < 0 or high >= n_classes:
+        raise DataError(f"{where} labels must lie in [0, {n_classes - 1}], found [{low}, {high}]; relabel the "
+                        "data or raise n_classes")
+    if tuple(data.x.shape[1:]) != tuple(input_shape):
+        raise DataError(f"{where} inputs have shape {tuple(data.x.shape[1:])}, the stream declares "
+                        f"{tuple(input_shape)}")
+    if not bool(torch.isfinite(data.x).all()):
+        raise DataError(f"{where} inputs contain NaN or infinite values; clean or impute them before building "
+                        "the stream")
+
+
+def check_task_classes(experience: Experience, index: int) -> None:
+    """In a task-incremental stream every test label of an experience must be one of its task's
+    classes: the logits of the others are masked, so such samples could never be predicted."""
+    stray = sorted(set(experience.test.y.tolist()) - set(experience.classes))
+    if stray:
+        raise DataError(f"experience {index}: test labels {stray} are never trained in its task (classes "
+                        f"{list(experience.classes)}); in a task-incremental stream drop those test samples or "
+                        "add the classes to the experience")
+
+
+def check_stream(stream: Stream) -> None:
+    """Every check above on every experience of ``stream``."""
+    if not stream.experiences:
+        raise DataError("a stream needs at least one experience")
+    if stream.n_classes < 1:
+        raise DataError(f"a stream needs n_classes >= 1, got {stream.n_classes}")
+    for index, experience in enumerate(stream.experiences):
+        for part, data in (("train", experience.train), ("test", experience.test)):
+            check_set(data, f"experience {index}: {part}", stream.n_classes, stream.input_shape)
+        if stream.task_aware:
+            check_task_classes(experience, index)

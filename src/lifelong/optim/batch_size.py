@@ -1,0 +1,105 @@
+"""Adaptive batch size by the norm test (Byrd, Chin, Nocedal & Wu 2012, "Sample size selection in
+optimization methods for machine learning"; with AdaGrad-type steps in Lau et al. 2024, "AdAdaGrad:
+adaptive batch size schemes for adaptive gradient methods").
+
+A mini-batch gradient ``g`` is a good enough descent direction when its variance is small against its
+norm: ``Var_i(g_i) / B <= theta^2 ||g||^2``, with ``g_i`` the per-sample gradients. When the test
+fails, the gradient is mostly noise and the batch should grow. Per-sample gradients come from
+``torch.func`` (``vmap`` of ``grad``), not a Python loop over samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from lifelong.errors import ConfigError
+
+SampleLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(outputs (1, C), targets (1,), task ids (1,)) -> scalar loss`` of one sample."""
+
+
+def per_sample_gradients(model: nn.Module, loss: SampleLoss, x: torch.Tensor, y: torch.Tensor,
+                         task: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``loss`` for every sample, flattened over the trainable parameters: (B, P).
+
+    The model is evaluated in evaluation mode (normalization layers use their running statistics: a
+    batch of one has no batch statistics) and restored to its mode afterwards.
+    """
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+
+    def sample_loss(weights: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor,
+                    ti: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, (weights, buffers), (xi.unsqueeze(0),))
+        return loss(out, yi.unsqueeze(0), ti.unsqueeze(0))
+
+    was_training = model.training
+    model.eval()
+    try:
+        gradients = vmap(grad(sample_loss), in_dims=(None, 0, 0, 0))(params, x, y, task)
+    finally:
+        model.train(was_training)
+    return torch.cat([gradients[name].reshape(len(x), -1) for name in names], dim=1)
+
+
+def norm_test(gradients: torch.Tensor, theta: float, batch_size: int | None = None) -> bool:
+    """True when the batch gradient passes the norm test: ``Var / B <= theta^2 ||mean||^2``.
+
+    ``gradients`` (S, P) are per-sample gradients of S >= 2 samples of the batch; ``Var`` is their
+    unbiased variance summed over coordinates (trace of the covariance), ``B`` the batch size the mean
+    gradient is taken over (default S).
+    """
+    samples = len(gradients)
+    if samples < 2:
+        raise ValueError(f"the norm test needs at least 2 per-sample gradients, got {samples}")
+    mean = gradients.mean(dim=0)  # (P,)
+    variance = float((gradients - mean).square().sum()) / (samples - 1)
+    return variance / (batch_size or samples) <= theta ** 2 * float(mean.square().sum())
+
+
+@dataclass(frozen=True)
+class AdaptiveBatchSize:
+    """Proposes the next batch size from the norm test, every ``every_steps`` optimizer steps.
+
+    ``theta``: tolerance of the test (smaller grows the batch sooner; Byrd et al. use 0.5 to 0.9).
+    ``growth``: factor by which a failing batch grows. ``max_batch_size``: the cap. ``samples``: at most
+    this many samples of the batch are differentiated one by one (the variance estimate is unbiased
+    on any random subset; this caps memory at ``samples x parameters``).
+    """
+
+    theta: float = 0.5
+    growth: float = 2.0
+    max_batch_size: int = 1024
+    every_steps: int = 10
+    samples: int = 64
+
+    def __post_init__(self) -> None:
+        for field, value, ok, allowed in (("theta", self.theta, self.theta > 0, "> 0"),
+                                          ("growth", self.growth, self.growth > 1, "> 1"),
+                                          ("max_batch_size", self.max_batch_size, self.max_batch_size >= 1, ">= 1"),
+                                          ("every_steps", self.every_steps, self.every_steps >= 1, ">= 1"),
+                                          ("samples", self.samples, self.samples >= 2, ">= 2")):
+            if not ok:
+                raise ConfigError(f"optim.batch_size_test_params.{field} must be {allowed}, got {value!r}")
+
+    def propose(self, model: nn.Module, loss: SampleLoss, x: torch.Tensor, y: torch.Tensor,
+                task: torch.Tensor, batch_size: int) -> int:
+        """The batch size to use next, given the batch ``x`` (B, ...), ``y`` (B,), ``task`` (B,) just
+        trained on at ``batch_size``."""
+        if batch_size >= self.max_batch_size or len(y) < 2:
+            return batch_size
+        count = min(len(y), self.samples)
+        gradients = per_sample_gradients(model, loss, x[:count], y[:count], task[:count])  # (count, P)
+        if norm_test(gradients, self.theta, batch_size):
+            return batch_size
+        return min(self.max_batch_size, math.ceil(batch_size * self.growth))
+
+
+BATCH_SIZE_TESTS = {"norm": AdaptiveBatchSize}

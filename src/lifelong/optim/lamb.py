@@ -1,0 +1,71 @@
+"""LAMB: layer-wise adaptive moments for batch training (You et al. 2020, "Large Batch Optimization for
+Deep Learning: Training BERT in 76 minutes", Algorithm 2).
+
+Adam's direction, rescaled per weight tensor by the trust ratio ``||w|| / ||r + lambda w||`` so that
+each layer moves by about ``lr`` times its own norm: what lets the batch (and the square-root-scaled
+learning rate) grow without divergence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from lifelong.errors import ConfigError
+from lifelong.optim.lars import trust_ratio
+
+
+class LAMB(torch.optim.Optimizer):
+    """Adam moments with bias correction and a layer-wise trust ratio.
+
+    For a weight ``w`` with gradient ``g`` at step ``t`` (You et al. 2020, Algorithm 2, phi = identity)::
+
+        m <- beta1 m + (1 - beta1) g            v <- beta2 v + (1 - beta2) g^2
+        r = (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+        w <- w - lr * ||w|| / ||r + weight_decay * w|| * (r + weight_decay * w)
+
+    One-dimensional parameters (biases, normalization scales) take ``w <- w - lr * r``: no weight
+    decay, no trust ratio.
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float,
+                 weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6) -> None:
+        if not lr > 0:
+            raise ConfigError(f"optim.lr must be > 0, got {lr!r}")
+        if not weight_decay >= 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {weight_decay!r}")
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ConfigError(f"optim.optimizer_params.betas must be two numbers in [0, 1), got {list(betas)!r}")
+        if not eps > 0:
+            raise ConfigError(f"optim.optimizer_params.eps must be > 0, got {eps!r}")
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                first, second = state["exp_avg"], state["exp_avg_sq"]
+                first.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                second.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                update = (first / (1 - beta1 ** t)) / ((second / (1 - beta2 ** t)).sqrt_().add_(group["eps"]))
+                if p.ndim > 1:
+                    update.add_(p, alpha=group["weight_decay"])
+                    update.mul_(trust_ratio(torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)))
+                p.sub_(update, alpha=group["lr"])
+        return loss

@@ -1,0 +1,125 @@
+"""From an :class:`OptimConfig` to the pieces the runner uses, each validated once, before training.
+
+The runner owns the optimizer step, so every strategy gets these for free: the learning rate scaled to
+the batch size, the schedule, the epoch sampler, the adaptive batch size, regime adaptation
+(``keep_updates``) and mixed precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lifelong.config import Component, OptimConfig, build
+from lifelong.errors import ConfigError
+from lifelong.optim.batch_size import BATCH_SIZE_TESTS, AdaptiveBatchSize
+from lifelong.optim.registry import check_optimizer_name
+from lifelong.optim.samplers import HardBatchSampler, RandomSampler, RS2Sampler, build_sampler
+from lifelong.optim.scaling import resolve_rule, scale_lr
+from lifelong.optim.schedules import build_schedule
+
+if TYPE_CHECKING:
+    from lifelong.runner.observers import TrainState
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def epoch_end(length: int, epochs: float, epoch: int) -> int:
+    """Samples of the order to use in epoch ``epoch``: all of them, or the planned fraction of the last,
+    partial epoch when ``epochs`` is not whole (at least one sample)."""
+    if epoch + 1 <= epochs:
+        return length
+    return max(1, round((epochs - epoch) * length))
+
+
+@dataclass(frozen=True)
+class OptimSetup:
+    """The resolved optimization settings of a run."""
+
+    config: OptimConfig
+    schedule: Any
+    """A pure function ``Position -> multiplier`` (see :mod:`lifelong.optim.schedules`)."""
+    rule: str
+    """The batch-size scaling rule, ``auto`` resolved."""
+    base_batch_size: int
+    sampler: RandomSampler | RS2Sampler | HardBatchSampler
+    batch_size_test: AdaptiveBatchSize | None
+    dtype: torch.dtype | None
+    """Autocast dtype, or None for full precision."""
+
+    @property
+    def count_flops(self) -> bool:
+        """Whether the runner counts FLOPs (asked for, or needed by a FLOP budget)."""
+        return self.config.count_flops or self.config.max_flops is not None
+
+    def lr_for(self, batch_size: int) -> float:
+        """The learning rate at ``batch_size``: ``optim.lr`` scaled from ``base_batch_size`` by the rule."""
+        return scale_lr(self.config.lr, batch_size, self.base_batch_size, self.rule)
+
+    def epochs_for(self, batch_size: int) -> float:
+        """Planned epochs at ``batch_size``: ``optim.epochs``, times ``batch_size / base_batch_size`` with
+        ``keep_updates`` so that the number of updates matches a run at the base batch size."""
+        if self.config.keep_updates:
+            return self.config.epochs * batch_size / self.base_batch_size
+        return float(self.config.epochs)
+
+    def planned_steps(self, n: int, batch_size: int, epochs: float, epoch: int = 0, offset: int = 0) -> int:
+        """Optimizer steps left in an experience of ``n`` samples from sample ``offset`` of epoch
+        ``epoch`` on, at ``batch_size``, until ``epochs`` planned epochs are done."""
+        length = self.sampler.epoch_samples(n, batch_size)
+        steps = 0
+        while epoch < epochs:
+            steps += math.ceil(max(epoch_end(length, epochs, epoch) - offset, 0) / batch_size)
+            epoch, offset = epoch + 1, 0
+        return steps
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        """The context the strategy's forward pass and loss run in: bf16 autocast, or nothing."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+
+def resolve(optim: OptimConfig) -> OptimSetup:
+    """Validate every name and parameter set of ``optim``; mistakes raise :class:`ConfigError`."""
+    check_optimizer_name(optim.name)
+    if optim.precision not in PRECISIONS:
+        raise ConfigError(f"optim.precision must be one of {sorted(PRECISIONS)}, got {optim.precision!r}")
+    test = None
+    if optim.batch_size_test != "none":
+        if optim.batch_size_test not in BATCH_SIZE_TESTS:
+            raise ConfigError(f"optim.batch_size_test must be one of {['none', *BATCH_SIZE_TESTS]}, "
+                              f"got {optim.batch_size_test!r}")
+        test = build("optim.batch_size_test_params", BATCH_SIZE_TESTS,
+                     Component(name=optim.batch_size_test, **optim.batch_size_test_params))
+    elif optim.batch_size_test_params:
+        raise ConfigError(f"optim.batch_size_test_params is set ({optim.batch_size_test_params}) but "
+                          "optim.batch_size_test is 'none'; set optim.batch_size_test='norm'")
+    return OptimSetup(config=optim, schedule=build_schedule(optim.schedule, optim.schedule_params),
+                      rule=resolve_rule(optim.lr_scaling, optim.name),
+                      base_batch_size=optim.base_batch_size or optim.batch_size,
+                      sampler=build_sampler(optim.sampler, optim.sampler_fraction), batch_size_test=test,
+                      dtype=PRECISIONS[optim.precision])
+
+
+def change_batch_size(setup: OptimSetup, state: TrainState, batch_size: int, order_length: int,
+                      n: int) -> dict[str, Any]:
+    """Move a running experience to ``batch_size`` (the adaptive batch size grew it): with
+    ``keep_updates`` the epochs left lengthen by the growth so that the updates left stay the same
+    (Hoffer et al. 2017); the planned steps of the experience and the run are recounted so that the
+    schedule's horizon follows. Returns the log entry of the change, with the re-scaled learning rate."""
+    growth = batch_size / state.batch_size
+    if setup.config.keep_updates:
+        done = state.epoch + state.epoch_samples / order_length
+        state.epochs = done + (state.epochs - done) * growth
+    state.batch_size = batch_size
+    planned = state.experience_step + setup.planned_steps(n, batch_size, state.epochs, state.epoch,
+                                                          state.epoch_samples)
+    state.total_steps += planned - state.experience_steps
+    state.experience_steps = planned
+    return {"experience": state.experience, "step": state.step, "batch_size": batch_size,
+            "lr": setup.lr_for(batch_size), "epochs": state.epochs}

@@ -1,0 +1,128 @@
+"""The protocol subcommands of the ``lifelong`` command line: ``run --seeds``, ``sweep``, ``tune``,
+``report`` and ``export``. Each handler parses nothing itself: it calls the module that does the work
+and prints what came back; :func:`add_commands` registers them on the CLI's parser. Modules that pull
+in Optuna or matplotlib are imported inside the handlers that need them, so that every other command
+starts without paying for those imports."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from lifelong.cli import METRIC_NAMES
+from lifelong.config import RunConfig
+from lifelong.errors import ConfigError
+from lifelong.protocol.seeds import parse_seeds, run_seeds, summary_table
+from lifelong.runner.results import ResultsStore
+
+
+def run_with_seeds(config: RunConfig, seeds_text: str, store: ResultsStore, console: Console) -> int:
+    """``lifelong run --seeds 0,1,2``: one run per seed, then the aggregate table."""
+    result = run_seeds(config, parse_seeds(seeds_text), store=store, progress=config.run.progress)
+    for run in result.runs:
+        console.print(f"run {run.run_id} (seed {run.config['run']['seed']}): "
+                      f"final_accuracy {run.metrics['final_accuracy']:.3f}")
+    console.print(summary_table(result.summary, f"{len(result.runs)} seeds"))
+    console.print(f"runs {', '.join(str(r.run_id) for r in result.runs)} stored in {config.run.db} "
+                  f"as group {result.group_id}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
+    from lifelong.protocol.sweep import load_sweep, run_sweep, sweep_table
+
+    sweep = load_sweep(args.config, db=args.db)
+    db = sweep.cells[0].config.run.db
+    group_id, outcomes = run_sweep(sweep, ResultsStore(db), console=Console(stderr=True))
+    console.print(sweep_table(outcomes, METRIC_NAMES[:3]))
+    trained = sum(outcome.trained for outcome in outcomes)
+    console.print(f"sweep {sweep.name!r}: {len(outcomes)} cells, {trained} trained now, "
+                  f"{len(outcomes) - trained} already in {db}; group {group_id}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace, console: Console) -> int:
+    import optuna
+
+    from lifelong.cli import load_config
+    from lifelong.protocol.tune import ProtocolSettings, run_protocol
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    defaults = ProtocolSettings(study="")
+    db = args.db or load_config(args.config, args.set).run.db
+    settings = ProtocolSettings(
+        study=args.study, trials=args.trials, config=args.config, overrides=args.set,
+        tune_overrides=args.tune_set or defaults.tune_overrides,
+        eval_overrides=args.eval_set or defaults.eval_overrides, eval_seeds=parse_seeds(args.eval_seeds),
+        objective=args.objective, validation_fraction=args.validation_fraction, seed=args.seed)
+    result = run_protocol(settings, ResultsStore(db))
+    best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items())
+    console.print(f"tuning: {len(result.tuning_run_ids)} trials completed (runs "
+                  f"{', '.join(map(str, result.tuning_run_ids))}), {result.diverged} diverged; "
+                  f"best {settings.objective} on validation {result.best_value:.3f} with {best}")
+    console.print(summary_table(result.evaluation, "evaluation stream, best hyperparameters fixed"))
+    console.print(f"evaluation runs {', '.join(map(str, result.evaluation_run_ids))}; "
+                  f"protocol group {result.group_id} in {db}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from lifelong.report.html import write_report
+
+    if args.output is None and args.png is None:
+        raise ConfigError("report: nothing to write; give -o report.html and/or --png DIR")
+    store = ResultsStore(args.db)
+    written = write_report([store.get(run_id) for run_id in args.run_ids], args.output, args.png, args.target)
+    console.print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from lifelong.report.export import export
+
+    text = export(ResultsStore(args.db), args.format)
+    if args.output is None:
+        print(text, end="")
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        console.print(f"wrote {args.output}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register the protocol subcommands on the CLI's subparsers."""
+    sweep = sub.add_parser("sweep", help="run a grid over strategies and hyperparameters (resumable)")
+    sweep.add_argument("--config", required=True, help="sweep TOML file (see lifelong.protocol.sweep)")
+    sweep.add_argument("--db", help="results database (default: the base config's run.db)")
+    sweep.set_defaults(handler=cmd_sweep)
+    tune = sub.add_parser("tune", help="tune-then-evaluate: search hyperparameters with Optuna on a tuning "
+                                       "stream, evaluate the best on a separate stream")
+    tune.add_argument("--config", help="base run configuration (TOML)")
+    tune.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                      help="override for both stages (repeatable)")
+    tune.add_argument("--tune-set", action="append", metavar="SECTION.FIELD=VALUE",
+                      help="override for the tuning stream (default: scenario.shuffle=true scenario.seed=1)")
+    tune.add_argument("--eval-set", action="append", metavar="SECTION.FIELD=VALUE",
+                      help="override for the evaluation stream (default: scenario.shuffle=true scenario.seed=2)")
+    tune.add_argument("--trials", type=int, default=20, help="trials in the study, counting stored ones")
+    tune.add_argument("--study", default="tune", help="study name; rerunning with the same name continues it")
+    tune.add_argument("--eval-seeds", default="0,1,2", metavar="S1,S2,...", help="seeds of the evaluation runs")
+    tune.add_argument("--objective", default="final_accuracy", help="metric maximised on the validation split")
+    tune.add_argument("--validation-fraction", type=float, default=0.2,
+                      help="share of the tuning stream's training data held out to score trials")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the validation split")
+    tune.add_argument("--db", help="results database (default: the config's run.db)")
+    tune.set_defaults(handler=cmd_tune)
+    report = sub.add_parser("report", help="write an HTML report (and/or PNG plots) on stored runs")
+    report.add_argument("run_ids", type=int, nargs="+")
+    report.add_argument("-o", "--output", help="HTML file to write (self-contained, images embedded)")
+    report.add_argument("--png", metavar="DIR", help="also write each plot as DIR/NAME.png")
+    report.add_argument("--target", type=float, default=0.8, help="mean accuracy for time-to-accuracy")
+    export = sub.add_parser("export", help="write the whole results store as CSV or JSON")
+    export.add_argument("--format", default="csv", help="csv (one row per run) or json (everything)")
+    export.add_argument("-o", "--output", help="file to write (default: standard output)")
+    for parser, handler in ((report, cmd_report), (export, cmd_export)):
+        parser.add_argument("--db", default="lifelong-runs.db", help="results database")
+        parser.set_defaults(handler=handler)

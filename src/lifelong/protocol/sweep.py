@@ -1,0 +1,175 @@
+"""Sweeps: a grid over strategies and hyperparameters, each cell run under every seed, resumable.
+
+A sweep file (TOML) names a base run configuration and the axes::
+
+    name = "digits-grid"            # the group the runs are stored under (default: the file's stem)
+    config = "job.toml"             # optional base run configuration, relative to this file
+    set = ["optim.epochs=2"]        # fixed overrides, the syntax of `lifelong run --set`
+    seeds = [0, 1, 2]
+
+    [grid]                          # axes shared by every strategy: "section.field" = [values]
+    "optim.lr" = [0.01, 0.03]
+
+    [strategies.naive]              # one table per strategy; a list is an axis, a scalar is fixed
+    [strategies.er]
+    buffer_size = [100, 200]
+
+A cell is identified in the results store by its resolved configuration, seed included
+(:func:`lifelong.runner.results.config_key`): on a restart every cell that already has a finished run
+is skipped, so an interrupted sweep only runs what is missing. Seeds are the outer loop, so a sweep
+stopped half-way already has one seed of every cell.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lifelong.cli import load_config
+from lifelong.config import RunConfig, describe_validation_error
+from lifelong.errors import ConfigError, MissingFileError
+from lifelong.experiment import build_strategy, prepare, resolve_config, run_config
+from lifelong.metrics.aggregate import Aggregate, aggregate_metrics
+from lifelong.runner.results import ResultsStore
+
+
+class SweepFile(BaseModel):
+    """The validated contents of a sweep file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    config: str | None = None
+    set: list[str] = []
+    seeds: list[int] = Field([0], min_length=1)
+    grid: dict[str, list[Any]] = {}
+    strategies: dict[str, dict[str, Any]] = Field(min_length=1)
+
+
+@dataclass
+class Cell:
+    """One run of a sweep: a strategy, its hyperparameters and shared settings, and a seed."""
+
+    strategy: str
+    settings: dict[str, Any]
+    """``"section.field" -> value`` for every swept or fixed hyperparameter of the cell."""
+    seed: int
+    config: RunConfig
+
+    @property
+    def label(self) -> str:
+        return " ".join([self.strategy, *(f"{k}={v}" for k, v in self.settings.items())])
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep: its name and cells, in run order."""
+
+    name: str
+    cells: list[Cell]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _override(key: str, value: Any) -> str:
+    """``section.field=value`` with the value written as TOML (JSON scalars and lists are TOML)."""
+    return f"{key}={json.dumps(value)}"
+
+
+def load_sweep(path: str | Path, db: str | None = None) -> Sweep:
+    """Read and validate a sweep file, resolving every cell's run configuration and building its
+    components once (so a bad value fails before anything trains). ``db`` overrides the base
+    configuration's ``run.db``."""
+    file = Path(path)
+    if not file.is_file():
+        raise MissingFileError(f"--config: no such sweep file {str(path)!r}")
+    try:
+        sweep = SweepFile.model_validate(tomllib.loads(file.read_text()))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"--config {str(path)!r}: not valid TOML: {error}") from None
+    except pydantic.ValidationError as error:
+        raise ConfigError(describe_validation_error(error, "sweep")) from None
+    for key, values in sweep.grid.items():
+        if not values:
+            raise ConfigError(f"sweep.grid.{key}: an axis needs at least one value, got []")
+    base = str(file.parent / sweep.config) if sweep.config else None
+    fixed = sweep.set + ([_override("run.db", db)] if db else [])
+    cells = []
+    for seed in sweep.seeds:
+        for strategy, params in sweep.strategies.items():
+            axes = {f"strategy.{k}": (v if isinstance(v, list) else [v]) for k, v in params.items()}
+            axes.update(sweep.grid)
+            for values in itertools.product(*axes.values()):
+                settings = dict(zip(axes, values, strict=True))
+                overrides = [*fixed, f"strategy.name={strategy}",
+                             *(_override(k, v) for k, v in settings.items()), f"run.seed={seed}"]
+                cells.append(Cell(strategy, settings, seed, load_config(base, overrides)))
+    prepare(cells[0].config)  # the shared dataset, scenario and model settings
+    for cell in cells:
+        build_strategy(cell.config)
+    return Sweep(sweep.name or file.stem, cells, sweep.model_dump())
+
+
+@dataclass
+class CellOutcome:
+    """A cell's stored run and whether this call trained it (False: found finished in the store)."""
+
+    cell: Cell
+    run_id: int
+    trained: bool
+    metrics: dict[str, Any]
+
+
+def run_sweep(sweep: Sweep, store: ResultsStore, console: Console | None = None) -> tuple[int, list[CellOutcome]]:
+    """Run every cell that has no finished run in ``store``; return the sweep's group id and each
+    cell's outcome."""
+    console = console or Console(stderr=True)
+    group_id = store.find_group("sweep", sweep.name) or store.create_group("sweep", sweep.name, sweep.settings)
+    outcomes = []
+    with Progress(TextColumn("[bold]sweep {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[cell]}"), TimeElapsedColumn(), console=console,
+                  disable=not console.is_terminal) as progress:
+        task = progress.add_task(sweep.name, total=len(sweep.cells), cell="")
+        for cell in sweep.cells:
+            progress.update(task, cell=f"{cell.label} seed={cell.seed}")
+            run_id = store.find_finished(resolve_config(cell.config))
+            trained = run_id is None
+            if run_id is None:
+                run_id = run_config(cell.config, store=store, progress=False).run_id
+            store.add_to_group(group_id, run_id, "cell", f"{cell.label} seed={cell.seed}")
+            outcomes.append(CellOutcome(cell, run_id, trained, store.get(run_id).metrics or {}))
+            progress.advance(task)
+    store.set_group_summary(group_id, {label: {name: value.as_dict() for name, value in summary.items()}
+                                       for label, summary in summarize(outcomes).items()})
+    return group_id, outcomes
+
+
+def summarize(outcomes: list[CellOutcome]) -> dict[str, dict[str, Aggregate]]:
+    """Each configuration's metrics aggregated over its seeds, keyed by the cell label."""
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for outcome in outcomes:
+        by_label.setdefault(outcome.cell.label, []).append(outcome.metrics)
+    return {label: aggregate_metrics(metrics) for label, metrics in by_label.items()}
+
+
+def sweep_table(outcomes: list[CellOutcome], metrics: tuple[str, ...]) -> Table:
+    """One row per configuration: seeds and each metric's mean ± std over them."""
+    table = Table(title="sweep (mean ± std over seeds)")
+    table.add_column("configuration")
+    table.add_column("seeds", justify="right")
+    for name in metrics:
+        table.add_column(name, justify="right")
+    for label, summary in summarize(outcomes).items():
+        n = max((value.n for value in summary.values()), default=0)
+        table.add_row(label, str(n), *(f"{summary[m].mean:.3f} ± {summary[m].std or 0:.3f}" if m in summary else "-"
+                                       for m in metrics))
+    return table

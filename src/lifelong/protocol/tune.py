@@ -1,0 +1,147 @@
+"""Tune-then-evaluate (Cha and Cho 2024, "Hyperparameters in Continual Learning: a Reality Check").
+
+Tuning a method's hyperparameters on the very stream it is then scored on flatters it. The protocol
+splits the two: an Optuna study searches the strategy's space (:mod:`lifelong.protocol.spaces`) on a
+*tuning* stream (by default another class order), scoring each trial on a validation split carved
+out of that stream's training data, so no test image is looked at while tuning; the best
+hyperparameters are then fixed and run on a separate *evaluation* stream (another class order,
+dataset or scenario) under several seeds. A trial whose loss diverges counts as a finished (pruned)
+trial of the budget: a setting that diverges is an answer of the search. Every run, both stages, is
+stored and linked to one ``protocol`` group; the study lives in the same SQLite file and a restart
+continues it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from sklearn.model_selection import train_test_split
+
+from lifelong.cli import load_config
+from lifelong.config import build
+from lifelong.data.datasets import DATASETS, Dataset
+from lifelong.errors import ConfigError, TrainingError
+from lifelong.experiment import build_model, build_stream, build_strategy, run_config
+from lifelong.metrics.aggregate import Aggregate
+from lifelong.protocol.seeds import run_seeds
+from lifelong.protocol.spaces import search_space, suggest
+from lifelong.runner.results import ResultsStore
+
+#: Metrics a study may maximise.
+OBJECTIVES = ("final_accuracy", "average_incremental_accuracy")
+
+
+@dataclass
+class ProtocolSettings:
+    """What to tune, on what, and how to evaluate."""
+
+    study: str
+    """The study's name: its group in the results store, and the key a restart continues."""
+    trials: int = 20
+    config: str | None = None
+    """Base run configuration file."""
+    overrides: list[str] = field(default_factory=list)
+    """``--set`` overrides applied to both stages."""
+    tune_overrides: list[str] = field(default_factory=lambda: ["scenario.shuffle=true", "scenario.seed=1"])
+    eval_overrides: list[str] = field(default_factory=lambda: ["scenario.shuffle=true", "scenario.seed=2"])
+    eval_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    objective: str = "final_accuracy"
+    validation_fraction: float = 0.2
+    seed: int = 0
+    """Seeds the sampler and the validation split."""
+
+
+@dataclass
+class ProtocolResult:
+    """The group linking everything, the best trial and the evaluation over seeds."""
+
+    group_id: int
+    best_params: dict[str, Any]
+    best_value: float
+    tuning_run_ids: list[int]
+    """Runs of the completed trials (diverged trials are counted in ``diverged``)."""
+    diverged: int
+    evaluation_run_ids: list[int]
+    evaluation: dict[str, Aggregate]
+
+
+def validation_split(dataset: Dataset, fraction: float, seed: int) -> Dataset:
+    """The dataset with its test set replaced by a stratified ``fraction`` of its training set (and
+    that part removed from training): what tuning may score on without seeing test data."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"validation_fraction must lie in (0, 1), got {fraction}")
+    index = list(range(len(dataset.y_train)))
+    train_index, validation_index = train_test_split(index, test_size=fraction, random_state=seed,
+                                                     stratify=dataset.y_train.numpy())
+    return Dataset(f"{dataset.name}-validation", dataset.x_train[train_index], dataset.y_train[train_index],
+                   dataset.x_train[validation_index], dataset.y_train[validation_index], dataset.n_classes)
+
+
+def _assignments(values: dict[str, Any]) -> list[str]:
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+
+
+def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolResult:
+    """Tune on the tuning stream (continuing a stored study of the same name), then evaluate the best
+    hyperparameters on the evaluation stream; return what was found and stored."""
+    if settings.objective not in OBJECTIVES:
+        raise ConfigError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {settings.objective!r}")
+    if settings.trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {settings.trials}")
+    base = load_config(settings.config, [*settings.overrides, *settings.tune_overrides])
+    load_config(settings.config, [*settings.overrides, *settings.eval_overrides])  # fail before tuning
+    space = search_space(base.strategy.name)
+    group_id = store.find_group("protocol", settings.study) or store.create_group(
+        "protocol", settings.study, {**settings.__dict__, "search_space": {k: repr(v) for k, v in space.items()}})
+    study = optuna.create_study(study_name=settings.study, storage=f"sqlite:///{store.path}", direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=settings.seed), load_if_exists=True)
+    for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # a trial cut off by an interrupted run
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest(trial, space)
+        config = load_config(settings.config, [*settings.overrides, *settings.tune_overrides, *_assignments(values)])
+        dataset = validation_split(build("dataset", DATASETS, config.dataset), settings.validation_fraction,
+                                   settings.seed)
+        stream = build_stream(config, dataset=dataset)
+        try:
+            result = run_config(config, store=store,
+                                prepared=(stream, build_model(config, stream), build_strategy(config)),
+                                extra_config={"protocol": {"role": "tuning", "study": settings.study,
+                                                           "trial": trial.number,
+                                                           "validation_fraction": settings.validation_fraction}})
+        except TrainingError as error:  # a diverging setting is a result of the search, not a crash of it
+            trial.set_user_attr("diverged", str(error))
+            raise optuna.TrialPruned(str(error)) from None
+        assert result.run_id is not None
+        store.add_to_group(group_id, result.run_id, "tuning", f"trial {trial.number}")
+        trial.set_user_attr("run_id", result.run_id)
+        return float(result.metrics[settings.objective])  # type: ignore[arg-type]
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done < settings.trials:
+        study.optimize(objective, n_trials=settings.trials - done)
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        raise TrainingError(f"tune: all {settings.trials} trials of study {settings.study!r} diverged; narrow the "
+                            "search space or set optim.grad_clip")
+    best = study.best_trial
+    evaluation_config = load_config(settings.config, [*settings.overrides, *settings.eval_overrides,
+                                                      *_assignments(best.params)])
+    evaluation = run_seeds(evaluation_config, settings.eval_seeds, store=store, group_id=group_id, role="evaluation")
+    tuning_run_ids = [int(t.user_attrs["run_id"]) for t in study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    evaluation_run_ids = [int(r.run_id) for r in evaluation.runs if r.run_id is not None]
+    diverged = {t.number: t.user_attrs["diverged"] for t in study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)) if "diverged" in t.user_attrs}
+    store.set_group_summary(group_id, {
+        "best_params": best.params, "best_value": best.value, "best_trial": best.number,
+        "best_tuning_run": best.user_attrs["run_id"], "objective": settings.objective,
+        "tuning_runs": tuning_run_ids, "evaluation_runs": evaluation_run_ids,
+        "diverged_trials": diverged,
+        "evaluation": {name: value.as_dict() for name, value in evaluation.summary.items()}})
+    return ProtocolResult(group_id, dict(best.params), float(best.value), tuning_run_ids, len(diverged),
+                          evaluation_run_ids, evaluation.summary)

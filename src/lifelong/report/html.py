@@ -1,0 +1,97 @@
+"""One self-contained HTML page on stored runs: every figure embedded as a base64 PNG and a comparison
+table, no script, stylesheet or font fetched from anywhere, so it opens offline and can be mailed."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lifelong.errors import ConfigError
+from lifelong.metrics.efficiency import compute_axes, mean_accuracy, time_to_accuracy
+from lifelong.report.plots import FIGURES, png_bytes, points_of, run_label
+from lifelong.runner.results import RunRecord
+
+METRICS = ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer", "forward_transfer",
+           "stability_gap", "relative_stability_gap", "min_old_accuracy")
+
+_STYLE = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}
+img{max-width:100%;border:1px solid #eee}h2{margin-top:1.6em}.note{color:#666;font-size:13px}.wide{overflow-x:auto}"""
+
+
+def render_figures(records: Sequence[RunRecord]) -> dict[str, bytes]:
+    """Every report figure as PNG bytes, by name."""
+    if not records:
+        raise ConfigError("report: give at least one run id; `lifelong runs` lists them")
+    empty = [record.id for record in records if not record.experiences]
+    if empty:
+        raise ConfigError(f"report: run {empty[0]} has no finished experience to plot (status "
+                          f"{next(r.status for r in records if r.id == empty[0])}); leave it out")
+    return {name: png_bytes(builder(records)) for name, (_, builder) in FIGURES.items()}
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def comparison_rows(records: Sequence[RunRecord], target: float) -> list[list[object]]:
+    """One row per run: identity, status, metrics, cost and time to ``target`` mean accuracy."""
+    rows = []
+    for record in records:
+        metrics = record.metrics or {}
+        costs = [e["cost"] for e in record.experiences]
+        points = points_of(record)
+        axes = compute_axes(points, costs)
+        accuracy = mean_accuracy(points)
+        reach = {name: time_to_accuracy(axes[name], accuracy, target) for name in ("samples", "seconds")}
+        rows.append([run_label(record), record.name, record.status, *(metrics.get(m) for m in METRICS),
+                     sum(float(c["seconds"]) for c in costs), sum(int(c["samples"]) for c in costs),
+                     reach["samples"], reach["seconds"]])
+    return rows
+
+
+def build_report(records: Sequence[RunRecord], figures: dict[str, bytes], target: float) -> str:
+    """The report page as a string."""
+    header = ["run", "stream", "status", *METRICS, "train seconds", "samples",
+              f"samples to {target:.0%}", f"seconds to {target:.0%}"]
+    table = '<div class="wide"><table><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in comparison_rows(records, target)
+    ) + "</table></div>"
+    sections = "".join(
+        f'<h2>{html.escape(title)}</h2><img id="{name}" alt="{html.escape(title)}" '
+        f'src="data:image/png;base64,{base64.b64encode(figures[name]).decode("ascii")}">'
+        for name, (title, _) in FIGURES.items())
+    missing = [r.id for r in records if not r.curve]
+    note = (f'<p class="note">Runs {", ".join(map(str, missing))} have no continual-evaluation curve '
+            "(set run.eval_every_steps); they are drawn from end-of-experience points only.</p>") if missing else ""
+    ids = ", ".join(str(r.id) for r in records)
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>lifelong report: runs {ids}</title>'
+            f"<style>{_STYLE}</style></head><body><h1>lifelong report: runs {ids}</h1>"
+            f'<p class="note">generated {datetime.now(UTC).isoformat(timespec="seconds")}; time to accuracy is '
+            f"the first evaluation whose mean accuracy over every experience reaches {target:.0%}.</p>{note}"
+            f"<h2>Comparison</h2>{table}{sections}</body></html>")
+
+
+def write_report(records: Sequence[RunRecord], output: str | Path | None, png_dir: str | Path | None = None,
+                 target: float = 0.8) -> list[Path]:
+    """Write the HTML page to ``output`` and/or each figure as ``png_dir/NAME.png``; return the paths."""
+    if not 0.0 < target <= 1.0:
+        raise ConfigError(f"--target must lie in (0, 1], got {target}")
+    for destination, label in ((output, "-o"), (png_dir, "--png")):
+        if destination is not None and not Path(destination).parent.exists():
+            raise ConfigError(f"{label}: the folder {str(Path(destination).parent)!r} does not exist; create it first")
+    figures = render_figures(records)
+    written = []
+    if output is not None:
+        Path(output).write_text(build_report(records, figures, target), encoding="utf-8")
+        written.append(Path(output))
+    if png_dir is not None:
+        Path(png_dir).mkdir(exist_ok=True)
+        for name, data in figures.items():
+            path = Path(png_dir) / f"{name}.png"
+            path.write_bytes(data)
+            written.append(path)
+    return written

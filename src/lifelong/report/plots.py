@@ -1,0 +1,163 @@
+"""The report's figures, drawn with matplotlib's Agg backend from stored runs.
+
+Every figure works from a run's continual-evaluation curve; a run recorded without one
+(``run.eval_every_steps`` unset) is drawn from its end-of-experience points instead (the initial
+accuracies, then one point per row of the accuracy matrix), which is exactly the curve sampled at the
+experience boundaries.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from lifelong.metrics.efficiency import AXES, compute_axes, mean_accuracy  # noqa: E402
+from lifelong.runner.results import RunRecord  # noqa: E402
+
+AXIS_LABELS = {"samples": "samples seen", "steps": "optimizer steps", "seconds": "training seconds", "flops": "FLOPs"}
+
+
+def run_label(record: RunRecord) -> str:
+    return f"run {record.id} ({record.strategy}, seed {record.seed})"
+
+
+def points_of(record: RunRecord) -> list[dict[str, Any]]:
+    """The run's curve, or its end-of-experience points when no curve was recorded."""
+    if record.curve:
+        return record.curve
+    points = [{"step": 0, "samples": 0, "seconds": 0.0, "experience": 0, "accuracies": list(record.initial or [])}] \
+        if record.initial else []
+    step = samples = 0
+    seconds = 0.0
+    for experience in record.experiences:
+        cost = experience["cost"]
+        step, samples = step + int(cost["steps"]), samples + int(cost["samples"])
+        seconds += float(cost["seconds"])
+        points.append({"step": step, "samples": samples, "seconds": seconds, "experience": experience["index"],
+                       "accuracies": experience["accuracies"]})
+    return points
+
+
+def matrix_of(record: RunRecord) -> list[list[float]]:
+    return record.matrix if record.matrix is not None else [e["accuracies"] for e in record.experiences]
+
+
+def _grid(count: int, width: float = 4.2, height: float = 3.4) -> tuple[Figure, list[Any]]:
+    columns = min(count, 3)
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    flat = list(axes.flat)
+    for unused in flat[count:]:
+        unused.set_visible(False)
+    return figure, flat[:count]
+
+
+def _switch_steps(points: Sequence[dict[str, Any]]) -> list[int]:
+    """Steps at which a new experience starts: the last point of each experience but the final one."""
+    return [a["step"] for a, b in zip(points, points[1:], strict=False) if b["experience"] > a["experience"]]
+
+
+def heatmaps(records: Sequence[RunRecord]) -> Figure:
+    """Each run's accuracy matrix R[i, j] as a heatmap with the values written in."""
+    figure, axes = _grid(len(records))
+    for axis, record in zip(axes, records, strict=True):
+        matrix = np.asarray(matrix_of(record), dtype=float)  # (rows, T)
+        image = axis.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+        for (i, j), value in np.ndenumerate(matrix):
+            axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                      color="white" if value < 0.6 else "black")
+        axis.set_xlabel("tested on experience")
+        axis.set_ylabel("after training on")
+        axis.set_title(run_label(record), fontsize=9)
+        figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    return figure
+
+
+def accuracy_per_experience(records: Sequence[RunRecord]) -> Figure:
+    """Accuracy on each experience's test set against optimizer steps, experience switches dashed."""
+    figure, axes = _grid(len(records))
+    for axis, record in zip(axes, records, strict=True):
+        points = points_of(record)
+        steps = [p["step"] for p in points]
+        accuracies = np.asarray([p["accuracies"] for p in points], dtype=float)  # (P, T)
+        for experience in range(accuracies.shape[1] if accuracies.ndim == 2 else 0):
+            axis.plot(steps, accuracies[:, experience], label=f"exp {experience}", linewidth=1.2)
+        for step in _switch_steps(points):
+            axis.axvline(step, color="grey", linestyle="--", linewidth=0.7)
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_xlabel("optimizer steps")
+        axis.set_ylabel("accuracy")
+        axis.set_title(run_label(record), fontsize=9)
+        axis.legend(fontsize=6, ncol=2)
+    figure.tight_layout()
+    return figure
+
+
+def stability_gap(records: Sequence[RunRecord]) -> Figure:
+    """Mean accuracy on the experiences before the current one against steps: the dip after each
+    switch is the stability gap (De Lange et al. 2023). Runs share one axis for comparison."""
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for record in records:
+        points = points_of(record)
+        xs, ys = [], []
+        for point in points:
+            current = point["experience"]
+            if current >= 1:
+                xs.append(point["step"])
+                ys.append(float(np.mean(point["accuracies"][:current])))
+        line, = axis.plot(xs, ys, marker="." if not record.curve else None, label=run_label(record))
+        for step in _switch_steps(points):
+            axis.axvline(step, color=line.get_color(), linestyle=":", linewidth=0.6)
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_xlabel("optimizer steps")
+    axis.set_ylabel("mean accuracy on earlier experiences")
+    axis.set_title("stability gap: old-experience accuracy during training")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def accuracy_vs_compute(records: Sequence[RunRecord]) -> Figure:
+    """Mean accuracy over every experience against each compute axis the runs have."""
+    series = [(record, points_of(record)) for record in records]
+    available = [name for name in AXES if all(name in compute_axes(points, [e["cost"] for e in record.experiences])
+                                              for record, points in series)]
+    figure, axes = _grid(len(available), width=4.6)
+    for axis, name in zip(axes, available, strict=True):
+        for record, points in series:
+            values = compute_axes(points, [e["cost"] for e in record.experiences])[name]
+            axis.plot(values, mean_accuracy(points), label=run_label(record), linewidth=1.2)
+        axis.set_xlabel(AXIS_LABELS[name])
+        axis.set_ylabel("mean accuracy, all experiences")
+        axis.set_ylim(-0.02, 1.02)
+        axis.legend(fontsize=6)
+    figure.suptitle("accuracy against compute")
+    figure.tight_layout()
+    return figure
+
+
+#: Figure name -> (title, builder), in report order.
+FIGURES = {
+    "accuracy_matrix": ("Accuracy matrix", heatmaps),
+    "accuracy_per_experience": ("Accuracy per experience over training", accuracy_per_experience),
+    "stability_gap": ("Stability gap", stability_gap),
+    "accuracy_vs_compute": ("Accuracy against compute", accuracy_vs_compute),
+}
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG bytes; the figure is closed (matplotlib keeps open figures alive)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()

@@ -1,0 +1,371 @@
+"""Checkpoints: everything a run needs to continue exactly where it stopped, written atomically.
+
+A checkpoint is written at every experience boundary (after the experience is trained, evaluated and
+recorded) and every ``every_steps`` optimizer steps inside an experience, always between two steps.
+Only the newest ``keep`` files are kept. A run killed at any moment (even ``SIGKILL``) resumes from its
+newest readable checkpoint and ends with the same accuracy matrix and the same parameters, bit for
+bit on CPU, as a run that was never stopped.
+
+Format (version 1). One file per checkpoint, ``checkpoint-step<STEP>-done<EXPERIENCES>.pt`` (zero
+padded, so names sort in training order), written by :func:`torch.save` and readable with
+``torch.load(path, weights_only=True)``: only plain containers, numbers, strings and tensors, no
+pickled classes. The top-level dict holds:
+
+* ``format`` = ``"lifelong-checkpoint"``, ``version`` = 1, ``run_id`` (int or None), ``seed``;
+* ``position``: ``experience`` (index of the experience to train next or in progress), ``epoch``,
+  ``epoch_samples`` (samples already drawn in that epoch: a sample offset, so it stays valid when the
+  batch size changes) and ``within_experience`` (False at a boundary: the experience has not started);
+* ``epoch_order``: the current epoch's sample order (a long tensor) or None, so that any sampler
+  resumes with exactly the remaining samples;
+* ``counters``: the runner's :class:`~lifelong.runner.observers.TrainState` numbers (steps, samples,
+  learning rate, training seconds so far, ...), with ``experience_seconds`` for the clock;
+* ``model``, ``optimizer`` (None between experiences when the optimizer is rebuilt) and ``strategy``:
+  their ``state_dict()``;
+* ``random``: the global random states: ``torch`` (byte tensor), ``cuda`` (list of byte tensors),
+  ``numpy`` (``keys`` tensor, ``position``, ``has_gauss``, ``cached_gaussian``) and ``python``
+  (``random.getstate()`` as nested tuples);
+* ``initial``, ``rows`` and ``costs``: the accuracies of the untrained model, the rows of the accuracy
+  matrix so far and the cost of each finished experience (plain dicts);
+* ``components``: ``state_dict()`` of other stateful parts of the loop by name (adaptive batch size).
+
+A file is first written to a temporary name in the same folder, flushed and ``fsync``-ed, renamed over
+its final name with :func:`os.replace` and the folder is ``fsync``-ed: a reader sees a whole file or
+none. A file that cannot be read anyway (a truncated copy, a full disk) is skipped on resume with a
+warning, falling back to the previous one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import re
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lifelong.errors import ConfigError, ResumeError
+from lifelong.metrics.compute import ExperienceCost
+from lifelong.runner.observers import Observer, RunContext, TrainState
+from lifelong.runner.results import ResultsStore
+
+FORMAT = "lifelong-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"checkpoint-step(\d{10})-done(\d{4})\.pt")
+_CLOCK_FIELDS = ("experience_started", "excluded_seconds", "stop_experience")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckpointSettings:
+    """Where and how often a run saves checkpoints.
+
+    ``directory``: the folder that holds one sub-folder ``run-<id>`` per stored run (or the checkpoints
+    themselves for a run without a results store); None puts it next to the results database, as
+    ``<db name>-checkpoints``. ``every_steps``: also save every that many optimizer steps inside an
+    experience (0: only at experience boundaries). ``keep``: how many of the newest files to keep.
+    """
+
+    directory: Path | None = None
+    every_steps: int = 200
+    keep: int = 2
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 0:
+            raise ConfigError(f"run.checkpoint_every_steps must be >= 0 (0: only between experiences), "
+                              f"got {self.every_steps}")
+        if self.keep < 1:
+            raise ConfigError(f"run.keep_checkpoints must be >= 1, got {self.keep}")
+
+    def folder(self, database: Path | None, run_id: int | None) -> Path:
+        """The folder of one run's checkpoints."""
+        if self.directory is not None:
+            root = Path(self.directory)
+        elif database is not None:
+            root = database.parent / f"{database.stem}-checkpoints"
+        else:
+            raise ConfigError("run.checkpoint_dir: a run without a results store needs a checkpoint folder; "
+                              "pass CheckpointSettings(directory=...) or a store")
+        return root if run_id is None else root / f"run-{run_id}"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run after a checkpoint was saved; the message says how to resume."""
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """Checkpoint files in ``folder``, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.fullmatch(p.name))
+
+
+def write_atomic(payload: Mapping[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file, ``fsync``, rename over ``path``, ``fsync`` the folder."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            torch.save(dict(payload), file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def read(path: Path) -> dict[str, Any]:
+    """A checkpoint's payload; :class:`ResumeError` if the file is unreadable or not a checkpoint."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged file fails inside zip, pickle or torch in many ways
+        raise ResumeError(f"checkpoint {str(path)!r} is unreadable ({type(error).__name__}: {error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ResumeError(f"{str(path)!r} is not a lifelong checkpoint")
+    if payload.get("version") != VERSION:
+        raise ResumeError(f"checkpoint {str(path)!r} has format version {payload.get('version')}, this lifelong "
+                          f"reads version {VERSION}")
+    return payload
+
+
+def latest(folder: Path) -> dict[str, Any]:
+    """The newest readable checkpoint in ``folder``, warning about each newer one that is damaged."""
+    for path in reversed(checkpoint_files(folder)):
+        try:
+            return read(path)
+        except ResumeError as error:
+            logger.warning("%s; falling back to the previous checkpoint", error)
+    raise ResumeError(f"no usable checkpoint in {str(folder)!r}; start the run again")
+
+
+def random_states() -> dict[str, Any]:
+    """The global random states of torch (CPU and CUDA), numpy and Python."""
+    _, keys, position, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "position": int(position),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": random.getstate()}
+
+
+def set_random_states(states: Mapping[str, Any]) -> None:
+    """Restore :func:`random_states`."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    numpy_state = states["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _counters(state: TrainState) -> dict[str, Any]:
+    """TrainState's plain numbers (whatever fields it has), with the clock as elapsed seconds."""
+    values = {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.name not in _CLOCK_FIELDS}
+    plain = {k: v for k, v in values.items() if isinstance(v, int | float | bool | str)}
+    return {**plain, "experience_seconds": state.experience_seconds}
+
+
+def _finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+class Checkpointer(Observer):
+    """Saves checkpoints between steps and turns SIGINT/SIGTERM into a checkpoint and a clean stop.
+
+    The runner keeps it last among the observers (so what it saves includes the others' effects) and
+    calls :meth:`close` when the run ends, which restores the previous signal handlers.
+    """
+
+    def __init__(self, settings: CheckpointSettings, folder: Path, run_id: int | None, seed: int,
+                 components: Mapping[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.folder = folder
+        self.run_id = run_id
+        self.seed = seed
+        self.components = dict(components or {})
+        """Other stateful parts of the loop (objects with ``state_dict``), saved under their name."""
+        self.context: RunContext | None = None
+        self.signal_received: int | None = None
+        self.previous_handlers: dict[int, Any] = {}
+
+    def on_run_start(self, context: RunContext) -> None:
+        self.context = context
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"run.checkpoint_dir: cannot create {str(self.folder)!r} ({error.strerror}); "
+                              "choose a writable folder") from None
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous_handlers[number] = signal.signal(number, self._request_stop)
+
+    def close(self) -> None:
+        """Restore the signal handlers that were in place before the run."""
+        for number, handler in self.previous_handlers.items():
+            signal.signal(number, handler)
+        self.previous_handlers = {}
+
+    def _request_stop(self, number: int, frame: FrameType | None) -> None:
+        """A first signal stops at the next step boundary; a second one stops at once."""
+        if self.signal_received is not None:
+            raise KeyboardInterrupt
+        self.signal_received = number
+
+    def on_step(self, state: TrainState) -> None:
+        every = self.settings.every_steps
+        if self.signal_received is not None or (every and state.step % every == 0):
+            self.save(state, within_experience=True)
+        self._stop_if_asked(state)
+
+    def on_experience_end(self, state: TrainState, accuracies: list[float]) -> None:
+        self.save(state, within_experience=False)
+        self._stop_if_asked(state)
+
+    def _stop_if_asked(self, state: TrainState) -> None:
+        if self.signal_received is not None:
+            name = signal.Signals(self.signal_received).name
+            how = f"lifelong run --resume {self.run_id}" if self.run_id is not None else "train(..., resume_run=...)"
+            raise RunInterrupted(f"{name} at experience {state.experience}, step {state.step}: checkpoint saved in "
+                                 f"{str(self.folder)!r}; continue with `{how}`")
+
+    def save(self, state: TrainState, within_experience: bool) -> Path | None:
+        """Write a checkpoint of the run as it stands between two steps; None (and a warning) if the
+        model holds NaN or infinite weights, so the last good checkpoint stays the newest."""
+        assert self.context is not None, "on_run_start was not called"
+        context = self.context
+        if not _finite(context.model):
+            logger.warning("not saving a checkpoint at step %d: the model has NaN or infinite weights", state.step)
+            return None
+        completed = len(context.rows)
+        position = {"experience": state.experience if within_experience else completed, "epoch": state.epoch,
+                    "epoch_samples": state.epoch_samples, "within_experience": within_experience}
+        optimizer = context.optimizer
+        payload = {
+            "format": FORMAT, "version": VERSION, "run_id": self.run_id, "seed": self.seed,
+            "position": position,
+            "epoch_order": state.epoch_order.cpu() if within_experience and state.epoch_order is not None else None,
+            "counters": _counters(state),
+            "model": context.model.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "strategy": context.strategy.state_dict(),
+            "random": random_states(),
+            "initial": list(context.initial), "rows": [list(r) for r in context.rows],
+            "costs": [dataclasses.asdict(c) for c in context.costs],
+            "components": {name: part.state_dict() for name, part in self.components.items()},
+        }
+        path = self.folder / f"checkpoint-step{state.step:010d}-done{completed:04d}.pt"
+        started = time.perf_counter()
+        write_atomic(payload, path)
+        for old in checkpoint_files(self.folder)[:-self.settings.keep]:
+            old.unlink(missing_ok=True)
+        if within_experience:
+            state.excluded_seconds += time.perf_counter() - started
+        return path
+
+
+@dataclass
+class Restored:
+    """A checkpoint being applied to a freshly built run (model, strategy and state already set up)."""
+
+    payload: dict[str, Any]
+
+    @property
+    def experience(self) -> int:
+        return int(self.payload["position"]["experience"])
+
+    @property
+    def within_experience(self) -> bool:
+        return bool(self.payload["position"]["within_experience"])
+
+    @property
+    def initial(self) -> list[float]:
+        return list(self.payload["initial"])
+
+    def rows(self) -> list[list[float]]:
+        return [list(r) for r in self.payload["rows"]]
+
+    def costs(self) -> list[ExperienceCost]:
+        return [ExperienceCost(**c) for c in self.payload["costs"]]
+
+    def restore(self, model: nn.Module, strategy: Any, state: TrainState,
+                optimizer: torch.optim.Optimizer | None = None,
+                components: Mapping[str, Any] | None = None) -> None:
+        """Load model, strategy, random states, counters and (when given and saved) optimizer and components.
+
+        The runner calls it before the experience's hooks, and for a checkpoint taken inside an
+        experience once more after them (and after building the optimizer), so that what the hooks
+        redo is overwritten by what was saved after they ran the first time.
+        """
+        payload = self.payload
+        model.load_state_dict(payload["model"])
+        strategy.load_state_dict(payload["strategy"], model)
+        if optimizer is not None and payload["optimizer"] is not None:
+            optimizer.load_state_dict(payload["optimizer"])
+        for name, part in (components or {}).items():
+            if name in payload["components"]:
+                part.load_state_dict(payload["components"][name])
+        counters = dict(payload["counters"])
+        experience_seconds = float(counters.pop("experience_seconds"))
+        known = {f.name for f in dataclasses.fields(state)}
+        for name, value in counters.items():
+            if name in known:
+                setattr(state, name, value)
+        if self.within_experience:
+            state.epoch_order = payload["epoch_order"]
+            state.experience_started = time.perf_counter() - experience_seconds
+            state.excluded_seconds = 0.0
+        set_random_states(payload["random"])
+
+
+    def resume_experience(self, model: nn.Module, strategy: Any, state: TrainState,
+                          optimizer: torch.optim.Optimizer, reset_optimizer: bool) -> None:
+        """Called once the resumed experience's hooks ran and its optimizer was built: inside an
+        experience, restore everything again; at a boundary, only an optimizer carried across
+        experiences."""
+        if self.within_experience:
+            self.restore(model, strategy, state, optimizer)
+        elif not reset_optimizer and self.payload["optimizer"] is not None:
+            optimizer.load_state_dict(self.payload["optimizer"])
+
+
+def load(folder: Path, run_id: int | None, seed: int) -> Restored:
+    """The newest usable checkpoint of a run, checked to belong to it."""
+    payload = latest(folder)
+    if payload["run_id"] != run_id or payload["seed"] != seed:
+        raise ResumeError(f"the checkpoints in {str(folder)!r} belong to run {payload['run_id']} with seed "
+                          f"{payload['seed']}, not run {run_id} with seed {seed}")
+    return Restored(payload)
+
+
+
+def resume_point(store: ResultsStore | None, run_id: int, settings: CheckpointSettings | None,
+                 seed: int) -> Restored:
+    """Check that stored run ``run_id`` may resume, load its newest usable checkpoint and mark it running."""
+    if store is None:
+        raise ResumeError(f"resuming run {run_id} needs the results store that holds it; pass store=")
+    record = store.get(run_id)
+    if record.status == "finished":
+        raise ResumeError(f"run {run_id} already finished on {record.finished}; start a new run instead of "
+                          "resuming it")
+    if settings is None:
+        raise ResumeError(f"run {run_id} cannot resume without checkpoints; drop --no-checkpoint")
+    restored = load(settings.folder(store.path, run_id), run_id, seed)
+    store.set_status(run_id, "running")
+    return restored

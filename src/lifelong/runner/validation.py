@@ -1,0 +1,40 @@
+"""Checks run by :func:`lifelong.runner.loop.train` before any training: does the model fit the stream?
+
+Data checks live with the data (:mod:`lifelong.data.validation`, run when a stream is built); this
+module checks what only exists once a model and settings meet the stream.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lifelong.data.streams import Stream
+from lifelong.errors import ConfigError, DataError
+
+
+def check_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
+    """The model takes the stream's inputs and outputs one logit per class of the stream."""
+    sample = stream[0].train.x[:2].to(device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        try:
+            out = model(sample)
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise DataError(f"the model cannot take inputs of shape {tuple(stream.input_shape)}: {error}") from None
+    model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != stream.n_classes:
+        shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise DataError(f"the model outputs {shape} per sample but the stream has {stream.n_classes} classes "
+                        f"(labels 0..{stream.n_classes - 1}); give the model a head of {stream.n_classes} outputs")
+
+
+def check_arguments(model: nn.Module, seed: int, eval_batch_size: int) -> None:
+    """Arguments of :func:`train` that are plain values rather than validated config fields."""
+    if not isinstance(model, nn.Module):
+        raise DataError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"run.seed must be an integer in [0, 2**63), got {seed!r}")
+    if isinstance(eval_batch_size, bool) or not isinstance(eval_batch_size, int) or eval_batch_size < 1:
+        raise ConfigError(f"run.eval_batch_size must be an integer >= 1, got {eval_batch_size!r}")

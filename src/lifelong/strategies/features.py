@@ -1,0 +1,145 @@
+"""Feature statistics shared by the prototype and exemplar methods (iCaRL, NCM, SLCA, FeTrIL).
+
+Everything here works on the output of a model's backbone (``split_model(model)[0]``): features of a
+sample set, per-class means and covariances, herding selection of exemplars, nearest-mean
+classification, Gaussian sampling of features and refitting a linear head on features. A backbone can
+also be loaded from a local file (a pretrained feature extractor).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong.errors import ConfigError, MissingFileError
+
+
+@torch.no_grad()
+def extract_features(backbone: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Backbone features (N, D) of inputs (N, ...), in eval mode (normalisation layers use running
+    statistics); the backbone's mode is restored afterwards."""
+    was_training = backbone.training
+    backbone.eval()
+    features = torch.cat([backbone(x[begin:begin + batch_size]) for begin in range(0, len(x), batch_size)])
+    backbone.train(was_training)
+    return features
+
+
+def class_statistics(features: torch.Tensor, labels: torch.Tensor, classes: list[int],
+                     covariance: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-class mean (K, D) of ``features`` (N, D) for each label in ``classes`` and, with
+    ``covariance``, the per-class unbiased covariance (K, D, D) (zero for a class of one sample)."""
+    means = torch.stack([features[labels == c].mean(dim=0) for c in classes])
+    if not covariance:
+        return means, None
+    covariances = []
+    for c in classes:
+        members = features[labels == c]  # (n_c, D)
+        centred = members - members.mean(dim=0)
+        covariances.append(centred.T @ centred / max(len(members) - 1, 1))
+    return means, torch.stack(covariances)
+
+
+def herding(features: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices (count,) of exemplars chosen by herding (Welling 2009; iCaRL, Rebuffi et al. 2017, Alg. 4).
+
+    Step k picks the sample that brings the mean of the k chosen so far closest to the class mean
+    ``mu``: ``argmin_i || mu - (f_i + sum_{j<k} f_pj) / k ||``. Each sample is picked at most once;
+    the order is a priority (iCaRL shrinks a set by keeping its first ``m``)."""
+    count = min(count, len(features))
+    target = features.mean(dim=0)  # (D,)
+    chosen: list[int] = []
+    running = torch.zeros_like(target)  # sum of the chosen features
+    available = torch.ones(len(features), dtype=torch.bool)
+    for k in range(1, count + 1):
+        distance = (target - (running + features) / k).norm(dim=1)  # (N,)
+        distance[~available] = float("inf")
+        index = int(distance.argmin())
+        chosen.append(index)
+        available[index] = False
+        running += features[index]
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def nearest_mean(features: torch.Tensor, means: torch.Tensor, classes: torch.Tensor,
+                 allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Label (B,) of the nearest class mean (Euclidean) to each feature (B, D); ``means`` (K, D) belong to
+    ``classes`` (K,). ``allowed`` (B, C) restricts each sample to some labels (a task's classes)."""
+    distance = torch.cdist(features, means)  # (B, K)
+    if allowed is not None:
+        distance = distance.masked_fill(~allowed[:, classes], float("inf"))
+    return classes[distance.argmin(dim=1)]
+
+
+def restrict_to_classes(logits: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Logits (B, C) with every class outside ``classes`` set to the lowest value (no-op when empty):
+    a head refitted on features only defines the classes it was fitted on."""
+    if not classes:
+        return logits
+    fitted = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+    fitted[classes] = True
+    return logits.masked_fill(~fitted, torch.finfo(logits.dtype).min)
+
+
+def sample_gaussian(mean: torch.Tensor, covariance: torch.Tensor, count: int, generator: torch.Generator,
+                    ridge: float = 1e-4) -> torch.Tensor:
+    """``count`` samples (count, D) of N(mean, covariance + ridge * I); the ridge makes the Cholesky
+    factor exist when a class has fewer samples than feature dimensions."""
+    dimension = len(mean)
+    factor = torch.linalg.cholesky(covariance + ridge * torch.eye(dimension, dtype=mean.dtype))
+    noise = torch.randn(count, dimension, generator=generator, dtype=mean.dtype)
+    return mean + noise @ factor.T
+
+
+def fit_linear_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, classes: list[int],
+                    weight_decay: float = 1e-4, iterations: int = 100) -> None:
+    """Refit the rows of ``head`` for ``classes`` by multinomial logistic regression on ``features``
+    (N, D) with ``labels`` (N,), starting from the current rows; other rows are left as they are.
+
+    Full-batch L-BFGS: deterministic and free of a learning rate, which the classifier-refitting steps
+    of SLCA (Zhang et al. 2023) and FeTrIL (Petit et al. 2023) would otherwise each need tuned."""
+    index = torch.tensor(classes, dtype=torch.long)
+    weight = head.weight.detach()[index].clone().requires_grad_(True)  # (K, D)
+    bias = head.bias.detach()[index].clone().requires_grad_(True)  # (K,)
+    targets = torch.searchsorted(index, labels)  # label -> position in the sorted ``classes``
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=iterations, history_size=10,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(features @ weight.T + bias, targets) + weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        head.weight[index] = weight.detach()
+        head.bias[index] = bias.detach()
+
+
+def check_backbone_path(path: str) -> None:
+    """Raise :class:`MissingFileError` unless ``path`` is empty (no pretrained backbone) or a file."""
+    if path and not Path(path).is_file():
+        raise MissingFileError(f"strategy.backbone_path: no such file {path!r}; give a torch.save'd backbone "
+                               "module or state dict, or leave it empty")
+
+
+def load_backbone(backbone: nn.Module, path: str) -> None:
+    """Load a pretrained feature extractor into ``backbone`` from a file written by ``torch.save``: a
+    state dict of the backbone, or a whole ``nn.Module`` whose state dict is taken. A whole module is
+    unpickled, so the file must be one you trust."""
+    check_backbone_path(path)
+    loaded = torch.load(Path(path), map_location="cpu", weights_only=False)
+    state = loaded.state_dict() if isinstance(loaded, nn.Module) else loaded
+    if not isinstance(state, dict):
+        raise ConfigError(f"strategy.backbone_path: {path!r} holds a {type(loaded).__name__}; expected an "
+                          "nn.Module or a state dict")
+    try:
+        backbone.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"strategy.backbone_path: {path!r} does not fit the model's backbone: {first}") from None

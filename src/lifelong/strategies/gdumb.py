@@ -1,0 +1,72 @@
+"""GDumb: a greedy class-balanced memory and a model retrained from scratch on it."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong.data.streams import Batch, Experience, Stream, TensorSet
+from lifelong.errors import ConfigError
+from lifelong.strategies.base import Strategy
+from lifelong.strategies.buffers import ClassBalancedBuffer
+
+
+@dataclass
+class GDumb(Strategy):
+    """GDumb (Prabhu et al., ECCV 2020, "GDumb: A Simple Approach that Questions Our Progress in
+    Continual Learning"): the stream only fills a greedy class-balanced memory; at each experience the
+    model is reset to its initial weights and trained from scratch on the memory alone. The paper
+    trains on the memory for many epochs; ``memory_passes`` repeats the memory within each of the
+    runner's epochs to the same end."""
+
+    buffer_size: int = 200
+    """Total number of samples kept (not per class)."""
+    memory_passes: int = 5
+    """Copies of the memory in one training epoch (the runner's epochs multiply it)."""
+    buffer: ClassBalancedBuffer = field(init=False, repr=False)
+    initial_weights: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.buffer_size < 1:
+            raise ConfigError(f"strategy.buffer_size must be >= 1, got {self.buffer_size}")
+        if self.memory_passes < 1:
+            raise ConfigError(f"strategy.memory_passes must be >= 1, got {self.memory_passes}")
+
+    def setup(self, stream: Stream, seed: int) -> None:
+        super().setup(stream, seed)
+        self.buffer = ClassBalancedBuffer(self.buffer_size, self.generator)
+        self.initial_weights = {}
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Reset the model to the weights it had before the first experience (retraining from scratch)."""
+        if not self.initial_weights:
+            self.initial_weights = copy.deepcopy(model.state_dict())
+        model.load_state_dict(self.initial_weights)
+
+    def training_set(self, experience: Experience) -> TensorSet:
+        """Offer the experience to the memory in a random order, then train on the memory only."""
+        order = torch.randperm(len(experience.train), generator=self.generator)
+        arrived = experience.train.subset(order)
+        self.buffer.add(x=arrived.x, y=arrived.y, task=arrived.task)
+        memory = self.buffer.contents()
+        kept = TensorSet(memory["x"], memory["y"], memory["task"])
+        return TensorSet.concat([kept] * self.memory_passes)
+
+    def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
+
+    def memory_size(self) -> int:
+        return len(self.buffer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "buffer": self.buffer.state_dict(), "initial_weights": self.initial_weights}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        super().load_state_dict(state, model)
+        self.buffer.load_state_dict(state["buffer"])
+        self.initial_weights = dict(state["initial_weights"])

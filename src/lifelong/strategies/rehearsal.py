@@ -1,0 +1,43 @@
+"""The shared part of the reservoir-replay strategies (ER-ACE, A-GEM, UER, DER, DER++): a memory of
+``buffer_size`` samples drawn by reservoir sampling with the strategy's generator, its size, and its
+checkpoint state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from lifelong.data.streams import Stream
+from lifelong.errors import ConfigError
+from lifelong.strategies.base import Strategy
+from lifelong.strategies.buffers import ReservoirBuffer
+
+
+@dataclass
+class ReservoirReplay(Strategy):
+    """Abstract: a strategy that keeps a reservoir memory of the stream (Vitter 1985; Chaudhry et al.
+    2019). Concrete strategies say how the memory enters the loss in ``observe``."""
+
+    buffer_size: int = 200
+    """Total number of samples kept (not per class)."""
+    buffer: ReservoirBuffer = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.buffer_size < 0:
+            raise ConfigError(f"strategy.buffer_size must be >= 0, got {self.buffer_size}")
+
+    def setup(self, stream: Stream, seed: int) -> None:
+        super().setup(stream, seed)
+        self.buffer = ReservoirBuffer(self.buffer_size, self.generator)
+
+    def memory_size(self) -> int:
+        return len(self.buffer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        super().load_state_dict(state, model)
+        self.buffer.load_state_dict(state["buffer"])

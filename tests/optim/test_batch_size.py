@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from lifelong import Naive, OptimConfig, class_incremental, mlp, train
+from lifelong.optim.batch_size import AdaptiveBatchSize, norm_test, per_sample_gradients
+
+
+def test_norm_test_by_hand() -> None:
+    gradients = torch.tensor([[1.0, 0.0], [3.0, 0.0]])  # mean [2, 0]; unbiased variance 2; Var / B = 1
+    assert norm_test(gradients, theta=0.5)  # 1 <= 0.25 * 4
+    assert not norm_test(gradients, theta=0.49)
+
+
+def squared_error(out, y, task):
+    return ((out.squeeze(1) - y) ** 2).mean()
+
+
+def test_per_sample_gradients_match_autograd_one_by_one() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x, y = torch.randn(4, 3), torch.randn(4)
+    gradients = per_sample_gradients(model, squared_error, x, y, torch.zeros(4, dtype=torch.long))  # (4, 4)
+    for i in range(4):
+        model.zero_grad()
+        squared_error(model(x[i:i + 1]), y[i:i + 1], None).backward()
+        assert torch.allclose(gradients[i], torch.cat([model.weight.grad.flatten(), model.bias.grad]))
+
+
+def test_batch_grows_under_gradient_noise_and_stays_without_it() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    test = AdaptiveBatchSize(theta=0.5, growth=2.0, max_batch_size=64)
+    task = torch.zeros(32, dtype=torch.long)
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fitted = model(x).squeeze(1)
+    noise = torch.randn(32, generator=torch.Generator().manual_seed(2))
+    # targets at the model's own predictions plus unit noise: the mean gradient is pure noise
+    assert test.propose(model, squared_error, x, fitted + noise, task, batch_size=16) == 32
+    # the same input repeated: every sample has the full gradient, no noise at all
+    same = x[:1].repeat(32, 1)
+    assert test.propose(model, squared_error, same, torch.full((32,), 5.0), task, batch_size=16) == 16
+    assert test.propose(model, squared_error, x, fitted + noise, task, batch_size=64) == 64  # at the cap
+
+
+def test_runner_grows_the_batch_rescales_the_lr_and_logs_it(small_data) -> None:
+    stream = class_incremental(small_data, 2)
+    optim = OptimConfig(name="sgd", lr=0.05, batch_size=8, epochs=3, lr_scaling="linear", batch_size_test="norm",
+                        batch_size_test_params={"theta": 0.05, "every_steps": 2, "max_batch_size": 32})
+    torch.manual_seed(0)
+    result = train(stream, mlp(stream.input_shape, stream.n_classes, hidden=(16,)), Naive(), optim, seed=0)
+    changes = result.metrics["batch_size_changes"]
+    assert changes and all(c["lr"] == pytest.approx(0.05 * c["batch_size"] / 8) for c in changes)
+    assert {c["batch_size"] for c in changes} <= {16, 32}
+    # the epoch position is a sample offset: every sample of every epoch is drawn exactly once
+    assert [c.samples for c in result.costs] == [3 * len(e.train) for e in stream]
+    assert result.costs[0].steps < 3 * len(stream[0].train) / 8
+
+
+def test_keep_updates_lengthens_training_when_the_batch_is_larger(small_data) -> None:
+    stream = class_incremental(small_data, 2)
+    optim = OptimConfig(lr=0.05, batch_size=32, base_batch_size=16, epochs=2, keep_updates=True)
+    result = train(stream, mlp(stream.input_shape, stream.n_classes, hidden=(16,)), Naive(), optim, seed=0)
+    assert [c.samples for c in result.costs] == [4 * len(e.train) for e in stream]  # 2 epochs x 32 / 16
+    assert result.lr == pytest.approx(0.1)  # linear rule for SGD (auto)

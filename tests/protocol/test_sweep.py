@@ -1,0 +1,87 @@
+import pytest
+
+from lifelong.cli import main
+from lifelong.errors import ConfigError
+from lifelong.protocol import sweep as sweep_module
+from lifelong.protocol.sweep import load_sweep, run_sweep
+from lifelong.runner.results import ResultsStore
+
+SWEEP = """
+name = "tiny"
+set = ["dataset.name=synthetic", "dataset.n_classes=4", "dataset.n_features=6", "dataset.n_per_class=20",
+       "scenario.n_experiences=2", "optim.epochs=1", "model.hidden=[8]"]
+seeds = [0, 1]
+[grid]
+"optim.lr" = [0.01, 0.05]
+[strategies.naive]
+[strategies.er]
+buffer_size = [10, 20]
+"""
+
+
+def test_cells_are_the_grid_times_seeds(tmp_path) -> None:
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP)
+    sweep = load_sweep(path, db=str(tmp_path / "runs.db"))
+    # per seed: naive x 2 learning rates + er x 2 buffer sizes x 2 learning rates = 6; two seeds = 12
+    assert len(sweep.cells) == 12 and [c.seed for c in sweep.cells] == [0] * 6 + [1] * 6
+    er = [c for c in sweep.cells if c.strategy == "er" and c.seed == 1]
+    assert [(c.config.strategy.params["buffer_size"], c.config.optim.lr) for c in er] == \
+        [(10, 0.01), (10, 0.05), (20, 0.01), (20, 0.05)]
+    assert er[0].label == "er strategy.buffer_size=10 optim.lr=0.01" and er[0].config.run.seed == 1
+
+
+def test_interrupted_sweep_restarts_only_missing_cells(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.replace('"optim.lr" = [0.01, 0.05]', '"optim.lr" = [0.05]'))  # 3 cells x 2 seeds
+    db = str(tmp_path / "runs.db")
+    sweep = load_sweep(path, db=db)
+    store = ResultsStore(db)
+    real_run = sweep_module.run_config
+    trained = []
+
+    def interrupt_on_third(config, **kwargs):
+        if len(trained) == 2:
+            raise KeyboardInterrupt
+        trained.append(config)
+        return real_run(config, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "run_config", interrupt_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, store)
+    assert len(store.runs()) == 2
+
+    def count(config, **kwargs):
+        trained.append(config)
+        return real_run(config, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "run_config", count)
+    group_id, outcomes = run_sweep(load_sweep(path, db=db), store)
+    # the second call trained exactly the 4 cells the first did not reach, none twice
+    assert len(trained) == 6 and [o.trained for o in outcomes] == [False] * 2 + [True] * 4
+    assert [t.model_dump() for t in trained[2:]] == [c.config.model_dump() for c in sweep.cells[2:]]
+    assert len(store.runs()) == 6 and all(r.status == "finished" for r in store.runs())
+    group = store.group(group_id)
+    assert group.kind == "sweep" and len(group.members) == 6
+    assert group.summary["er strategy.buffer_size=20 optim.lr=0.05"]["final_accuracy"]["n"] == 2
+    # a third run trains nothing
+    monkeypatch.setattr(sweep_module, "run_config", lambda *a, **k: pytest.fail("nothing should train"))
+    assert not any(o.trained for o in run_sweep(load_sweep(path, db=db), store)[1])
+
+
+def test_sweep_command_and_bad_files(tmp_path, capsys) -> None:
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.replace("seeds = [0, 1]", "seeds = [3]").replace("[10, 20]", "10"))
+    db = str(tmp_path / "runs.db")
+    assert main(["sweep", "--config", str(path), "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "4 cells, 4 trained now" in out and "er strategy.buffer_size=10 optim.lr=0.05" in out
+    assert main(["sweep", "--config", str(path), "--db", db]) == 0
+    assert "4 cells, 0 trained now, 4 already in" in capsys.readouterr().out
+    path.write_text(SWEEP.replace("buffer_size = [10, 20]", "buffer_sise = [10]"))
+    with pytest.raises(ConfigError, match="strategy.buffer_sise: unknown field"):
+        load_sweep(path)
+    path.write_text("seeds = [0]\n")
+    assert main(["sweep", "--config", str(path)]) == 2
+    assert "sweep.strategies" in capsys.readouterr().err
+    assert main(["sweep", "--config", str(tmp_path / "none.toml")]) == 2

@@ -1,0 +1,89 @@
+import math
+
+import optuna
+import pytest
+
+from lifelong.cli import load_config, main
+from lifelong.errors import ConfigError, TrainingError
+from lifelong.protocol import tune
+from lifelong.experiment import build_strategy
+from lifelong.protocol.spaces import SEARCH_SPACES, FloatRange, search_space
+from lifelong.protocol.tune import ProtocolSettings, run_protocol, validation_split
+from lifelong.runner.results import ResultsStore
+from lifelong.strategies import STRATEGIES
+
+SMALL = ["dataset.name=synthetic", "dataset.n_classes=4", "dataset.n_features=6", "dataset.n_per_class=20",
+         "scenario.n_experiences=2", "optim.epochs=1", "model.hidden=[8]"]
+FAST = ["optim.epochs=1", "model.hidden=[32]", "scenario.n_experiences=2", "optim.batch_size=32"]
+
+
+def test_validation_split_holds_out_training_data_only(digits_data) -> None:
+    split = validation_split(digits_data, 0.2, seed=0)
+    assert len(split.y_train) + len(split.y_test) == len(digits_data.y_train)
+    assert len(split.y_test) == math.ceil(0.2 * len(digits_data.y_train))  # 270 of 1347
+    # every validation image comes from the training set, and is no longer trained on
+    train_rows = {tuple(row.tolist()) for row in digits_data.x_train.flatten(1)}
+    kept_rows = {tuple(row.tolist()) for row in split.x_train.flatten(1)}
+    validation_rows = {tuple(row.tolist()) for row in split.x_test.flatten(1)}
+    assert validation_rows <= train_rows and not validation_rows & kept_rows
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        validation_split(digits_data, 1.5, seed=0)
+
+
+def test_every_registered_strategy_has_a_space_of_real_fields() -> None:
+    for name in STRATEGIES:
+        assert name in SEARCH_SPACES, f"{name} has no search space"
+        space = search_space(name)
+        assert "optim.lr" in space
+        values = [f"strategy.{key.split('.')[1]}={getattr(p, 'low', None) or p.values[0]}"
+                  for key, p in space.items() if key.startswith("strategy.")]
+        build_strategy(load_config(None, [f"strategy.name={name}", *values]))
+
+
+def test_protocol_tunes_then_evaluates_on_digits_and_links_runs(tmp_path) -> None:
+    """End to end on digits: 3 trials on class order 1 (validation split), then the best
+    hyperparameters on class order 2 with two seeds; a restart with more trials continues the study."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = ResultsStore(tmp_path / "runs.db")
+    settings = ProtocolSettings(study="ewc-digits", trials=2, overrides=["strategy.name=ewc", *FAST],
+                                eval_seeds=[0, 1])
+    result = run_protocol(settings, store)
+    assert len(result.tuning_run_ids) == 2 and len(result.evaluation_run_ids) == 2
+    assert set(result.best_params) == {"optim.lr", "strategy.lam"}
+    tuning = store.get(result.tuning_run_ids[0])
+    assert tuning.config["protocol"]["role"] == "tuning" and tuning.name.startswith("digits-validation")
+    assert tuning.config["scenario"]["seed"] == 1
+    evaluation = store.get(result.evaluation_run_ids[1])
+    assert evaluation.name.startswith("digits ") and evaluation.config["scenario"]["seed"] == 2
+    assert evaluation.config["run"]["seed"] == 1
+    assert evaluation.config["optim"]["lr"] == pytest.approx(result.best_params["optim.lr"])
+    assert evaluation.config["strategy"]["lam"] == pytest.approx(result.best_params["strategy.lam"])
+    group = store.group(result.group_id)
+    assert [m["role"] for m in group.members] == ["tuning", "tuning", "evaluation", "evaluation"]
+    assert group.summary["best_tuning_run"] in result.tuning_run_ids
+    assert group.summary["evaluation"]["final_accuracy"]["n"] == 2
+    # a restart with trials=3 runs one more trial in the same study and group
+    again = run_protocol(ProtocolSettings(**{**settings.__dict__, "trials": 3}), store)
+    assert again.group_id == result.group_id and len(again.tuning_run_ids) == 3
+    assert again.tuning_run_ids[:2] == result.tuning_run_ids
+
+
+def test_tune_command(tmp_path, capsys) -> None:
+    db = str(tmp_path / "runs.db")
+    args = ["tune", "--db", db, "--trials", "1", "--eval-seeds", "0", *[a for s in FAST for a in ("--set", s)]]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "tuning: 1 trials completed" in out and "evaluation stream" in out and "protocol group 1" in out
+    assert main([*args, "--objective", "forgetting"]) == 2
+    assert "--objective must be one of" in capsys.readouterr().err
+
+
+def test_diverging_trials_are_pruned_and_all_diverging_is_a_training_error(tmp_path, monkeypatch) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    monkeypatch.setattr(tune, "search_space", lambda name: {"optim.lr": FloatRange(1e6, 1e7, log=True)})
+    settings = ProtocolSettings(study="diverge", trials=2, overrides=[*SMALL, "optim.momentum=0"], eval_seeds=[0])
+    with pytest.raises(TrainingError, match="all 2 trials of study 'diverge' diverged"):
+        run_protocol(settings, ResultsStore(tmp_path / "runs.db"))
+    study = optuna.load_study(study_name="diverge", storage=f"sqlite:///{tmp_path / 'runs.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert "the loss became" in study.trials[0].user_attrs["diverged"]

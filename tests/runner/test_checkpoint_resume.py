@@ -1,0 +1,169 @@
+"""Exact resume: a run killed with SIGKILL in the middle of an experience and resumed from its newest
+checkpoint ends with the same accuracy matrix and the same parameters, bit for bit, as a run never
+stopped."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from lifelong import OptimConfig, ResultsStore, class_incremental, mlp, train
+from lifelong.errors import ResumeError, TrainingError
+from lifelong.runner.checkpoint import CheckpointSettings, checkpoint_files, read
+from lifelong.runner.observers import Observer, TrainState
+from lifelong.strategies import STRATEGIES
+
+OPTIM = OptimConfig(lr=0.05, epochs=2, batch_size=16, reset_per_experience=False)
+SETTINGS = CheckpointSettings(every_steps=3, keep=2)
+KILL_AT_STEP = 23
+"""Inside the third experience (8 steps of 16 samples, 4 per epoch, each), two steps after the
+checkpoint of step 21 (epoch 1, 16 samples in)."""
+
+STRATEGY_SETTINGS = {"er": {"buffer_size": 30}, "ewc": {"lam": 10.0}, "lwf": {}, "cumulative": {},
+                     "derpp": {"buffer_size": 30}}
+
+
+class KillAt(Observer):
+    """Kills its own process with SIGKILL (nothing can be cleaned up) after step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step(self, state: TrainState) -> None:
+        if state.step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def start(stream, name, store, **kwargs):
+    torch.manual_seed(0)
+    model = mlp(stream.input_shape, stream.n_classes, hidden=(16,))
+    result = train(stream, model, STRATEGIES[name](**STRATEGY_SETTINGS[name]), OPTIM, seed=2, store=store,
+                   checkpoint=SETTINGS, **kwargs)
+    return result, model
+
+
+def killed_run(stream, name, store) -> None:
+    """Runs the start of training in a forked child that SIGKILLs itself mid-experience."""
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # torch's lazy imports, once, before forking
+    pid = os.fork()
+    if pid == 0:
+        try:
+            start(stream, name, store, observers=[KillAt(KILL_AT_STEP)])
+        finally:
+            os._exit(3)  # never return into pytest from the child
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+@pytest.mark.parametrize("name", [n for n in STRATEGY_SETTINGS if n in STRATEGIES])
+def test_resume_after_sigkill_equals_uninterrupted_run(small_data, tmp_path, name) -> None:
+    stream = class_incremental(small_data, 3)
+    store = ResultsStore(tmp_path / "runs.db")
+    killed_run(stream, name, store)
+    newest = read(checkpoint_files(tmp_path / "runs-checkpoints" / "run-1")[-1])
+    assert newest["counters"]["step"] == 21 and newest["position"]["within_experience"]
+    assert 0 < newest["position"]["epoch_samples"] < len(newest["epoch_order"])
+    record = store.get(1)  # killed without any cleanup: still "running", finished experiences kept
+    assert record.status == "running" and len(record.experiences) == newest["position"]["experience"]
+
+    resumed, resumed_model = start(stream, name, store, resume_run=1)
+    reference, reference_model = start(stream, name, ResultsStore(tmp_path / "reference.db"))
+
+    assert np.array_equal(resumed.matrix, reference.matrix)
+    assert resumed.initial == reference.initial
+    for (key, a), (_, b) in zip(resumed_model.state_dict().items(), reference_model.state_dict().items(),
+                                strict=True):
+        assert torch.equal(a, b), key
+    assert [c.steps for c in resumed.costs] == [c.steps for c in reference.costs]
+    assert [c.samples for c in resumed.costs] == [c.samples for c in reference.costs]
+    stored = store.get(1)
+    assert stored.status == "finished" and np.array_equal(np.asarray(stored.matrix), reference.matrix)
+
+
+def test_truncated_newest_checkpoint_falls_back_to_previous(small_data, tmp_path, caplog) -> None:
+    stream = class_incremental(small_data, 3)
+    store = ResultsStore(tmp_path / "runs.db")
+    killed_run(stream, "er", store)
+    folder = tmp_path / "runs-checkpoints" / "run-1"
+    previous, newest = checkpoint_files(folder)
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with caplog.at_level(logging.WARNING, logger="lifelong.runner.checkpoint"):
+        resumed, resumed_model = start(stream, "er", store, resume_run=1)
+    assert f"{newest.name!r} is unreadable" in caplog.text.replace(str(folder) + os.sep, "")
+    assert "falling back to the previous checkpoint" in caplog.text
+    assert previous.name == "checkpoint-step0000000018-done0002.pt"
+    reference, reference_model = start(stream, "er", ResultsStore(tmp_path / "reference.db"))
+    assert np.array_equal(resumed.matrix, reference.matrix)
+    assert all(torch.equal(a, b) for a, b in zip(resumed_model.parameters(), reference_model.parameters(),
+                                                 strict=True))
+
+
+def test_finished_run_refuses_to_resume(small_data, tmp_path) -> None:
+    stream = class_incremental(small_data, 2)
+    store = ResultsStore(tmp_path / "runs.db")
+    start(stream, "er", store)
+    with pytest.raises(ResumeError, match="run 1 already finished"):
+        start(stream, "er", store, resume_run=1)
+
+
+class SignalAt(Observer):
+    """Sends its own process ``number`` after step ``step``, as Ctrl-C or a scheduler would."""
+
+    def __init__(self, step: int, number: int) -> None:
+        self.step, self.number = step, number
+
+    def on_step(self, state: TrainState) -> None:
+        if state.step == self.step:
+            os.kill(os.getpid(), self.number)
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_and_sigterm_checkpoint_mark_interrupted_and_resume_exactly(small_data, tmp_path, number) -> None:
+    stream = class_incremental(small_data, 3)
+    store = ResultsStore(tmp_path / "runs.db")
+    before = signal.getsignal(number)
+    with pytest.raises(KeyboardInterrupt, match=rf"{signal.Signals(number).name} at experience 1, step 10"):
+        start(stream, "ewc", store, observers=[SignalAt(10, number)])
+    assert signal.getsignal(number) is before  # the run's handlers are gone
+    record = store.get(1)
+    assert record.status == "interrupted" and "experience 1" in record.error
+    newest = read(checkpoint_files(tmp_path / "runs-checkpoints" / "run-1")[-1])
+    assert newest["counters"]["step"] == 10 and newest["position"]["epoch_samples"] == 32
+
+    resumed, resumed_model = start(stream, "ewc", store, resume_run=1)
+    reference, reference_model = start(stream, "ewc", ResultsStore(tmp_path / "reference.db"))
+    assert np.array_equal(resumed.matrix, reference.matrix)
+    assert all(torch.equal(a, b) for a, b in zip(resumed_model.parameters(), reference_model.parameters(),
+                                                 strict=True))
+
+
+def test_diverging_run_keeps_its_last_finite_checkpoint(small_data, tmp_path) -> None:
+    stream = class_incremental(small_data, 3)
+    store = ResultsStore(tmp_path / "runs.db")
+    torch.manual_seed(0)
+    model = mlp((8,), 6, hidden=(16,))
+    with pytest.raises(TrainingError, match="the loss became"):
+        train(stream, model, STRATEGIES["naive"](), OptimConfig(lr=1e6), store=store,
+              checkpoint=CheckpointSettings(every_steps=1))
+    assert store.get(1).status == "failed"
+    for path in checkpoint_files(tmp_path / "runs-checkpoints" / "run-1"):
+        assert all(bool(torch.isfinite(t).all()) for t in read(path)["model"].values())
+
+
+def test_checkpoints_load_with_weights_only_and_keep_the_newest(small_data, tmp_path) -> None:
+    stream = class_incremental(small_data, 2)
+    start(stream, "er", ResultsStore(tmp_path / "runs.db"))
+    files = checkpoint_files(tmp_path / "runs-checkpoints" / "run-1")
+    # 2 experiences of 90 samples, 6 steps per epoch, a checkpoint every 3 steps: the last two are
+    # the one inside experience 1 after its last step and the one at its end
+    assert [p.name for p in files] == ["checkpoint-step0000000024-done0001.pt",
+                                       "checkpoint-step0000000024-done0002.pt"]
+    payload = torch.load(files[-1], weights_only=True)
+    assert payload["position"] == {"experience": 2, "epoch": 1, "epoch_samples": 90, "within_experience": False}
+    assert payload["rows"][1] == payload["rows"][-1] and len(payload["costs"]) == 2
+    assert payload["strategy"]["buffer"]["size"] == 30 and payload["optimizer"]["state"]

@@ -1,0 +1,102 @@
+import pytest
+import torch
+from torch import nn
+
+from lifelong.data import TensorSet, class_incremental, task_incremental
+from lifelong.errors import ConfigError, MissingFileError
+from lifelong.strategies import NCM, SLCA, FeTrIL
+from lifelong.strategies.fetril import translate
+
+
+def identity_features_model(n_features: int = 8, n_classes: int = 6) -> nn.Sequential:
+    """A model whose backbone is the identity on flat inputs, so features are the inputs themselves."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(n_features, n_classes))
+
+
+def test_ncm_equals_the_hand_computed_nearest_mean(small_data) -> None:
+    stream = class_incremental(small_data, 2)
+    model, strategy = identity_features_model(), NCM(adapt_experiences=0)
+    strategy.setup(stream, seed=0)
+    for experience in stream:
+        strategy.before_experience(model, experience)
+        assert len(strategy.training_set(experience)) == 0  # frozen backbone: no gradient step
+        strategy.after_experience(model, experience)
+    x = stream[1].test.x
+    means = torch.stack([small_data.x_train[small_data.y_train == c].mean(0) for c in range(6)])  # (6, 8)
+    expected = torch.cdist(x, means).argmin(1)
+    assert torch.equal(strategy.predict(model, x, stream[1].test.task), expected)
+    # task-incremental: only the sample's task classes compete
+    task_stream = task_incremental(small_data, 2)
+    strategy.setup(task_stream, seed=0)
+    for experience in task_stream:
+        strategy.after_experience(model, experience)
+    tasks = torch.zeros(len(x), dtype=torch.long)  # pretend every sample belongs to task 0 (classes 0-2)
+    assert strategy.predict(model, x, tasks).max() <= 2
+
+
+def test_ncm_adapts_on_the_first_experiences_then_freezes(small_data) -> None:
+    stream = class_incremental(small_data, 3)
+    model, strategy = identity_features_model(), NCM(adapt_experiences=2)
+    strategy.setup(stream, seed=0)
+    sizes = []
+    for experience in stream:
+        strategy.before_experience(model, experience)
+        sizes.append(len(strategy.training_set(experience)))
+        strategy.after_experience(model, experience)
+    train_sizes = [len(e.train) for e in stream]
+    assert sizes == [train_sizes[0], train_sizes[0] + train_sizes[1], 0]  # merged adaptation session
+    assert strategy.mean_classes.tolist() == list(range(6)) and strategy.memory_size() == 0
+
+
+def test_fetril_pseudo_features_sit_on_the_old_centroid(small_data) -> None:
+    new = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    pseudo = translate(new, new.mean(0), torch.tensor([10.0, 10.0]))
+    assert pseudo.tolist() == [[9.0, 9.0], [11.0, 11.0]]
+    stream = class_incremental(small_data, 2)
+    model, strategy = identity_features_model(), FeTrIL(adapt_experiences=0)
+    strategy.setup(stream, seed=0)
+    for experience in stream:
+        strategy.after_experience(model, experience)
+    # the linear head, fitted on translated features, separates all six well-separated classes
+    test = TensorSet.concat([e.test for e in stream])
+    accuracy = (strategy.predict(model, test.x, test.task) == test.y).float().mean().item()
+    assert accuracy > 0.9 and strategy.mean_classes == list(range(6))
+
+
+def test_slca_slows_the_backbone_after_adaptation_and_aligns_the_head(small_data) -> None:
+    stream = class_incremental(small_data, 2)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 6))
+    strategy = SLCA(backbone_lr_scale=0.01, adapt_experiences=1, samples_per_class=64)
+    strategy.setup(stream, seed=0)
+    assert [g["lr_scale"] for g in strategy.parameter_groups(model)] == [1.0, 1.0]
+    strategy.after_experience(model, stream[0])
+    assert [g["lr_scale"] for g in strategy.parameter_groups(model)] == [0.01, 1.0]
+    strategy.after_experience(model, stream[1])
+    assert strategy.statistic_classes == list(range(6)) and strategy.covariances.shape == (6, 16, 16)
+    test = TensorSet.concat([e.test for e in stream])
+    accuracy = (strategy.predict(model, test.x, test.task) == test.y).float().mean().item()
+    assert accuracy > 0.8  # head refitted on sampled features of all classes (random ReLU features)
+
+
+def test_pretrained_backbone_is_loaded_from_a_file(small_data, tmp_path) -> None:
+    stream = class_incremental(small_data, 2)
+    pretrained = nn.Sequential(nn.Linear(8, 8))
+    torch.save(pretrained.state_dict(), tmp_path / "backbone.pt")
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 6))
+    strategy = NCM(adapt_experiences=0, backbone_path=str(tmp_path / "backbone.pt"))
+    strategy.setup(stream, seed=0)
+    strategy.before_experience(model, stream[0])
+    assert torch.equal(model[0].weight, pretrained[0].weight)
+    with pytest.raises(MissingFileError, match="strategy.backbone_path"):
+        FeTrIL(backbone_path=str(tmp_path / "absent.pt"))  # checked when the strategy is built
+
+
+def test_bad_prototype_settings_name_the_field() -> None:
+    with pytest.raises(ConfigError, match="strategy.adapt_experiences"):
+        NCM(adapt_experiences=-1)
+    with pytest.raises(ConfigError, match="strategy.backbone_lr_scale"):
+        SLCA(backbone_lr_scale=2.0)
+    with pytest.raises(ConfigError, match="strategy.samples_per_class"):
+        SLCA(samples_per_class=0)

@@ -1,0 +1,114 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong.data import class_incremental
+from lifelong.errors import ConfigError
+from lifelong.strategies import AGEM, DER, UER, DERpp, ERACE, GDumb
+from lifelong.strategies.agem import project
+from lifelong.strategies.er_ace import incoming_class_logits
+from lifelong.strategies.uer import cosine_logits
+
+
+def linear_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(8, 6))
+
+
+def test_er_ace_new_batch_ignores_the_logits_of_absent_classes(small_data) -> None:
+    logits = torch.tensor([[1.0, 2.0, 3.0]])
+    masked = incoming_class_logits(logits, torch.tensor([1, 2]))
+    # only classes 1 and 2 compete: softmax over (2, 3)
+    assert F.cross_entropy(masked, torch.tensor([2])).item() == pytest.approx(-torch.log_softmax(
+        torch.tensor([2.0, 3.0]), 0)[1].item())
+    stream = class_incremental(small_data, 2)
+    model, strategy = linear_model(), ERACE(buffer_size=0)
+    strategy.setup(stream, seed=0)
+    batch = stream[1].train.batch()  # classes 3, 4, 5
+    before = strategy.observe(model, batch).item()
+    with torch.no_grad():
+        model[1].bias[:3] += 10.0  # old-class logits rise: the incoming loss does not see them
+    assert strategy.observe(model, batch).item() == pytest.approx(before, abs=1e-5)
+
+
+def test_der_matches_stored_logits_and_derpp_adds_replayed_labels(small_data) -> None:
+    stream = class_incremental(small_data, 2)
+    batch = stream[0].train.batch()
+    model = linear_model()
+    der = DER(buffer_size=500, alpha=0.5)
+    der.setup(stream, seed=0)
+    plain = F.cross_entropy(model(batch.x), batch.y).item()
+    assert der.observe(model, batch).item() == pytest.approx(plain)  # empty memory: cross-entropy only
+    assert torch.allclose(der.buffer.contents()["logits"], model(batch.x).detach())
+    # the model has not changed, so its logits equal the stored ones: no matching penalty
+    assert der.observe(model, batch).item() == pytest.approx(plain, abs=1e-6)
+    with torch.no_grad():
+        model[1].bias += 2.0  # every logit moves by 2: squared error 4 per entry
+    moved = F.cross_entropy(model(batch.x), batch.y).item()
+    assert der.observe(model, batch).item() == pytest.approx(moved + 0.5 * 4.0, abs=1e-5)
+
+    derpp = DERpp(buffer_size=500, alpha=0.0, beta=2.0)
+    derpp.setup(stream, seed=0)
+    derpp.observe(model, batch)
+    # memory holds the whole batch; with alpha 0 the loss is CE(new) + 2 * CE(replayed labels), both the same set
+    assert derpp.observe(model, batch).item() == pytest.approx(3 * moved, abs=1e-5)
+
+
+def test_gdumb_resets_the_model_and_trains_on_a_balanced_memory(small_data) -> None:
+    stream = class_incremental(small_data, 2)
+    model, strategy = linear_model(), GDumb(buffer_size=12, memory_passes=3)
+    strategy.setup(stream, seed=0)
+    initial = model[1].weight.detach().clone()
+    strategy.before_experience(model, stream[0])
+    assert len(strategy.training_set(stream[0])) == 36  # 12 samples, 3 passes
+    with torch.no_grad():
+        model[1].weight += 1.0
+    strategy.before_experience(model, stream[1])
+    assert torch.equal(model[1].weight, initial)  # retrained from scratch
+    strategy.training_set(stream[1])
+    assert strategy.buffer.class_counts() == {c: 2 for c in range(6)}
+
+
+def test_agem_projection_by_hand_and_non_negative_dot_product_after_backward(small_data) -> None:
+    reference = torch.tensor([-1.0, 1.0])
+    # g . ref = -1 < 0: g - (-1 / 2) ref = (0.5, 0.5), orthogonal to ref
+    assert project(torch.tensor([1.0, 0.0]), reference).tolist() == [0.5, 0.5]
+    assert project(torch.tensor([0.0, 2.0]), reference).tolist() == [0.0, 2.0]  # already agrees
+
+    stream = class_incremental(small_data, 2)
+    model, strategy = linear_model(), AGEM(buffer_size=100, reference_batch_size=100)
+    strategy.setup(stream, seed=0)
+    strategy.observe(model, stream[0].train.batch())  # fills the memory with old classes
+    loss = strategy.observe(model, stream[1].train.batch())
+    loss.backward()
+    raw = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert torch.dot(raw, strategy.reference) < 0  # learning the new classes hurts the old ones
+    strategy.after_backward(model)
+    projected = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert torch.dot(projected, strategy.reference).item() >= -1e-5
+
+
+def test_uer_cosine_logits_ignore_the_norms() -> None:
+    head = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 3.0]]))
+    features = torch.tensor([[5.0, 0.0], [1.0, 1.0]])
+    expected = torch.tensor([[10.0, 0.0], [10 / 2**0.5, 10 / 2**0.5]])
+    assert torch.allclose(cosine_logits(features, head, 10.0), expected)
+    with torch.no_grad():
+        head.weight[1] *= 100.0  # a grown class norm biases dot products, not cosines
+    assert torch.allclose(cosine_logits(features, head, 10.0), expected)
+
+
+def test_bad_rehearsal_settings_name_the_field() -> None:
+    with pytest.raises(ConfigError, match="strategy.buffer_size"):
+        ERACE(buffer_size=-1)
+    with pytest.raises(ConfigError, match="strategy.beta"):
+        DERpp(beta=-1.0)
+    with pytest.raises(ConfigError, match="strategy.memory_passes"):
+        GDumb(memory_passes=0)
+    with pytest.raises(ConfigError, match="strategy.cosine_scale"):
+        UER(cosine_scale=0.0)
+    with pytest.raises(ConfigError, match="strategy.reference_batch_size"):
+        AGEM(reference_batch_size=0)
