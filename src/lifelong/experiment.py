@@ -69,10 +69,11 @@ def prepare(config: RunConfig) -> tuple[Stream, nn.Module, Strategy]:
     return stream, build_model(config, stream), strategy
 
 
-def checkpoint_settings(config: RunConfig) -> CheckpointSettings | None:
-    """The run's checkpoint settings, None when ``run.checkpoint`` is off."""
+def checkpoint_settings(config: RunConfig, store: ResultsStore | None) -> CheckpointSettings | None:
+    """The run's checkpoint settings; None when ``run.checkpoint`` is off, or when there is neither a
+    results store nor a ``run.checkpoint_dir`` (a run that is not stored cannot be resumed by id)."""
     run = config.run
-    if not run.checkpoint:
+    if not run.checkpoint or (store is None and not run.checkpoint_dir):
         return None
     directory = Path(run.checkpoint_dir) if run.checkpoint_dir else None
     return CheckpointSettings(directory, every_steps=run.checkpoint_every_steps, keep=run.keep_checkpoints)
@@ -106,7 +107,7 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
     result = train(stream, model, strategy, config.optim, seed=config.run.seed, device=config.run.device,
                    store=store, config={**resolve_config(config), **(extra_config or {})}, progress=progress,
                    eval_batch_size=config.run.eval_batch_size, observers=[evaluation] if evaluation else [],
-                   checkpoint=checkpoint_settings(config), resume_run=resume_run)
+                   checkpoint=checkpoint_settings(config, store), resume_run=resume_run)
     if evaluation is not None:
         attach_curve(result, evaluation, store)
     if evaluation is not None and config.run.eval_every_samples:

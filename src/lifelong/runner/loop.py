@@ -110,6 +110,9 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     lr = setup.lr_for(optim.batch_size)
     budget = Budget(optim.max_steps, optim.max_samples, optim.max_seconds, optim.max_flops)
     dev = resolve_device(device)
+    # torch.optim imports torch._dynamo on an optimizer's first use (seconds, once per process): pay it
+    # here so that it is not counted as the first experience's training time
+    import torch._dynamo  # noqa: F401
     world = world or init_from_environment(dev)
     if world.distributed:
         dev = local_device(dev)

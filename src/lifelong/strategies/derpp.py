@@ -31,6 +31,6 @@ class DERpp(LogitReplay):
         if not len(self.buffer):
             return self.new_data_loss(model, batch)
         matching = self.logit_matching(model, len(batch.y))
-        replay = self.buffer.sample(len(batch.y))
+        replay = self.replay(len(batch.y))
         labels = F.cross_entropy(self.logits(model, replay["x"], replay["task"]), replay["y"])
         return self.new_data_loss(model, batch) + matching + self.beta * labels

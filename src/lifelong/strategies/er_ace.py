@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.streams import Batch
-from lifelong.errors import ConfigError
 from lifelong.strategies.rehearsal import ReservoirReplay
 
 
@@ -27,19 +27,13 @@ class ERACE(ReservoirReplay):
     present in that batch, so new classes do not push the logits of old classes down (the cause of
     the abrupt drift of old features); replayed samples use cross-entropy over all classes."""
 
-    replay_batch_size: int = 0
-    """Replayed samples per step; 0 means as many as the new batch holds."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.replay_batch_size < 0:
-            raise ConfigError(f"strategy.replay_batch_size must be >= 0, got {self.replay_batch_size}")
+    supports_distributed: ClassVar[bool] = True
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         logits = incoming_class_logits(self.logits(model, batch.x, batch.task), batch.y)  # (B, C)
         loss = F.cross_entropy(logits, batch.y)
         if len(self.buffer):
-            replay = self.buffer.sample(self.replay_batch_size or len(batch.y))
+            replay = self.replay(len(batch.y))
             loss = loss + F.cross_entropy(self.logits(model, replay["x"], replay["task"]), replay["y"])
         self.buffer.add(x=batch.x, y=batch.y, task=batch.task)
         return loss

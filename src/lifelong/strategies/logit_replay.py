@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,8 @@ class LogitReplay(ReservoirReplay):
     mean squared error between today's logits and the stored ones on a replayed batch; matching logits
     rather than labels keeps the old function's dark knowledge along the whole optimisation path."""
 
+    supports_distributed: ClassVar[bool] = True
+
     alpha: float = 0.2
     """Weight of the logit-matching term (0.2 for Seq-MNIST with a memory of 200 in the paper)."""
 
@@ -36,6 +39,7 @@ class LogitReplay(ReservoirReplay):
         return loss
 
     def logit_matching(self, model: nn.Module, count: int) -> torch.Tensor:
-        """``alpha * ||model(x_m) - z_m||^2`` (mean over the batch and classes) on ``count`` memory rows."""
-        replay = self.buffer.sample(count)
+        """``alpha * ||model(x_m) - z_m||^2`` (mean over the batch and classes) on a replayed batch
+        (``replay_batch_size`` rows, or ``count``)."""
+        replay = self.replay(count)
         return self.alpha * F.mse_loss(model(replay["x"]), replay["logits"])

@@ -1,12 +1,13 @@
-"""The shared part of the reservoir-replay strategies (ER-ACE, A-GEM, UER, DER, DER++): a memory of
-``buffer_size`` samples drawn by reservoir sampling with the strategy's generator, its size, and its
-checkpoint state."""
+"""The shared part of the reservoir-replay strategies (ER, ER-ACE, A-GEM, UER, DER, DER++): a memory
+of ``buffer_size`` samples drawn by reservoir sampling with the strategy's generator, the replay
+batch drawn from it, its size, and its checkpoint state."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from lifelong.data.streams import Stream
@@ -18,19 +19,30 @@ from lifelong.strategies.buffers import ReservoirBuffer
 @dataclass
 class ReservoirReplay(Strategy):
     """Abstract: a strategy that keeps a reservoir memory of the stream (Vitter 1985; Chaudhry et al.
-    2019). Concrete strategies say how the memory enters the loss in ``observe``."""
+    2019). Concrete strategies say how the memory enters the loss in ``observe``.
+
+    Data-parallel: each rank keeps a reservoir of its share of ``buffer_size`` over its own shard of
+    the stream, so the union over ranks is a uniform sample of the stream of the configured size."""
 
     buffer_size: int = 200
     """Total number of samples kept (not per class)."""
+    replay_batch_size: int = 0
+    """Replayed samples per step; 0 means as many as the new batch holds."""
     buffer: ReservoirBuffer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.buffer_size < 0:
             raise ConfigError(f"strategy.buffer_size must be >= 0, got {self.buffer_size}")
+        if self.replay_batch_size < 0:
+            raise ConfigError(f"strategy.replay_batch_size must be >= 0, got {self.replay_batch_size}")
 
     def setup(self, stream: Stream, seed: int) -> None:
         super().setup(stream, seed)
-        self.buffer = ReservoirBuffer(self.buffer_size, self.generator)
+        self.buffer = ReservoirBuffer(self.world.share(self.buffer_size), self.generator)
+
+    def replay(self, new_samples: int) -> dict[str, torch.Tensor]:
+        """A batch from memory: ``replay_batch_size`` rows, or as many as the new batch holds."""
+        return self.buffer.sample(self.replay_batch_size or new_samples)
 
     def memory_size(self) -> int:
         return len(self.buffer)

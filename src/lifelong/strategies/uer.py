@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,8 @@ class UER(ReservoirReplay):
     (scaled cosine logits), while the replayed batch uses full dot-product logits, which keep the
     norms calibrated on the balanced memory. Prediction uses the dot-product logits."""
 
+    supports_distributed: ClassVar[bool] = True
+
     cosine_scale: float = 16.0
     """Multiplier of the cosine logits (a temperature; cosines in [-1, 1] are too flat for softmax)."""
 
@@ -42,7 +45,7 @@ class UER(ReservoirReplay):
         cosine = cosine_logits(backbone(batch.x), head, self.cosine_scale)  # (B, C)
         loss = F.cross_entropy(self.mask_logits(cosine, batch.task), batch.y)
         if len(self.buffer):
-            replay = self.buffer.sample(len(batch.y))
+            replay = self.replay(len(batch.y))
             loss = loss + F.cross_entropy(self.logits(model, replay["x"], replay["task"]), replay["y"])
         self.buffer.add(x=batch.x, y=batch.y, task=batch.task)
         return loss
