@@ -41,7 +41,7 @@ def _train_rank(rank: int, init_file: str, results: dict) -> None:
         if name == "er":
             outcome[name]["buffer"] = {k: v.clone() for k, v in strategy.buffer.contents().items()}
         else:
-            outcome[name]["fisher"] = {k: v.clone() for k, v in strategy.fisher.items()}
+            outcome[name]["fisher"] = {k: v.clone() for k, v in strategy.importance.items()}
     results[rank] = {**outcome, "collectives": collectives}
     dist.destroy_process_group()
 

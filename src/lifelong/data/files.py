@@ -184,7 +184,7 @@ def fashion_mnist(path: str = "data") -> Dataset:
 def _cifar(name: str, path: str, folder: str, train: Sequence[str], label_key: bytes) -> Dataset:
     root = Path(path).expanduser()
     files = _find(root, [*train, "test_batch" if len(train) > 1 else "test"], [folder], name,
-                  f"https://www.cs.toronto.edu/~kriz/cifar.html (the python version, unpacked)")
+                  "https://www.cs.toronto.edu/~kriz/cifar.html (the python version, unpacked)")
     parts = []
     for file in files:
         batch = pickle.loads(_open(file), encoding="bytes")  # noqa: S301 - the user's own dataset file

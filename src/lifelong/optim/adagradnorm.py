@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from lifelong.errors import ConfigError
+from lifelong.optim.closure import evaluate_closure
 
 
 class AdaGradNorm(torch.optim.Optimizer):
@@ -45,10 +46,7 @@ class AdaGradNorm(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         gradients: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]] = []
         squared = 0.0
         for group in self.param_groups:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from lifelong.errors import ConfigError
+from lifelong.optim.closure import evaluate_closure
 from lifelong.optim.lars import trust_ratio
 
 
@@ -44,10 +45,7 @@ class LAMB(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:

@@ -97,10 +97,25 @@ class Warmup:
         return warmup(t, self.warmup_steps)
 
 
+def decay_progress(t: int, total: int, warmup_steps: int) -> float:
+    """How far a decay that starts after ``warmup_steps`` has gone at step ``t`` of ``total``, in [0, 1]."""
+    return min(max((t - warmup_steps) / max(total - warmup_steps, 1), 0.0), 1.0)
+
+
+def tail_progress(t: int, total: int, fraction: float) -> float | None:
+    """How far an anneal over the last ``fraction`` of ``total`` steps has gone at step ``t`` (None
+    before it starts, or when ``fraction`` is 0)."""
+    steps = fraction * total
+    begin = total - steps
+    if t < begin or steps == 0:
+        return None
+    return min((t - begin) / steps, 1.0)
+
+
 @dataclass(frozen=True)
-class Cosine:
-    """Optional linear warmup, then cosine decay from 1 to ``final`` over the rest of the horizon
-    (Loshchilov & Hutter 2017, SGDR without restarts)."""
+class _WarmupDecay:
+    """Abstract: optional linear warmup, then a decay from 1 to ``final`` over the rest of the horizon,
+    whose shape :meth:`shape` gives as a function of the decay's progress in [0, 1]."""
 
     final: float = 0.0
     warmup_steps: int = 0
@@ -110,32 +125,32 @@ class Cosine:
         _check_common(self.horizon, self.warmup_steps)
         _check_fraction("final", self.final)
 
+    def shape(self, progress: float) -> float:
+        raise NotImplementedError
+
     def __call__(self, position: Position) -> float:
         t, total = elapsed(position, self.horizon)
         if t < self.warmup_steps:
             return warmup(t, self.warmup_steps)
-        return cosine((t - self.warmup_steps) / max(total - self.warmup_steps, 1), 1.0, self.final)
+        return self.shape(decay_progress(t, total, self.warmup_steps))
 
 
 @dataclass(frozen=True)
-class LinearDecay:
+class Cosine(_WarmupDecay):
+    """Optional linear warmup, then cosine decay from 1 to ``final`` over the rest of the horizon
+    (Loshchilov & Hutter 2017, SGDR without restarts)."""
+
+    def shape(self, progress: float) -> float:
+        return cosine(progress, 1.0, self.final)
+
+
+@dataclass(frozen=True)
+class LinearDecay(_WarmupDecay):
     """Optional linear warmup, then linear decay from 1 to ``final``: eta_t proportional to 1 - t/T
     ("When, Why and How Much? Adaptive learning rate scheduling by refinement", Defazio et al. 2023,
     finds it at least as good as cosine)."""
 
-    final: float = 0.0
-    warmup_steps: int = 0
-    horizon: str = "experience"
-
-    def __post_init__(self) -> None:
-        _check_common(self.horizon, self.warmup_steps)
-        _check_fraction("final", self.final)
-
-    def __call__(self, position: Position) -> float:
-        t, total = elapsed(position, self.horizon)
-        if t < self.warmup_steps:
-            return warmup(t, self.warmup_steps)
-        progress = min((t - self.warmup_steps) / max(total - self.warmup_steps, 1), 1.0)
+    def shape(self, progress: float) -> float:
         return 1.0 + (self.final - 1.0) * progress
 
 
@@ -181,11 +196,8 @@ class WSD:
         t, total = elapsed(position, self.horizon)
         if t < self.warmup_steps:
             return warmup(t, self.warmup_steps)
-        decay_steps = self.decay_fraction * total
-        decay_start = total - decay_steps
-        if t < decay_start or decay_steps == 0:
-            return 1.0
-        return 1.0 + (self.final - 1.0) * min((t - decay_start) / decay_steps, 1.0)
+        progress = tail_progress(t, total, self.decay_fraction)
+        return 1.0 if progress is None else 1.0 + (self.final - 1.0) * progress
 
 
 @dataclass(frozen=True)
@@ -216,13 +228,8 @@ class Infinite:
             return warmup(t, self.warmup_steps)
         if t < self.warmup_steps + self.cooldown_steps:
             return cosine((t - self.warmup_steps) / self.cooldown_steps, 1.0, self.constant)
-        steps = max(position.experience_steps, 1)
-        anneal_steps = self.anneal_fraction * steps
-        anneal_start = steps - anneal_steps
-        if position.experience_step < anneal_start or anneal_steps == 0:
-            return self.constant
-        progress = min((position.experience_step - anneal_start) / anneal_steps, 1.0)
-        return self.constant * (self.final / self.constant) ** progress
+        progress = tail_progress(position.experience_step, max(position.experience_steps, 1), self.anneal_fraction)
+        return self.constant if progress is None else self.constant * (self.final / self.constant) ** progress
 
 
 @dataclass(frozen=True)
@@ -245,7 +252,7 @@ class Rewarm:
         t, total = elapsed(position, "experience")
         if t < self.warmup_steps:
             return self.peak * warmup(t, self.warmup_steps)
-        return cosine((t - self.warmup_steps) / max(total - self.warmup_steps, 1), self.peak, self.final)
+        return cosine(decay_progress(t, total, self.warmup_steps), self.peak, self.final)
 
 
 SCHEDULES: dict[str, type] = {"constant": Constant, "warmup": Warmup, "cosine": Cosine,

@@ -6,22 +6,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.streams import Batch, Experience, Stream
 from lifelong.errors import ConfigError
-from lifelong.strategies.base import Strategy
-from lifelong.strategies.losses import quadratic_penalty
-
-
-def trainable(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached copies of the trainable parameters, by name."""
-    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+from lifelong.strategies.anchoring import AnchoredPenalty, trainable
 
 
 @dataclass
-class SI(Strategy):
+class SI(AnchoredPenalty):
     """Synaptic Intelligence (Zenke et al., ICML 2017, "Continual Learning Through Synaptic
     Intelligence"). Along training each parameter accumulates the path integral
     ``w_i = -sum_t g_i(t) * delta_theta_i(t)``, its contribution to the decrease of the loss. At the end
@@ -35,22 +28,19 @@ class SI(Strategy):
     """Strength of the penalty (c in the paper; 1 for split MNIST)."""
     damping: float = 1e-3
     """Damping xi of the importance normalisation (1e-3 for split MNIST in the paper)."""
-    importance: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
-    anchor: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     path: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     start: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     previous: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     gradient: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.lam < 0:
-            raise ConfigError(f"strategy.lam must be >= 0, got {self.lam}")
+        super().__post_init__()
         if self.damping <= 0:
             raise ConfigError(f"strategy.damping must be > 0, got {self.damping}")
 
     def setup(self, stream: Stream, seed: int) -> None:
         super().setup(stream, seed)
-        self.importance, self.anchor, self.path, self.start, self.previous, self.gradient = {}, {}, {}, {}, {}, {}
+        self.path, self.start, self.previous, self.gradient = {}, {}, {}, {}
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         self.start = trainable(model)
@@ -66,10 +56,7 @@ class SI(Strategy):
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         self.accumulate(model)
-        loss = F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
-        if self.anchor:
-            loss = loss + self.lam * quadratic_penalty(model, self.anchor, self.importance)
-        return loss
+        return super().observe(model, batch)
 
     def after_backward(self, model: nn.Module) -> None:
         self.gradient = {k: v.grad.detach().clone() for k, v in model.named_parameters()
@@ -78,17 +65,15 @@ class SI(Strategy):
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         super().after_experience(model, experience)
         self.accumulate(model)
-        end = self.previous
-        for k, w in self.path.items():
-            new = w / ((end[k] - self.start[k]) ** 2 + self.damping)
-            self.importance[k] = self.importance[k] + new if k in self.importance else new
-        self.anchor = end
+        end, old = self.previous, self.importance
+        new = {k: w / ((end[k] - self.start[k]) ** 2 + self.damping) for k, w in self.path.items()}
+        self.consolidate(model, {k: old[k] + v if k in old else v for k, v in new.items()})
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "importance": self.importance, "anchor": self.anchor, "path": self.path,
-                "start": self.start, "previous": self.previous, "gradient": self.gradient}
+        return {**super().state_dict(), "path": self.path, "start": self.start, "previous": self.previous,
+                "gradient": self.gradient}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
-        for name in ("importance", "anchor", "path", "start", "previous", "gradient"):
+        for name in ("path", "start", "previous", "gradient"):
             setattr(self, name, dict(state[name]))

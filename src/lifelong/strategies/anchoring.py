@@ -1,0 +1,67 @@
+"""The shared part of the weight-anchoring regularisers (EWC, SI, MAS, L2): after each experience the
+weights become an anchor ``theta*`` and each parameter gets an importance ``Omega``; training then pays
+``scale * lam * sum_i Omega_i (theta_i - theta*_i)^2`` on top of cross-entropy. The methods differ only
+in how ``Omega`` is estimated and accumulated (Smith et al. 2023, "A Closer Look at Rehearsal-Free
+Continual Learning", compare them on that footing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong.data.streams import Batch, Stream
+from lifelong.errors import ConfigError
+from lifelong.strategies.base import Strategy
+from lifelong.strategies.losses import quadratic_penalty
+
+
+def trainable(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of the trainable parameters, by name."""
+    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+@dataclass
+class AnchoredPenalty(Strategy):
+    """Abstract: cross-entropy plus the importance-weighted distance to the anchor weights.
+
+    Concrete strategies call :meth:`consolidate` at the end of an experience with the importance they
+    estimated; ``importance`` stays empty for a plain L2 penalty (every weight counts one)."""
+
+    #: Factor in front of ``lam`` (1/2 where the paper writes ``lam / 2``).
+    penalty_scale: ClassVar[float] = 1.0
+
+    lam: float = 1.0
+    """Strength of the penalty."""
+    importance: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    anchor: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.lam < 0:
+            raise ConfigError(f"strategy.lam must be >= 0, got {self.lam}")
+
+    def setup(self, stream: Stream, seed: int) -> None:
+        super().setup(stream, seed)
+        self.importance, self.anchor = {}, {}
+
+    def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        loss = F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
+        if self.anchor:
+            penalty = quadratic_penalty(model, self.anchor, self.importance or None)
+            loss = loss + self.penalty_scale * self.lam * penalty
+        return loss
+
+    def consolidate(self, model: nn.Module, importance: dict[str, torch.Tensor]) -> None:
+        """Take ``importance`` as the new ``Omega`` and the current weights as the anchor."""
+        self.importance = importance
+        self.anchor = trainable(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "importance": self.importance, "anchor": self.anchor}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        super().load_state_dict(state, model)
+        self.importance, self.anchor = dict(state["importance"]), dict(state["anchor"])
