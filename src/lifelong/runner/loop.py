@@ -80,8 +80,11 @@ def describe(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimC
     """A configuration record for runs started from Python objects rather than a config file."""
     params = {f.name: getattr(strategy, f.name) for f in dataclasses.fields(strategy) if f.init} \
         if dataclasses.is_dataclass(strategy) else {}
+    from lifelong.strategies import STRATEGIES  # the registry imports every strategy; the loop needs none
+
+    name = next((key for key, cls in STRATEGIES.items() if type(strategy) is cls), type(strategy).__name__.lower())
     return {"stream": stream.name, "model": type(model).__name__,
-            "strategy": {"name": type(strategy).__name__.lower(), **params},
+            "strategy": {"name": name, **params},
             "optim": optim.model_dump(), "run": {"seed": seed}}
 
 
