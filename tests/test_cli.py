@@ -83,3 +83,11 @@ def test_bad_toml_is_a_user_error(tmp_path, capsys) -> None:
     assert "not valid TOML" in capsys.readouterr().err
     with sqlite3.connect(tmp_path / "r.db") as conn:  # nothing was stored
         assert conn.execute("SELECT name FROM sqlite_master WHERE name='runs'").fetchone() is None
+
+
+@pytest.mark.parametrize("name", ['back\\slash.db', 'it\'s "quoted".db'])
+def test_db_path_is_used_verbatim(tmp_path, name) -> None:
+    db = tmp_path / name
+    assert main(["run", "--db", str(db), "--no-checkpoint", "--set", "dataset.name=synthetic",
+                 "--set", "scenario.n_experiences=2", *FAST]) == 0
+    assert [r.id for r in ResultsStore(db).runs()] == [1]

@@ -7,6 +7,7 @@ stderr naming the field, the value and what is allowed, and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tomllib
@@ -126,7 +127,7 @@ def stream_table(rows: list[dict[str, Any]], title: str) -> Table:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.resume is not None:
         return resume_run(args, console)
-    overrides = list(args.set) + ([f"run.db={args.db!r}".replace("'", '"')] if args.db else []) \
+    overrides = list(args.set) + ([f"run.db={json.dumps(args.db)}"] if args.db else []) \
         + ([f"run.seed={args.seed}"] if args.seed is not None else []) \
         + (["run.checkpoint=false"] if args.no_checkpoint else [])
     config = load_config(args.config, overrides)

@@ -102,3 +102,10 @@ def test_converges_on_a_small_regression(name, lr, options) -> None:
 def test_bad_settings_are_config_errors(make, message) -> None:
     with pytest.raises(ConfigError, match=message):
         make([torch.nn.Parameter(torch.ones(2, 2))])
+
+
+def test_lamb_rejects_betas_that_are_not_two_numbers() -> None:
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    for betas in (5, (0.9,), ("a", 0.9), (0.9, 1.0)):
+        with pytest.raises(ConfigError, match="optim.optimizer_params.betas must be two numbers"):
+            LAMB(params, lr=0.1, betas=betas)

@@ -85,3 +85,10 @@ def test_sweep_command_and_bad_files(tmp_path, capsys) -> None:
     assert main(["sweep", "--config", str(path)]) == 2
     assert "sweep.strategies" in capsys.readouterr().err
     assert main(["sweep", "--config", str(tmp_path / "none.toml")]) == 2
+
+
+def test_repeated_seeds_are_refused(tmp_path) -> None:
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.replace("seeds = [0, 1]", "seeds = [1, 1]"))
+    with pytest.raises(ConfigError, match=r"sweep.seeds: expected distinct integers, got \[1, 1\]"):
+        load_sweep(path)

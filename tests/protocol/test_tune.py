@@ -87,3 +87,11 @@ def test_diverging_trials_are_pruned_and_all_diverging_is_a_training_error(tmp_p
     study = optuna.load_study(study_name="diverge", storage=f"sqlite:///{tmp_path / 'runs.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
     assert "the loss became" in study.trials[0].user_attrs["diverged"]
+
+
+def test_bad_validation_fraction_fails_before_the_study_starts(tmp_path, capsys) -> None:
+    db = tmp_path / "runs.db"
+    args = ["tune", "--db", str(db), "--trials", "1", "--validation-fraction", "2", *[a for s in FAST for a in ("--set", s)]]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == "error: --validation-fraction must lie in (0, 1), got 2.0"
+    assert not db.exists() or "tune" not in optuna.get_all_study_names(storage=f"sqlite:///{db}")

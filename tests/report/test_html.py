@@ -85,3 +85,12 @@ def test_report_and_export_commands(store, tmp_path, capsys) -> None:
     crashed = store.start_run("crashed", "er", 0, {"run": {"seed": 0}})
     assert main(["report", str(crashed), "-o", str(tmp_path / "r.html"), "--db", db]) == 2
     assert f"run {crashed} has no finished experience to plot (status running)" in capsys.readouterr().err
+
+
+def test_bad_output_paths_are_one_line_errors(store, tmp_path, capsys) -> None:
+    db = str(store.path)
+    (tmp_path / "plots").write_text("a file, not a folder")
+    assert main(["report", "1", "--png", str(tmp_path / "plots"), "--db", db]) == 2
+    assert "--png:" in capsys.readouterr().err and (tmp_path / "plots").read_text() == "a file, not a folder"
+    assert main(["export", "--db", db, "-o", str(tmp_path / "no" / "runs.csv")]) == 2
+    assert "-o: the folder" in capsys.readouterr().err

@@ -167,3 +167,47 @@ def test_checkpoints_load_with_weights_only_and_keep_the_newest(small_data, tmp_
     assert payload["position"] == {"experience": 2, "epoch": 1, "epoch_samples": 90, "within_experience": False}
     assert payload["rows"][1] == payload["rows"][-1] and len(payload["costs"]) == 2
     assert payload["strategy"]["buffer"]["size"] == 30 and payload["optimizer"]["state"]
+
+
+# strategies whose training set is built from what they remember (a growing union, a memory, the
+# adaptation data): their checkpoint inside an experience already holds that experience's data
+GROWING_SETTINGS = {"cumulative": {}, "gdumb": {"buffer_size": 30}, "ncm": {"adapt_experiences": 2}}
+
+
+@pytest.mark.parametrize("name", list(GROWING_SETTINGS))
+def test_resume_in_first_epoch_of_strategy_built_training_set(small_data, tmp_path, name) -> None:
+    """Killed in the first of two epochs of the second experience, the resumed run must draw the next
+    epoch over the same training set as the uninterrupted run (not one holding the experience twice)."""
+    stream = class_incremental(small_data, 3)
+
+    def run(store, **kwargs):
+        torch.manual_seed(0)
+        model = mlp(stream.input_shape, stream.n_classes, hidden=(16,))
+        result = train(stream, model, STRATEGIES[name](**GROWING_SETTINGS[name]), OPTIM, seed=2, store=store,
+                       checkpoint=SETTINGS, **kwargs)
+        return result, model
+
+    store = ResultsStore(tmp_path / "runs.db")
+    reference, reference_model = run(ResultsStore(tmp_path / "reference.db"))
+    first = reference.costs[0].steps  # the second experience starts at step first + 1
+    kill_at = first + 5
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)])
+    pid = os.fork()
+    if pid == 0:
+        try:
+            run(store, observers=[KillAt(kill_at)])
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    newest = read(checkpoint_files(tmp_path / "runs-checkpoints" / "run-1")[-1])
+    assert newest["position"]["within_experience"] and newest["position"]["experience"] == 1
+    assert newest["position"]["epoch"] == 0
+
+    resumed, resumed_model = run(store, resume_run=1)
+    assert [c.steps for c in resumed.costs] == [c.steps for c in reference.costs]
+    assert [c.samples for c in resumed.costs] == [c.samples for c in reference.costs]
+    assert np.array_equal(resumed.matrix, reference.matrix)
+    for (key, a), (_, b) in zip(resumed_model.state_dict().items(), reference_model.state_dict().items(),
+                                strict=True):
+        assert torch.equal(a, b), key

@@ -50,3 +50,10 @@ def test_missing_run_and_bad_path_are_config_errors(tmp_path) -> None:
         store.get(7)
     with pytest.raises(ConfigError, match="run.db"):
         ResultsStore(tmp_path / "no" / "such" / "runs.db")
+
+
+def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("these are not the runs you are looking for\n" * 20)
+    with pytest.raises(ConfigError, match="run.db: .* is not a results database"):
+        ResultsStore(path)

@@ -74,3 +74,11 @@ def test_load_backbone_from_state_dict_or_module_and_clear_errors(tmp_path) -> N
     torch.save(nn.Linear(5, 2).state_dict(), tmp_path / "wrong.pt")
     with pytest.raises(ConfigError, match="does not fit"):
         load_backbone(target, str(tmp_path / "wrong.pt"))
+
+
+def test_gaussian_samples_live_on_the_statistics_device() -> None:
+    """Statistics of features on an accelerator sample there, with the CPU generator of the strategy
+    (the meta device stands in for CUDA: mixing it with CPU tensors fails the same way)."""
+    mean, covariance = torch.zeros(3, device="meta"), torch.eye(3, device="meta")
+    samples = sample_gaussian(mean, covariance, 4, torch.Generator().manual_seed(0))
+    assert samples.device.type == "meta" and samples.shape == (4, 3)

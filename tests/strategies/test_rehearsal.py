@@ -62,6 +62,7 @@ def test_gdumb_resets_the_model_and_trains_on_a_balanced_memory(small_data) -> N
     initial = model[1].weight.detach().clone()
     strategy.before_experience(model, stream[0])
     assert len(strategy.training_set(stream[0])) == 36  # 12 samples, 3 passes
+    strategy.after_experience(model, stream[0])  # the runner's order: the next experience is offered anew
     with torch.no_grad():
         model[1].weight += 1.0
     strategy.before_experience(model, stream[1])

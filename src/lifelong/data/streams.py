@@ -7,6 +7,7 @@ through a ``DataLoader``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -56,6 +57,8 @@ class TensorSet:
         """The samples on ``device``; host-to-GPU copies go through pinned (page-locked) memory without
         blocking, so a whole experience is copied at full bus speed once rather than batch by batch."""
         target = torch.device(device)
+        if all(t.device == target for t in (self.x, self.y, self.task)):
+            return self
         if target.type == "cuda" and self.x.device.type == "cpu":
             return TensorSet(*(t.pin_memory().to(target, non_blocking=True) for t in (self.x, self.y, self.task)))
         return TensorSet(self.x.to(target), self.y.to(target), self.task.to(target))
@@ -93,6 +96,13 @@ class Experience:
         if len(self.train) == 0:
             raise DataError(f"experience {self.task_id} ({self.name or 'unnamed'}) has an empty training set; "
                             "give it samples or drop it from the stream")
+
+
+    def to(self, device: torch.device | str) -> Experience:
+        """The experience with its training and test sets on ``device`` (the same object's tensors when
+        they are there already)."""
+        train, test = self.train.to(device), self.test.to(device)
+        return self if train is self.train and test is self.test else dataclasses.replace(self, train=train, test=test)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ learning rate) grow without divergence.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -37,8 +37,9 @@ class LAMB(torch.optim.Optimizer):
             raise ConfigError(f"optim.lr must be > 0, got {lr!r}")
         if not weight_decay >= 0:
             raise ConfigError(f"optim.weight_decay must be >= 0, got {weight_decay!r}")
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ConfigError(f"optim.optimizer_params.betas must be two numbers in [0, 1), got {list(betas)!r}")
+        if not isinstance(betas, Sequence) or len(betas) != 2 \
+                or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise ConfigError(f"optim.optimizer_params.betas must be two numbers in [0, 1), got {betas!r}")
         if not eps > 0:
             raise ConfigError(f"optim.optimizer_params.eps must be > 0, got {eps!r}")
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps})

@@ -82,6 +82,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from lifelong.report.export import export
 
+    if args.output is not None and not Path(args.output).parent.is_dir():
+        raise ConfigError(f"-o: the folder {str(Path(args.output).parent)!r} does not exist; create it first")
     text = export(ResultsStore(args.db), args.format)
     if args.output is None:
         print(text, end="")

@@ -98,6 +98,8 @@ def load_sweep(path: str | Path, db: str | None = None) -> Sweep:
         raise ConfigError(f"--config {str(path)!r}: not valid TOML: {error}") from None
     except pydantic.ValidationError as error:
         raise ConfigError(describe_validation_error(error, "sweep")) from None
+    if len(set(sweep.seeds)) != len(sweep.seeds):  # a repeated seed would count one run twice in the summary
+        raise ConfigError(f"sweep.seeds: expected distinct integers, got {sweep.seeds}")
     for key, values in sweep.grid.items():
         if not values:
             raise ConfigError(f"sweep.grid.{key}: an axis needs at least one value, got []")

@@ -91,6 +91,8 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
         raise ConfigError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {settings.objective!r}")
     if settings.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {settings.trials}")
+    if not 0.0 < settings.validation_fraction < 1.0:  # checked before the study records a failed trial
+        raise ConfigError(f"--validation-fraction must lie in (0, 1), got {settings.validation_fraction}")
     base = load_config(settings.config, [*settings.overrides, *settings.tune_overrides])
     load_config(settings.config, [*settings.overrides, *settings.eval_overrides])  # fail before tuning
     space = search_space(base.strategy.name)

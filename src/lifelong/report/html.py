@@ -83,6 +83,8 @@ def write_report(records: Sequence[RunRecord], output: str | Path | None, png_di
     for destination, label in ((output, "-o"), (png_dir, "--png")):
         if destination is not None and not Path(destination).parent.exists():
             raise ConfigError(f"{label}: the folder {str(Path(destination).parent)!r} does not exist; create it first")
+    if png_dir is not None and Path(png_dir).exists() and not Path(png_dir).is_dir():
+        raise ConfigError(f"--png: {str(png_dir)!r} is a file, not a folder; give a folder for the PNG plots")
     figures = render_figures(records)
     written = []
     if output is not None:

@@ -164,6 +164,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
             state.experience, state.epoch, state.experience_step, state.experience_samples = index, 0, 0, 0
             state.epoch_samples, state.epoch_order = 0, None
             state.experience_started, state.excluded_seconds = time.perf_counter(), 0.0
+            experience = experience.to(dev)  # the strategy's hooks see the data where the model is
             strategy.before_experience(model, experience)
             data = strategy.training_set(experience).to(dev)
             if optimizer is None or optim.reset_per_experience:

@@ -193,7 +193,11 @@ class ResultsStore:
         except sqlite3.Error as error:
             raise ConfigError(f"run.db: cannot open {str(self.path)!r}: {error}") from None
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.DatabaseError as error:
+                raise ConfigError(f"run.db: {str(self.path)!r} is not a results database ({error}); "
+                                  "give a new file name or a database lifelong wrote") from None
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("BEGIN IMMEDIATE")
             try:

@@ -22,15 +22,24 @@ class Cumulative(Strategy):
 
     seen: list[TensorSet] = field(default_factory=list, init=False, repr=False)
     stream: Stream | None = field(default=None, init=False, repr=False)
+    current_added: bool = field(default=False, init=False, repr=False)
+    """Whether ``seen`` already holds the experience in progress (a checkpoint taken inside it does)."""
 
     def setup(self, stream: Stream, seed: int) -> None:
         super().setup(stream, seed)
         self.seen = []
         self.stream = stream
+        self.current_added = False
 
     def training_set(self, experience: Experience) -> TensorSet:
-        self.seen.append(experience.train)
+        if not self.current_added:  # a run resumed inside the experience must not add it twice
+            self.seen.append(experience.train)
+            self.current_added = True
         return TensorSet.concat(self.seen)
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        super().after_experience(model, experience)
+        self.current_added = False
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
@@ -40,9 +49,10 @@ class Cumulative(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         """The number of experiences seen: their data is the stream's, so a checkpoint need not copy it."""
-        return {**super().state_dict(), "seen_experiences": len(self.seen)}
+        return {**super().state_dict(), "seen_experiences": len(self.seen), "current_added": self.current_added}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
         assert self.stream is not None, "setup was not called"
         self.seen = [e.train for e in self.stream.experiences[: int(state["seen_experiences"])]]
+        self.current_added = bool(state["current_added"])

@@ -86,11 +86,12 @@ def restrict_to_classes(logits: torch.Tensor, classes: list[int]) -> torch.Tenso
 
 def sample_gaussian(mean: torch.Tensor, covariance: torch.Tensor, count: int, generator: torch.Generator,
                     ridge: float = 1e-4) -> torch.Tensor:
-    """``count`` samples (count, D) of N(mean, covariance + ridge * I); the ridge makes the Cholesky
-    factor exist when a class has fewer samples than feature dimensions."""
+    """``count`` samples (count, D) of N(mean, covariance + ridge * I) on ``mean``'s device; the ridge makes
+    the Cholesky factor exist when a class has fewer samples than feature dimensions. The noise is drawn
+    on the CPU, where ``generator`` lives, so the samples do not depend on the device."""
     dimension = len(mean)
-    factor = torch.linalg.cholesky(covariance + ridge * torch.eye(dimension, dtype=mean.dtype))
-    noise = torch.randn(count, dimension, generator=generator, dtype=mean.dtype)
+    factor = torch.linalg.cholesky(covariance + ridge * torch.eye(dimension, dtype=mean.dtype, device=mean.device))
+    noise = torch.randn(count, dimension, generator=generator, dtype=mean.dtype).to(mean.device)
     return mean + noise @ factor.T
 
 
@@ -101,10 +102,10 @@ def fit_linear_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tenso
 
     Full-batch L-BFGS: deterministic and free of a learning rate, which the classifier-refitting steps
     of SLCA (Zhang et al. 2023) and FeTrIL (Petit et al. 2023) would otherwise each need tuned."""
-    index = torch.tensor(classes, dtype=torch.long)
+    index = torch.tensor(classes, dtype=torch.long, device=head.weight.device)
     weight = head.weight.detach()[index].clone().requires_grad_(True)  # (K, D)
     bias = head.bias.detach()[index].clone().requires_grad_(True)  # (K,)
-    targets = torch.searchsorted(index, labels)  # label -> position in the sorted ``classes``
+    targets = torch.searchsorted(index, labels.to(index.device))  # label -> position in the sorted ``classes``
     optimizer = torch.optim.LBFGS([weight, bias], max_iter=iterations, history_size=10,
                                   line_search_fn="strong_wolfe")
 

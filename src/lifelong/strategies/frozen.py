@@ -56,6 +56,8 @@ class FrozenBackbone(Strategy):
     def training_set(self, experience: Experience) -> TensorSet:
         if not self.adapting():
             return experience.train.subset(torch.zeros(0, dtype=torch.long))
+        # one set per finished experience; a checkpoint taken inside this one already holds it as well
+        del self.adaptation_data[self.experience_index:]
         self.adaptation_data.append(experience.train)
         return TensorSet.concat(self.adaptation_data)
 

@@ -30,6 +30,8 @@ class GDumb(Strategy):
     """Copies of the memory in one training epoch (the runner's epochs multiply it)."""
     buffer: ClassBalancedBuffer = field(init=False, repr=False)
     initial_weights: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    current_offered: bool = field(default=False, init=False, repr=False)
+    """Whether the experience in progress was offered to the memory (a checkpoint taken inside it was)."""
 
     def __post_init__(self) -> None:
         if self.buffer_size < 1:
@@ -41,6 +43,7 @@ class GDumb(Strategy):
         super().setup(stream, seed)
         self.buffer = ClassBalancedBuffer(self.buffer_size, self.generator)
         self.initial_weights = {}
+        self.current_offered = False
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         """Reset the model to the weights it had before the first experience (retraining from scratch)."""
@@ -50,9 +53,11 @@ class GDumb(Strategy):
 
     def training_set(self, experience: Experience) -> TensorSet:
         """Offer the experience to the memory in a random order, then train on the memory only."""
-        order = torch.randperm(len(experience.train), generator=self.generator)
-        arrived = experience.train.subset(order)
-        self.buffer.add(x=arrived.x, y=arrived.y, task=arrived.task)
+        if not self.current_offered:  # a run resumed inside the experience must not offer it twice
+            order = torch.randperm(len(experience.train), generator=self.generator)
+            arrived = experience.train.subset(order)
+            self.buffer.add(x=arrived.x, y=arrived.y, task=arrived.task)
+            self.current_offered = True
         memory = self.buffer.contents()
         kept = TensorSet(memory["x"], memory["y"], memory["task"])
         return TensorSet.concat([kept] * self.memory_passes)
@@ -60,13 +65,19 @@ class GDumb(Strategy):
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
 
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        super().after_experience(model, experience)
+        self.current_offered = False
+
     def memory_size(self) -> int:
         return len(self.buffer)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "buffer": self.buffer.state_dict(), "initial_weights": self.initial_weights}
+        return {**super().state_dict(), "buffer": self.buffer.state_dict(), "initial_weights": self.initial_weights,
+                "current_offered": self.current_offered}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
         self.buffer.load_state_dict(state["buffer"])
         self.initial_weights = dict(state["initial_weights"])
+        self.current_offered = bool(state["current_offered"])

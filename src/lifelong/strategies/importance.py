@@ -69,7 +69,7 @@ def output_sensitivity(model: nn.Module, data: TensorSet, class_mask: torch.Tens
 
     def squared_norm(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         out = functional_call(model, (p, buffers), (x.unsqueeze(0),))[0]  # (C,)
-        return (out[class_mask] if class_mask is not None else out).pow(2).sum()
+        return (out[class_mask.to(out.device)] if class_mask is not None else out).pow(2).sum()
 
     per_sample_grad = vmap(grad(squared_norm), in_dims=(None, 0))
     importance = {k: torch.zeros_like(v) for k, v in params.items()}

@@ -4,6 +4,7 @@ error per domain and store the run."""
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 
@@ -23,7 +24,8 @@ def cmd_tta(args: argparse.Namespace, console: Console) -> int:
     from lifelong.tta.loop import run_tta
 
     overrides = ([] if args.config else ["model.name=cnn"]) + list(args.set) \
-        + ([f'run.db="{args.db}"'] if args.db else []) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
+        + ([f"run.db={json.dumps(args.db)}"] if args.db else []) \
+        + ([f"run.seed={args.seed}"] if args.seed is not None else [])
     config = load_config(args.config, overrides)
     dataset = build("dataset", DATASETS, config.dataset)
     torch.manual_seed(config.run.seed)
