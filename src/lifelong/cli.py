@@ -22,7 +22,7 @@ from lifelong.config import RunConfig, RunSettings, parameters, validate_config
 from lifelong.errors import ConfigError, LifelongError, MissingFileError
 from lifelong.experiment import prepare, resume, run_config
 from lifelong.runner.loop import RunResult
-from lifelong.runner.results import ResultsStore, RunRecord
+from lifelong.runner.results import ResultsStore
 from lifelong.strategies import STRATEGIES
 
 METRIC_NAMES = ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer",
@@ -172,15 +172,11 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _record_matrix(record: RunRecord) -> list[list[float]]:
-    return record.matrix if record.matrix is not None else [e["accuracies"] for e in record.experiences]
-
-
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
     record = ResultsStore(args.db).get(args.run_id)
     console.print(f"run {record.id}: {record.name}, strategy {record.strategy}, seed {record.seed}, "
                   f"status {record.status}" + (f" ({record.error})" if record.error else ""))
-    matrix = _record_matrix(record)
+    matrix = record.rows
     if matrix:
         console.print(matrix_table(matrix))
     console.print(metrics_table(record.metrics or {}, [e["cost"] for e in record.experiences]))

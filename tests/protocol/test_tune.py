@@ -66,6 +66,11 @@ def test_protocol_tunes_then_evaluates_on_digits_and_links_runs(tmp_path) -> Non
     again = run_protocol(ProtocolSettings(**{**settings.__dict__, "trials": 3}), store)
     assert again.group_id == result.group_id and len(again.tuning_run_ids) == 3
     assert again.tuning_run_ids[:2] == result.tuning_run_ids
+    # rerunning the finished study trains nothing: no new trial, the evaluation runs are reused
+    stored = len(store.runs())
+    same = run_protocol(ProtocolSettings(**{**settings.__dict__, "trials": 3}), store)
+    assert len(store.runs()) == stored
+    assert same.evaluation_run_ids == again.evaluation_run_ids and same.best_params == again.best_params
 
 
 def test_tune_command(tmp_path, capsys) -> None:

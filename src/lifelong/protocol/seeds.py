@@ -10,7 +10,7 @@ from rich.table import Table
 
 from lifelong.config import RunConfig
 from lifelong.errors import ConfigError
-from lifelong.experiment import run_config
+from lifelong.experiment import resolve_config, run_config
 from lifelong.metrics.aggregate import Aggregate, aggregate_metrics
 from lifelong.runner.loop import RunResult
 from lifelong.runner.results import ResultsStore
@@ -37,11 +37,14 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def run_seeds(config: RunConfig, seeds: Sequence[int], store: ResultsStore | None = None,
-              progress: bool = False, group_id: int | None = None, role: str = "seed") -> SeedsResult:
+              progress: bool = False, group_id: int | None = None, role: str = "seed",
+              reuse: bool = False) -> SeedsResult:
     """Run ``config`` once per seed (the seed also drives class order and initialisation) and aggregate.
 
     With a ``store`` the runs are linked to ``group_id`` under ``role``; without a group id a new
-    ``seeds`` group is created and given the aggregate as its summary.
+    ``seeds`` group is created and given the aggregate as its summary. With ``reuse`` a seed whose
+    resolved configuration already has a finished run in the store takes that run instead of training
+    again (a run is a deterministic function of its configuration and seed).
     """
     own_group = store is not None and group_id is None
     if store is not None and group_id is None:
@@ -50,7 +53,9 @@ def run_seeds(config: RunConfig, seeds: Sequence[int], store: ResultsStore | Non
     runs = []
     for seed in seeds:
         seeded = config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})})
-        result = run_config(seeded, store=store, progress=progress)
+        finished = store.find_finished(resolve_config(seeded)) if store is not None and reuse else None
+        result = RunResult.from_record(store.get(finished)) if store is not None and finished is not None \
+            else run_config(seeded, store=store, progress=progress)
         if store and group_id is not None and result.run_id is not None:
             store.add_to_group(group_id, result.run_id, role, f"seed {seed}")
         runs.append(result)

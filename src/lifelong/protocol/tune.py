@@ -133,7 +133,8 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
     best = study.best_trial
     evaluation_config = load_config(settings.config, [*settings.overrides, *settings.eval_overrides,
                                                       *_assignments(best.params)])
-    evaluation = run_seeds(evaluation_config, settings.eval_seeds, store=store, group_id=group_id, role="evaluation")
+    evaluation = run_seeds(evaluation_config, settings.eval_seeds, store=store, group_id=group_id, role="evaluation",
+                           reuse=True)
     tuning_run_ids = [int(t.user_attrs["run_id"]) for t in study.get_trials(
         deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     evaluation_run_ids = [int(r.run_id) for r in evaluation.runs if r.run_id is not None]

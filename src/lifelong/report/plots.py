@@ -47,10 +47,6 @@ def points_of(record: RunRecord) -> list[dict[str, Any]]:
     return points
 
 
-def matrix_of(record: RunRecord) -> list[list[float]]:
-    return record.matrix if record.matrix is not None else [e["accuracies"] for e in record.experiences]
-
-
 def _grid(count: int, width: float = 4.2, height: float = 3.4) -> tuple[Figure, list[Any]]:
     columns = min(count, 3)
     rows = math.ceil(count / columns)
@@ -70,7 +66,7 @@ def heatmaps(records: Sequence[RunRecord]) -> Figure:
     """Each run's accuracy matrix R[i, j] as a heatmap with the values written in."""
     figure, axes = _grid(len(records))
     for axis, record in zip(axes, records, strict=True):
-        matrix = np.asarray(matrix_of(record), dtype=float)  # (rows, T)
+        matrix = np.asarray(record.rows, dtype=float)  # (rows, T)
         image = axis.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
         for (i, j), value in np.ndenumerate(matrix):
             axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,

@@ -37,7 +37,7 @@ from lifelong.runner.checkpoint import CheckpointSettings, Checkpointer, resume_
 from lifelong.runner.distributed import World, check_distributed, init_from_environment, local_device
 from lifelong.runner.evaluation import accuracies
 from lifelong.runner.observers import Observer, ProgressBar, RunContext, TrainState
-from lifelong.runner.results import ResultsStore
+from lifelong.runner.results import ResultsStore, RunRecord
 from lifelong.runner.validation import check_arguments, check_model
 from lifelong.strategies.base import Strategy
 
@@ -59,6 +59,15 @@ class RunResult:
     lr: float = 0.0
     """Effective learning rate: ``optim.lr`` scaled from ``optim.base_batch_size`` to ``optim.batch_size``."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, record: RunRecord) -> RunResult:
+        """The result of a finished stored run, as :func:`train` returned it."""
+        fields = {f.name for f in dataclasses.fields(ExperienceCost)}
+        costs = [ExperienceCost(**{k: v for k, v in e["cost"].items() if k in fields}) for e in record.experiences]
+        metrics = record.metrics or {}
+        return cls(matrix=np.asarray(record.rows), initial=list(record.initial or []), metrics=metrics, costs=costs,
+                   config=record.config, run_id=record.id, lr=float(metrics.get("effective_lr", 0.0)))
 
 
 def resolve_device(device: str) -> torch.device:

@@ -116,6 +116,12 @@ class RunRecord:
     curve: list[dict[str, Any]] = field(default_factory=list)
     """Continual-evaluation points (step, samples, seconds, experience, accuracies), when recorded."""
 
+    @property
+    def rows(self) -> list[list[float]]:
+        """The accuracy matrix: the final one, or for an unfinished run the rows of its finished
+        experiences (those come with :meth:`ResultsStore.get`)."""
+        return self.matrix if self.matrix is not None else [e["accuracies"] for e in self.experiences]
+
 
 @dataclass
 class GroupRecord:
