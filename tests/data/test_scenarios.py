@@ -78,3 +78,10 @@ def test_stream_rejects_bad_data(small_data) -> None:
     empty = TensorSet.of(torch.zeros(0, 8), torch.zeros(0, dtype=torch.long), 0)
     with pytest.raises(DataError, match="empty training set"):
         type(stream[0])(empty, empty, (0,), 0)
+
+
+def test_synthetic_split_without_training_samples_names_the_fields() -> None:
+    from lifelong.data import synthetic
+
+    with pytest.raises(DataError, match="lower dataset.test_fraction or raise dataset.n_per_class"):
+        synthetic(n_per_class=2, test_fraction=0.8)

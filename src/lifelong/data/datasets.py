@@ -101,6 +101,9 @@ def synthetic(n_classes: int = 10, n_features: int = 20, n_per_class: int = 100,
     order = rng.permutation(len(y))
     x, y = x[order], y[order]
     n_test_per_class = max(1, int(round(n_per_class * test_fraction)))
+    if n_test_per_class >= n_per_class:
+        raise DataError(f"dataset: test_fraction={test_fraction} of n_per_class={n_per_class} leaves no training "
+                        "sample per class; lower dataset.test_fraction or raise dataset.n_per_class")
     test = np.zeros(len(y), dtype=bool)
     for c in range(n_classes):
         test[np.flatnonzero(y == c)[:n_test_per_class]] = True
