@@ -39,25 +39,36 @@ class KillAt(Observer):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def start(stream, name, store, **kwargs):
+def start(stream, name, store, settings=STRATEGY_SETTINGS, **kwargs):
     torch.manual_seed(0)
     model = mlp(stream.input_shape, stream.n_classes, hidden=(16,))
-    result = train(stream, model, STRATEGIES[name](**STRATEGY_SETTINGS[name]), OPTIM, seed=2, store=store,
+    result = train(stream, model, STRATEGIES[name](**settings[name]), OPTIM, seed=2, store=store,
                    checkpoint=SETTINGS, **kwargs)
     return result, model
 
 
-def killed_run(stream, name, store) -> None:
-    """Runs the start of training in a forked child that SIGKILLs itself mid-experience."""
+def killed_run(stream, name, store, kill_at=KILL_AT_STEP, settings=STRATEGY_SETTINGS) -> None:
+    """Runs the start of training in a forked child that SIGKILLs itself after step ``kill_at``."""
     torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # torch's lazy imports, once, before forking
     pid = os.fork()
     if pid == 0:
         try:
-            start(stream, name, store, observers=[KillAt(KILL_AT_STEP)])
+            start(stream, name, store, settings, observers=[KillAt(kill_at)])
         finally:
             os._exit(3)  # never return into pytest from the child
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+def assert_same_run(resumed, resumed_model, reference, reference_model) -> None:
+    """A resumed run equals the uninterrupted one: matrix, per-experience cost counts and every tensor
+    of the final model, bit for bit."""
+    assert np.array_equal(resumed.matrix, reference.matrix)
+    assert [c.steps for c in resumed.costs] == [c.steps for c in reference.costs]
+    assert [c.samples for c in resumed.costs] == [c.samples for c in reference.costs]
+    for (key, a), (_, b) in zip(resumed_model.state_dict().items(), reference_model.state_dict().items(),
+                                strict=True):
+        assert torch.equal(a, b), key
 
 
 @pytest.mark.parametrize("name", [n for n in STRATEGY_SETTINGS if n in STRATEGIES])
@@ -74,13 +85,8 @@ def test_resume_after_sigkill_equals_uninterrupted_run(small_data, tmp_path, nam
     resumed, resumed_model = start(stream, name, store, resume_run=1)
     reference, reference_model = start(stream, name, ResultsStore(tmp_path / "reference.db"))
 
-    assert np.array_equal(resumed.matrix, reference.matrix)
+    assert_same_run(resumed, resumed_model, reference, reference_model)
     assert resumed.initial == reference.initial
-    for (key, a), (_, b) in zip(resumed_model.state_dict().items(), reference_model.state_dict().items(),
-                                strict=True):
-        assert torch.equal(a, b), key
-    assert [c.steps for c in resumed.costs] == [c.steps for c in reference.costs]
-    assert [c.samples for c in resumed.costs] == [c.samples for c in reference.costs]
     stored = store.get(1)
     assert stored.status == "finished" and np.array_equal(np.asarray(stored.matrix), reference.matrix)
 
@@ -98,9 +104,7 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(small_data, tmp_path
     assert "falling back to the previous checkpoint" in caplog.text
     assert previous.name == "checkpoint-step0000000018-done0002.pt"
     reference, reference_model = start(stream, "er", ResultsStore(tmp_path / "reference.db"))
-    assert np.array_equal(resumed.matrix, reference.matrix)
-    assert all(torch.equal(a, b) for a, b in zip(resumed_model.parameters(), reference_model.parameters(),
-                                                 strict=True))
+    assert_same_run(resumed, resumed_model, reference, reference_model)
 
 
 def test_finished_run_refuses_to_resume(small_data, tmp_path) -> None:
@@ -137,9 +141,7 @@ def test_sigint_and_sigterm_checkpoint_mark_interrupted_and_resume_exactly(small
 
     resumed, resumed_model = start(stream, "ewc", store, resume_run=1)
     reference, reference_model = start(stream, "ewc", ResultsStore(tmp_path / "reference.db"))
-    assert np.array_equal(resumed.matrix, reference.matrix)
-    assert all(torch.equal(a, b) for a, b in zip(resumed_model.parameters(), reference_model.parameters(),
-                                                 strict=True))
+    assert_same_run(resumed, resumed_model, reference, reference_model)
 
 
 def test_diverging_run_keeps_its_last_finite_checkpoint(small_data, tmp_path) -> None:
@@ -179,35 +181,13 @@ def test_resume_in_first_epoch_of_strategy_built_training_set(small_data, tmp_pa
     """Killed in the first of two epochs of the second experience, the resumed run must draw the next
     epoch over the same training set as the uninterrupted run (not one holding the experience twice)."""
     stream = class_incremental(small_data, 3)
-
-    def run(store, **kwargs):
-        torch.manual_seed(0)
-        model = mlp(stream.input_shape, stream.n_classes, hidden=(16,))
-        result = train(stream, model, STRATEGIES[name](**GROWING_SETTINGS[name]), OPTIM, seed=2, store=store,
-                       checkpoint=SETTINGS, **kwargs)
-        return result, model
-
     store = ResultsStore(tmp_path / "runs.db")
-    reference, reference_model = run(ResultsStore(tmp_path / "reference.db"))
+    reference, reference_model = start(stream, name, ResultsStore(tmp_path / "reference.db"), GROWING_SETTINGS)
     first = reference.costs[0].steps  # the second experience starts at step first + 1
-    kill_at = first + 5
-    torch.optim.SGD([torch.zeros(1, requires_grad=True)])
-    pid = os.fork()
-    if pid == 0:
-        try:
-            run(store, observers=[KillAt(kill_at)])
-        finally:
-            os._exit(3)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    killed_run(stream, name, store, kill_at=first + 5, settings=GROWING_SETTINGS)
     newest = read(checkpoint_files(tmp_path / "runs-checkpoints" / "run-1")[-1])
     assert newest["position"]["within_experience"] and newest["position"]["experience"] == 1
     assert newest["position"]["epoch"] == 0
 
-    resumed, resumed_model = run(store, resume_run=1)
-    assert [c.steps for c in resumed.costs] == [c.steps for c in reference.costs]
-    assert [c.samples for c in resumed.costs] == [c.samples for c in reference.costs]
-    assert np.array_equal(resumed.matrix, reference.matrix)
-    for (key, a), (_, b) in zip(resumed_model.state_dict().items(), reference_model.state_dict().items(),
-                                strict=True):
-        assert torch.equal(a, b), key
+    resumed, resumed_model = start(stream, name, store, GROWING_SETTINGS, resume_run=1)
+    assert_same_run(resumed, resumed_model, reference, reference_model)
