@@ -22,6 +22,7 @@ from lifelong.errors import TrainingError
 from lifelong.models import mlp
 from lifelong.runner import train
 from lifelong.strategies import ER, EWC, Joint, LwF, Naive, Strategy
+from lifelong.protocol.seeds import parse_seeds
 
 
 def validation_dataset(fraction: float = 0.2, seed: int = 123) -> Dataset:
@@ -53,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = parse_seeds(args.seeds)
     data = validation_dataset()
     print("| optimizer (class-incremental validation stream) | joint final | er final |")
     print("|---|---|---|")

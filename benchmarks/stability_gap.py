@@ -22,6 +22,7 @@ from lifelong.cli import load_config
 from lifelong.metrics.aggregate import aggregate
 from lifelong.protocol.seeds import run_seeds
 from lifelong.runner.results import ResultsStore
+from lifelong.protocol.seeds import parse_seeds
 
 METRICS = ("relative_stability_gap", "stability_gap", "min_old_accuracy", "recovered_fraction", "final_accuracy")
 
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--every", type=int, default=5)
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = parse_seeds(args.seeds)
     print("# Stability gap on class-incremental digits\n")
     print(f"`OMP_NUM_THREADS=1 python benchmarks/stability_gap.py --strategies {args.strategies} "
           f"--seeds {args.seeds} --every {args.every}`\n")

@@ -28,6 +28,7 @@ from lifelong.errors import TrainingError
 from lifelong.models import mlp
 from lifelong.runner import train
 from lifelong.strategies import STRATEGIES, Strategy
+from lifelong.protocol.seeds import parse_seeds
 
 MEMORY = 200
 SETTINGS: dict[str, dict[str, object]] = {name: {"buffer_size": MEMORY} for name in
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = parse_seeds(args.seeds)
     names = args.strategies.split(",")
     row("warm-up", "class-incremental", STRATEGIES["naive"], OptimConfig(epochs=1), seeds[:1])  # first-call costs
     started = time.perf_counter()

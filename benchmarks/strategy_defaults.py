@@ -20,13 +20,14 @@ from defaults import score, validation_dataset  # noqa: E402
 
 from lifelong.config import OptimConfig  # noqa: E402
 from lifelong.strategies import L2, MAS, SI, SLCA, UER  # noqa: E402
+from lifelong.protocol.seeds import parse_seeds  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = parse_seeds(args.seeds)
     data = validation_dataset()
     candidates = [
         ("task_incremental", f"si lam={lam:g} damping={damping:g}", lambda lam=lam, damping=damping: SI(lam=lam, damping=damping))
