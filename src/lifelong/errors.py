@@ -30,3 +30,8 @@ class TrainingError(LifelongError, RuntimeError):
 
 class ResumeError(LifelongError, RuntimeError):
     """A run cannot be resumed (already finished, no usable checkpoint)."""
+
+
+class StrategyError(LifelongError, RuntimeError):
+    """A strategy broke its contract with the runner (a plan that does not match its training set, a
+    learning-rate scale per parameter group missing); the message names the strategy and the fix."""

@@ -15,11 +15,8 @@ from lifelong.data.scenarios import SCENARIOS
 from lifelong.data.streams import Stream
 from lifelong.errors import ConfigError, ResumeError
 from lifelong.models.nets import MODELS
-from lifelong.protocol.curves import attach_curve
 from lifelong.runner.checkpoint import CheckpointSettings
 from lifelong.runner.loop import RunResult, train
-from lifelong.runner.observers import PeriodicEvaluation
-from lifelong.runner.online import attach_online_metrics
 from lifelong.runner.results import ResultsStore
 from lifelong.strategies import STRATEGIES, Strategy
 
@@ -83,11 +80,19 @@ def resume(store: ResultsStore, run_id: int, progress: bool = False) -> RunResul
     """Continue stored run ``run_id`` from its newest checkpoint, rebuilding the stream, model and
     strategy from the configuration stored with it."""
     stored = store.get(run_id).config
+    if not set(RunConfig.model_fields) <= set(stored):  # describe() records a stream and a model class instead
+        raise ResumeError(f"run {run_id} was started from Python objects, not a configuration; resume it with "
+                          f"train(..., store=..., resume_run={run_id})")
+    extra = sorted(set(stored) - set(RunConfig.model_fields))
+    if extra:  # e.g. a tuning trial, trained on a validation split its configuration alone does not rebuild
+        raise ResumeError(f"run {run_id} was started by a protocol (stored sections {extra}), not by "
+                          "`lifelong run`; rerun that command (e.g. `lifelong tune` with the same --study) to "
+                          "continue it")
     try:
         config = validate_config(stored)
-    except ConfigError:
-        raise ResumeError(f"run {run_id} was started from Python objects, not a configuration; resume it with "
-                          f"train(..., store=..., resume_run={run_id})") from None
+    except ConfigError as error:
+        raise ResumeError(f"run {run_id}'s stored configuration is no longer valid ({error}); start the run "
+                          "again with a corrected configuration") from None
     return run_config(config, store, progress, resume_run=run_id)
 
 
@@ -96,20 +101,14 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
                extra_config: dict[str, Any] | None = None, resume_run: int | None = None) -> RunResult:
     """Build everything the config names (unless ``prepared``) and train; with a ``store`` the run is
     recorded. ``extra_config`` adds sections to the stored configuration (e.g. a tuning run's
-    validation split). With ``run.eval_every_steps`` the continual-evaluation curve and its stability
-    gaps are kept too (:func:`lifelong.protocol.curves.attach_curve`)."""
+    validation split). With ``run.eval_every_steps`` (or ``eval_every_samples``) the continual-evaluation
+    curve and its stability gaps (and anytime accuracy) are kept and stored too."""
     stream, model, strategy = prepared or prepare(config)
     if config.run.eval_every_steps and config.run.eval_every_samples:
         raise ConfigError("run.eval_every_samples: set either run.eval_every_steps or run.eval_every_samples, "
                           f"not both (got {config.run.eval_every_steps} and {config.run.eval_every_samples})")
-    evaluation = PeriodicEvaluation(config.run.eval_every_steps, config.run.eval_every_samples) \
-        if config.run.eval_every_steps or config.run.eval_every_samples else None
-    result = train(stream, model, strategy, config.optim, seed=config.run.seed, device=config.run.device,
-                   store=store, config={**resolve_config(config), **(extra_config or {})}, progress=progress,
-                   eval_batch_size=config.run.eval_batch_size, observers=[evaluation] if evaluation else [],
-                   checkpoint=checkpoint_settings(config, store), resume_run=resume_run)
-    if evaluation is not None:
-        attach_curve(result, evaluation, store)
-    if evaluation is not None and config.run.eval_every_samples:
-        attach_online_metrics(result, evaluation, stream, store)
-    return result
+    return train(stream, model, strategy, config.optim, seed=config.run.seed, device=config.run.device,
+                 store=store, config={**resolve_config(config), **(extra_config or {})}, progress=progress,
+                 eval_batch_size=config.run.eval_batch_size, eval_every_steps=config.run.eval_every_steps,
+                 eval_every_samples=config.run.eval_every_samples, checkpoint=checkpoint_settings(config, store),
+                 resume_run=resume_run)

@@ -29,14 +29,14 @@ def test_per_sample_gradients_match_autograd_one_by_one() -> None:
 def test_batch_grows_under_gradient_noise_and_stays_without_it() -> None:
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
-    test = AdaptiveBatchSize(theta=0.5, growth=2.0, max_batch_size=64)
+    test = AdaptiveBatchSize(theta=0.5, max_batch_size=64)
     task = torch.zeros(32, dtype=torch.long)
     x = torch.randn(32, 3, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         fitted = model(x).squeeze(1)
     noise = torch.randn(32, generator=torch.Generator().manual_seed(2))
     # targets at the model's own predictions plus unit noise: the mean gradient is pure noise
-    assert test.propose(model, squared_error, x, fitted + noise, task, batch_size=16) == 32
+    assert 16 < test.propose(model, squared_error, x, fitted + noise, task, batch_size=16) <= 64
     # the same input repeated: every sample has the full gradient, no noise at all
     same = x[:1].repeat(32, 1)
     assert test.propose(model, squared_error, same, torch.full((32,), 5.0), task, batch_size=16) == 16

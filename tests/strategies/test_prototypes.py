@@ -18,9 +18,9 @@ def test_ncm_equals_the_hand_computed_nearest_mean(small_data) -> None:
     stream = class_incremental(small_data, 2)
     model, strategy = identity_features_model(), NCM(adapt_experiences=0)
     strategy.setup(stream, seed=0)
-    for experience in stream:
+    for index, experience in enumerate(stream):
         strategy.before_experience(model, experience)
-        assert len(strategy.training_set(experience)) == 0  # frozen backbone: no gradient step
+        assert not strategy.plan(stream.experiences, index).trains  # frozen backbone: no gradient step
         strategy.after_experience(model, experience)
     x = stream[1].test.x
     means = torch.stack([small_data.x_train[small_data.y_train == c].mean(0) for c in range(6)])  # (6, 8)
@@ -40,13 +40,15 @@ def test_ncm_adapts_on_the_first_experiences_then_freezes(small_data) -> None:
     model, strategy = identity_features_model(), NCM(adapt_experiences=2)
     strategy.setup(stream, seed=0)
     sizes = []
-    for experience in stream:
+    for index, experience in enumerate(stream):
         strategy.before_experience(model, experience)
-        sizes.append(len(strategy.training_set(experience)))
+        planned = strategy.plan(stream.experiences, index).train_size
+        sizes.append(len(strategy.training_set(experience)) if planned else 0)
+        assert sizes[-1] == planned
         strategy.after_experience(model, experience)
     train_sizes = [len(e.train) for e in stream]
     assert sizes == [train_sizes[0], train_sizes[0] + train_sizes[1], 0]  # merged adaptation session
-    assert strategy.mean_classes.tolist() == list(range(6)) and strategy.memory_size() == 0
+    assert strategy.statistics.classes == list(range(6)) and strategy.memory_size() == 0
 
 
 def test_fetril_pseudo_features_sit_on_the_old_centroid(small_data) -> None:
@@ -61,7 +63,7 @@ def test_fetril_pseudo_features_sit_on_the_old_centroid(small_data) -> None:
     # the linear head, fitted on translated features, separates all six well-separated classes
     test = TensorSet.concat([e.test for e in stream])
     accuracy = (strategy.predict(model, test.x, test.task) == test.y).float().mean().item()
-    assert accuracy > 0.9 and strategy.mean_classes == list(range(6))
+    assert accuracy > 0.9 and strategy.statistics.classes == list(range(6))
 
 
 def test_slca_slows_the_backbone_after_adaptation_and_aligns_the_head(small_data) -> None:
@@ -70,11 +72,12 @@ def test_slca_slows_the_backbone_after_adaptation_and_aligns_the_head(small_data
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 6))
     strategy = SLCA(backbone_lr_scale=0.01, adapt_experiences=1, samples_per_class=64)
     strategy.setup(stream, seed=0)
-    assert [g["lr_scale"] for g in strategy.parameter_groups(model)] == [1.0, 1.0]
+    assert [len(g["params"]) for g in strategy.parameter_groups(model)] == [2, 2]  # backbone, head
+    assert strategy.plan(stream.experiences, 0).lr_scales == (1.0, 1.0)
+    assert strategy.plan(stream.experiences, 1).lr_scales == (0.01, 1.0)
     strategy.after_experience(model, stream[0])
-    assert [g["lr_scale"] for g in strategy.parameter_groups(model)] == [0.01, 1.0]
     strategy.after_experience(model, stream[1])
-    assert strategy.statistic_classes == list(range(6)) and strategy.covariances.shape == (6, 16, 16)
+    assert strategy.statistics.classes == list(range(6)) and strategy.statistics.covariances().shape == (6, 16, 16)
     test = TensorSet.concat([e.test for e in stream])
     accuracy = (strategy.predict(model, test.x, test.task) == test.y).float().mean().item()
     assert accuracy > 0.8  # head refitted on sampled features of all classes (random ReLU features)

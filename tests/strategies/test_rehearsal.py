@@ -80,7 +80,9 @@ def test_agem_projection_by_hand_and_non_negative_dot_product_after_backward(sma
     stream = class_incremental(small_data, 2)
     model, strategy = linear_model(), AGEM(buffer_size=100, reference_batch_size=100)
     strategy.setup(stream, seed=0)
-    strategy.observe(model, stream[0].train.batch())  # fills the memory with old classes
+    strategy.observe(model, stream[0].train.batch())
+    assert strategy.reference is None and len(strategy.buffer) == 0  # the memory holds earlier experiences only
+    strategy.after_experience(model, stream[0])  # the first experience enters the memory when it ends
     loss = strategy.observe(model, stream[1].train.batch())
     loss.backward()
     raw = torch.cat([p.grad.flatten() for p in model.parameters()])

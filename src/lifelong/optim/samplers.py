@@ -76,23 +76,31 @@ class HardBatchSampler:
     """Train only on the hardest mini-batches ("Can we learn better with hard samples?", 2025): the
     epoch's seeded permutation is cut into batches, each batch's loss is measured with the model as it
     is at the start of the epoch, and only the ``fraction`` of batches with the highest loss are kept,
-    in their original order."""
+    in their original order. Only whole batches compete (the permutation's short remainder is left
+    out of the epoch unless the data hold less than one batch), so every kept batch is a full batch
+    and the epoch's length is known before the losses are: the runner plans steps and samples
+    exactly."""
 
     fraction: float = 0.5
 
     def __post_init__(self) -> None:
         _check_fraction(self.fraction)
 
+    def candidates(self, n: int, batch_size: int) -> int:
+        """Batches that compete: the whole batches of ``n`` samples (one short batch when ``n`` is
+        smaller than a batch)."""
+        return max(1, n // batch_size)
+
     def kept_batches(self, n: int, batch_size: int) -> int:
-        return max(1, math.ceil(self.fraction * math.ceil(n / batch_size)))
+        return max(1, math.ceil(self.fraction * self.candidates(n, batch_size)))
 
     def epoch_samples(self, n: int, batch_size: int) -> int:
         return min(n, self.kept_batches(n, batch_size) * batch_size)
 
     def order(self, n: int, seed: int, experience: int, epoch: int, batch_size: int,
               scorer: BatchScorer) -> torch.Tensor:
-        order = epoch_order(n, seed, experience, epoch)
-        losses = scorer(order, batch_size)  # (number of batches,)
+        order = epoch_order(n, seed, experience, epoch)[:self.candidates(n, batch_size) * batch_size]
+        losses = scorer(order, batch_size)  # (number of candidate batches,)
         kept = torch.topk(losses, self.kept_batches(n, batch_size)).indices.sort().values
         return torch.cat([order[i * batch_size:(i + 1) * batch_size] for i in kept.tolist()])
 

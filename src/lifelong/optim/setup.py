@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -22,10 +23,11 @@ from lifelong.optim.samplers import HardBatchSampler, RandomSampler, RS2Sampler,
 from lifelong.optim.scaling import resolve_rule, scale_lr
 from lifelong.optim.schedules import build_schedule
 
-if TYPE_CHECKING:
-    from lifelong.runner.observers import TrainState
-
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+Limit = tuple[float, Callable[[int], float]]
+"""``(allowance, cost)``: steps may run while the sum of ``cost(batch size)`` over them stays within
+``allowance``."""
 
 
 def epoch_end(length: int, epochs: float, epoch: int) -> int:
@@ -67,15 +69,35 @@ class OptimSetup:
             return self.config.epochs * batch_size / self.base_batch_size
         return float(self.config.epochs)
 
-    def planned_steps(self, n: int, batch_size: int, epochs: float, epoch: int = 0, offset: int = 0) -> int:
-        """Optimizer steps left in an experience of ``n`` samples from sample ``offset`` of epoch
-        ``epoch`` on, at ``batch_size``, until ``epochs`` planned epochs are done."""
-        length = self.sampler.epoch_samples(n, batch_size)
-        steps = 0
+    def epoch_length(self, n: int, batch_size: int, shards: int = 1) -> int:
+        """Samples one of ``shards`` data-parallel ranks draws per epoch from a set of ``n``: its share of
+        the sampler's epoch (all ``n``, or RS2's and hard-batch's fraction), padded as the shards are."""
+        return -(-self.sampler.epoch_samples(n, batch_size) // shards)
+
+    def draws(self, length: int, batch_size: int, epochs: float, epoch: int = 0, offset: int = 0,
+              limits: Sequence[Limit] = ()) -> tuple[int, int]:
+        """``(steps, samples)`` left in an experience whose epochs draw ``length`` samples (see
+        :meth:`epoch_length`), from sample ``offset`` of epoch ``epoch`` on, at ``batch_size``, until
+        ``epochs`` planned epochs are done or the next step would overrun one of ``limits``. An epoch is
+        drawn in batches of ``batch_size`` and a smaller last one. A :data:`Limit` ``(allowance, cost)``
+        lets steps run while the sum of ``cost(size)`` over them stays within ``allowance`` (a step
+        budget: cost 1; a sample budget: cost ``size``)."""
+        left = [allowance for allowance, _ in limits]
+        steps = samples = 0
         while epoch < epochs:
-            steps += math.ceil(max(epoch_end(length, epochs, epoch) - offset, 0) / batch_size)
+            full, last = divmod(max(epoch_end(length, epochs, epoch) - offset, 0), batch_size)
+            for count, size in ((full, batch_size), (1, last)):
+                if not count or not size:
+                    continue
+                costs = [cost(size) for _, cost in limits]
+                take = min([count, *(math.floor(room / c) if c > 0 else count for room, c in zip(left, costs))])
+                take = max(take, 0)
+                left = [room - take * c for room, c in zip(left, costs)]
+                steps, samples = steps + take, samples + take * size
+                if take < count:
+                    return steps, samples
             epoch, offset = epoch + 1, 0
-        return steps
+        return steps, samples
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
         """The context the strategy's forward pass and loss run in: bf16 autocast, or nothing."""
@@ -105,21 +127,3 @@ def resolve(optim: OptimConfig) -> OptimSetup:
                       sampler=build_sampler(optim.sampler, optim.sampler_fraction), batch_size_test=test,
                       dtype=PRECISIONS[optim.precision])
 
-
-def change_batch_size(setup: OptimSetup, state: TrainState, batch_size: int, order_length: int,
-                      n: int) -> dict[str, Any]:
-    """Move a running experience to ``batch_size`` (the adaptive batch size grew it): with
-    ``keep_updates`` the epochs left lengthen by the growth so that the updates left stay the same
-    (Hoffer et al. 2017); the planned steps of the experience and the run are recounted so that the
-    schedule's horizon follows. Returns the log entry of the change, with the re-scaled learning rate."""
-    growth = batch_size / state.batch_size
-    if setup.config.keep_updates:
-        done = state.epoch + state.epoch_samples / order_length
-        state.epochs = done + (state.epochs - done) * growth
-    state.batch_size = batch_size
-    planned = state.experience_step + setup.planned_steps(n, batch_size, state.epochs, state.epoch,
-                                                          state.epoch_samples)
-    state.total_steps += planned - state.experience_steps
-    state.experience_steps = planned
-    return {"experience": state.experience, "step": state.step, "batch_size": batch_size,
-            "lr": setup.lr_for(batch_size), "epochs": state.epochs}

@@ -1,49 +1,62 @@
-"""Per-experience compute budgets: stop an experience once it has used its steps, samples, seconds
-or FLOPs. Comparing strategies at equal compute, not at equal epochs, is what a budget is for
-(Prabhu et al. 2023, "Computationally Budgeted Continual Learning: What Does Matter?")."""
+"""Per-experience compute budgets: steps, samples, seconds or FLOPs. Comparing strategies at equal
+compute, not at equal epochs, is what a budget is for (Prabhu et al. 2023, "Computationally Budgeted
+Continual Learning: What Does Matter?").
+
+A budget is a limit on the experience's length, so it is part of the plan: the learning-rate schedule
+must anneal by the time the budget ends training, not by the end of epochs that will never run. Step
+and sample budgets are exact before training starts (:func:`lifelong.runner.plan.plan_experience`
+caps the planned steps). FLOP and seconds budgets depend on what each step costs, which is measured as
+training goes: after every step the runner re-plans the rest of the experience from what is left of
+each budget, walking the batches still to come (full ones and each epoch's shorter last one) with the
+cost of each: FLOPs by the count of a step of that batch size and memory size (exact and
+deterministic once such a step was counted), seconds by the mean step time so far. The schedule's
+horizon therefore ends where training stops, and a FLOP budget is never overspent by a step whose
+cost was known. The first step of an experience always runs.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from lifelong.runner.observers import Observer, TrainState
+from lifelong.optim.setup import Limit
+from lifelong.runner.observers import TrainState
 
 
-@dataclass
-class Budget(Observer):
-    """Ends each experience before the next step would exceed a cap (steps, samples, FLOPs), or once
-    its training time has passed ``max_seconds``. The first step of an experience always runs.
-
-    FLOPs are the forward and backward FLOPs of the first step (counted by the runner with
-    ``torch.utils.flop_counter.FlopCounterMode``) per drawn sample, times the samples drawn.
-    """
+@dataclass(frozen=True)
+class Budget:
+    """The caps of every experience; ``None`` leaves a dimension free."""
 
     max_steps: int | None = None
     max_samples: int | None = None
+    """Samples drawn over all data-parallel ranks."""
     max_seconds: float | None = None
     max_flops: float | None = None
+    """FLOPs over all ranks: the strategy's hooks, the steps and the runner's extra passes of the experience."""
 
     @property
-    def active(self) -> bool:
-        return any(v is not None for v in (self.max_steps, self.max_samples, self.max_seconds, self.max_flops))
+    def measured(self) -> bool:
+        """Whether a cap depends on the measured cost of steps (FLOPs or seconds)."""
+        return self.max_seconds is not None or self.max_flops is not None
 
-    def cap_steps(self, planned: int, batch_size: int) -> int:
-        """The planned steps of an experience cut to the step and sample caps, so that a schedule's
-        horizon ends where the budget does."""
+    def limits(self, world_size: int, state: TrainState | None = None,
+               step_flops: Callable[[int], float] | None = None) -> list[Limit]:
+        """What is left of each cap for this rank's coming steps, as :data:`~lifelong.optim.setup.Limit`
+        pairs: at the start of an experience (``state`` None) the step and sample caps; inside one, every
+        cap less what the experience spent, FLOPs costed by ``step_flops(batch size)`` (over all ranks)."""
+        steps = state.experience_step if state is not None else 0
+        limits: list[Limit] = []
         if self.max_steps is not None:
-            planned = min(planned, self.max_steps)
-        if self.max_samples is not None:
-            planned = min(planned, max(1, self.max_samples // batch_size))
-        return planned
-
-    def exhausted(self, state: TrainState) -> bool:
-        """Whether the next step would break a cap (seconds: whether the time is already spent)."""
-        next_samples = state.experience_samples + state.batch_size
-        return ((self.max_steps is not None and state.experience_step + 1 > self.max_steps)
-                or (self.max_samples is not None and next_samples > self.max_samples)
-                or (self.max_flops is not None and next_samples * state.flops_per_sample > self.max_flops)
-                or (self.max_seconds is not None and state.experience_seconds >= self.max_seconds))
-
-    def on_step(self, state: TrainState) -> None:
-        if self.exhausted(state):
-            state.stop_experience = True
+            limits.append((self.max_steps - steps, lambda size: 1.0))
+        if self.max_samples is not None:  # the ranks draw alike: each may draw its share
+            spent = state.experience_samples if state is not None else 0
+            limits.append(((self.max_samples - spent) / world_size, float))
+        if state is None or not steps:
+            return limits
+        if self.max_flops is not None and step_flops is not None:
+            limits.append((self.max_flops - state.experience_flops, step_flops))
+        if self.max_seconds is not None:
+            seconds = state.experience_seconds
+            mean = seconds / steps
+            limits.append((self.max_seconds - seconds, lambda size: mean))
+        return limits

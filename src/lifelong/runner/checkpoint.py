@@ -6,7 +6,7 @@ Only the newest ``keep`` files are kept. A run killed at any moment (even ``SIGK
 newest readable checkpoint and ends with the same accuracy matrix and the same parameters, bit for
 bit on CPU, as a run that was never stopped.
 
-Format (version 1). One file per checkpoint, ``checkpoint-step<STEP>-done<EXPERIENCES>.pt`` (zero
+Format (version 2). One file per checkpoint, ``checkpoint-step<STEP>-done<EXPERIENCES>.pt`` (zero
 padded, so names sort in training order), written by :func:`torch.save` and readable with
 ``torch.load(path, weights_only=True)``: only plain containers, numbers, strings and tensors, no
 pickled classes. The top-level dict holds:
@@ -26,7 +26,11 @@ pickled classes. The top-level dict holds:
   (``random.getstate()`` as nested tuples);
 * ``initial``, ``rows`` and ``costs``: the accuracies of the untrained model, the rows of the accuracy
   matrix so far and the cost of each finished experience (plain dicts);
-* ``components``: ``state_dict()`` of other stateful parts of the loop by name (adaptive batch size).
+* ``observers``: each observer's ``state_dict()``, in the run's observer order (the evaluation curve
+  recorded so far, so a resumed run stores every point).
+
+Version 2 (the runner's per-experience plans, the curve in checkpoints) reads no version 1 file: a run
+checkpointed by an older lifelong is resumed by that version or started again.
 
 A file is first written to a temporary name in the same folder, flushed and ``fsync``-ed, renamed over
 its final name with :func:`os.replace` and the folder is ``fsync``-ed: a reader sees a whole file or
@@ -44,7 +48,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -60,7 +64,7 @@ from lifelong.runner.observers import Observer, RunContext, TrainState
 from lifelong.runner.results import ResultsStore
 
 FORMAT = "lifelong-checkpoint"
-VERSION = 1
+VERSION = 2
 _NAME = re.compile(r"checkpoint-step(\d{10})-done(\d{4})\.pt")
 _CLOCK_FIELDS = ("experience_started", "excluded_seconds", "stop_experience")
 
@@ -194,13 +198,13 @@ class Checkpointer(Observer):
     """
 
     def __init__(self, settings: CheckpointSettings, folder: Path, run_id: int | None, seed: int,
-                 components: Mapping[str, Any] | None = None) -> None:
+                 observers: Sequence[Observer] = ()) -> None:
         self.settings = settings
         self.folder = folder
         self.run_id = run_id
         self.seed = seed
-        self.components = dict(components or {})
-        """Other stateful parts of the loop (objects with ``state_dict``), saved under their name."""
+        self.observers = list(observers)
+        """The run's other observers, whose state (``state_dict``) each checkpoint keeps."""
         self.context: RunContext | None = None
         self.signal_received: int | None = None
         self.previous_handlers: dict[int, Any] = {}
@@ -268,7 +272,7 @@ class Checkpointer(Observer):
             "random": random_states(),
             "initial": list(context.initial), "rows": [list(r) for r in context.rows],
             "costs": [dataclasses.asdict(c) for c in context.costs],
-            "components": {name: part.state_dict() for name, part in self.components.items()},
+            "observers": [observer.state_dict() for observer in self.observers],
         }
         path = self.folder / f"checkpoint-step{state.step:010d}-done{completed:04d}.pt"
         started = time.perf_counter()
@@ -305,9 +309,9 @@ class Restored:
         return [ExperienceCost(**c) for c in self.payload["costs"]]
 
     def restore(self, model: nn.Module, strategy: Any, state: TrainState,
-                optimizer: torch.optim.Optimizer | None = None,
-                components: Mapping[str, Any] | None = None) -> None:
-        """Load model, strategy, random states, counters and (when given and saved) optimizer and components.
+                optimizer: torch.optim.Optimizer | None = None, observers: Sequence[Observer] = ()) -> None:
+        """Load model, strategy, random states, counters and (when given and saved) optimizer and the
+        observers' states (given in the order of the run that saved them).
 
         The runner calls it before the experience's hooks, and for a checkpoint taken inside an
         experience once more after them (and after building the optimizer), so that what the hooks
@@ -318,9 +322,8 @@ class Restored:
         strategy.load_state_dict(payload["strategy"], model)
         if optimizer is not None and payload["optimizer"] is not None:
             optimizer.load_state_dict(payload["optimizer"])
-        for name, part in (components or {}).items():
-            if name in payload["components"]:
-                part.load_state_dict(payload["components"][name])
+        for observer, saved in zip(observers, payload["observers"], strict=False):
+            observer.load_state_dict(saved)
         counters = dict(payload["counters"])
         experience_seconds = float(counters.pop("experience_seconds"))
         known = {f.name for f in dataclasses.fields(state)}
@@ -335,13 +338,13 @@ class Restored:
 
 
     def resume_experience(self, model: nn.Module, strategy: Any, state: TrainState,
-                          optimizer: torch.optim.Optimizer, reset_optimizer: bool) -> None:
-        """Called once the resumed experience's hooks ran and its optimizer was built: inside an
-        experience, restore everything again; at a boundary, only an optimizer carried across
-        experiences."""
+                          optimizer: torch.optim.Optimizer | None, reset_optimizer: bool) -> None:
+        """Called once the resumed experience's hooks ran and its optimizer was prepared (None when
+        the experience does not train): inside an experience, restore everything again; at a boundary,
+        only an optimizer carried across experiences."""
         if self.within_experience:
             self.restore(model, strategy, state, optimizer)
-        elif not reset_optimizer and self.payload["optimizer"] is not None:
+        elif optimizer is not None and not reset_optimizer and self.payload["optimizer"] is not None:
             optimizer.load_state_dict(self.payload["optimizer"])
 
 

@@ -1,14 +1,31 @@
 """The runner: trains a model on a stream through a strategy and measures what it kept.
 
 The runner owns every step of optimization (backward, clipping, learning rate, optimizer step) so
-that strategies only say how a batch's loss is computed. Its loop is kept as close to a hand-written
-PyTorch loop as possible (tensor slicing, no per-step allocation beyond the strategy's own), which
-``benchmarks/overhead.py`` checks.
+that strategies only say how a batch's loss is computed. A run has three parts:
+
+1. **Plan** (:mod:`lifelong.runner.plan`). Before anything trains, the strategy declares for every
+   experience what it will do (:meth:`~lifelong.strategies.base.Strategy.plan`: the size of the set it
+   trains on, 0 for none; a learning-rate multiplier per parameter group; whether the optimizer state
+   restarts). The runner derives from those declarations alone the planned steps and samples of each
+   experience and of the stream (the two horizons a schedule can take), the sampler's epoch lengths and
+   the step and sample budgets, so a schedule anneals where training really ends. FLOP and seconds
+   budgets are re-planned after each step from the measured cost (:class:`~lifelong.runner.budget.Budget`).
+2. **Loop** (:class:`_Experience`). For each experience: ``before_experience``; the training set,
+   checked against the plan; the optimizer, rebuilt when the settings or the plan ask, and the plan's
+   learning-rate scales applied to its parameter groups at every experience either way; then steps
+   until the plan's horizon: ``observe`` → backward (gradients averaged over data-parallel ranks) →
+   ``after_backward`` → clipping → learning rate (base rate at the global batch size × schedule ×
+   group scale) → optimizer step → observers. ``after_experience`` closes the experience.
+3. **Evaluate**: every test set after each experience gives one row of the accuracy matrix, stored
+   at once with the experience's cost; metrics (and the evaluation curve, when one is kept) are stored
+   with the run's status in one transaction at the end.
+
+The loop is kept as close to a hand-written PyTorch loop as possible (tensor slicing, no per-step
+allocation beyond the strategy's own), which ``benchmarks/overhead.py`` checks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -20,10 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from lifelong.config import OptimConfig
-from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.errors import ConfigError, TrainingError
 from lifelong.metrics.accuracy_matrix import summary
@@ -31,15 +46,17 @@ from lifelong.metrics.compute import ExperienceCost, peak_memory_mb
 from lifelong.optim.registry import build_optimizer
 from lifelong.optim.samplers import batch_losses
 from lifelong.optim.schedules import Position
-from lifelong.optim.setup import OptimSetup, change_batch_size, epoch_end, resolve
+from lifelong.optim.setup import OptimSetup, epoch_end, resolve
 from lifelong.runner.budget import Budget
-from lifelong.runner.checkpoint import CheckpointSettings, Checkpointer, resume_point
+from lifelong.runner.checkpoint import CheckpointSettings, Checkpointer, Restored, resume_point
 from lifelong.runner.distributed import World, check_distributed, init_from_environment, local_device
 from lifelong.runner.evaluation import accuracies
-from lifelong.runner.observers import Observer, ProgressBar, RunContext, TrainState
+from lifelong.runner.flops import FlopMeter
+from lifelong.runner.observers import Observer, PeriodicEvaluation, ProgressBar, RunContext, TrainState
+from lifelong.runner.plan import PlannedExperience, check_lr_scales, check_training_set, plan_records, plan_stream
 from lifelong.runner.results import ResultsStore, RunRecord
-from lifelong.runner.validation import check_arguments, check_model
-from lifelong.strategies.base import Strategy
+from lifelong.runner.validation import check_arguments, check_model, warn_about_combination
+from lifelong.strategies.base import ExperiencePlan, Strategy
 
 
 @dataclass
@@ -51,14 +68,17 @@ class RunResult:
     initial: list[float]
     """Accuracy of the untrained model on each experience (the FWT reference)."""
     metrics: dict[str, Any]
-    """Summary metrics of the matrix, plus ``effective_lr`` (the learning rate scaled to the batch size)
-    and ``batch_size_changes`` (every change of the adaptive batch size, with its re-scaled rate)."""
+    """Summary metrics of the matrix, plus ``effective_lr`` (the learning rate scaled to the global
+    batch size) and ``batch_size_changes`` (every change of the adaptive batch size, with its re-scaled
+    rate); with an evaluation curve, its stability-gap and (online) anytime metrics."""
     costs: list[ExperienceCost]
     config: dict[str, Any]
     run_id: int | None = None
     lr: float = 0.0
-    """Effective learning rate: ``optim.lr`` scaled from ``optim.base_batch_size`` to ``optim.batch_size``."""
+    """Effective learning rate: ``optim.lr`` scaled from ``optim.base_batch_size`` to the global batch."""
     extra: dict[str, Any] = field(default_factory=dict)
+    """``plan``: the runner's plan of each experience; with an evaluation curve, ``curve`` (its points)
+    and ``stability_gaps`` (one per experience switch)."""
 
     @classmethod
     def from_record(cls, record: RunRecord) -> RunResult:
@@ -67,7 +87,8 @@ class RunResult:
         costs = [ExperienceCost(**{k: v for k, v in e["cost"].items() if k in fields}) for e in record.experiences]
         metrics = record.metrics or {}
         return cls(matrix=np.asarray(record.rows), initial=list(record.initial or []), metrics=metrics, costs=costs,
-                   config=record.config, run_id=record.id, lr=float(metrics.get("effective_lr", 0.0)))
+                   config=record.config, run_id=record.id, lr=float(metrics.get("effective_lr", 0.0)),
+                   extra={"curve": record.curve} if record.curve else {})
 
 
 def resolve_device(device: str) -> torch.device:
@@ -100,13 +121,18 @@ def describe(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimC
 def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConfig | None = None, *,
           seed: int = 0, device: str = "cpu", store: ResultsStore | None = None,
           config: dict[str, Any] | None = None, progress: bool = False, observers: Sequence[Observer] = (),
-          eval_batch_size: int = 1024, checkpoint: CheckpointSettings | None = None,
-          resume_run: int | None = None, world: World | None = None) -> RunResult:
+          eval_batch_size: int = 1024, eval_every_steps: int | None = None, eval_every_samples: int | None = None,
+          checkpoint: CheckpointSettings | None = None, resume_run: int | None = None,
+          world: World | None = None) -> RunResult:
     """Train ``model`` on ``stream`` with ``strategy``; evaluate on every test set after each experience.
 
     Returns the accuracy matrix, metrics and cost; with a ``store`` the run is recorded as it goes
     (each finished experience is written at once, so a crash keeps it). The same seed gives the same
     matrix bit for bit on CPU.
+
+    ``eval_every_steps`` or ``eval_every_samples`` keeps a continual-evaluation curve: every test set
+    is evaluated that often, the stability gap of every experience switch is measured from it (and,
+    every few samples, the online anytime accuracy); the curve is checkpointed and stored with the run.
 
     With ``checkpoint`` the run saves checkpoints (:mod:`lifelong.runner.checkpoint`) and SIGINT or
     SIGTERM stop it cleanly; ``resume_run`` continues that stored run from its newest checkpoint, given
@@ -119,9 +145,10 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     """
     optim = optim or OptimConfig()
     setup = resolve(optim)
-    lr = setup.lr_for(optim.batch_size)
     budget = Budget(optim.max_steps, optim.max_samples, optim.max_seconds, optim.max_flops)
     dev = resolve_device(device)
+    evaluation = PeriodicEvaluation(eval_every_steps, eval_every_samples) \
+        if eval_every_steps is not None or eval_every_samples is not None else None
     # torch.optim imports torch._dynamo on an optimizer's first use (seconds, once per process): pay it
     # here so that it is not counted as the first experience's training time
     import torch._dynamo  # noqa: F401
@@ -129,16 +156,17 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     if world.distributed:
         dev = local_device(dev)
         check_distributed(strategy, optim, resume_run)
-        lr = setup.lr_for(optim.batch_size * world.size)
         store, progress, checkpoint = (store, progress, checkpoint) if world.is_main else (None, False, None)
     check_arguments(model, seed, eval_batch_size)
+    warn_about_combination(strategy, optim)
     torch.manual_seed(seed)
     model.to(dev)
     check_model(model, stream, dev)
     world.broadcast(model.state_dict().values())
     strategy.world = world
-    strategy.setup(stream, derive_seed(seed, world.rank) if world.distributed else seed)
-    observers = list(observers) + ([ProgressBar(len(stream))] if progress else [])
+    strategy.setup(stream, seed)
+    experiences: Sequence[Experience] = (stream.joined(),) if strategy.joint else stream.experiences
+    plans = plan_stream(strategy, experiences, setup, budget, world)
     config = config or describe(stream, model, strategy, optim, seed)
     restored = resume_point(store, resume_run, checkpoint, seed) if resume_run is not None else None
     run_id = resume_run if restored else \
@@ -151,61 +179,43 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     rows: list[list[float]] = restored.rows() if restored else []
     costs: list[ExperienceCost] = restored.costs() if restored else []
     context = RunContext(model, strategy, stream, test_sets, eval_batch_size, initial, rows, costs, world=world)
-    checkpointer = Checkpointer(checkpoint, checkpoint.folder(store.path if store else None, run_id), run_id, seed) \
-        if checkpoint else None
-    observers += [budget] if budget.active else []
+    observers = [*observers, *([evaluation] if evaluation else []), *([ProgressBar(len(stream))] if progress else [])]
+    checkpointer = Checkpointer(checkpoint, checkpoint.folder(store.path if store else None, run_id), run_id, seed,
+                                observers=list(observers)) if checkpoint else None
     observers += [checkpointer] if checkpointer else []  # last: it saves what the others did at the step
     for observer in observers:
         observer.on_run_start(context)
-    train_experiences: Sequence[Experience] = (stream.joined(),) if strategy.joint else stream.experiences
-    epochs = setup.epochs_for(optim.batch_size)
-    state = TrainState(total_steps=sum(budget.cap_steps(setup.planned_steps(world.shard_length(len(e.train)),
-                                                                            optim.batch_size, epochs),
-                                                        optim.batch_size) for e in train_experiences))
+    state = TrainState(total_steps=sum(plan.steps for plan in plans))
     batch_size_changes: list[dict[str, Any]] = []
     if restored:
-        restored.restore(model, strategy, state)
-    optimizer: torch.optim.Optimizer | None = None
+        restored.restore(model, strategy, state, observers=observers)
+    loop = _Loop(model, strategy, setup, budget, world, seed, dev, state, observers, batch_size_changes,
+                 FlopMeter(setup.count_flops, world), context)
     try:
-        for index, experience in enumerate(train_experiences):
+        for index, experience in enumerate(experiences):
             if restored and index < restored.experience:
                 continue
-            state.experience, state.epoch, state.experience_step, state.experience_samples = index, 0, 0, 0
-            state.epoch_samples, state.epoch_order = 0, None
-            state.experience_started, state.excluded_seconds = time.perf_counter(), 0.0
-            experience = experience.to(dev)  # the strategy's hooks see the data where the model is
-            strategy.before_experience(model, experience)
-            data = strategy.training_set(experience).to(dev)
-            if optimizer is None or optim.reset_per_experience:
-                optimizer = build_optimizer(optim.name, strategy.parameter_groups(model), lr=lr,
-                                            momentum=optim.momentum, weight_decay=optim.weight_decay,
-                                            options=optim.optimizer_params)
-            context.optimizer = optimizer
-            state.batch_size, state.epochs, state.flops_per_sample = optim.batch_size, epochs, 0.0
-            state.experience_steps = budget.cap_steps(
-                setup.planned_steps(world.shard_length(len(data)), optim.batch_size, epochs), optim.batch_size)
-            state.stop_experience = False
-            if restored and index == restored.experience:
-                restored.resume_experience(model, strategy, state, optimizer, optim.reset_per_experience)
-            for observer in observers:
-                observer.on_experience_start(state)
-            _train_experience(model, strategy, optimizer, setup, data, index, seed, state, observers,
-                              batch_size_changes, world)
-            strategy.after_experience(model, experience)
-            seconds = state.experience_seconds
-            state.seconds_before += seconds
-            state.experience_started = None
+            loop.train_experience(index, experience.to(dev), plans[index],
+                                  restored if restored and index == restored.experience else None)
             row = accuracies(model, strategy, test_sets, eval_batch_size, world)
             rows.append(row)
-            cost = ExperienceCost(seconds=seconds, samples=state.experience_samples * world.size,
-                                  steps=state.experience_step,
-                                  peak_memory_mb=peak_memory_mb(dev), buffer_size=strategy.memory_size(),
-                                  flops=state.experience_flops)
+            cost = loop.cost()
             costs.append(cost)
             if store and run_id is not None:
                 store.record_experience(run_id, index, row, cost.as_dict())
             for observer in observers:
                 observer.on_experience_end(state, row)
+        matrix = np.asarray(rows)
+        metrics: dict[str, Any] = {**summary(matrix, initial), "effective_lr": setup.lr_for(optim.batch_size * world.size),
+                                   "batch_size_changes": batch_size_changes, "world_size": world.size}
+        extra: dict[str, Any] = {"plan": plan_records(plans)}
+        curve = None
+        if evaluation is not None:
+            metrics.update(evaluation.summary([len(t) for t in test_sets]))
+            curve = [dataclasses.asdict(point) for point in evaluation.points]
+            extra.update(curve=curve, stability_gaps=[gap.as_dict() for gap in evaluation.gaps()])
+        if store and run_id is not None:
+            store.finish_run(run_id, rows, metrics, curve)
     except KeyboardInterrupt:
         if store and run_id is not None:
             store.set_status(run_id, "interrupted", f"interrupted during experience {state.experience}")
@@ -217,100 +227,229 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     finally:
         if checkpointer:
             checkpointer.close()
-    matrix = np.asarray(rows)
-    metrics: dict[str, Any] = {**summary(matrix, initial), "effective_lr": lr,
-                               "batch_size_changes": batch_size_changes, "world_size": world.size}
-    if store and run_id is not None:
-        store.finish_run(run_id, rows, metrics)
     return RunResult(matrix=matrix, initial=initial, metrics=metrics, costs=costs, config=config, run_id=run_id,
-                     lr=lr)
+                     lr=metrics["effective_lr"], extra=extra)
 
 
-def _forward_backward(model: nn.Module, strategy: Strategy, optimizer: torch.optim.Optimizer, batch: Batch,
-                      autocast: contextlib.AbstractContextManager[Any], world: World,
-                      params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """The strategy's loss of ``batch`` (under ``autocast``), back-propagated into fresh gradients
-    (averaged over data-parallel ranks)."""
-    with autocast:
-        loss = strategy.observe(model, batch)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if world.distributed:
-        world.average_gradients(params)
-    strategy.after_backward(model)
-    return loss
+class _Loop:
+    """The training of each experience: its set-up from the plan, its steps and its cost."""
 
+    def __init__(self, model: nn.Module, strategy: Strategy, setup: OptimSetup, budget: Budget, world: World,
+                 seed: int, device: torch.device, state: TrainState, observers: list[Observer],
+                 batch_size_changes: list[dict[str, Any]], meter: FlopMeter, context: RunContext) -> None:
+        self.model, self.strategy, self.setup, self.budget, self.world = model, strategy, setup, budget, world
+        self.seed = seed
+        self.device, self.state, self.observers, self.meter, self.context = device, state, observers, meter, context
+        self.batch_size_changes = batch_size_changes
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.flop_costs: dict[int, float] = {}
+        """FLOPs of a coming step by its batch size, over all ranks (what a FLOP budget is planned with)."""
+        self.buffers = [b for b in model.buffers() if b.is_floating_point()]
+        """Normalisation statistics: kept equal over data-parallel ranks after every step, as
+        DistributedDataParallel's ``broadcast_buffers`` does."""
 
-def _train_experience(model: nn.Module, strategy: Strategy, optimizer: torch.optim.Optimizer, setup: OptimSetup,
-                      data: TensorSet, index: int, seed: int, state: TrainState, observers: list[Observer],
-                      batch_size_changes: list[dict[str, Any]], world: World) -> None:
-    """The inner loop over epochs and batches of one experience.
+    def train_experience(self, index: int, experience: Experience, planned: PlannedExperience,
+                         restored: Restored | None) -> None:
+        """Set up, train and close one experience (``restored``: a checkpoint to continue it from)."""
+        state, strategy, model, config = self.state, self.strategy, self.model, self.setup.config
+        declared = planned.strategy
+        state.experience, state.epoch, state.experience_step, state.experience_samples = index, 0, 0, 0
+        state.epoch_samples, state.epoch_order, state.stop_experience = 0, None, False
+        state.experience_flops, state.step_flops, state.next_step_flops = 0.0, 0.0, 0.0
+        state.experience_started, state.excluded_seconds = time.perf_counter(), 0.0
+        state.batch_size, state.epochs = config.batch_size, planned.epochs
+        state.experience_steps = planned.steps
+        self.meter.cache.clear()
+        self.flop_costs = {}
+        hook_flops = self.meter.measure(lambda: strategy.before_experience(model, experience))[1]
+        data: TensorSet | None = None
+        if declared.trains:
+            data, flops = self.meter.measure(lambda: strategy.training_set(experience).to(self.device))
+            hook_flops += flops
+            check_training_set(strategy, index, declared, len(data))
+            self._prepare_optimizer(declared, config.reset_per_experience)
+        state.experience_flops = self.meter.total(hook_flops)[0]
+        if restored is not None:
+            restored.resume_experience(model, strategy, state, self.optimizer, config.reset_per_experience
+                                       or declared.reset_optimizer)
+        self.context.optimizer = self.optimizer
+        for observer in self.observers:
+            observer.on_experience_start(state)
+        if data is not None and state.experience_step < state.experience_steps:
+            self._steps(data, index)
+        hook_flops = self.meter.measure(lambda: strategy.after_experience(model, experience))[1]
+        state.experience_flops += self.meter.total(hook_flops)[0]
+        if self.world.distributed:  # whatever the hooks computed, every rank evaluates the same model
+            self.world.broadcast(model.state_dict().values())
+        self.seconds = state.experience_seconds
+        state.seconds_before += self.seconds
+        state.experience_started = None
 
-    The position inside an epoch is a sample offset (``state.epoch_samples``), not a batch index, so
-    that a run resumes mid-epoch even after the adaptive batch size changed. With FLOP counting on, the
-    first step's FLOPs are counted (``FlopCounterMode``); every feature that is off costs one branch
-    per step.
-    """
-    model.train()
-    groups = optimizer.param_groups
-    params = [p for g in groups for p in g["params"]]
-    grad_clip, schedule, test = setup.config.grad_clip, setup.schedule, setup.batch_size_test
-    autocast = setup.autocast(data.x.device)
-    batch_size, base_lr = state.batch_size, setup.lr_for(state.batch_size)
-    x_all, y_all, task_all = data.x, data.y, data.task
-    flops_counted = not setup.count_flops
+    def cost(self) -> ExperienceCost:
+        """What the experience just closed took."""
+        state = self.state
+        return ExperienceCost(seconds=self.seconds, samples=state.experience_samples, steps=state.experience_step,
+                              peak_memory_mb=peak_memory_mb(self.device), buffer_size=self.strategy.memory_size(),
+                              flops=state.experience_flops)
 
-    def scorer(order: torch.Tensor, size: int) -> torch.Tensor:
-        return batch_losses(model, lambda x, task: strategy.logits(model, x, task), data, order, size)
-
-    def sample_loss(out: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(strategy.mask_logits(out, task), y)
-
-    first_epoch, first_sample, resumed_order = state.epoch, state.epoch_samples, state.epoch_order
-    epoch = first_epoch
-    while epoch < state.epochs:
-        state.epoch = epoch
-        resumed = epoch == first_epoch and resumed_order is not None
-        order = (resumed_order if resumed else
-                 world.shard(setup.sampler.order(len(data), seed, index, epoch, batch_size, scorer))).to(data.x.device)
-        state.epoch_order, state.epoch_samples = order, first_sample if resumed else 0
-        end = epoch_end(len(order), state.epochs, epoch)
-        while state.epoch_samples < end:
-            offset = state.epoch_samples
-            batch_index = order[offset:min(offset + batch_size, end)]
-            batch = Batch(x_all[batch_index], y_all[batch_index], task_all[batch_index])
-            if flops_counted:
-                loss = _forward_backward(model, strategy, optimizer, batch, autocast, world, params)
-            else:
-                with FlopCounterMode(display=False) as counter:
-                    loss = _forward_backward(model, strategy, optimizer, batch, autocast, world, params)
-                state.flops_per_sample, flops_counted = counter.get_total_flops() / len(batch.y), True
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            lr = base_lr * schedule(Position(state.step, index, state.experience_step, state.experience_steps,
-                                             state.total_steps))
+    def _prepare_optimizer(self, declared: ExperiencePlan, rebuild: bool) -> None:
+        """Build the optimizer when there is none, the settings reset it at each experience or the plan
+        asks (``rebuild``/``reset_optimizer``), then apply the plan's learning-rate scales to its groups."""
+        config = self.setup.config
+        if self.optimizer is None or rebuild or declared.reset_optimizer:
+            groups = self.strategy.parameter_groups(self.model)
             for group in groups:
-                group["lr"] = lr * group["lr_scale"]
-            optimizer.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingError(f"the loss became {value} at experience {index}, step {state.experience_step} "
-                                    f"(epoch {epoch}); lower optim.lr or set optim.grad_clip")
-            n = len(batch.y)
-            state.loss, state.lr = value, lr
-            state.step += 1
-            state.experience_step += 1
-            state.samples += n
-            state.experience_samples += n
-            state.epoch_samples += n
-            if test is not None and state.experience_step % test.every_steps == 0:
-                proposed = test.propose(model, sample_loss, batch.x, batch.y, batch.task, batch_size)
-                if proposed != batch_size:
-                    batch_size_changes.append(change_batch_size(setup, state, proposed, len(order), len(data)))
-                    batch_size, base_lr = proposed, setup.lr_for(proposed)
+                group["default_lr_scale"] = float(group.pop("lr_scale", 1.0))
+            self.optimizer = build_optimizer(config.name, groups, lr=self.setup.lr_for(config.batch_size),
+                                             momentum=config.momentum, weight_decay=config.weight_decay,
+                                             options=config.optimizer_params)
+        groups = self.optimizer.param_groups
+        check_lr_scales(self.strategy, declared, len(groups))
+        scales = declared.lr_scales or tuple(group["default_lr_scale"] for group in groups)
+        for group, scale in zip(groups, scales, strict=True):
+            group["lr_scale"] = scale
+
+    def _order(self, data: TensorSet, index: int, epoch: int) -> torch.Tensor:
+        """This rank's sample order of ``epoch``: the sampler's order of the whole set (rank 0's, so that
+        a sampler that scores the data, e.g. hard batches, shards one order), dealt over the ranks."""
+        model, strategy, state = self.model, self.strategy, self.state
+
+        def scorer(order: torch.Tensor, size: int) -> torch.Tensor:
+            losses, flops = self.meter.measure(lambda: batch_losses(
+                model, lambda x, task: strategy.logits(model, x, task), data, order, size))
+            state.experience_flops += self.meter.total(flops)[0]
+            return losses
+
+        order = self.setup.sampler.order(len(data), self.seed, index, epoch, state.batch_size, scorer)
+        if self.world.distributed:
+            self.world.broadcast([order])
+        return self.world.shard(order).to(data.x.device)
+
+    def _steps(self, data: TensorSet, index: int) -> None:
+        """The experience's optimizer steps, over epochs of the sampler's orders, until its plan's
+        horizon (which FLOP and seconds budgets lower as they are spent) or an observer stops it.
+
+        The position inside an epoch is a sample offset (``state.epoch_samples``), not a batch index, so
+        that a run resumes mid-epoch even after the adaptive batch size changed."""
+        model, strategy, optimizer, setup, state, world = (self.model, self.strategy, self.optimizer, self.setup,
+                                                           self.state, self.world)
+        assert optimizer is not None, "the optimizer is prepared before the steps"
+        model.train()
+        groups = optimizer.param_groups
+        params = [p for g in groups for p in g["params"]]
+        grad_clip, schedule, test = setup.config.grad_clip, setup.schedule, setup.batch_size_test
+        autocast = setup.autocast(data.x.device)
+        base_lr = setup.lr_for(state.batch_size * world.size)
+        x_all, y_all, task_all = data.x, data.y, data.task
+        epoch, resumed_order, first_sample = state.epoch, state.epoch_order, state.epoch_samples
+        while epoch < state.epochs:
+            state.epoch = epoch
+            order = resumed_order.to(data.x.device) if resumed_order is not None else self._order(data, index, epoch)
+            state.epoch_order, state.epoch_samples = order, first_sample if resumed_order is not None else 0
+            resumed_order = None
+            end = epoch_end(len(order), state.epochs, epoch)
+            while state.epoch_samples < end:
+                offset = state.epoch_samples
+                batch_index = order[offset:min(offset + state.batch_size, end)]
+                batch = Batch(x_all[batch_index], y_all[batch_index], task_all[batch_index])
+                key = (index, len(batch_index), strategy.memory_size()) if self.meter.enabled else None
+                loss, flops = self.meter.step(key, lambda: self._forward_backward(batch, autocast, params))
+                if grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                lr = base_lr * schedule(Position(state.step, index, state.experience_step, state.experience_steps,
+                                                 state.total_steps))
+                for group in groups:
+                    group["lr"] = lr * group["lr_scale"]
+                optimizer.step()
+                if world.distributed and self.buffers:
+                    world.broadcast(self.buffers)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingError(f"the loss became {value} at experience {index}, step {state.experience_step} "
+                                        f"(epoch {epoch}); lower optim.lr or set optim.grad_clip")
+                n = len(batch_index) * world.size
+                state.loss, state.lr = value, lr
+                state.step += 1
+                state.experience_step += 1
+                state.samples += n
+                state.experience_samples += n
+                state.epoch_samples += len(batch_index)
+                if self.meter.enabled:
+                    sizes, local = self._coming_step_flops(index, len(data))
+                    state.step_flops, *estimates = self.meter.total(flops, *local)
+                    state.experience_flops += state.step_flops
+                    state.next_step_flops = estimates[0]
+                    self.flop_costs = dict(zip(sizes, estimates, strict=True))
+                if test is not None and state.experience_step % test.every_steps == 0 \
+                        and self._propose_batch_size(batch, len(data)):
+                    base_lr = setup.lr_for(state.batch_size * world.size)
                     end = epoch_end(len(order), state.epochs, epoch)
-            for observer in observers:
-                observer.on_step(state)
-            if state.stop_experience:
-                return
-        epoch += 1
+                elif self.budget.measured:
+                    self._replan(len(data))
+                for observer in self.observers:
+                    observer.on_step(state)
+                if state.stop_experience or state.experience_step >= state.experience_steps:
+                    return
+            epoch += 1
+
+    def _coming_step_flops(self, index: int, n: int) -> tuple[list[int], list[float]]:
+        """The batch sizes of the steps to come (the next step's first, then the full batch and each
+        epoch's shorter last one) and this rank's FLOP estimate of a step of each, for the budget."""
+        state = self.state
+        length = self.setup.epoch_length(n, state.batch_size, self.world.size)
+        end = epoch_end(length, state.epochs, state.epoch)
+        following = min(state.batch_size, end - state.epoch_samples) if state.epoch_samples < end else \
+            min(state.batch_size, epoch_end(length, state.epochs, state.epoch + 1))
+        sizes = list(dict.fromkeys([following, state.batch_size, length % state.batch_size or state.batch_size]))
+        memory = self.strategy.memory_size()
+        return sizes, [self.meter.estimate((index, size, memory)) for size in sizes]
+
+    def _replan(self, n: int) -> None:
+        """Re-plan the rest of the experience from the current position, batch size and what is left of
+        every budget (FLOPs costed by the estimates of the steps to come); the stream horizon follows."""
+        state, costs = self.state, self.flop_costs
+        largest = max(costs.values(), default=0.0)
+        limits = self.budget.limits(self.world.size, state, lambda size: costs.get(size, largest))
+        length = self.setup.epoch_length(n, state.batch_size, self.world.size)
+        steps, _ = self.setup.draws(length, state.batch_size, state.epochs, state.epoch, state.epoch_samples, limits)
+        state.set_experience_steps(state.experience_step + steps)
+
+    def _forward_backward(self, batch: Batch, autocast: Any, params: list[torch.nn.Parameter]) -> torch.Tensor:
+        """The strategy's loss of ``batch`` (under ``autocast``), back-propagated into fresh gradients
+        (averaged over data-parallel ranks), then the strategy's gradient hook."""
+        assert self.optimizer is not None
+        with autocast:
+            loss = self.strategy.observe(self.model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.world.distributed:
+            self.world.average_gradients(params)
+        self.strategy.after_backward(self.model)
+        return loss
+
+    def _propose_batch_size(self, batch: Batch, n: int) -> bool:
+        """Run the norm test on the batch just trained on; on a change, move the experience to the new
+        batch size and re-plan it (with ``keep_updates`` the epochs left lengthen by the growth, Hoffer et
+        al. 2017, so that the updates left stay the same). Its FLOPs are charged to the experience.
+        Returns whether the batch size changed."""
+        setup, state, strategy = self.setup, self.state, self.strategy
+        test = setup.batch_size_test
+        assert test is not None
+
+        def sample_loss(out: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(strategy.mask_logits(out, task), y)
+
+        proposed, flops = self.meter.measure(lambda: test.propose(self.model, sample_loss, batch.x, batch.y,
+                                                                  batch.task, state.batch_size))
+        state.experience_flops += self.meter.total(flops)[0]
+        if proposed == state.batch_size:
+            return False
+        if setup.config.keep_updates:
+            order_length = len(state.epoch_order) if state.epoch_order is not None else n
+            done = state.epoch + state.epoch_samples / order_length
+            state.epochs = done + (state.epochs - done) * proposed / state.batch_size
+        state.batch_size = proposed
+        self._replan(n)
+        self.batch_size_changes.append({"experience": state.experience, "step": state.step, "batch_size": proposed,
+                                        "lr": setup.lr_for(proposed * self.world.size), "epochs": state.epochs})
+        return True

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lifelong.errors import ConfigError
+from lifelong.metrics.online import online_metrics
+from lifelong.metrics.stability import StabilityGap, stability_gaps, stability_summary
 from lifelong.runner.distributed import World
+from lifelong.runner.evaluation import accuracies
 
 if TYPE_CHECKING:
     import torch
@@ -52,16 +55,20 @@ class TrainState:
 
     experience: int = 0
     experience_steps: int = 0
-    """Planned optimizer steps of the current experience."""
+    """Planned optimizer steps of the current experience: the schedule's experience horizon. Budgets
+    that depend on measured cost lower it as training goes (:meth:`set_experience_steps`)."""
     epoch: int = 0
     experience_step: int = 0
     step: int = 0
     """Optimizer steps in the whole run."""
     samples: int = 0
-    """New-data samples drawn in the whole run."""
+    """New-data samples drawn in the whole run, over all data-parallel ranks."""
     experience_samples: int = 0
+    """New-data samples drawn in the current experience, over all data-parallel ranks."""
     loss: float = 0.0
     lr: float = 0.0
+    """The learning rate of the last step before each parameter group's scale: the base rate at the
+    global batch size times the schedule's multiplier."""
     stop_experience: bool = False
     seconds_before: float = 0.0
     """Training seconds of the experiences already finished."""
@@ -70,22 +77,29 @@ class TrainState:
     excluded_seconds: float = 0.0
     """Seconds observers spent inside the current experience (evaluation, checkpoints): not training."""
     epoch_samples: int = 0
-    """Samples drawn so far in the current epoch: where a resumed run picks the epoch up."""
+    """Samples of this rank's epoch order drawn so far: where a resumed run picks the epoch up."""
     epoch_order: torch.Tensor | None = None
     """The current epoch's sample order; a checkpoint stores it so that any sampler resumes exactly."""
     total_steps: int = 0
-    """Planned optimizer steps of the whole run (grows with the batch size's changes)."""
+    """Planned optimizer steps of the whole run: the schedule's stream horizon (it follows every change
+    of an experience's plan)."""
     batch_size: int = 0
-    """Batch size of the next step (the adaptive batch size may grow it)."""
+    """Batch size of the next step on each rank (the adaptive batch size may grow it)."""
     epochs: float = 0.0
     """Planned epochs of the current experience (fractional when ``keep_updates`` lengthens training)."""
-    flops_per_sample: float = 0.0
-    """Forward and backward FLOPs per drawn sample, counted on the first step of the experience."""
+    step_flops: float = 0.0
+    """FLOPs of the last optimizer step, over all ranks (0 unless FLOPs are counted)."""
+    next_step_flops: float = 0.0
+    """FLOPs the next optimizer step will cost, over all ranks: exact when a step of its batch size and
+    memory size was counted before, else the costliest step so far (what a FLOP budget checks)."""
+    experience_flops: float = 0.0
+    """FLOPs spent in the current experience so far, over all ranks: its hooks, its steps and the
+    runner's extra passes (:mod:`lifelong.runner.flops`)."""
 
-    @property
-    def experience_flops(self) -> float:
-        """FLOPs of the current experience so far (``flops_per_sample * experience_samples``)."""
-        return self.flops_per_sample * self.experience_samples
+    def set_experience_steps(self, steps: int) -> None:
+        """Re-plan the current experience to ``steps`` steps; the stream horizon follows."""
+        self.total_steps += steps - self.experience_steps
+        self.experience_steps = steps
 
     @property
     def experience_seconds(self) -> float:
@@ -101,7 +115,8 @@ class TrainState:
 
 
 class Observer:
-    """Base observer: every hook does nothing."""
+    """Base observer: every hook does nothing. An observer with state that a resumed run needs (a
+    curve under construction) returns it from :meth:`state_dict`; checkpoints keep it."""
 
     def on_run_start(self, context: RunContext) -> None:
         """Once, after the initial evaluation and before the first experience."""
@@ -114,6 +129,13 @@ class Observer:
 
     def on_experience_end(self, state: TrainState, accuracies: list[float]) -> None:
         """After an experience is trained and evaluated (``accuracies``: its row of the matrix)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to checkpoint, as plain containers, numbers and tensors (none by default)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (called after :meth:`on_run_start` when a run resumes)."""
 
 
 class ProgressBar(Observer):
@@ -165,6 +187,8 @@ class PeriodicEvaluation(Observer):
     The curve it keeps shows what happens *inside* an experience: the stability gap (De Lange et al.
     2023, "Continual evaluation for lifelong learning: identifying the stability gap"), anytime accuracy
     in online streams, accuracy against compute. Its own time is excluded from the run's training time.
+    The runner checkpoints the curve with the run and stores it in the same transaction that marks the
+    run finished, so a resumed run has every point and a finished run never lacks its curve.
     """
 
     def __init__(self, every_steps: int | None = None, every_samples: int | None = None) -> None:
@@ -188,8 +212,6 @@ class PeriodicEvaluation(Observer):
         self.samples_mark = 0
 
     def record(self, state: TrainState) -> None:
-        from lifelong.runner.evaluation import accuracies
-
         assert self.context is not None, "on_run_start was not called"
         started = time.perf_counter()
         seconds = state.train_seconds
@@ -216,3 +238,25 @@ class PeriodicEvaluation(Observer):
             self.points.pop()
         self.points.append(CurvePoint(state.step, state.samples, state.train_seconds, state.experience,
                                       list(accuracies)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"points": [asdict(point) for point in self.points], "samples_mark": self.samples_mark}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.points = [CurvePoint(**point) for point in state["points"]]
+        self.samples_mark = int(state["samples_mark"])
+
+    def gaps(self) -> list[StabilityGap]:
+        """The stability gap of each experience switch of the curve."""
+        if not self.points:
+            return []
+        return stability_gaps([p.step for p in self.points], [p.experience for p in self.points],
+                              [p.accuracies for p in self.points])
+
+    def summary(self, test_sizes: Sequence[int]) -> dict[str, Any]:
+        """The run metrics of the curve: its stability gaps' summary and, when evaluated every few
+        samples (the online protocol), the anytime accuracy ``a_auc`` and ``last_accuracy``."""
+        metrics: dict[str, Any] = dict(stability_summary(self.gaps()))
+        if self.every_samples is not None:
+            metrics.update(online_metrics(self.points, test_sizes))
+        return metrics

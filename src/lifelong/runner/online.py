@@ -1,34 +1,22 @@
 """Online continual learning: one pass over the stream, small batches, evaluation every few samples.
 
-An online run is an ordinary run with ``epochs = 1`` (every sample is seen once), a small batch and a
-:class:`~lifelong.runner.observers.PeriodicEvaluation` every ``eval_every_samples`` samples, from whose
-curve the anytime metrics of :mod:`lifelong.metrics.online` are computed (Koh et al. 2022; Moon et al.
-2023). From a config: ``optim.epochs = 1``, a small ``optim.batch_size`` and ``run.eval_every_samples``.
+An online run is an ordinary run with ``epochs = 1`` (every sample is seen once), a small batch and an
+evaluation every ``eval_every_samples`` samples, from whose curve the anytime metrics of
+:mod:`lifelong.metrics.online` are computed (Koh et al. 2022; Moon et al. 2023). From a config:
+``optim.epochs = 1``, a small ``optim.batch_size`` and ``run.eval_every_samples``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from torch import nn
 
 from lifelong.config import OptimConfig
 from lifelong.data.streams import Stream
-from lifelong.metrics.online import online_metrics
 from lifelong.runner.loop import RunResult, train
-from lifelong.runner.observers import PeriodicEvaluation
 from lifelong.runner.results import ResultsStore
 from lifelong.strategies.base import Strategy
-
-
-def attach_online_metrics(result: RunResult, evaluation: PeriodicEvaluation, stream: Stream,
-                          store: ResultsStore | None) -> None:
-    """Merge ``a_auc`` and ``last_accuracy`` of the evaluation curve into ``result.metrics`` (and the store)."""
-    metrics = online_metrics(evaluation.points, [len(e.test) for e in stream])
-    result.metrics.update(metrics)
-    if store is not None and result.run_id is not None:
-        store.record_curve(result.run_id, [asdict(p) for p in evaluation.points], metrics)
 
 
 def train_online(stream: Stream, model: nn.Module, strategy: Strategy, *, batch_size: int = 10,
@@ -39,10 +27,6 @@ def train_online(stream: Stream, model: nn.Module, strategy: Strategy, *, batch_
     ``result.metrics`` gains ``a_auc`` and ``last_accuracy``; ``result.extra["curve"]`` holds the
     evaluation points. Further ``optim`` keywords go to :class:`OptimConfig` (``epochs`` is fixed to 1).
     """
-    evaluation = PeriodicEvaluation(every_samples=eval_every_samples)
     settings = OptimConfig(**{**optim, "lr": lr, "batch_size": batch_size, "epochs": 1})
-    result = train(stream, model, strategy, settings, seed=seed, device=device, store=store,
-                   observers=[evaluation])
-    result.extra["curve"] = [asdict(p) for p in evaluation.points]
-    attach_online_metrics(result, evaluation, stream, store)
-    return result
+    return train(stream, model, strategy, settings, seed=seed, device=device, store=store,
+                 eval_every_samples=eval_every_samples)

@@ -236,9 +236,19 @@ class ResultsStore:
             conn.execute("INSERT OR REPLACE INTO experiences (run_id, idx, accuracies, cost) VALUES (?, ?, ?, ?)",
                          (run_id, index, json.dumps(accuracies), json.dumps(cost)))
 
-    def finish_run(self, run_id: int, matrix: list[list[float]], metrics: dict[str, Any]) -> None:
-        """Mark a run finished with its matrix and metrics, in one transaction."""
+    def finish_run(self, run_id: int, matrix: list[list[float]], metrics: dict[str, Any],
+                   curve: list[dict[str, Any]] | None = None) -> None:
+        """Mark a run finished with its matrix, metrics and (when one was kept) its continual-evaluation
+        curve, in one transaction: a finished run always has its curve, and a crash before this leaves
+        the run unfinished, never finished without its curve."""
         with self._transaction() as conn:
+            if curve is not None:
+                conn.execute("DELETE FROM curves WHERE run_id = ?", (run_id,))
+                conn.executemany(
+                    "INSERT INTO curves (run_id, idx, step, samples, seconds, experience, accuracies) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(run_id, i, p["step"], p["samples"], p["seconds"], p["experience"], json.dumps(p["accuracies"]))
+                     for i, p in enumerate(curve)])
             conn.execute("UPDATE runs SET status = 'finished', finished = ?, matrix = ?, metrics = ?, error = NULL "
                          "WHERE id = ?", (_now(), json.dumps(matrix), json.dumps(metrics), run_id))
 
@@ -268,20 +278,6 @@ class ResultsStore:
         record.experiences = [{"index": i, "accuracies": json.loads(a), "cost": json.loads(c)} for i, a, c in exps]
         record.curve = self.curve(run_id)
         return record
-
-    def record_curve(self, run_id: int, points: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
-        """Store a run's continual-evaluation curve and merge ``metrics`` computed from it into the
-        run's metrics, in one transaction."""
-        with self._transaction() as conn:
-            conn.execute("DELETE FROM curves WHERE run_id = ?", (run_id,))
-            conn.executemany(
-                "INSERT INTO curves (run_id, idx, step, samples, seconds, experience, accuracies) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, i, p["step"], p["samples"], p["seconds"], p["experience"], json.dumps(p["accuracies"]))
-                 for i, p in enumerate(points)])
-            stored = conn.execute("SELECT metrics FROM runs WHERE id = ?", (run_id,)).fetchone()
-            merged = {**(json.loads(stored[0]) if stored and stored[0] else {}), **metrics}
-            conn.execute("UPDATE runs SET metrics = ? WHERE id = ?", (json.dumps(merged), run_id))
 
     def curve(self, run_id: int) -> list[dict[str, Any]]:
         """A run's continual-evaluation points, in order (empty if none were recorded)."""

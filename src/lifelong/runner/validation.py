@@ -6,11 +6,18 @@ module checks what only exists once a model and settings meet the stream.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
+from lifelong.config import OptimConfig
 from lifelong.data.streams import Stream
 from lifelong.errors import ConfigError, DataError
+from lifelong.strategies.base import Strategy
+
+STATEFUL_UPDATES = {"adam": "Adam's moments", "adamw": "Adam's moments", "lamb": "LAMB's moments"}
+"""Optimizers whose update is not the current gradient whatever the momentum setting."""
 
 
 def check_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
@@ -38,3 +45,17 @@ def check_arguments(model: nn.Module, seed: int, eval_batch_size: int) -> None:
         raise ConfigError(f"run.seed must be an integer in [0, 2**63), got {seed!r}")
     if isinstance(eval_batch_size, bool) or not isinstance(eval_batch_size, int) or eval_batch_size < 1:
         raise ConfigError(f"run.eval_batch_size must be an integer >= 1, got {eval_batch_size!r}")
+
+
+def warn_about_combination(strategy: Strategy, optim: OptimConfig) -> None:
+    """Warn about settings that run but change what a method means: a gradient-projecting method (A-GEM)
+    with an optimizer that applies unprojected directions kept from earlier steps."""
+    if not strategy.projects_gradients:
+        return
+    carried = STATEFUL_UPDATES.get(optim.name) or (
+        f"momentum {optim.momentum}" if optim.name in ("sgd", "lars") and optim.momentum > 0 else None)
+    if carried:
+        warnings.warn(f"strategy {type(strategy).__name__} projects each step's gradient, but with "
+                      f"optim.name={optim.name!r} the update carries {carried}, which hold directions the "
+                      "projection removed; set optim.name='sgd' and optim.momentum=0 for the paper's update",
+                      UserWarning, stacklevel=3)

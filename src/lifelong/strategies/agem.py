@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.streams import Batch, Stream
+from lifelong.data.streams import Batch, Experience, Stream
 from lifelong.errors import ConfigError
 from lifelong.strategies.rehearsal import ReservoirReplay
 
@@ -25,9 +26,21 @@ def project(gradient: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 @dataclass
 class AGEM(ReservoirReplay):
     """Averaged GEM (Chaudhry et al., ICLR 2019, "Efficient Lifelong Learning with A-GEM"): the update
-    may not increase the average loss on a batch from the episodic memory. At each step the gradient
-    ``g_ref`` of the loss on a memory batch is computed; after back-propagation the new gradient ``g`` is
-    projected so that ``g . g_ref >= 0``. The memory is a reservoir of the stream."""
+    may not increase the average loss on a batch from the episodic memory of the *earlier* experiences.
+    At each step the gradient ``g_ref`` of the loss on a memory batch is computed; after
+    back-propagation the new gradient ``g`` is projected so that ``g . g_ref >= 0``. The memory is a
+    reservoir over the earlier experiences: an experience's samples enter it when the experience ends,
+    so the memory never holds the experience being learned (the paper's episodic memory holds past
+    tasks only). The projection constrains the gradient, not the update: with momentum (or Adam's
+    moments) the optimizer still applies unprojected directions, so the runner warns about it; the paper
+    uses plain SGD.
+
+    Data-parallel: each rank keeps its share of the memory; the reference gradients of the ranks'
+    memory batches are averaged (weighted by their sizes), so every rank projects the averaged gradient
+    against the same reference."""
+
+    supports_distributed: ClassVar[bool] = True
+    projects_gradients: ClassVar[bool] = True
 
     reference_batch_size: int = 256
     """Memory samples drawn to estimate the reference gradient (256 in the paper; here the whole memory
@@ -44,17 +57,27 @@ class AGEM(ReservoirReplay):
         self.reference = None
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        self.reference = None
+        self.reference = self.reference_gradient(model) if self.seen_classes else None
+        return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
+
+    def reference_gradient(self, model: nn.Module) -> torch.Tensor | None:
+        """The gradient (P,) of the loss on a memory batch, averaged over data-parallel ranks (every
+        rank calls this at the same step; a rank with an empty share weighs nothing); None when the
+        memory is empty everywhere."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        reference = torch.zeros(sum(p.numel() for p in params), device=params[0].device)
+        count = 0
         if len(self.buffer):
             replay = self.buffer.sample(self.reference_batch_size)
             memory_loss = F.cross_entropy(self.logits(model, replay["x"], replay["task"]), replay["y"])
-            params = [p for p in model.parameters() if p.requires_grad]
             grads = torch.autograd.grad(memory_loss, params, allow_unused=True)
-            self.reference = torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
-                                        for p, g in zip(params, grads, strict=True)])  # (P,)
-        loss = F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
-        self.buffer.add(x=batch.x, y=batch.y, task=batch.task)
-        return loss
+            reference = torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
+                                   for p, g in zip(params, grads, strict=True)])  # (P,)
+            count = len(replay["y"])
+        if not self.world.distributed:
+            return reference if count else None
+        total = float(self.world.all_reduce_sum(torch.tensor([float(count)], dtype=torch.float64))[0])
+        return self.world.all_reduce_sum(reference * count) / total if total else None
 
     def after_backward(self, model: nn.Module) -> None:
         """Replace the gradients by their projection against the memory's reference gradient."""
@@ -68,3 +91,10 @@ class AGEM(ReservoirReplay):
             if p.grad is not None:
                 p.grad.copy_(projected[offset:offset + p.numel()].view_as(p))
             offset += p.numel()
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Offer the experience's samples (this rank's part of them), in a random order, to the memory."""
+        super().after_experience(model, experience)
+        part = experience.train.subset(self.world.portion(len(experience.train)))
+        arrived = part.subset(torch.randperm(len(part), generator=self.local_generator))
+        self.buffer.add(x=arrived.x, y=arrived.y, task=arrived.task)

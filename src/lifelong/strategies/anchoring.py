@@ -29,7 +29,13 @@ class AnchoredPenalty(Strategy):
     """Abstract: cross-entropy plus the importance-weighted distance to the anchor weights.
 
     Concrete strategies call :meth:`consolidate` at the end of an experience with the importance they
-    estimated; ``importance`` stays empty for a plain L2 penalty (every weight counts one)."""
+    estimated; ``importance`` stays empty for a plain L2 penalty (every weight counts one).
+
+    Data-parallel: the anchor is the weights, equal on every rank; an importance estimated from data
+    is estimated on each rank's part and averaged over the ranks, and one built from the (averaged)
+    gradients and the weights' moves (SI) is equal on every rank by construction."""
+
+    supports_distributed: ClassVar[bool] = True
 
     #: Factor in front of ``lam`` (1/2 where the paper writes ``lam / 2``).
     penalty_scale: ClassVar[float] = 1.0

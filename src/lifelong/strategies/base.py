@@ -4,11 +4,21 @@ A strategy never steps the optimizer: the runner owns backward, clipping, the op
 learning-rate schedule, so every strategy gets LR scaling, LARS/LAMB, budgets and mixed precision
 for free. Hyperparameters are dataclass fields of the concrete strategy; learned state is created in
 the hooks, never in ``__init__``.
+
+The runner learns what a strategy will do in an experience from one explicit, pure declaration,
+:meth:`Strategy.plan`, asked for every experience before training starts: how many samples it trains
+on (0: no gradient step at all), the learning-rate multiplier of each parameter group, and whether the
+optimizer state must start afresh. From the plans the runner derives the planned steps, the schedule's
+horizon (one experience or the whole stream), the sampler's epoch lengths and the cost estimate, and
+it checks each plan against the training set the strategy then hands over, so a plan that lies is an
+error, not a silently wrong learning rate. Memory updates stay in the hooks.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -19,21 +29,56 @@ from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.runner.distributed import World
 
 
+@dataclass(frozen=True)
+class ExperiencePlan:
+    """What a strategy will do in one experience, declared before the experience starts.
+
+    ``train_size``: samples in the set :meth:`Strategy.training_set` returns (the runner draws batches
+    from it; 0 means the strategy takes no gradient step in this experience). ``lr_scales``: one
+    multiplier of the run's learning rate per parameter group of :meth:`Strategy.parameter_groups`, in
+    order (e.g. SLCA's slow backbone); empty keeps each group's own ``lr_scale`` (default 1). The runner
+    applies them at every experience, whether or not it rebuilds the optimizer. ``reset_optimizer``: the
+    optimizer state (momentum, Adam moments) must start afresh even when ``optim.reset_per_experience``
+    is false, because the strategy restarts the model (GDumb).
+    """
+
+    train_size: int
+    lr_scales: tuple[float, ...] = ()
+    reset_optimizer: bool = False
+
+    def __post_init__(self) -> None:
+        if self.train_size < 0:
+            raise ValueError(f"an experience plan needs train_size >= 0, got {self.train_size}")
+        if any(not scale >= 0 for scale in self.lr_scales):
+            raise ValueError(f"an experience plan needs learning-rate scales >= 0, got {list(self.lr_scales)}")
+
+    @property
+    def trains(self) -> bool:
+        """Whether the experience takes any gradient step."""
+        return self.train_size > 0
+
+
 class Strategy(ABC):
     """Base class of every continual-learning method.
 
-    The runner calls, in order: :meth:`setup` once per stream, then for each experience
-    :meth:`before_experience`, :meth:`training_set`, :meth:`observe` for every batch (the runner
-    back-propagates the returned loss and steps), :meth:`after_experience`; evaluation calls
-    :meth:`predict`.
+    The runner calls, in order: :meth:`setup` once per stream and :meth:`plan` for every experience
+    (before any training), then for each experience :meth:`before_experience`, :meth:`training_set`
+    (only when the plan trains), :meth:`observe` for every batch (the runner back-propagates the
+    returned loss and steps), :meth:`after_experience`; evaluation calls :meth:`predict`.
     """
 
     #: True for the offline upper bound: the runner trains once on the union of the stream.
     joint: ClassVar[bool] = False
     #: True when the method stays correct in data-parallel training (each rank sees a shard of every
-    #: experience and gradients are averaged): its memory is split by :attr:`world` and any state
-    #: estimated from data is averaged over ranks. The runner refuses the others when distributed.
+    #: experience and gradients are averaged): every rank ends each experience with the same learned
+    #: state, kept equal by construction (the same data and draws on every rank), averaged over ranks,
+    #: or split on purpose (a replay memory of which each rank keeps its share). The runner refuses
+    #: the others when distributed.
     supports_distributed: ClassVar[bool] = False
+    #: True for a method that rewrites the gradient into a constrained direction (A-GEM's projection):
+    #: an optimizer that keeps a velocity or moments applies directions the projection removed, so
+    #: the runner warns when one is configured.
+    projects_gradients: ClassVar[bool] = False
     #: This process among the data-parallel ranks; set by the runner before :meth:`setup`.
     world: World = World()
 
@@ -41,25 +86,42 @@ class Strategy(ABC):
     n_classes: int
     seen_classes: list[int]
     generator: torch.Generator
+    """The strategy's draws that every data-parallel rank makes alike (a class-balanced memory filled
+    from the whole experience, sampled features), so that their results agree."""
+    local_generator: torch.Generator
+    """Draws that are this rank's own (a reservoir of this rank's shard); ``generator`` itself in one
+    process."""
 
     def setup(self, stream: Stream, seed: int) -> None:
-        """Reset learned state for a new stream: classes, task mask and the strategy's own generator."""
+        """Reset learned state for a new stream: classes, task mask and the strategy's generators
+        (``seed`` is the run's seed, the same on every rank)."""
         self.task_mask = stream.task_mask()
         self.n_classes = stream.n_classes
         self.seen_classes = []
         self.generator = torch.Generator().manual_seed(derive_seed(seed, 0x5EED))
+        self.local_generator = torch.Generator().manual_seed(derive_seed(seed, 0x5EED, self.world.rank)) \
+            if self.world.distributed else self.generator
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         """Called before training on ``experience``; the default does nothing."""
 
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        """What this strategy will do in ``experiences[index]`` (``experiences``: every experience the
+        runner trains on, in order). Pure and cheap: it may read the experiences and the strategy's
+        settings, never its learned state, and changes nothing. Default: train on the experience's
+        training set at the run's learning rate."""
+        return ExperiencePlan(train_size=len(experiences[index].train))
+
     def training_set(self, experience: Experience) -> TensorSet:
-        """The samples the runner draws batches from for ``experience`` (default: its training set)."""
+        """The samples the runner draws batches from for ``experience`` (default: its training set); it
+        must hold as many samples as :meth:`plan` declared. Not called when the plan does not train."""
         return experience.train
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Optimizer parameter groups; each may carry ``lr_scale``, a multiplier of the run's learning
-        rate (e.g. a slow backbone, SLCA). Default: every trainable parameter at the full rate."""
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+        """Optimizer parameter groups, read when the runner builds an optimizer; each may carry an
+        optional ``lr_scale`` (default 1), overridden by :meth:`plan`'s ``lr_scales`` where given.
+        Default: one group of every trainable parameter."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
     @abstractmethod
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -99,10 +161,12 @@ class Strategy(ABC):
 
     def state_dict(self) -> dict[str, Any]:
         """Learned state as plain tensors and numbers (loadable with ``torch.load(weights_only=True)``)."""
-        return {"seen_classes": list(self.seen_classes), "generator": self.generator.get_state()}
+        return {"seen_classes": list(self.seen_classes), "generator": self.generator.get_state(),
+                "local_generator": self.local_generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         """Restore :meth:`state_dict` after :meth:`setup`; ``model`` is the restored model, a template
         for strategies that keep a copy of an earlier model."""
         self.seen_classes = list(state["seen_classes"])
         self.generator.set_state(state["generator"])
+        self.local_generator.set_state(state["local_generator"])

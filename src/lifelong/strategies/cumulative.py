@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
-from lifelong.strategies.base import Strategy
+from lifelong.strategies.base import ExperiencePlan, Strategy
 
 
 @dataclass
@@ -30,6 +31,10 @@ class Cumulative(Strategy):
         self.seen = []
         self.stream = stream
         self.current_added = False
+
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        """Experience ``index`` trains on experiences ``0..index`` together."""
+        return ExperiencePlan(train_size=sum(len(e.train) for e in experiences[: index + 1]))
 
     def training_set(self, experience: Experience) -> TensorSet:
         if not self.current_added:  # a run resumed inside the experience must not add it twice

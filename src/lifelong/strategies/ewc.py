@@ -22,7 +22,6 @@ class EWC(AnchoredPenalty):
     Data-parallel: each rank estimates the Fisher on its part of the experience and the estimates are
     averaged, so every rank holds the same Fisher."""
 
-    supports_distributed: ClassVar[bool] = True
     penalty_scale: ClassVar[float] = 0.5
 
     lam: float = 100.0

@@ -8,13 +8,16 @@ also be loaded from a local file (a pretrained feature extractor).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lifelong.errors import ConfigError, MissingFileError
+from lifelong.runner.distributed import World
 
 
 @torch.no_grad()
@@ -41,6 +44,77 @@ def class_statistics(features: torch.Tensor, labels: torch.Tensor, classes: list
         centred = members - members.mean(dim=0)
         covariances.append(centred.T @ centred / max(len(members) - 1, 1))
     return means, torch.stack(covariances)
+
+
+class ClassStatistics:
+    """Running per-class feature statistics: count, sum and (with ``covariance``) sum of outer
+    products, in float64, so that a class that returns in a later experience (recurring and blurry
+    streams) updates its one entry instead of adding a second, and its mean and covariance are those
+    of every sample of it seen so far. ``classes`` lists the classes with statistics, sorted.
+
+    Data-parallel: each rank adds its part of the data and the sums are added over the ranks, so every
+    rank holds the statistics of the whole experience."""
+
+    def __init__(self, covariance: bool = False) -> None:
+        self.covariance = covariance
+        self.classes: list[int] = []
+        self.counts = torch.zeros(0, dtype=torch.float64)  # (K,)
+        self.sums = torch.zeros(0, 0, dtype=torch.float64)  # (K, D)
+        self.squares = torch.zeros(0, 0, 0, dtype=torch.float64)  # (K, D, D), only with covariance
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def update(self, features: torch.Tensor, labels: torch.Tensor, classes: Sequence[int],
+               world: World = World()) -> None:
+        """Add ``features`` (N, D) with ``labels`` (N,) to the statistics of ``classes`` (the classes of
+        the whole experience, the same on every rank; a rank's part may lack some of them)."""
+        classes = sorted(set(classes))
+        dimension = features.shape[1]
+        features, labels = features.detach().cpu().to(torch.float64), labels.cpu()
+        counts = torch.stack([(labels == c).sum() for c in classes]).to(torch.float64)  # (k,)
+        sums = torch.stack([features[labels == c].sum(dim=0) for c in classes])  # (k, D)
+        parts = [counts, sums]
+        if self.covariance:
+            parts.append(torch.stack([features[labels == c].T @ features[labels == c] for c in classes]))
+        parts = [world.all_reduce_sum(part) for part in parts]
+        if not self.classes:
+            self.sums = torch.zeros(0, dimension, dtype=torch.float64)
+            self.squares = torch.zeros(0, dimension, dimension, dtype=torch.float64)
+        for position, c in enumerate(classes):
+            if c in self.classes:
+                row = self.classes.index(c)
+                self.counts[row] += parts[0][position]
+                self.sums[row] += parts[1][position]
+                if self.covariance:
+                    self.squares[row] += parts[2][position]
+            else:
+                row = next((i for i, known in enumerate(self.classes) if known > c), len(self.classes))
+                self.classes.insert(row, c)
+                self.counts = torch.cat([self.counts[:row], parts[0][position:position + 1], self.counts[row:]])
+                self.sums = torch.cat([self.sums[:row], parts[1][position:position + 1], self.sums[row:]])
+                if self.covariance:
+                    self.squares = torch.cat([self.squares[:row], parts[2][position:position + 1],
+                                              self.squares[row:]])
+
+    def means(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Per-class mean features (K, D), in the order of :attr:`classes`."""
+        return (self.sums / self.counts.clamp_min(1).unsqueeze(1)).to(dtype)
+
+    def covariances(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Per-class unbiased covariances (K, D, D) (zero for a class of one sample)."""
+        if not self.covariance:
+            raise ValueError("these statistics were kept without covariance")
+        means = self.sums / self.counts.clamp_min(1).unsqueeze(1)  # (K, D)
+        outer = self.counts.view(-1, 1, 1) * means.unsqueeze(2) * means.unsqueeze(1)  # (K, D, D)
+        return ((self.squares - outer) / (self.counts - 1).clamp_min(1).view(-1, 1, 1)).to(dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"classes": list(self.classes), "counts": self.counts, "sums": self.sums, "squares": self.squares}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.classes = list(state["classes"])
+        self.counts, self.sums, self.squares = state["counts"], state["sums"], state["squares"]
 
 
 def herding(features: torch.Tensor, count: int) -> torch.Tensor:

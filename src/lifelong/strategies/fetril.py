@@ -12,6 +12,7 @@ from lifelong.data.streams import Stream, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
 from lifelong.strategies.features import (
+    ClassStatistics,
     class_statistics,
     extract_features,
     fit_linear_head,
@@ -30,15 +31,18 @@ class FeTrIL(FrozenBackbone):
     """Feature Translation for exemplar-free class-incremental learning (Petit et al., WACV 2023).
 
     The extractor is frozen after the first experience. Each later experience fits the linear head on
-    the real features of its new classes plus pseudo-features of every old class, obtained by moving
-    the features of the new class whose centroid is nearest to the old centroid (FeTrIL^1 in the paper)
-    onto the old centroid. Only one centroid per class is stored. The paper fits a linear SVM; here the
-    head is refitted by logistic regression, which keeps the network's own head and predictions."""
+    the real features of its classes plus pseudo-features of every class it does not hold, obtained by
+    moving the features of its class whose centroid is nearest to the absent class's centroid (FeTrIL^1
+    in the paper) onto that centroid. Only one centroid per class is stored; a class that returns
+    (recurring and blurry streams) updates its centroid with the new samples and is learned from its
+    real features. The paper fits a linear SVM; here the head is refitted by logistic regression, which
+    keeps the network's own head and predictions.
+
+    Data-parallel: every rank fits the head on the whole experience alike (the fit is deterministic)."""
 
     weight_decay: float = 1e-4
     """L2 penalty of the head refit (the SVM's regularisation in the paper)."""
-    means: torch.Tensor = field(default_factory=lambda: torch.zeros(0), init=False, repr=False)
-    mean_classes: list[int] = field(default_factory=list, init=False, repr=False)
+    statistics: ClassStatistics = field(default_factory=ClassStatistics, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -47,33 +51,34 @@ class FeTrIL(FrozenBackbone):
 
     def setup(self, stream: Stream, seed: int) -> None:
         super().setup(stream, seed)
-        self.means, self.mean_classes = torch.zeros(0), []
+        self.statistics = ClassStatistics()
 
     def fit_classes(self, model: nn.Module, data: TensorSet) -> None:
         backbone, head = split_model(model)
-        new_classes = sorted(set(data.y.tolist()))
+        present = sorted(set(data.y.tolist()))
         features = extract_features(backbone, data.x)  # (N, D)
-        new_means, _ = class_statistics(features, data.y, new_classes)  # (K_new, D)
+        present_means, _ = class_statistics(features, data.y, present)  # (K_present, D)
+        absent = [c for c in self.statistics.classes if c not in present]
+        stored = self.statistics.means(features.dtype)  # (K_stored, D), before this experience's update
         inputs, labels = [features], [data.y]
-        for position, old_class in enumerate(self.mean_classes):
-            old_mean = self.means[position]  # (D,)
-            source = int((new_means - old_mean).norm(dim=1).argmin())
-            members = features[data.y == new_classes[source]]
-            inputs.append(translate(members, new_means[source], old_mean))
-            labels.append(torch.full((len(members),), old_class, dtype=torch.long))
-        self.means = torch.cat([self.means.reshape(-1, features.shape[1]), new_means])
-        self.mean_classes = self.mean_classes + new_classes
-        fit_linear_head(head, torch.cat(inputs), torch.cat(labels), sorted(self.mean_classes),
+        for old_class in absent:
+            old_mean = stored[self.statistics.classes.index(old_class)].to(features.device)  # (D,)
+            source = int((present_means - old_mean).norm(dim=1).argmin())
+            members = features[data.y == present[source]]
+            inputs.append(translate(members, present_means[source], old_mean))
+            labels.append(torch.full((len(members),), old_class, dtype=torch.long, device=data.y.device))
+        self.statistics.update(features, data.y, present)
+        fit_linear_head(head, torch.cat(inputs), torch.cat(labels), self.statistics.classes,
                         weight_decay=self.weight_decay)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """The head's prediction among the classes it was fitted on (all classes before the first fit)."""
-        return restrict_to_classes(self.logits(model, x, task), self.mean_classes).argmax(dim=1)
+        return restrict_to_classes(self.logits(model, x, task), self.statistics.classes).argmax(dim=1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "means": self.means, "mean_classes": list(self.mean_classes)}
+        return {**super().state_dict(), "statistics": self.statistics.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
-        self.means, self.mean_classes = state["means"], list(state["mean_classes"])
+        self.statistics.load_state_dict(state["statistics"])

@@ -2,16 +2,18 @@
 
 The backbone is either trained with cross-entropy on the first ``adapt_experiences`` experiences,
 merged into one session ("first-session adaptation", Panos et al. 2023), or loaded from a pretrained
-file (``backbone_path``), or both. Afterwards it is never trained again: the runner is handed an empty
-training set, so no gradient step is taken, and the concrete method only fits its classifier on
-features in :meth:`FrozenBackbone.fit_classes`.
+file (``backbone_path``), or both. Afterwards it is never trained again: the plan of every later
+experience declares no training, so the runner takes no gradient step (and builds no optimizer,
+sampler order or schedule for it), and the concrete method only fits its classifier on features in
+:meth:`FrozenBackbone.fit_classes`.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,13 +22,18 @@ from torch import nn
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import Strategy
+from lifelong.strategies.base import ExperiencePlan, Strategy
 from lifelong.strategies.features import check_backbone_path, load_backbone
 
 
 @dataclass
 class FrozenBackbone(Strategy):
-    """Abstract: adaptation on the first experiences, then a frozen backbone and a fitted classifier."""
+    """Abstract: adaptation on the first experiences, then a frozen backbone and a fitted classifier.
+
+    Data-parallel: adaptation trains on the same merged session on every rank (the runner shards it);
+    the classifier's statistics are added over the ranks or computed alike on each."""
+
+    supports_distributed: ClassVar[bool] = True
 
     adapt_experiences: int = 1
     """Experiences whose data train the backbone (cross-entropy, merged into one session); 0 keeps the
@@ -53,9 +60,14 @@ class FrozenBackbone(Strategy):
         """True while the current experience still trains the backbone."""
         return self.experience_index < self.adapt_experiences
 
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        """The first ``adapt_experiences`` experiences train on everything seen so far (one merged
+        session); the later ones take no gradient step."""
+        if index >= self.adapt_experiences:
+            return ExperiencePlan(train_size=0)
+        return ExperiencePlan(train_size=sum(len(e.train) for e in experiences[: index + 1]))
+
     def training_set(self, experience: Experience) -> TensorSet:
-        if not self.adapting():
-            return experience.train.subset(torch.zeros(0, dtype=torch.long))
         # one set per finished experience; a checkpoint taken inside this one already holds it as well
         del self.adaptation_data[self.experience_index:]
         self.adaptation_data.append(experience.train)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,7 @@ from torch import nn
 
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.errors import ConfigError
-from lifelong.strategies.base import Strategy
+from lifelong.strategies.base import ExperiencePlan, Strategy
 from lifelong.strategies.buffers import ClassBalancedBuffer
 
 
@@ -22,7 +23,13 @@ class GDumb(Strategy):
     Continual Learning"): the stream only fills a greedy class-balanced memory; at each experience the
     model is reset to its initial weights and trained from scratch on the memory alone. The paper
     trains on the memory for many epochs; ``memory_passes`` repeats the memory within each of the
-    runner's epochs to the same end."""
+    runner's epochs to the same end. Retraining from scratch restarts the optimizer state too, whether
+    or not ``optim.reset_per_experience`` is set.
+
+    Data-parallel: every rank fills the same memory from the whole experience with the draws every
+    rank makes alike, so the memory the runner shards over the ranks is one memory."""
+
+    supports_distributed: ClassVar[bool] = True
 
     buffer_size: int = 200
     """Total number of samples kept (not per class)."""
@@ -44,6 +51,13 @@ class GDumb(Strategy):
         self.buffer = ClassBalancedBuffer(self.buffer_size, self.generator)
         self.initial_weights = {}
         self.current_offered = False
+
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        """The memory holds every sample offered until it is full, then stays full: after experiences
+        ``0..index`` it holds ``min(buffer_size, samples offered)``, repeated ``memory_passes`` times;
+        the model restarts, so the optimizer state does too."""
+        offered = sum(len(e.train) for e in experiences[: index + 1])
+        return ExperiencePlan(train_size=min(self.buffer_size, offered) * self.memory_passes, reset_optimizer=True)
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         """Reset the model to the weights it had before the first experience (retraining from scratch)."""

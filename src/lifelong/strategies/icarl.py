@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,7 @@ from torch import nn
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import Strategy
+from lifelong.strategies.base import ExperiencePlan, Strategy
 from lifelong.strategies.features import class_statistics, extract_features, herding, nearest_mean
 
 
@@ -22,22 +24,55 @@ def normalized_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(extract_features(backbone, x), dim=1)
 
 
+def exemplar_counts(experiences: Sequence[Experience], buffer_size: int) -> list[dict[int, int]]:
+    """Exemplars per class after each experience, as :meth:`ICaRL.after_experience` keeps them: after
+    experience ``k`` each seen class may keep ``buffer_size // classes seen`` exemplars, herded from its
+    old exemplars plus its new samples when the experience holds it, else its old ones cut down.
+    Raises :class:`ConfigError` when the memory cannot hold one exemplar per class."""
+    seen: set[int] = set()
+    counts: dict[int, int] = {}
+    history = []
+    for index, experience in enumerate(experiences):
+        seen |= set(experience.classes)
+        per_class = buffer_size // len(seen)
+        if per_class == 0:
+            raise ConfigError(f"strategy.buffer_size={buffer_size} is smaller than the {len(seen)} classes seen "
+                              f"after experience {index}; iCaRL needs at least one exemplar per class")
+        arrived = Counter(experience.train.y.tolist())
+        counts = {c: min(per_class, counts.get(c, 0) + arrived.get(c, 0)) for c in sorted(seen)}
+        history.append(counts)
+    return history
+
+
 @dataclass
 class ICaRL(Strategy):
     """iCaRL (Rebuffi et al., CVPR 2017, "iCaRL: Incremental Classifier and Representation Learning").
 
     Training on the new data plus the exemplars uses sigmoid cross-entropy over the classes seen so
-    far, with the previous model's sigmoid outputs as targets for the old classes (distillation). After
-    each experience every class keeps ``buffer_size // classes_seen`` exemplars chosen by herding
-    (old sets are cut to their first ones), and classification is by the nearest mean of exemplars
-    (NME) in the normalised feature space."""
+    far and the experience's classes, with the previous model's sigmoid outputs as targets for the old
+    classes the experience does not hold (distillation); a class that returns (recurring and blurry
+    streams) is learned from its labels. After each experience every class keeps
+    ``buffer_size // classes_seen`` exemplars: a class the experience holds is herded anew from its old
+    exemplars and its new samples, the others keep their first ones (herding order is a priority), so
+    a class never holds two sets. Classification is by the nearest mean of exemplars (NME) in the
+    normalised feature space.
+
+    Data-parallel: every rank herds alike from the whole experience, and rank 0's exemplars and means
+    are broadcast, so the memory the runner shards is one memory."""
+
+    supports_distributed: ClassVar[bool] = True
 
     buffer_size: int = 200
     """Total number of exemplars kept (not per class)."""
     exemplars: TensorSet | None = field(default=None, init=False, repr=False)
     old_model: nn.Module | None = field(default=None, init=False, repr=False)
     active_classes: list[int] = field(default_factory=list, init=False, repr=False)
+    """The classes the current experience's loss covers: those seen before and its own."""
+    distilled_classes: list[int] = field(default_factory=list, init=False, repr=False)
+    """The classes seen before that the current experience does not hold: their targets are the old
+    model's outputs."""
     means: torch.Tensor = field(default_factory=lambda: torch.zeros(0), init=False, repr=False)
+    mean_classes: list[int] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.buffer_size < 1:
@@ -45,10 +80,18 @@ class ICaRL(Strategy):
 
     def setup(self, stream: Stream, seed: int) -> None:
         super().setup(stream, seed)
-        self.exemplars, self.old_model, self.active_classes, self.means = None, None, [], torch.zeros(0)
+        self.exemplars, self.old_model, self.means, self.mean_classes = None, None, torch.zeros(0), []
+        self.active_classes, self.distilled_classes = [], []
+
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        """The experience's data plus the exemplars kept after the experience before."""
+        counts = exemplar_counts(experiences[: index + 1], self.buffer_size)
+        kept = sum(counts[index - 1].values()) if index else 0
+        return ExperiencePlan(train_size=len(experiences[index].train) + kept)
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         self.active_classes = sorted(set(self.seen_classes) | set(experience.classes))
+        self.distilled_classes = [c for c in self.seen_classes if c not in experience.classes]
 
     def training_set(self, experience: Experience) -> TensorSet:
         return experience.train if self.exemplars is None else TensorSet.concat([experience.train, self.exemplars])
@@ -56,29 +99,33 @@ class ICaRL(Strategy):
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         logits = model(batch.x)[:, self.active_classes]  # (B, K)
         targets = (batch.y.unsqueeze(1) == torch.tensor(self.active_classes, device=batch.y.device)).float()
-        if self.old_model is not None:
-            columns = [self.active_classes.index(c) for c in self.seen_classes]
+        if self.old_model is not None and self.distilled_classes:
+            columns = [self.active_classes.index(c) for c in self.distilled_classes]
             with torch.no_grad():
-                targets[:, columns] = torch.sigmoid(self.old_model(batch.x)[:, self.seen_classes])
+                targets[:, columns] = torch.sigmoid(self.old_model(batch.x)[:, self.distilled_classes])
         return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(dim=1).mean()
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         super().after_experience(model, experience)
         self.old_model = copy.deepcopy(model).eval().requires_grad_(False)
         backbone = split_model(model)[0]
-        per_class = self.buffer_size // len(self.seen_classes)
-        if per_class == 0:
-            raise ConfigError(f"strategy.buffer_size={self.buffer_size} is smaller than the {len(self.seen_classes)} "
-                              "classes seen; iCaRL needs at least one exemplar per class")
-        kept = [] if self.exemplars is None else [self.exemplars.subset(
-            torch.cat([(self.exemplars.y == c).nonzero().flatten()[:per_class] for c in self.exemplars.y.unique()]))]
-        for c in experience.classes:
-            members = experience.train.subset(experience.train.y == c)
-            kept.append(members.subset(herding(normalized_features(backbone, members.x), per_class)))
-        self.exemplars = TensorSet.concat(kept)
-        features = normalized_features(backbone, self.exemplars.x)  # (M, D)
-        means, _ = class_statistics(features, self.exemplars.y, self.seen_classes)
-        self.means = F.normalize(means, dim=1)  # (K, D), the seen classes in order
+        per_class = self.buffer_size // len(self.seen_classes)  # >= 1: the plan checked it
+        arrived = set(experience.train.y.tolist())
+        kept = []
+        for c in self.seen_classes:
+            old = None if self.exemplars is None else self.exemplars.subset(self.exemplars.y == c)
+            if c in arrived:
+                members = experience.train.subset(experience.train.y == c)
+                candidates = members if old is None else TensorSet.concat([old, members])
+                kept.append(candidates.subset(herding(normalized_features(backbone, candidates.x), per_class)))
+            elif old is not None and len(old):
+                kept.append(old.subset(torch.arange(min(per_class, len(old)))))
+        exemplars = TensorSet.concat(kept)
+        self.mean_classes = sorted(set(exemplars.y.tolist()))
+        means, _ = class_statistics(normalized_features(backbone, exemplars.x), exemplars.y, self.mean_classes)
+        means = F.normalize(means, dim=1)  # (K, D)
+        self.world.broadcast([exemplars.x, exemplars.y, exemplars.task, means])
+        self.exemplars, self.means = exemplars, means
 
     @torch.no_grad()
     def predict(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
@@ -86,7 +133,7 @@ class ICaRL(Strategy):
         if not len(self.means):
             return super().predict(model, x, task)
         allowed = None if self.task_mask is None else self.task_mask.to(x.device)[task]  # (B, C)
-        classes = torch.tensor(self.seen_classes, device=x.device)
+        classes = torch.tensor(self.mean_classes, device=x.device)
         return nearest_mean(normalized_features(split_model(model)[0], x), self.means.to(x.device), classes, allowed)
 
     def memory_size(self) -> int:
@@ -97,7 +144,8 @@ class ICaRL(Strategy):
                                                          "task": self.exemplars.task}
         old = None if self.old_model is None else self.old_model.state_dict()
         return {**super().state_dict(), "exemplars": exemplars, "old_model": old, "means": self.means,
-                "active_classes": list(self.active_classes)}
+                "mean_classes": list(self.mean_classes), "active_classes": list(self.active_classes),
+                "distilled_classes": list(self.distilled_classes)}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
@@ -107,4 +155,5 @@ class ICaRL(Strategy):
         if state["old_model"] is not None:
             self.old_model = copy.deepcopy(model).eval().requires_grad_(False)
             self.old_model.load_state_dict(state["old_model"])
-        self.means, self.active_classes = state["means"], list(state["active_classes"])
+        self.means, self.mean_classes = state["means"], list(state["mean_classes"])
+        self.active_classes, self.distilled_classes = list(state["active_classes"]), list(state["distilled_classes"])

@@ -25,6 +25,7 @@ class MAS(AnchoredPenalty):
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         super().after_experience(model, experience)
         mask = None if self.task_mask is None else self.task_mask[experience.task_id]
-        new = output_sensitivity(model, experience.train, class_mask=mask)
+        part = experience.train.subset(self.world.portion(len(experience.train)))
+        new = self.world.average(output_sensitivity(model, part, class_mask=mask), weight=len(part))
         old = self.importance
         self.consolidate(model, {k: old[k] + v if k in old else v for k, v in new.items()})

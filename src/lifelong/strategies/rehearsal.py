@@ -38,7 +38,7 @@ class ReservoirReplay(Strategy):
 
     def setup(self, stream: Stream, seed: int) -> None:
         super().setup(stream, seed)
-        self.buffer = ReservoirBuffer(self.world.share(self.buffer_size), self.generator)
+        self.buffer = ReservoirBuffer(self.world.share(self.buffer_size), self.local_generator)
 
     def replay(self, new_samples: int) -> dict[str, torch.Tensor]:
         """A batch from memory: ``replay_batch_size`` rows, or as many as the new batch holds."""

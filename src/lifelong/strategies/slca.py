@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -12,10 +13,10 @@ from torch import nn
 from lifelong.data.streams import Batch, Experience, Stream
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import Strategy
+from lifelong.strategies.base import ExperiencePlan, Strategy
 from lifelong.strategies.features import (
+    ClassStatistics,
     check_backbone_path,
-    class_statistics,
     extract_features,
     fit_linear_head,
     load_backbone,
@@ -29,11 +30,17 @@ class SLCA(Strategy):
     """Slow Learner with Classifier Alignment (Zhang et al., ICCV 2023).
 
     Slow learner: the backbone trains at ``backbone_lr_scale`` times the head's learning rate, so the
-    representation drifts little between experiences. Classifier alignment: after each experience the
-    mean and covariance of every new class's features are stored, and the head is refitted on
+    representation drifts little between experiences (the plan gives the two parameter groups their
+    scales at every experience, so the slow rate holds whether or not the optimizer is rebuilt).
+    Classifier alignment: after each experience the mean and covariance of every class's features are
+    updated (a class that returns adds its new samples to its one entry), and the head is refitted on
     ``samples_per_class`` features drawn from each seen class's Gaussian, which removes the bias of a
     head trained on the latest classes only. No samples are stored, only per-class statistics.
+
+    Data-parallel: the ranks add their parts of the statistics, and draw the refit's features alike.
     """
+
+    supports_distributed: ClassVar[bool] = True
 
     backbone_lr_scale: float = 0.01
     """Backbone learning rate as a fraction of the head's after adaptation (1/100 in the paper, made for a
@@ -42,16 +49,15 @@ class SLCA(Strategy):
     adapt_experiences: int = 1
     """First experiences trained at the full rate (first-session adaptation, Panos et al. 2023), standing
     in for the paper's pretraining when no ``backbone_path`` is given; 0 makes the learner slow from the
-    start. The scale is read whenever the runner builds the optimizer (each experience by default)."""
+    start."""
     samples_per_class: int = 256
     """Features sampled per class for the head refit (256 in the paper)."""
     weight_decay: float = 1e-4
     """L2 penalty of the head refit."""
     backbone_path: str = ""
     """A ``torch.save``'d backbone (module or state dict) loaded before the first experience; empty: none."""
-    means: torch.Tensor = field(default_factory=lambda: torch.zeros(0), init=False, repr=False)
-    covariances: torch.Tensor = field(default_factory=lambda: torch.zeros(0), init=False, repr=False)
-    statistic_classes: list[int] = field(default_factory=list, init=False, repr=False)
+    statistics: ClassStatistics = field(default_factory=lambda: ClassStatistics(covariance=True), init=False,
+                                        repr=False)
     experience_index: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -67,8 +73,13 @@ class SLCA(Strategy):
 
     def setup(self, stream: Stream, seed: int) -> None:
         super().setup(stream, seed)
-        self.means, self.covariances, self.statistic_classes = torch.zeros(0), torch.zeros(0), []
+        self.statistics = ClassStatistics(covariance=True)
         self.experience_index = 0
+
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        """Backbone then head: the backbone at the full rate while adapting, then at ``backbone_lr_scale``."""
+        scale = 1.0 if index < self.adapt_experiences else self.backbone_lr_scale
+        return ExperiencePlan(train_size=len(experiences[index].train), lr_scales=(scale, 1.0))
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         if self.experience_index == 0 and self.backbone_path:
@@ -76,9 +87,8 @@ class SLCA(Strategy):
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         backbone, head = split_model(model)
-        scale = 1.0 if self.experience_index < self.adapt_experiences else self.backbone_lr_scale
-        return [{"params": [p for p in backbone.parameters() if p.requires_grad], "lr_scale": scale},
-                {"params": [p for p in head.parameters() if p.requires_grad], "lr_scale": 1.0}]
+        return [{"params": [p for p in backbone.parameters() if p.requires_grad]},
+                {"params": [p for p in head.parameters() if p.requires_grad]}]
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
@@ -87,29 +97,26 @@ class SLCA(Strategy):
         super().after_experience(model, experience)
         self.experience_index += 1
         backbone, head = split_model(model)
-        classes = sorted(set(experience.train.y.tolist()))
-        features = extract_features(backbone, experience.train.x)  # (N, D)
-        means, covariances = class_statistics(features, experience.train.y, classes, covariance=True)
-        dimension = features.shape[1]
-        self.means = torch.cat([self.means.reshape(-1, dimension), means])  # (K, D)
-        self.covariances = torch.cat([self.covariances.reshape(-1, dimension, dimension), covariances])
-        self.statistic_classes = self.statistic_classes + classes
+        part = experience.train.subset(self.world.portion(len(experience.train)))  # the ranks add up their parts
+        features = extract_features(backbone, part.x)  # (n, D)
+        self.statistics.update(features, part.y, sorted(set(experience.train.y.tolist())), self.world)
+        means, covariances = self.statistics.means(features.dtype), self.statistics.covariances(features.dtype)
         sampled = torch.cat([sample_gaussian(mean, covariance, self.samples_per_class, self.generator)
-                             for mean, covariance in zip(self.means, self.covariances, strict=True)])
-        labels = torch.tensor(self.statistic_classes).repeat_interleave(self.samples_per_class)
-        fit_linear_head(head, sampled, labels, sorted(self.statistic_classes), weight_decay=self.weight_decay)
+                             for mean, covariance in zip(means.to(features.device), covariances.to(features.device),
+                                                         strict=True)])
+        labels = torch.tensor(self.statistics.classes, device=features.device).repeat_interleave(self.samples_per_class)
+        fit_linear_head(head, sampled, labels, self.statistics.classes, weight_decay=self.weight_decay)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """The aligned head's prediction among the classes it has statistics of."""
-        return restrict_to_classes(self.logits(model, x, task), self.statistic_classes).argmax(dim=1)
+        return restrict_to_classes(self.logits(model, x, task), self.statistics.classes).argmax(dim=1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "means": self.means, "covariances": self.covariances,
-                "statistic_classes": list(self.statistic_classes), "experience_index": self.experience_index}
+        return {**super().state_dict(), "statistics": self.statistics.state_dict(),
+                "experience_index": self.experience_index}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
-        self.means, self.covariances = state["means"], state["covariances"]
-        self.statistic_classes = list(state["statistic_classes"])
+        self.statistics.load_state_dict(state["statistics"])
         self.experience_index = int(state["experience_index"])

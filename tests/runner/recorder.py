@@ -1,0 +1,45 @@
+"""An observer that records what the runner did at every step, for tests that check the runner's
+arithmetic (learning rates per parameter group, planned and executed steps, memory sizes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lifelong.runner.observers import Observer, RunContext, TrainState
+
+
+@dataclass
+class StepRecorder(Observer):
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    starts: list[dict[str, Any]] = field(default_factory=list)
+    ends: list[dict[str, Any]] = field(default_factory=list)
+    context: RunContext | None = None
+
+    def on_run_start(self, context: RunContext) -> None:
+        self.context = context
+
+    def on_experience_start(self, state: TrainState) -> None:
+        optimizer = self.context.optimizer
+        self.starts.append({"experience": state.experience, "experience_steps": state.experience_steps,
+                            "total_steps": state.total_steps,
+                            "optimizer": id(optimizer) if optimizer is not None else None,
+                            "optimizer_state": len(optimizer.state) if optimizer is not None else 0})
+
+    def on_step(self, state: TrainState) -> None:
+        groups = self.context.optimizer.param_groups
+        self.steps.append({"experience": state.experience, "step": state.step, "experience_step": state.experience_step,
+                           "experience_steps": state.experience_steps, "total_steps": state.total_steps,
+                           "lr": state.lr, "group_lrs": [g["lr"] for g in groups],
+                           "scales": [g["lr_scale"] for g in groups], "batch_size": state.batch_size,
+                           "samples": state.experience_samples, "flops": getattr(state, "experience_flops", 0.0),
+                           "step_flops": getattr(state, "step_flops", 0.0), "next_step_flops": getattr(state, "next_step_flops", 0.0),
+                           "memory": self.context.strategy.memory_size()})
+
+    def on_experience_end(self, state: TrainState, accuracies: list[float]) -> None:
+        self.ends.append({"experience": state.experience, "experience_step": state.experience_step,
+                          "experience_steps": state.experience_steps, "step": state.step,
+                          "total_steps": state.total_steps, "memory": self.context.strategy.memory_size()})
+
+    def of(self, experience: int) -> list[dict[str, Any]]:
+        return [s for s in self.steps if s["experience"] == experience]
