@@ -25,3 +25,15 @@ def test_axes_and_time_to_accuracy() -> None:
     assert time_to_accuracy(axes["seconds"], accuracy, 0.5) == 1.0
     assert time_to_accuracy(axes["steps"], accuracy, 0.95) is None
     assert np.all(np.diff(compute_axes(POINTS, [{"steps": 4, "flops": 8.0}, {"steps": 6, "flops": 6.0}])["flops"]) >= 0)
+
+
+def test_mean_accuracy_per_experience_or_pooled_over_test_samples() -> None:
+    # unweighted: (0.6 + 0.8) / 2 = 0.7 at step 7; pooled over 10 and 30 test samples:
+    # (0.6*10 + 0.8*30) / 40 = 30 / 40 = 0.75; at step 10 (0.8*10 + 1.0*30) / 40 = 38 / 40 = 0.95
+    pooled = mean_accuracy(POINTS, [10, 30])
+    assert pooled.tolist() == pytest.approx([0.0, 0.2, 0.25, 0.75, 0.95])
+    assert mean_accuracy(POINTS, [10, 0]).tolist() == pytest.approx([0.0, 0.8, 1.0, 0.6, 0.8])  # empty: no weight
+    assert mean_accuracy(POINTS, [0, 0]).tolist() == [0.0] * 5
+    assert mean_accuracy([]).tolist() == [] and mean_accuracy([], [10]).tolist() == []
+    with pytest.raises(ValueError, match="sizes"):
+        mean_accuracy(POINTS, [10])

@@ -2,8 +2,10 @@
 
 from lifelong.metrics.accuracy_matrix import (
     average_incremental_accuracy,
+    average_incremental_accuracy_per_experience,
     backward_transfer,
     final_accuracy,
+    final_accuracy_pooled,
     forgetting,
     forward_transfer,
     summary,
@@ -11,6 +13,6 @@ from lifelong.metrics.accuracy_matrix import (
 from lifelong.metrics.compute import ExperienceCost
 
 __all__ = [
-    "ExperienceCost", "average_incremental_accuracy", "backward_transfer", "final_accuracy", "forgetting",
-    "forward_transfer", "summary",
+    "ExperienceCost", "average_incremental_accuracy", "average_incremental_accuracy_per_experience",
+    "backward_transfer", "final_accuracy", "final_accuracy_pooled", "forgetting", "forward_transfer", "summary",
 ]

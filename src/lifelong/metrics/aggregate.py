@@ -2,7 +2,10 @@
 
 Continual-learning results vary a lot with the seed (class order, initialisation, replay sampling),
 so one run says little; the interval uses Student's t with n - 1 degrees of freedom because a few
-seeds is all a compute budget usually allows.
+seeds is all a compute budget usually allows. Every run counts once: the mean over seeds is
+unweighted, which is right because each seed is one draw of the same experiment (unlike means over
+experiences, which :mod:`lifelong.metrics.accuracy_matrix` offers both per experience and pooled over
+test samples).
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ samples, optimizer steps, training seconds and, when the cost log has it, FLOPs)
 time-to-accuracy is the first point of an axis where the mean accuracy over *every* experience's test
 set reaches a target (over every experience, not only those seen, so that the target means the same
 thing at every point of a class-incremental stream).
+
+:func:`mean_accuracy` is, like ``final_accuracy`` of :mod:`lifelong.metrics.accuracy_matrix`, the
+unweighted mean over experiences (each counts the same); given the test-set sizes it is instead the
+pooled accuracy on all test samples (like ``final_accuracy_pooled``), where an empty test set weighs
+nothing (without sizes its recorded 0.0 counts like any other experience's accuracy). The two differ
+when test sets have different sizes.
 """
 
 from __future__ import annotations
@@ -48,9 +54,21 @@ def compute_axes(points: Sequence[Mapping[str, Any]], costs: Sequence[Mapping[st
     return axes
 
 
-def mean_accuracy(points: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Mean accuracy over every experience's test set at each point, (P,)."""
-    return np.array([float(np.mean(p["accuracies"])) for p in points])
+def mean_accuracy(points: Sequence[Mapping[str, Any]], sizes: Sequence[int] | None = None) -> np.ndarray:
+    """Accuracy over every experience's test set at each point, (P,): the unweighted mean over
+    experiences, or with ``sizes`` (test-set sizes, one per experience) the accuracy on all their test
+    samples pooled, ``sum_j n_j a_j / sum_j n_j`` (0.0 where no test set has a sample)."""
+    if not points:
+        return np.zeros(0)
+    accuracies = np.array([p["accuracies"] for p in points], dtype=float)  # (P, T)
+    if sizes is None:
+        return accuracies.mean(axis=1)
+    weights = np.asarray(sizes, dtype=float)
+    if weights.shape != (accuracies.shape[1],) or np.any(weights < 0):
+        raise ValueError(f"sizes needs one non-negative test-set size per experience ({accuracies.shape[1]}), "
+                         f"got {list(np.atleast_1d(weights))}")
+    total = weights.sum()
+    return accuracies @ weights / total if total > 0 else np.zeros(len(points))
 
 
 def time_to_accuracy(axis: Sequence[float], accuracy: Sequence[float], target: float) -> float | None:

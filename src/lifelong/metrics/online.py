@@ -7,7 +7,12 @@ the samples seen so that it is a mean accuracy in [0, 1]; Moon et al. 2023 (Si-B
 the last accuracy ``A_last``. "Seen so far" is read at experience granularity: at a point inside
 experience ``e``, the seen test sets are those of experiences ``0..e`` (the scenario builders give each
 class's test samples to the experience that introduces it). Accuracy over several test sets is the
-sample-weighted mean, i.e. the accuracy on their union.
+sample-weighted mean, i.e. the accuracy on their union: the *pooled* mean of
+:mod:`lifelong.metrics.accuracy_matrix` (``seen_class_accuracy`` of a matrix's rows averaged over the
+rows is iCaRL's ``average_incremental_accuracy``; its last row over all experiences is
+``final_accuracy_pooled``), so an experience with an empty test set weighs nothing. Where no seen test
+set has a sample at all, the accuracy is 0.0 (the accuracy-matrix means leave such a step out instead);
+that only happens while every experience so far has an empty test set.
 """
 
 from __future__ import annotations
