@@ -34,12 +34,13 @@ from lifelong.optim.schedules import Position
 from lifelong.optim.setup import OptimSetup, change_batch_size, epoch_end, resolve
 from lifelong.runner.budget import Budget
 from lifelong.runner.checkpoint import CheckpointSettings, Checkpointer, resume_point
-from lifelong.runner.distributed import World, check_distributed, init_from_environment, local_device
+from lifelong.runner.distributed import check_distributed, init_from_environment, local_device
 from lifelong.runner.evaluation import accuracies
 from lifelong.runner.observers import Observer, ProgressBar, RunContext, TrainState
 from lifelong.runner.results import ResultsStore, RunRecord
 from lifelong.runner.validation import check_arguments, check_model
 from lifelong.strategies.base import Strategy
+from lifelong.world import World
 
 
 @dataclass

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lifelong.errors import ConfigError
-from lifelong.runner.distributed import World
+from lifelong.world import World
 
 if TYPE_CHECKING:
     import torch
