@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lifelong.config import parameters
-from lifelong.data.datasets import DATASETS
+from lifelong.data.catalog import DATASETS
 from lifelong.data.scenarios import SCENARIOS
 
 
