@@ -16,8 +16,8 @@ from lifelong.data.scenarios import SCENARIOS
 from lifelong.data.streams import Stream
 from lifelong.errors import ConfigError, ResumeError
 from lifelong.models.nets import MODELS
-from lifelong.protocol.curves import attach_curve
 from lifelong.runner.checkpoint import CheckpointSettings
+from lifelong.runner.curves import attach_curve
 from lifelong.runner.loop import RunResult, train
 from lifelong.runner.observers import PeriodicEvaluation
 from lifelong.runner.online import attach_online_metrics
@@ -98,7 +98,7 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
     """Build everything the config names (unless ``prepared``) and train; with a ``store`` the run is
     recorded. ``extra_config`` adds sections to the stored configuration (e.g. a tuning run's
     validation split). With ``run.eval_every_steps`` the continual-evaluation curve and its stability
-    gaps are kept too (:func:`lifelong.protocol.curves.attach_curve`)."""
+    gaps are kept too (:func:`lifelong.runner.curves.attach_curve`)."""
     stream, model, strategy = prepared or prepare(config)
     if config.run.eval_every_steps and config.run.eval_every_samples:
         raise ConfigError("run.eval_every_samples: set either run.eval_every_steps or run.eval_every_samples, "
