@@ -8,7 +8,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from lifelong.config import parameters
+from lifelong.config import load_config, parameters
 from lifelong.data.catalog import DATASETS
 from lifelong.data.scenarios import SCENARIOS
 
@@ -26,7 +26,7 @@ def registry_table(title: str, registry: dict, skip: tuple[str, ...] = ()) -> Ta
 
 
 def cmd_scenarios(args: argparse.Namespace, console: Console) -> int:
-    from lifelong.cli import load_config, stream_table  # the CLI module reads configurations
+    from lifelong.cli import stream_table  # the CLI module renders streams
     from lifelong.experiment import build_stream
 
     if args.config is None and not args.set:

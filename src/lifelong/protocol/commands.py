@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 
 from lifelong.cli import METRIC_NAMES
-from lifelong.config import RunConfig
+from lifelong.config import RunConfig, load_config
 from lifelong.errors import ConfigError
 from lifelong.protocol.seeds import parse_seeds, run_seeds, summary_table
 from lifelong.runner.results import ResultsStore
@@ -46,7 +46,6 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
 def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     import optuna
 
-    from lifelong.cli import load_config
     from lifelong.protocol.tune import ProtocolSettings, run_protocol
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -20,8 +20,7 @@ from typing import Any
 import optuna
 from sklearn.model_selection import train_test_split
 
-from lifelong.cli import load_config
-from lifelong.config import build
+from lifelong.config import build, load_config
 from lifelong.data.catalog import DATASETS
 from lifelong.data.datasets import Dataset
 from lifelong.errors import ConfigError, TrainingError

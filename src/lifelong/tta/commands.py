@@ -16,8 +16,7 @@ from lifelong.tta.methods import METHODS
 
 
 def cmd_tta(args: argparse.Namespace, console: Console) -> int:
-    from lifelong.cli import load_config  # the CLI module reads configurations
-    from lifelong.config import build
+    from lifelong.config import build, load_config
     from lifelong.data.catalog import DATASETS
     from lifelong.models.nets import MODELS
     from lifelong.runner.results import ResultsStore
