@@ -1,69 +1,24 @@
-"""The ``lifelong`` command line: a thin layer over the Python API.
-
-Every user error (unknown strategy, bad value, unknown field, missing file) ends with one line on
-stderr naming the field, the value and what is allowed, and exit code 2.
-"""
+"""The run commands of the ``lifelong`` command line: ``run`` (with ``--resume`` and ``--seeds``),
+``runs``, ``show``, ``compare`` and ``strategies``. Each handler reads its arguments, calls the Python
+API (:mod:`lifelong.experiment`, the results store) and prints what came back; :func:`add_commands`
+registers them on the CLI's parser. Command wiring, so it lives in the ``cli`` layer."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-from collections.abc import Sequence
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from lifelong.cli.protocol import run_with_seeds
+from lifelong.cli.tables import METRIC_NAMES, fmt, matrix_table, metrics_table, stream_table
 from lifelong.config import RunSettings, load_config, parameters
-from lifelong.errors import ConfigError, LifelongError
+from lifelong.errors import ConfigError
 from lifelong.experiment import prepare, resume, run_config
 from lifelong.runner.loop import RunResult
 from lifelong.runner.results import ResultsStore
 from lifelong.strategies import STRATEGIES
-
-METRIC_NAMES = ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer",
-                "forward_transfer")
-
-
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def matrix_table(matrix: Sequence[Sequence[float]], title: str = "accuracy matrix") -> Table:
-    table = Table(title=title + " (row: after training on, column: tested on)")
-    table.add_column("trained \\ tested")
-    for j in range(len(matrix[0]) if len(matrix) else 0):
-        table.add_column(f"exp {j}", justify="right")
-    for i, row in enumerate(matrix):
-        table.add_row(f"exp {i}", *(f"{a:.3f}" for a in row))
-    return table
-
-
-def metrics_table(metrics: dict[str, Any], costs: Sequence[dict[str, Any]]) -> Table:
-    table = Table(title="metrics")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name in METRIC_NAMES:
-        table.add_row(name, _fmt(metrics.get(name)))
-    table.add_row("train_seconds", f"{sum(c['seconds'] for c in costs):.2f}")
-    table.add_row("samples", str(sum(c["samples"] for c in costs)))
-    table.add_row("steps", str(sum(c["steps"] for c in costs)))
-    if costs:
-        table.add_row("buffer_size", str(costs[-1]["buffer_size"]))
-        table.add_row("peak_memory_mb", f"{max(c['peak_memory_mb'] for c in costs):.0f}")
-    return table
-
-
-def stream_table(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("experience", "name", "task", "classes", "train", "test"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(str(row[c]) if c != "classes" else ",".join(map(str, row[c])) for c in
-                        ("experience", "name", "task", "classes", "train", "test")))
-    return table
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -77,8 +32,6 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     store = ResultsStore(config.run.db)
     console.print(stream_table(prepared[0].summary(), prepared[0].name))
     if args.seeds is not None:
-        from lifelong.protocol.commands import run_with_seeds  # protocol commands build on this module
-
         return run_with_seeds(config, args.seeds, store, console)
     result = run_config(config, store=store, progress=config.run.progress, prepared=prepared)
     print_result(result, config.run.db, console)
@@ -109,7 +62,7 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     for r in ResultsStore(args.db).runs():
         metrics = r.metrics or {}
         table.add_row(str(r.id), r.created, r.status, r.name, r.strategy, str(r.seed),
-                      _fmt(metrics.get("final_accuracy")), _fmt(metrics.get("forgetting")))
+                      fmt(metrics.get("final_accuracy")), fmt(metrics.get("forgetting")))
     console.print(table)
     return 0
 
@@ -141,7 +94,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     for r in records:
         table.add_column(f"run {r.id} ({r.strategy})", justify="right")
     for name in METRIC_NAMES:
-        table.add_row(name, *(_fmt((r.metrics or {}).get(name)) for r in records))
+        table.add_row(name, *(fmt((r.metrics or {}).get(name)) for r in records))
     table.add_row("train_seconds", *(f"{sum(e['cost']['seconds'] for e in r.experiences):.2f}" for r in records))
     table.add_row("status", *(r.status for r in records))
     console.print(table)
@@ -161,9 +114,8 @@ def cmd_strategies(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lifelong", description="Continual learning under a compute budget.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``run``, ``runs``, ``show``, ``compare`` and ``strategies`` on the CLI's subparsers."""
     run = sub.add_parser("run", help="train a strategy on a stream and store the run")
     run.add_argument("--config", help="TOML file with [dataset], [scenario], [model], [strategy], [optim], [run]")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -186,34 +138,3 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
     strategies = sub.add_parser("strategies", help="list strategies with their hyperparameters")
     strategies.set_defaults(handler=cmd_strategies)
-    from lifelong.data.commands import add_commands as add_scenario_commands  # these build on this module
-    from lifelong.protocol.commands import add_commands  # protocol commands build on this module
-    from lifelong.tta.commands import add_commands as add_tta_commands
-
-    add_commands(sub)
-    add_scenario_commands(sub)
-    add_tta_commands(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 success, 2 user error)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    # in a torchrun job only rank 0 prints (the others train silently beside it)
-    console = Console(width=max(Console().width, 120), quiet=os.environ.get("RANK", "0") != "0")
-    try:
-        return int(args.handler(args, console))
-    except LifelongError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as interrupt:
-        print(f"interrupted: {interrupt}" if str(interrupt) else "interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
