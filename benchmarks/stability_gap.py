@@ -18,7 +18,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from lifelong.cli import load_config
+from lifelong.config import load_config
 from lifelong.metrics.aggregate import aggregate
 from lifelong.protocol.seeds import run_seeds
 from lifelong.runner.results import ResultsStore

@@ -3,21 +3,24 @@
 Everything a run needs is one :class:`RunConfig`: which dataset, scenario, model and strategy (each a
 ``name`` plus that component's own keyword arguments), how to optimize, and how to run. It is
 validated once, at the edge (the CLI or the Python API), and stored whole with every run. Errors name
-the field, the bad value and what is allowed.
+the field, the bad value and what is allowed. :func:`load_config` reads one the way every command does:
+the defaults, then a TOML file, then ``--set SECTION.FIELD=VALUE`` overrides.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import tomllib
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from lifelong.errors import ConfigError
+from lifelong.errors import ConfigError, MissingFileError
 
 
 class OptimConfig(BaseModel):
@@ -142,6 +145,62 @@ def validate_config(data: Mapping[str, Any]) -> RunConfig:
         return RunConfig.model_validate(data)
     except pydantic.ValidationError as error:
         raise ConfigError(describe_validation_error(error)) from None
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value read as a TOML value (numbers, booleans, lists, quoted strings), else as a string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``section.field=value`` to nested config dicts."""
+    key, sep, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ConfigError(f"--set {assignment!r}: expected SECTION.FIELD=VALUE, e.g. --set strategy.name=ewc")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = parse_value(text.strip())
+
+
+def load_config(path: str | None, overrides: Sequence[str]) -> RunConfig:
+    """The run configuration: defaults, then the TOML file, then ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise MissingFileError(f"--config: no such file {path!r}")
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"--config {path!r}: not valid TOML: {error}") from None
+    defaults = RunConfig().model_dump()
+    for section, value in data.items():
+        if isinstance(value, dict) and isinstance(defaults.get(section), dict) and "name" in defaults[section] \
+                and "name" in value and value["name"] != defaults[section]["name"]:
+            defaults[section] = {"name": value["name"]}  # a new component: drop the default's parameters
+    merged = _merge(defaults, data)
+    for assignment in overrides:
+        if assignment.split("=", 1)[0].strip().endswith(".name"):
+            section = assignment.split(".", 1)[0].strip()
+            if isinstance(merged.get(section), dict) and "name" in merged[section]:
+                merged[section] = {k: v for k, v in merged[section].items() if k in data.get(section, {})}
+        apply_override(merged, assignment)
+    return validate_config(merged)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:

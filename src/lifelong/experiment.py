@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from lifelong.config import RunConfig, build, resolved, validate_config
-from lifelong.data.datasets import DATASETS, Dataset
+from lifelong.data.catalog import DATASETS
+from lifelong.data.datasets import Dataset
 from lifelong.data.scenarios import SCENARIOS
 from lifelong.data.streams import Stream
 from lifelong.errors import ConfigError, ResumeError

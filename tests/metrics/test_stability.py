@@ -1,6 +1,6 @@
 import pytest
 
-from lifelong.cli import load_config
+from lifelong.config import load_config
 from lifelong.experiment import run_config
 from lifelong.metrics.stability import stability_gaps, stability_summary
 from lifelong.runner.results import ResultsStore

@@ -3,7 +3,8 @@ import math
 import optuna
 import pytest
 
-from lifelong.cli import load_config, main
+from lifelong.cli import main
+from lifelong.config import load_config
 from lifelong.errors import ConfigError, TrainingError
 from lifelong.protocol import tune
 from lifelong.experiment import build_strategy

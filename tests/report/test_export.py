@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from lifelong.cli import load_config, main
+from lifelong.cli import main
+from lifelong.config import load_config
 from lifelong.errors import ConfigError
 from lifelong.experiment import run_config
 from lifelong.report.export import export

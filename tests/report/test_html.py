@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from lifelong.cli import load_config, main
+from lifelong.cli import main
+from lifelong.config import load_config
 from lifelong.experiment import run_config
 from lifelong.report.html import write_report
 from lifelong.report.plots import FIGURES, points_of

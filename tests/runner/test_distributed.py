@@ -1,10 +1,10 @@
-"""Sharding arithmetic of :mod:`lifelong.runner.distributed` (collectives: test_distributed_training.py)."""
+"""Sharding arithmetic of :mod:`lifelong.world` (collectives: test_distributed_training.py)."""
 
 from __future__ import annotations
 
 import torch
 
-from lifelong.runner.distributed import World
+from lifelong.world import World
 
 
 def test_share_and_shard_single_and_many() -> None:

@@ -12,11 +12,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lifelong import OptimConfig, ResultsStore, class_incremental, mlp, synthetic, train
-from lifelong.cli import load_config
+from lifelong.config import load_config
 from lifelong.errors import ConfigError
 from lifelong.experiment import run_config
-from lifelong.runner.distributed import World
 from lifelong.strategies import ER, EWC
+from lifelong.world import World
 
 
 def _train_rank(rank: int, init_file: str, results: dict) -> None:

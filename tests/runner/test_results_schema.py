@@ -2,7 +2,8 @@ import sqlite3
 
 import pytest
 
-from lifelong.cli import load_config, main
+from lifelong.cli import main
+from lifelong.config import load_config
 from lifelong.experiment import resolve_config, run_config
 from lifelong.runner.results import SCHEMA_VERSION, ResultsStore, config_key
 

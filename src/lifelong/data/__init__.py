@@ -1,6 +1,7 @@
 """Data: datasets, experiences, streams and the scenario builders that make streams."""
 
-from lifelong.data.datasets import DATASETS, Dataset, digits, from_arrays, synthetic
+from lifelong.data.catalog import DATASETS
+from lifelong.data.datasets import Dataset, digits, from_arrays, synthetic
 from lifelong.data.scenarios import SCENARIOS, class_incremental, domain_incremental, task_incremental
 from lifelong.data.blurry import si_blurry
 from lifelong.data.fewshot import few_shot

@@ -108,11 +108,3 @@ def synthetic(n_classes: int = 10, n_features: int = 20, n_per_class: int = 100,
     for c in range(n_classes):
         test[np.flatnonzero(y == c)[:n_test_per_class]] = True
     return from_arrays("synthetic", x[~test], y[~test], x[test], y[test])
-
-
-# the file loaders build on Dataset and from_arrays above, so they are imported once those exist
-from lifelong.data import files  # noqa: E402
-
-DATASETS = {"digits": digits, "synthetic": synthetic, "csv": files.csv, "image_folder": files.image_folder,
-            "mnist": files.mnist, "fashion_mnist": files.fashion_mnist, "cifar10": files.cifar10,
-            "cifar100": files.cifar100}

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from lifelong.data.validation import check_stream, check_tensors
+from lifelong.data.validation import check_set, check_stream_shape, check_task_classes, check_tensors
 from lifelong.errors import DataError
 
 
@@ -162,3 +162,13 @@ class Stream:
              "train": len(e.train), "test": len(e.test)}
             for i, e in enumerate(self.experiences)
         ]
+
+
+def check_stream(stream: Stream) -> None:
+    """Every check of :mod:`lifelong.data.validation` on every experience of ``stream``."""
+    check_stream_shape(stream.experiences, stream.n_classes)
+    for index, experience in enumerate(stream.experiences):
+        for part, data in (("train", experience.train), ("test", experience.test)):
+            check_set(data.x, data.y, f"experience {index}: {part}", stream.n_classes, stream.input_shape)
+        if stream.task_aware:
+            check_task_classes(experience.test.y, experience.classes, index)

@@ -1,17 +1,18 @@
 """Checks that a stream's data can be trained on, run when a :class:`~lifelong.data.streams.Stream` is
 built, so that a mistake in the data surfaces as one :class:`~lifelong.errors.DataError` naming the
-experience and the fix, instead of a shape error or a silent zero accuracy deep inside training."""
+experience and the fix, instead of a shape error or a silent zero accuracy deep inside training.
+
+The checks take plain tensors and values, not the stream's types: :mod:`lifelong.data.streams` calls
+them from its constructors (``Stream`` walks its experiences there), so this module sits below it and
+imports nothing of it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import torch
 
 from lifelong.errors import DataError
-
-if TYPE_CHECKING:
-    from lifelong.data.streams import Experience, Stream, TensorSet
 
 
 def check_tensors(x: object, y: object, task: object) -> None:
@@ -29,40 +30,36 @@ def check_tensors(x: object, y: object, task: object) -> None:
             raise DataError(f"{name} must be an integer tensor, got dtype {value.dtype}; convert with .long()")
 
 
-def check_set(data: TensorSet, where: str, n_classes: int, input_shape: tuple[int, ...]) -> None:
-    """Labels in ``[0, n_classes)``, inputs of ``input_shape`` and finite."""
-    if not len(data):
+def check_set(x: torch.Tensor, y: torch.Tensor, where: str, n_classes: int, input_shape: tuple[int, ...]) -> None:
+    """Of a sample set with inputs ``x`` and labels ``y``: labels in ``[0, n_classes)``, inputs of
+    ``input_shape`` and finite."""
+    if not len(y):
         return
-    low, high = int(data.y.min()), int(data.y.max())
+    low, high = int(y.min()), int(y.max())
     if low < 0 or high >= n_classes:
         raise DataError(f"{where} labels must lie in [0, {n_classes - 1}], found [{low}, {high}]; relabel the "
                         "data or raise n_classes")
-    if tuple(data.x.shape[1:]) != tuple(input_shape):
-        raise DataError(f"{where} inputs have shape {tuple(data.x.shape[1:])}, the stream declares "
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise DataError(f"{where} inputs have shape {tuple(x.shape[1:])}, the stream declares "
                         f"{tuple(input_shape)}")
-    if not bool(torch.isfinite(data.x).all()):
+    if not bool(torch.isfinite(x).all()):
         raise DataError(f"{where} inputs contain NaN or infinite values; clean or impute them before building "
                         "the stream")
 
 
-def check_task_classes(experience: Experience, index: int) -> None:
-    """In a task-incremental stream every test label of an experience must be one of its task's
-    classes: the logits of the others are masked, so such samples could never be predicted."""
-    stray = sorted(set(experience.test.y.tolist()) - set(experience.classes))
+def check_task_classes(test_labels: torch.Tensor, classes: Sequence[int], index: int) -> None:
+    """In a task-incremental stream every test label of an experience (``test_labels``) must be one of
+    its task's ``classes``: the logits of the others are masked, so such samples could never be predicted."""
+    stray = sorted(set(test_labels.tolist()) - set(classes))
     if stray:
         raise DataError(f"experience {index}: test labels {stray} are never trained in its task (classes "
-                        f"{list(experience.classes)}); in a task-incremental stream drop those test samples or "
+                        f"{list(classes)}); in a task-incremental stream drop those test samples or "
                         "add the classes to the experience")
 
 
-def check_stream(stream: Stream) -> None:
-    """Every check above on every experience of ``stream``."""
-    if not stream.experiences:
+def check_stream_shape(experiences: Sequence[object], n_classes: int) -> None:
+    """A stream has at least one experience and at least one class."""
+    if not experiences:
         raise DataError("a stream needs at least one experience")
-    if stream.n_classes < 1:
-        raise DataError(f"a stream needs n_classes >= 1, got {stream.n_classes}")
-    for index, experience in enumerate(stream.experiences):
-        for part, data in (("train", experience.train), ("test", experience.test)):
-            check_set(data, f"experience {index}: {part}", stream.n_classes, stream.input_shape)
-        if stream.task_aware:
-            check_task_classes(experience, index)
+    if n_classes < 1:
+        raise DataError(f"a stream needs n_classes >= 1, got {n_classes}")

@@ -1,1 +1,1 @@
-"""Evaluation protocols: continual-evaluation curves, multi-seed runs, sweeps and tune-then-evaluate."""
+"""Evaluation protocols: multi-seed runs, sweeps and tune-then-evaluate."""

@@ -35,8 +35,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lifelong.cli import load_config
-from lifelong.config import RunConfig, describe_validation_error
+from lifelong.config import RunConfig, describe_validation_error, load_config
 from lifelong.errors import ConfigError, MissingFileError
 from lifelong.experiment import build_strategy, prepare, resolve_config, run_config
 from lifelong.metrics.aggregate import Aggregate, aggregate_metrics

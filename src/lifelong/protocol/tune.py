@@ -20,9 +20,9 @@ from typing import Any
 import optuna
 from sklearn.model_selection import train_test_split
 
-from lifelong.cli import load_config
-from lifelong.config import build
-from lifelong.data.datasets import DATASETS, Dataset
+from lifelong.config import build, load_config
+from lifelong.data.catalog import DATASETS
+from lifelong.data.datasets import Dataset
 from lifelong.errors import ConfigError, TrainingError
 from lifelong.experiment import build_model, build_stream, build_strategy, run_config
 from lifelong.metrics.aggregate import Aggregate

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from lifelong.data.streams import TensorSet
-from lifelong.runner.distributed import World
 from lifelong.strategies.base import Strategy
+from lifelong.world import World
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import torch
 
-from lifelong.runner.distributed import World
+from lifelong.world import World
 
 T = TypeVar("T")
 

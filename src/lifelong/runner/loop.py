@@ -49,7 +49,7 @@ from lifelong.optim.schedules import Position
 from lifelong.optim.setup import OptimSetup, epoch_end, resolve
 from lifelong.runner.budget import Budget
 from lifelong.runner.checkpoint import CheckpointSettings, Checkpointer, Restored, resume_point
-from lifelong.runner.distributed import World, check_distributed, init_from_environment, local_device
+from lifelong.runner.distributed import check_distributed, init_from_environment, local_device
 from lifelong.runner.evaluation import accuracies
 from lifelong.runner.flops import FlopMeter
 from lifelong.runner.observers import Observer, PeriodicEvaluation, ProgressBar, RunContext, TrainState
@@ -57,6 +57,7 @@ from lifelong.runner.plan import PlannedExperience, check_lr_scales, check_train
 from lifelong.runner.results import ResultsStore, RunRecord
 from lifelong.runner.validation import check_arguments, check_model, warn_about_combination
 from lifelong.strategies.base import ExperiencePlan, Strategy
+from lifelong.world import World
 
 
 @dataclass

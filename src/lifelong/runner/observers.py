@@ -14,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lifelong.errors import ConfigError
 from lifelong.metrics.online import online_metrics
 from lifelong.metrics.stability import StabilityGap, stability_gaps, stability_summary
-from lifelong.runner.distributed import World
 from lifelong.runner.evaluation import accuracies
+from lifelong.world import World
 
 if TYPE_CHECKING:
     import torch

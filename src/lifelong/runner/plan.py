@@ -21,7 +21,7 @@ from lifelong.errors import StrategyError
 from lifelong.optim.setup import OptimSetup
 from lifelong.runner.budget import Budget
 from lifelong.strategies.base import ExperiencePlan, Strategy
-from lifelong.runner.distributed import World
+from lifelong.world import World
 
 
 @dataclass(frozen=True)

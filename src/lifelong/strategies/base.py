@@ -26,7 +26,7 @@ from torch import nn
 
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
-from lifelong.runner.distributed import World
+from lifelong.world import World
 
 
 @dataclass(frozen=True)

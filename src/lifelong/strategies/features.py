@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.errors import ConfigError, MissingFileError
-from lifelong.runner.distributed import World
+from lifelong.world import World
 
 
 @torch.no_grad()

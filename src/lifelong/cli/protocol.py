@@ -2,7 +2,8 @@
 ``report`` and ``export``. Each handler parses nothing itself: it calls the module that does the work
 and prints what came back; :func:`add_commands` registers them on the CLI's parser. Modules that pull
 in Optuna or matplotlib are imported inside the handlers that need them, so that every other command
-starts without paying for those imports."""
+starts without paying for those imports. Command wiring over :mod:`lifelong.protocol` and
+:mod:`lifelong.report`, so it lives in the ``cli`` layer, above both."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lifelong.cli import METRIC_NAMES
-from lifelong.config import RunConfig
+from lifelong.cli.tables import METRIC_NAMES
+from lifelong.config import RunConfig, load_config
 from lifelong.errors import ConfigError
 from lifelong.protocol.seeds import parse_seeds, run_seeds, summary_table
 from lifelong.runner.results import ResultsStore
@@ -46,7 +47,6 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
 def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     import optuna
 
-    from lifelong.cli import load_config
     from lifelong.protocol.tune import ProtocolSettings, run_protocol
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

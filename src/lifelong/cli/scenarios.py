@@ -1,34 +1,21 @@
 """``lifelong scenarios``: the scenario builders with their parameters and defaults, the datasets, and for
-a given configuration the stream it builds (classes and sizes per experience)."""
+a given configuration the stream it builds (classes and sizes per experience). Command wiring over
+:mod:`lifelong.data` and :mod:`lifelong.experiment`, so it lives in the ``cli`` layer."""
 
 from __future__ import annotations
 
 import argparse
 
 from rich.console import Console
-from rich.table import Table
 
-from lifelong.config import parameters
-from lifelong.data.datasets import DATASETS
+from lifelong.cli.tables import registry_table, stream_table
+from lifelong.config import load_config
+from lifelong.data.catalog import DATASETS
 from lifelong.data.scenarios import SCENARIOS
-
-
-def registry_table(title: str, registry: dict, skip: tuple[str, ...] = ()) -> Table:
-    """One row per entry: name, keyword arguments with their defaults, first line of the docstring."""
-    table = Table(title=title)
-    for column in ("name", "parameters (default)", "summary"):
-        table.add_column(column)
-    for name, factory in registry.items():
-        params = ", ".join(f"{k}={'required' if p.default is p.empty else repr(p.default)}"
-                           for k, p in parameters(factory).items() if k not in skip) or "-"
-        table.add_row(name, params, " ".join((factory.__doc__ or "").strip().split("\n\n")[0].split()))
-    return table
+from lifelong.experiment import build_stream
 
 
 def cmd_scenarios(args: argparse.Namespace, console: Console) -> int:
-    from lifelong.cli import load_config, stream_table  # the CLI module reads configurations
-    from lifelong.experiment import build_stream
-
     if args.config is None and not args.set:
         console.print(registry_table("scenarios", SCENARIOS, skip=("dataset",)))
         console.print(registry_table("datasets", DATASETS))

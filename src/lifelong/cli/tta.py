@@ -1,5 +1,6 @@
 """``lifelong tta``: train a model on clean data, adapt it over a stream of corrupted domains, print the
-error per domain and store the run."""
+error per domain and store the run. Command wiring over :mod:`lifelong.tta`, so it lives in the ``cli``
+layer."""
 
 from __future__ import annotations
 
@@ -11,18 +12,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from lifelong.config import build, load_config
+from lifelong.data.catalog import DATASETS
+from lifelong.models.nets import MODELS
+from lifelong.runner.results import ResultsStore
 from lifelong.tta.corruptions import CORRUPTIONS
+from lifelong.tta.loop import run_tta
 from lifelong.tta.methods import METHODS
 
 
 def cmd_tta(args: argparse.Namespace, console: Console) -> int:
-    from lifelong.cli import load_config  # the CLI module reads configurations
-    from lifelong.config import build
-    from lifelong.data.datasets import DATASETS
-    from lifelong.models.nets import MODELS
-    from lifelong.runner.results import ResultsStore
-    from lifelong.tta.loop import run_tta
-
     overrides = ([] if args.config else ["model.name=cnn"]) + list(args.set) \
         + ([f"run.db={json.dumps(args.db)}"] if args.db else []) \
         + ([f"run.seed={args.seed}"] if args.seed is not None else [])
