@@ -24,7 +24,8 @@ from lifelong.protocol.seeds import run_seeds
 from lifelong.runner.results import ResultsStore
 from lifelong.protocol.seeds import parse_seeds
 
-METRICS = ("relative_stability_gap", "stability_gap", "min_old_accuracy", "recovered_fraction", "final_accuracy")
+METRICS = ("relative_stability_gap", "stability_gap", "min_old_accuracy", "worst_case_accuracy", "recovered_fraction",
+           "final_accuracy")
 
 
 def main() -> None:

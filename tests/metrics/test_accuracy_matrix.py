@@ -91,12 +91,6 @@ def test_joint_run_pools_every_experience() -> None:
     assert result["average_incremental_accuracy"] == pytest.approx(0.95)
 
 
-def test_summary_without_sizes_has_no_pooled_metrics() -> None:
-    result = summary(R, INITIAL)
-    assert result["final_accuracy_pooled"] is None and result["average_incremental_accuracy"] is None
-    assert result["average_incremental_accuracy_per_experience"] == pytest.approx((0.9 + 0.7 + 0.7) / 3)
-
-
 def test_forgetting_takes_best_earlier_accuracy() -> None:
     # exp 0: max(0.9, 0.6) - 0.5 = 0.4; exp 1: max(0.8) - 0.7 = 0.1
     assert forgetting(R) == pytest.approx((0.4 + 0.1) / 2)
@@ -122,7 +116,7 @@ def test_forward_transfer_against_initial_model() -> None:
 
 def test_single_row_matrix_has_no_sequence_metrics() -> None:
     joint = [[0.9, 0.8, 1.0]]
-    result = summary(joint, [0.1, 0.1, 0.1])
+    result = summary(joint, [0.1, 0.1, 0.1], [10, 10, 10])
     assert result["final_accuracy"] == pytest.approx(0.9)
     assert result["forgetting"] is None and result["backward_transfer"] is None
     assert result["forward_transfer"] is None

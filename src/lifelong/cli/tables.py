@@ -16,7 +16,12 @@ from rich.table import Table
 from lifelong.config import parameters
 
 METRIC_NAMES = ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer",
-                "forward_transfer")
+                "forward_transfer", "final_accuracy_pooled", "average_incremental_accuracy_per_experience")
+"""The accuracy-matrix metrics every run has (the first three head sweep tables)."""
+
+CURVE_METRIC_NAMES = ("stability_gap", "relative_stability_gap", "min_old_accuracy", "worst_case_accuracy",
+                      "recovered_fraction", "a_auc", "last_accuracy")
+"""Metrics of a continual-evaluation curve, shown when the run kept one."""
 
 
 def fmt(value: Any) -> str:
@@ -40,6 +45,11 @@ def metrics_table(metrics: dict[str, Any], costs: Sequence[dict[str, Any]]) -> T
     table.add_column("value", justify="right")
     for name in METRIC_NAMES:
         table.add_row(name, fmt(metrics.get(name)))
+    for name in CURVE_METRIC_NAMES:
+        if metrics.get(name) is not None:
+            table.add_row(name, fmt(metrics[name]))
+    if metrics.get("effective_lr") is not None:
+        table.add_row("effective_lr", f"{metrics['effective_lr']:.6g}")
     table.add_row("train_seconds", f"{sum(c['seconds'] for c in costs):.2f}")
     table.add_row("samples", str(sum(c["samples"] for c in costs)))
     table.add_row("steps", str(sum(c["steps"] for c in costs)))

@@ -146,20 +146,16 @@ def forward_transfer(R: Matrix, initial: Sequence[float], test_sizes: Sizes | No
     return _per_experience(values, _kept(test_sizes, T)[1:])
 
 
-def summary(R: Matrix, initial: Sequence[float], test_sizes: Sizes | None = None) -> dict[str, float | None]:
-    """Every metric of the matrix, by name.
-
-    ``test_sizes`` (one int per column) is needed for the pooled metrics, ``final_accuracy_pooled`` and
-    ``average_incremental_accuracy`` (iCaRL's); without it they are None (the two-argument call is kept
-    only so that callers can move to the three-argument one) and no experience is left out as empty.
-    """
+def summary(R: Matrix, initial: Sequence[float], test_sizes: Sizes) -> dict[str, float | None]:
+    """Every metric of the matrix, by name; ``test_sizes`` (one int per column) weigh the pooled ones,
+    ``final_accuracy_pooled`` and ``average_incremental_accuracy`` (iCaRL's), and leave empty test sets
+    out of every mean."""
     m = _matrix(R)
-    if test_sizes is not None:
-        _sizes(test_sizes, m.shape[1])
+    _sizes(test_sizes, m.shape[1])
     return {
         "final_accuracy": final_accuracy(m, test_sizes),
-        "final_accuracy_pooled": None if test_sizes is None else final_accuracy_pooled(m, test_sizes),
-        "average_incremental_accuracy": None if test_sizes is None else average_incremental_accuracy(m, test_sizes),
+        "final_accuracy_pooled": final_accuracy_pooled(m, test_sizes),
+        "average_incremental_accuracy": average_incremental_accuracy(m, test_sizes),
         "average_incremental_accuracy_per_experience": average_incremental_accuracy_per_experience(m, test_sizes),
         "forgetting": forgetting(m, test_sizes),
         "backward_transfer": backward_transfer(m, test_sizes),

@@ -31,7 +31,8 @@ from lifelong.protocol.spaces import search_space, suggest
 from lifelong.runner.results import ResultsStore
 
 #: Metrics a study may maximise.
-OBJECTIVES = ("final_accuracy", "average_incremental_accuracy")
+OBJECTIVES = ("final_accuracy", "final_accuracy_pooled", "average_incremental_accuracy",
+              "average_incremental_accuracy_per_experience")
 
 
 @dataclass

@@ -14,8 +14,9 @@ from lifelong.metrics.efficiency import compute_axes, mean_accuracy, time_to_acc
 from lifelong.report.plots import FIGURES, png_bytes, points_of, run_label
 from lifelong.runner.results import RunRecord
 
-METRICS = ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer", "forward_transfer",
-           "stability_gap", "relative_stability_gap", "min_old_accuracy")
+METRICS = ("final_accuracy", "final_accuracy_pooled", "average_incremental_accuracy",
+           "average_incremental_accuracy_per_experience", "forgetting", "backward_transfer", "forward_transfer",
+           "stability_gap", "relative_stability_gap", "min_old_accuracy", "worst_case_accuracy")
 
 _STYLE = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}

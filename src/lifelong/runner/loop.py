@@ -207,7 +207,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
             for observer in observers:
                 observer.on_experience_end(state, row)
         matrix = np.asarray(rows)
-        metrics: dict[str, Any] = {**summary(matrix, initial), "effective_lr": setup.lr_for(optim.batch_size * world.size),
+        metrics: dict[str, Any] = {**summary(matrix, initial, [len(t) for t in test_sets]),
+                                   "effective_lr": setup.lr_for(optim.batch_size * world.size),
                                    "batch_size_changes": batch_size_changes, "world_size": world.size}
         extra: dict[str, Any] = {"plan": plan_records(plans)}
         curve = None
