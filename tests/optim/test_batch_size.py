@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -63,3 +65,47 @@ def test_keep_updates_lengthens_training_when_the_batch_is_larger(small_data) ->
     result = train(stream, mlp(stream.input_shape, stream.n_classes, hidden=(16,)), Naive(), optim, seed=0)
     assert [c.samples for c in result.costs] == [4 * len(e.train) for e in stream]  # 2 epochs x 32 / 16
     assert result.lr == pytest.approx(0.1)  # linear rule for SGD (auto)
+
+
+def test_pure_noise_grows_the_batch_at_every_size() -> None:
+    # Defect 6: the gradient norm was taken on the <= 64 per-sample gradients of the variance estimate,
+    # whose mean carries Var / 64 of noise, so no batch above 64 / theta^2 = 256 could fail the test.
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(4096, 4, generator=generator)
+    with torch.no_grad():
+        fitted = model(x).squeeze(1)
+    noisy = fitted + torch.randn(4096, generator=generator)  # the mean gradient is pure noise
+    test = AdaptiveBatchSize(theta=0.5, max_batch_size=100_000)
+    task = torch.zeros(4096, dtype=torch.long)
+    for batch_size in (64, 256, 1024, 4096):
+        proposed = test.propose(model, squared_error, x[:batch_size], noisy[:batch_size], task[:batch_size],
+                                batch_size)
+        assert proposed > batch_size, batch_size
+
+
+def test_the_batch_grows_to_the_size_the_test_asks_for() -> None:
+    # Byrd et al. 2012: b = ceil(Var / (theta^2 ||g||^2)), Var from the per-sample gradients, g the
+    # gradient of the whole batch; checked against autograd on a batch of 8 (variance from its first 4).
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    generator = torch.Generator().manual_seed(5)
+    x, y = torch.randn(8, 2, generator=generator), torch.randn(8, generator=generator)
+    task = torch.zeros(8, dtype=torch.long)
+    per_sample = []
+    for i in range(4):
+        model.zero_grad()
+        squared_error(model(x[i:i + 1]), y[i:i + 1], None).backward()
+        per_sample.append(torch.cat([model.weight.grad.flatten(), model.bias.grad]))
+    per_sample = torch.stack(per_sample)
+    variance = float((per_sample - per_sample.mean(0)).square().sum()) / 3
+    model.zero_grad()
+    squared_error(model(x), y, None).backward()
+    norm = float(torch.cat([model.weight.grad.flatten(), model.bias.grad]).square().sum())
+    required = math.ceil(variance / (0.1 ** 2 * norm))
+    assert required > 8
+    test = AdaptiveBatchSize(theta=0.1, samples=4, max_batch_size=10_000)
+    assert test.propose(model, squared_error, x, y, task, batch_size=8) == required
+    assert AdaptiveBatchSize(theta=0.1, samples=4, max_batch_size=12).propose(
+        model, squared_error, x, y, task, batch_size=8) == min(required, 12)

@@ -15,11 +15,25 @@ from lifelong import OptimConfig, ResultsStore, class_incremental, mlp, syntheti
 from lifelong.config import load_config
 from lifelong.errors import ConfigError
 from lifelong.experiment import run_config
-from lifelong.strategies import ER, EWC
+from lifelong.strategies import STRATEGIES
 from lifelong.world import World
 
 
+SETTINGS = {"er": {"buffer_size": 20}, "er_ace": {"buffer_size": 20}, "der": {"buffer_size": 20},
+            "derpp": {"buffer_size": 20}, "uer": {"buffer_size": 20}, "agem": {"buffer_size": 20, "reference_batch_size": 16},
+            "gdumb": {"buffer_size": 30, "memory_passes": 2}, "icarl": {"buffer_size": 24}, "ewc": {"lam": 10.0},
+            "si": {}, "mas": {}, "l2": {}, "lwf": {}, "naive": {}, "joint": {}, "cumulative": {},
+            "ncm": {"adapt_experiences": 1}, "fetril": {"adapt_experiences": 1},
+            "slca": {"samples_per_class": 8, "backbone_lr_scale": 0.1}}
+"""Every strategy of the registry, with settings for a stream of 6 classes in 3 experiences."""
+
+OPTIM = {"epochs": 2, "batch_size": 8, "base_batch_size": 16, "momentum": 0.0, "count_flops": True}
+"""8 samples per rank: the global batch is 16, at which ``lr`` (0.03) is given."""
+
+
 def _train_rank(rank: int, init_file: str, results: dict) -> None:
+    from tests.runner.recorder import StepRecorder
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     world = World(rank, 2)
@@ -33,16 +47,25 @@ def _train_rank(rank: int, init_file: str, results: dict) -> None:
     collectives = (layer.weight.grad.clone(), layer.bias.grad.clone(), averaged["f"].clone())
     stream = class_incremental(synthetic(n_classes=6, n_features=8, n_per_class=40, spread=0.5), 3)
     outcome = {}
-    for name, strategy in (("er", ER(buffer_size=31)), ("ewc", EWC(lam=10.0))):
+    for name, settings in SETTINGS.items():
+        strategy = STRATEGIES[name](**settings)
+        recorder = StepRecorder()
         torch.manual_seed(0)
         model = mlp((8,), 6, hidden=(16,))
-        result = train(stream, model, strategy, OptimConfig(epochs=2, batch_size=8), seed=0, world=World(rank, 2))
-        outcome[name] = {"matrix": result.matrix, "params": [p.detach().clone() for p in model.parameters()]}
+        result = train(stream, model, strategy, OptimConfig(**OPTIM), seed=0, world=World(rank, 2),
+                       observers=[recorder])
+        outcome[name] = {"matrix": result.matrix, "params": [p.detach().clone() for p in model.parameters()],
+                         "memory": strategy.memory_size(), "costs": [c.as_dict() for c in result.costs],
+                         "lrs": [(r["group_lrs"], r["scales"]) for r in recorder.steps],
+                         "effective_lr": result.metrics["effective_lr"]}
         if name == "er":
             outcome[name]["buffer"] = {k: v.clone() for k, v in strategy.buffer.contents().items()}
-        else:
+        if name == "ewc":
             outcome[name]["fisher"] = {k: v.clone() for k, v in strategy.importance.items()}
-    results[rank] = {**outcome, "collectives": collectives}
+    torch.manual_seed(0)
+    budgeted = train(stream, mlp((8,), 6, hidden=(16,)), STRATEGIES["naive"](),
+                     OptimConfig(**{**OPTIM, "max_samples": 64}), seed=0, world=World(rank, 2))
+    results[rank] = {**outcome, "collectives": collectives, "budgeted": [c.as_dict() for c in budgeted.costs]}
     dist.destroy_process_group()
 
 
@@ -61,11 +84,55 @@ def test_gradients_and_estimates_are_averaged_over_ranks(two_ranks) -> None:
         assert torch.allclose(estimate, torch.tensor([(1 * 1 + 2 * 3) / 4]))  # weighted by shard sizes 1 and 3
 
 
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_every_strategy_keeps_the_ranks_identical(two_ranks, name) -> None:
+    """Every strategy runs data-parallel: both ranks end with the same model and accuracy matrix, and
+    record the same costs (samples and FLOPs over both ranks)."""
+    first, second = two_ranks[0][name], two_ranks[1][name]
+    assert (first["matrix"] == second["matrix"]).all()
+    for a, b in zip(first["params"], second["params"], strict=True):
+        assert torch.equal(a, b)
+    assert first["costs"] == [{**c, "seconds": f["seconds"], "samples_per_second": f["samples_per_second"],
+                               "peak_memory_mb": f["peak_memory_mb"]} for c, f in zip(second["costs"], first["costs"],
+                                                                                     strict=True)]
+    assert first["matrix"][-1].mean() > 0.3  # it learned something
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_the_learning_rate_applied_is_the_one_for_the_global_batch(two_ranks, name) -> None:
+    # Defect 2: the rate for the global batch (16) was computed once, then every step applied the rate
+    # for the rank's batch (8): half of it, while effective_lr reported the full one.
+    for rank in (0, 1):
+        outcome = two_ranks[rank][name]
+        assert outcome["effective_lr"] == pytest.approx(0.03)
+        for group_lrs, scales in outcome["lrs"]:
+            assert group_lrs == [pytest.approx(0.03 * scale) for scale in scales]
+
+
+def test_memories_have_the_configured_size_over_the_ranks(two_ranks) -> None:
+    for name in ("er", "er_ace", "der", "derpp", "uer", "agem"):  # each rank keeps its share
+        assert two_ranks[0][name]["memory"] + two_ranks[1][name]["memory"] == SETTINGS[name]["buffer_size"]
+    for name in ("gdumb", "icarl"):  # one memory, the same on both ranks
+        assert two_ranks[0][name]["memory"] == two_ranks[1][name]["memory"] <= SETTINGS[name]["buffer_size"]
+
+
+def test_budgets_and_costs_count_every_rank(two_ranks) -> None:
+    # Defect 3: max_samples was checked against one rank's samples, and FLOPs recorded one rank's.
+    for costs in (two_ranks[0]["budgeted"], two_ranks[1]["budgeted"]):
+        # an epoch of 60 samples is 30 per rank: batches of 8, 8, 8, 6 (60 over both ranks); one more
+        # batch of 8 per rank would take the experience to 76 > 64
+        assert [c["samples"] for c in costs] == [60, 60, 60]
+        assert [c["steps"] for c in costs] == [4, 4, 4]
+    stream = class_incremental(synthetic(n_classes=6, n_features=8, n_per_class=40, spread=0.5), 3)
+    torch.manual_seed(0)
+    single = train(stream, mlp((8,), 6, hidden=(16,)), STRATEGIES["naive"](),
+                   OptimConfig(**{**OPTIM, "batch_size": 16}), seed=0)
+    distributed = two_ranks[0]["naive"]["costs"]
+    assert [c["flops"] for c in distributed] == [c.flops for c in single.costs]  # the same work, split
+    assert [c["samples"] for c in distributed] == [c.samples for c in single.costs]
+
+
 def test_ranks_hold_identical_models_fisher_and_matrices(two_ranks) -> None:
-    for name in ("er", "ewc"):
-        assert (two_ranks[0][name]["matrix"] == two_ranks[1][name]["matrix"]).all()
-        for a, b in zip(two_ranks[0][name]["params"], two_ranks[1][name]["params"], strict=True):
-            assert torch.equal(a, b)
     fisher = [two_ranks[r]["ewc"]["fisher"] for r in (0, 1)]
     assert fisher[0].keys() == fisher[1].keys()
     assert all(torch.equal(fisher[0][k], fisher[1][k]) and fisher[0][k].abs().sum() > 0 for k in fisher[0])
@@ -73,11 +140,11 @@ def test_ranks_hold_identical_models_fisher_and_matrices(two_ranks) -> None:
 
 def test_buffer_union_has_the_configured_size_and_covers_every_experience(two_ranks) -> None:
     buffers = [two_ranks[r]["er"]["buffer"] for r in (0, 1)]
-    assert [len(b["y"]) for b in buffers] == [16, 15]  # 31 split over two ranks
+    assert [len(b["y"]) for b in buffers] == [10, 10]  # 20 split over two ranks
     union_tasks = torch.cat([b["task"] for b in buffers])
     assert set(union_tasks.tolist()) == {0, 1, 2}
     # each rank replays from its own shard: the two memories hold different samples
-    assert not torch.equal(buffers[0]["x"][:15], buffers[1]["x"])
+    assert not torch.equal(buffers[0]["x"], buffers[1]["x"])
 
 
 def test_strategy_without_distributed_support_is_refused() -> None:

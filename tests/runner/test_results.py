@@ -1,3 +1,4 @@
+import contextlib
 import sqlite3
 
 import numpy as np
@@ -57,3 +58,30 @@ def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path) -> None:
     path.write_text("these are not the runs you are looking for\n" * 20)
     with pytest.raises(ConfigError, match="run.db: .* is not a results database"):
         ResultsStore(path)
+
+
+class DiesAfterFinishing(ResultsStore):
+    """A store whose process dies at the first write it is asked for once a run is marked finished."""
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        with super()._transaction() as conn:
+            created = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+            if created and conn.execute("SELECT count(*) FROM runs WHERE status = 'finished'").fetchone()[0]:
+                raise RuntimeError("the process died")
+            yield conn
+
+
+def test_a_finished_run_always_has_its_curve(small_data, tmp_path) -> None:
+    # Defect 11: the curve was written after the run was marked finished; a crash in between left a
+    # "finished" run without its curve, which a sweep then skips as done.
+    from lifelong.config import load_config
+    from lifelong.experiment import run_config
+
+    config = load_config(None, ["dataset.name=synthetic", "dataset.n_features=8", "dataset.n_classes=6",
+                                "scenario.n_experiences=2", "optim.epochs=1", "run.eval_every_steps=4",
+                                "run.checkpoint=false", "run.progress=false"])
+    with contextlib.suppress(RuntimeError):
+        run_config(config, store=DiesAfterFinishing(tmp_path / "runs.db"))
+    record = ResultsStore(tmp_path / "runs.db").get(1)
+    assert record.status != "finished" or (record.curve and "stability_gap" in record.metrics)

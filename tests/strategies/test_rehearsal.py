@@ -4,8 +4,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data import class_incremental
+from lifelong.models import mlp
 from lifelong.errors import ConfigError
-from lifelong.strategies import AGEM, DER, UER, DERpp, ERACE, GDumb
+from lifelong.strategies import AGEM, DER, ER, UER, DERpp, ERACE, GDumb
 from lifelong.strategies.agem import project
 from lifelong.strategies.er_ace import incoming_class_logits
 from lifelong.strategies.uer import cosine_logits
@@ -115,3 +116,44 @@ def test_bad_rehearsal_settings_name_the_field() -> None:
         UER(cosine_scale=0.0)
     with pytest.raises(ConfigError, match="strategy.reference_batch_size"):
         AGEM(reference_batch_size=0)
+
+
+def test_agem_memory_holds_only_earlier_experiences_while_training(small_data) -> None:
+    # Defect 10: the memory took in each batch of the experience being learned, so the "reference"
+    # gradient partly was the current task's own gradient.
+    from lifelong import OptimConfig, train
+    from lifelong.runner.observers import Observer
+
+    class MemoryTasks(Observer):
+        def __init__(self) -> None:
+            self.seen: dict[int, set[int]] = {}
+
+        def on_run_start(self, context) -> None:
+            self.strategy = context.strategy
+
+        def on_step(self, state) -> None:
+            stored = self.strategy.buffer.contents()["task"] if len(self.strategy.buffer) else torch.zeros(0)
+            self.seen.setdefault(state.experience, set()).update(stored.long().tolist())
+
+    stream = class_incremental(small_data, 3)
+    observer = MemoryTasks()
+    torch.manual_seed(0)
+    train(stream, mlp((8,), 6, hidden=(16,)), AGEM(buffer_size=60), OptimConfig(epochs=1, momentum=0.0),
+          observers=[observer])
+    assert observer.seen == {0: set(), 1: {0}, 2: {0, 1}}
+
+
+def test_agem_with_momentum_warns_that_the_update_is_not_projected(small_data) -> None:
+    import warnings
+
+    from lifelong import OptimConfig, train
+
+    stream = class_incremental(small_data, 2)
+    with pytest.warns(UserWarning, match="optim.momentum=0"):
+        train(stream, mlp((8,), 6, hidden=(16,)), AGEM(buffer_size=20), OptimConfig(epochs=1, momentum=0.9))
+    with pytest.warns(UserWarning, match="Adam's moments"):
+        train(stream, mlp((8,), 6, hidden=(16,)), AGEM(buffer_size=20), OptimConfig(name="adam", epochs=1, lr=1e-3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(stream, mlp((8,), 6, hidden=(16,)), AGEM(buffer_size=20), OptimConfig(epochs=1, momentum=0.0))
+        train(stream, mlp((8,), 6, hidden=(16,)), ER(buffer_size=20), OptimConfig(epochs=1, momentum=0.9))
