@@ -14,6 +14,7 @@ import platform
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from typing import Any
 from lifelong.errors import ConfigError
 
 SCHEMA_VERSION = 2
+
+LOCK_TIMEOUT = 60.0
+"""Seconds a write waits for another process's lock on the database before giving up."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -195,15 +199,11 @@ class ResultsStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         try:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT, isolation_level=None)
         except sqlite3.Error as error:
             raise ConfigError(f"run.db: cannot open {str(self.path)!r}: {error}") from None
         try:
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.DatabaseError as error:
-                raise ConfigError(f"run.db: {str(self.path)!r} is not a results database ({error}); "
-                                  "give a new file name or a database lifelong wrote") from None
+            self._write_ahead_log(conn)
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -214,6 +214,26 @@ class ResultsStore:
             conn.execute("COMMIT")
         finally:
             conn.close()
+
+    def _write_ahead_log(self, conn: sqlite3.Connection) -> None:
+        """Put the database in WAL mode. Switching a new file's journal needs it to itself, which another
+        process opening it at the same moment (the ranks of a torchrun job, two runs started together)
+        can deny with "database is locked" without waiting: try again until the connection's timeout."""
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise ConfigError(f"run.db: cannot use {str(self.path)!r} ({error})") from None
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"run.db: {str(self.path)!r} stayed locked by another process for "
+                                      f"{LOCK_TIMEOUT:.0f} s; retry when it is done") from None
+                time.sleep(0.02)
+            except sqlite3.DatabaseError as error:
+                raise ConfigError(f"run.db: {str(self.path)!r} is not a results database ({error}); "
+                                  "give a new file name or a database lifelong wrote") from None
 
     def start_run(self, name: str, strategy: str, seed: int, config: dict[str, Any],
                   env: dict[str, Any] | None = None) -> int:
