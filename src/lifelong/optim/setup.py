@@ -25,9 +25,9 @@ from lifelong.optim.schedules import build_schedule
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
-Limit = tuple[float, Callable[[int], float]]
-"""``(allowance, cost)``: steps may run while the sum of ``cost(batch size)`` over them stays within
-``allowance``."""
+Limit = tuple[float, Callable[[int], float], float]
+"""``(allowance, cost, epoch cost)``: steps may run while the sum of ``cost(batch size)`` over them, plus
+``epoch cost`` for each epoch they begin, stays within ``allowance``."""
 
 
 def epoch_end(length: int, epochs: float, epoch: int) -> int:
@@ -75,21 +75,31 @@ class OptimSetup:
         return -(-self.sampler.epoch_samples(n, batch_size) // shards)
 
     def draws(self, length: int, batch_size: int, epochs: float, epoch: int = 0, offset: int = 0,
-              limits: Sequence[Limit] = ()) -> tuple[int, int]:
+              limits: Sequence[Limit] = (), current: int | None = None) -> tuple[int, int]:
         """``(steps, samples)`` left in an experience whose epochs draw ``length`` samples (see
         :meth:`epoch_length`), from sample ``offset`` of epoch ``epoch`` on, at ``batch_size``, until
         ``epochs`` planned epochs are done or the next step would overrun one of ``limits``. An epoch is
-        drawn in batches of ``batch_size`` and a smaller last one. A :data:`Limit` ``(allowance, cost)``
-        lets steps run while the sum of ``cost(size)`` over them stays within ``allowance`` (a step
-        budget: cost 1; a sample budget: cost ``size``)."""
-        left = [allowance for allowance, _ in limits]
+        drawn in batches of ``batch_size`` and a smaller last one. A :data:`Limit` ``(allowance, cost,
+        epoch cost)`` lets steps run while the sum of ``cost(size)`` over them, plus ``epoch cost`` at the
+        start of each epoch begun, stays within ``allowance`` (a step budget: cost 1; a sample budget:
+        cost ``size``; a FLOP budget with a sampler that scores each epoch's batches: that scoring as the
+        epoch cost); an epoch is begun only if one of its steps fits too. ``current``: the length of epoch
+        ``epoch``'s order when it was drawn at another batch size (the adaptive batch size changed it)."""
+        left = [allowance for allowance, _, _ in limits]
         steps = samples = 0
         while epoch < epochs:
-            full, last = divmod(max(epoch_end(length, epochs, epoch) - offset, 0), batch_size)
+            drawn = length if current is None else current
+            current = None
+            full, last = divmod(max(epoch_end(drawn, epochs, epoch) - offset, 0), batch_size)
+            if offset == 0 and full + (last > 0):
+                first = batch_size if full else last
+                if any(room < charge + cost(first) for room, (_, cost, charge) in zip(left, limits, strict=True)):
+                    return steps, samples
+                left = [room - charge for room, (_, _, charge) in zip(left, limits, strict=True)]
             for count, size in ((full, batch_size), (1, last)):
                 if not count or not size:
                     continue
-                costs = [cost(size) for _, cost in limits]
+                costs = [cost(size) for _, cost, _ in limits]
                 take = min([count, *(math.floor(room / c) if c > 0 else count for room, c in zip(left, costs))])
                 take = max(take, 0)
                 left = [room - take * c for room, c in zip(left, costs)]

@@ -40,23 +40,28 @@ class Budget:
         return self.max_seconds is not None or self.max_flops is not None
 
     def limits(self, world_size: int, state: TrainState | None = None,
-               step_flops: Callable[[int], float] | None = None) -> list[Limit]:
+               step_flops: Callable[[int], float] | None = None, epoch_flops: float = 0.0) -> list[Limit]:
         """What is left of each cap for this rank's coming steps, as :data:`~lifelong.optim.setup.Limit`
-        pairs: at the start of an experience (``state`` None) the step and sample caps; inside one, every
-        cap less what the experience spent, FLOPs costed by ``step_flops(batch size)`` (over all ranks)."""
+        triples: at the start of an experience (``state`` None) the step and sample caps; inside one,
+        every cap less what the experience spent, FLOPs costed by ``step_flops(batch size)`` per step and
+        ``epoch_flops`` per epoch begun (over all ranks), seconds by the mean step time so far."""
         steps = state.experience_step if state is not None else 0
         limits: list[Limit] = []
         if self.max_steps is not None:
-            limits.append((self.max_steps - steps, lambda size: 1.0))
+            limits.append((self.max_steps - steps, lambda size: 1.0, 0.0))
         if self.max_samples is not None:  # the ranks draw alike: each may draw its share
             spent = state.experience_samples if state is not None else 0
-            limits.append(((self.max_samples - spent) / world_size, float))
+            limits.append(((self.max_samples - spent) / world_size, float, 0.0))
         if state is None or not steps:
             return limits
         if self.max_flops is not None and step_flops is not None:
-            limits.append((self.max_flops - state.experience_flops, step_flops))
+            limits.append((self.max_flops - state.experience_flops, step_flops, epoch_flops))
         if self.max_seconds is not None:
             seconds = state.experience_seconds
             mean = seconds / steps
-            limits.append((self.max_seconds - seconds, lambda size: mean))
+            limits.append((self.max_seconds - seconds, lambda size: mean, 0.0))
         return limits
+
+    def affords(self, state: TrainState, flops: float) -> bool:
+        """Whether the FLOP budget (if any) leaves room for ``flops`` more in the current experience."""
+        return self.max_flops is None or state.experience_flops + flops <= self.max_flops

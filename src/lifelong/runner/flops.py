@@ -21,7 +21,7 @@ wrapped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import TypeVar
 
 import torch
@@ -37,7 +37,7 @@ class FlopMeter:
     def __init__(self, enabled: bool, world: World) -> None:
         self.enabled = enabled
         self.world = world
-        self.cache: dict[Hashable, float] = {}
+        self.cache: dict[tuple[int, int, int], float] = {}
 
     def measure(self, work: Callable[[], T]) -> tuple[T, float]:
         """``work()`` and the FLOPs this process spent in it."""
@@ -49,7 +49,7 @@ class FlopMeter:
             result = work()
         return result, float(counter.get_total_flops())
 
-    def step(self, key: Hashable, work: Callable[[], T]) -> tuple[T, float]:
+    def step(self, key: tuple[int, int, int] | None, work: Callable[[], T]) -> tuple[T, float]:
         """``work()`` (one optimizer step's computation) and its FLOPs, counted the first time ``key``
         is seen and reused after."""
         if not self.enabled:
@@ -60,10 +60,15 @@ class FlopMeter:
         self.cache[key] = flops
         return result, flops
 
-    def estimate(self, key: Hashable) -> float:
-        """The FLOPs of a step with ``key`` before it runs: its count when one was made, else the
-        costliest step counted so far (0 before any)."""
-        return self.cache.get(key, max(self.cache.values(), default=0.0))
+    def estimate(self, key: tuple[int, int, int]) -> float:
+        """The FLOPs of a step with ``key`` (experience, batch size, memory size) before it runs: its
+        count when one was made, else the highest count per sample so far times its batch size, which
+        is no less than the step's cost whenever a step's cost grows no faster than its batch (a
+        replayed batch as large as the new one, a reference batch of fixed size); 0 before any count."""
+        if key in self.cache:
+            return self.cache[key]
+        per_sample = max((flops / counted[1] for counted, flops in self.cache.items()), default=0.0)
+        return per_sample * key[1]
 
     def total(self, *flops: float) -> tuple[float, ...]:
         """Each of ``flops`` summed over the data-parallel ranks, in one collective (every rank calls

@@ -246,6 +246,10 @@ class _Loop:
         self.optimizer: torch.optim.Optimizer | None = None
         self.flop_costs: dict[int, float] = {}
         """FLOPs of a coming step by its batch size, over all ranks (what a FLOP budget is planned with)."""
+        self.scoring_flops = 0.0
+        """FLOPs of the last epoch's scoring pass (hard-batch sampler), over all ranks."""
+        self.test_flops_per_sample = 0.0
+        """FLOPs per differentiated sample of the last norm test, over all ranks."""
         self.buffers = [b for b in model.buffers() if b.is_floating_point()]
         """Normalisation statistics: kept equal over data-parallel ranks after every step, as
         DistributedDataParallel's ``broadcast_buffers`` does."""
@@ -262,7 +266,7 @@ class _Loop:
         state.batch_size, state.epochs = config.batch_size, planned.epochs
         state.experience_steps = planned.steps
         self.meter.cache.clear()
-        self.flop_costs = {}
+        self.flop_costs, self.scoring_flops, self.test_flops_per_sample = {}, 0.0, 0.0
         hook_flops = self.meter.measure(lambda: strategy.before_experience(model, experience))[1]
         data: TensorSet | None = None
         if declared.trains:
@@ -319,7 +323,8 @@ class _Loop:
         def scorer(order: torch.Tensor, size: int) -> torch.Tensor:
             losses, flops = self.meter.measure(lambda: batch_losses(
                 model, lambda x, task: strategy.logits(model, x, task), data, order, size))
-            state.experience_flops += self.meter.total(flops)[0]
+            self.scoring_flops = self.meter.total(flops)[0]
+            state.experience_flops += self.scoring_flops
             return losses
 
         order = self.setup.sampler.order(len(data), self.seed, index, epoch, state.batch_size, scorer)
@@ -377,26 +382,26 @@ class _Loop:
                 state.experience_samples += n
                 state.epoch_samples += len(batch_index)
                 if self.meter.enabled:
-                    sizes, local = self._coming_step_flops(index, len(data))
-                    state.step_flops, *estimates = self.meter.total(flops, *local)
+                    state.step_flops = self.meter.total(flops)[0]
                     state.experience_flops += state.step_flops
-                    state.next_step_flops = estimates[0]
-                    self.flop_costs = dict(zip(sizes, estimates, strict=True))
+                    self._estimate_coming_steps(len(data))
+                if self.budget.measured:
+                    self._replan(len(data))
                 if test is not None and state.experience_step % test.every_steps == 0 \
+                        and state.experience_step < state.experience_steps \
+                        and self.budget.affords(state, self._test_flops(len(batch_index)) + state.next_step_flops) \
                         and self._propose_batch_size(batch, len(data)):
                     base_lr = setup.lr_for(state.batch_size * world.size)
                     end = epoch_end(len(order), state.epochs, epoch)
-                elif self.budget.measured:
-                    self._replan(len(data))
                 for observer in self.observers:
                     observer.on_step(state)
                 if state.stop_experience or state.experience_step >= state.experience_steps:
                     return
             epoch += 1
 
-    def _coming_step_flops(self, index: int, n: int) -> tuple[list[int], list[float]]:
-        """The batch sizes of the steps to come (the next step's first, then the full batch and each
-        epoch's shorter last one) and this rank's FLOP estimate of a step of each, for the budget."""
+    def _estimate_coming_steps(self, n: int) -> None:
+        """The FLOPs, over all ranks, of a step of each batch size the coming steps will have (the next
+        step's first, then the full batch and each epoch's shorter last one), for the budget."""
         state = self.state
         length = self.setup.epoch_length(n, state.batch_size, self.world.size)
         end = epoch_end(length, state.epochs, state.epoch)
@@ -404,16 +409,33 @@ class _Loop:
             min(state.batch_size, epoch_end(length, state.epochs, state.epoch + 1))
         sizes = list(dict.fromkeys([following, state.batch_size, length % state.batch_size or state.batch_size]))
         memory = self.strategy.memory_size()
-        return sizes, [self.meter.estimate((index, size, memory)) for size in sizes]
+        estimates = self.meter.total(*(self.meter.estimate((state.experience, size, memory)) for size in sizes))
+        state.next_step_flops = estimates[0]
+        self.flop_costs = dict(zip(sizes, estimates, strict=True))
+
+    def _test_flops(self, batch: int) -> float:
+        """FLOPs of a norm test on a batch of ``batch`` samples, over all ranks: it differentiates
+        ``min(samples, batch)`` samples one by one and the whole batch once, each sample at the cost per
+        sample of the last test (before any, of the last step, which is no cheaper)."""
+        state, test = self.state, self.setup.batch_size_test
+        assert test is not None
+        per_sample = self.test_flops_per_sample or state.step_flops / max(state.batch_size, 1)
+        return per_sample * (min(test.samples, batch) + batch)
 
     def _replan(self, n: int) -> None:
         """Re-plan the rest of the experience from the current position, batch size and what is left of
-        every budget (FLOPs costed by the estimates of the steps to come); the stream horizon follows."""
-        state, costs = self.state, self.flop_costs
+        every budget (FLOPs costed by the estimates of the steps to come, each with its share of the norm
+        tests, and each epoch begun with its scoring pass); the stream horizon follows."""
+        state, costs, test = self.state, self.flop_costs, self.setup.batch_size_test
         largest = max(costs.values(), default=0.0)
-        limits = self.budget.limits(self.world.size, state, lambda size: costs.get(size, largest))
+        tests = self._test_flops(state.batch_size) / test.every_steps \
+            if test is not None and state.batch_size < test.max_batch_size else 0.0
+        limits = self.budget.limits(self.world.size, state, lambda size: costs.get(size, largest) + tests,
+                                    self.scoring_flops)
         length = self.setup.epoch_length(n, state.batch_size, self.world.size)
-        steps, _ = self.setup.draws(length, state.batch_size, state.epochs, state.epoch, state.epoch_samples, limits)
+        current = len(state.epoch_order) if state.epoch_order is not None else None
+        steps, _ = self.setup.draws(length, state.batch_size, state.epochs, state.epoch, state.epoch_samples, limits,
+                                    current)
         state.set_experience_steps(state.experience_step + steps)
 
     def _forward_backward(self, batch: Batch, autocast: Any, params: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -443,14 +465,20 @@ class _Loop:
 
         proposed, flops = self.meter.measure(lambda: test.propose(self.model, sample_loss, batch.x, batch.y,
                                                                   batch.task, state.batch_size))
-        state.experience_flops += self.meter.total(flops)[0]
+        tested = self.meter.total(flops)[0]
+        self.test_flops_per_sample = tested / (min(test.samples, len(batch.y)) + len(batch.y))
+        state.experience_flops += tested
         if proposed == state.batch_size:
+            if self.budget.measured:
+                self._replan(n)
             return False
         if setup.config.keep_updates:
             order_length = len(state.epoch_order) if state.epoch_order is not None else n
             done = state.epoch + state.epoch_samples / order_length
             state.epochs = done + (state.epochs - done) * proposed / state.batch_size
         state.batch_size = proposed
+        if self.meter.enabled:
+            self._estimate_coming_steps(n)
         self._replan(n)
         self.batch_size_changes.append({"experience": state.experience, "step": state.step, "batch_size": proposed,
                                         "lr": setup.lr_for(proposed * self.world.size), "epochs": state.epochs})

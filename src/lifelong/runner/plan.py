@@ -54,7 +54,7 @@ def plan_experience(setup: OptimSetup, budget: Budget, world: World, declared: E
     length = setup.epoch_length(declared.train_size, batch_size, world.size)
     steps, samples = setup.draws(length, batch_size, epochs, limits=budget.limits(world.size))
     if steps == 0:  # a budget below one batch: the first step still runs
-        steps, samples = setup.draws(length, batch_size, epochs, limits=[(1, lambda size: 1.0)])
+        steps, samples = setup.draws(length, batch_size, epochs, limits=[(1, lambda size: 1.0, 0.0)])
     return PlannedExperience(declared, steps, samples * world.size, epochs)
 
 

@@ -102,7 +102,8 @@ class ICaRL(Strategy):
         if self.old_model is not None and self.distilled_classes:
             columns = [self.active_classes.index(c) for c in self.distilled_classes]
             with torch.no_grad():
-                targets[:, columns] = torch.sigmoid(self.old_model(batch.x)[:, self.distilled_classes])
+                old = self.old_model(batch.x)[:, self.distilled_classes]  # bf16 under mixed precision
+                targets[:, columns] = torch.sigmoid(old).to(targets.dtype)
         return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(dim=1).mean()
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
