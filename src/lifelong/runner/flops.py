@@ -39,6 +39,10 @@ class FlopMeter:
         self.world = world
         self.cache: dict[tuple[int, int, int], float] = {}
 
+    def start_experience(self) -> None:
+        """Forget the counted steps: a new experience changes what the strategy does per step."""
+        self.cache.clear()
+
     def measure(self, work: Callable[[], T]) -> tuple[T, float]:
         """``work()`` and the FLOPs this process spent in it."""
         if not self.enabled:

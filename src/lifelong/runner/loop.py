@@ -200,24 +200,17 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
                                   restored if restored and index == restored.experience else None)
             row = accuracies(model, strategy, test_sets, eval_batch_size, world)
             rows.append(row)
-            cost = loop.cost()
-            costs.append(cost)
+            costs.append(loop.cost())
             if store and run_id is not None:
-                store.record_experience(run_id, index, row, cost.as_dict())
+                store.record_experience(run_id, index, row, costs[-1].as_dict())
             for observer in observers:
                 observer.on_experience_end(state, row)
-        matrix = np.asarray(rows)
-        metrics: dict[str, Any] = {**summary(matrix, initial, [len(t) for t in test_sets]),
-                                   "effective_lr": setup.lr_for(optim.batch_size * world.size),
-                                   "batch_size_changes": batch_size_changes, "world_size": world.size}
-        extra: dict[str, Any] = {"plan": plan_records(plans)}
-        curve = None
-        if evaluation is not None:
-            metrics.update(evaluation.summary([len(t) for t in test_sets]))
-            curve = [dataclasses.asdict(point) for point in evaluation.points]
-            extra.update(curve=curve, stability_gaps=[gap.as_dict() for gap in evaluation.gaps()])
+        result = RunResult(matrix=np.asarray(rows), initial=initial, metrics={}, costs=costs, config=config,
+                           run_id=run_id, lr=setup.lr_for(optim.batch_size * world.size),
+                           extra={"plan": plan_records(plans)})
+        _summarise(result, [len(t) for t in test_sets], batch_size_changes, world, evaluation)
         if store and run_id is not None:
-            store.finish_run(run_id, rows, metrics, curve)
+            store.finish_run(run_id, rows, result.metrics, result.extra.get("curve"))
     except KeyboardInterrupt:
         if store and run_id is not None:
             store.set_status(run_id, "interrupted", f"interrupted during experience {state.experience}")
@@ -229,8 +222,19 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     finally:
         if checkpointer:
             checkpointer.close()
-    return RunResult(matrix=matrix, initial=initial, metrics=metrics, costs=costs, config=config, run_id=run_id,
-                     lr=metrics["effective_lr"], extra=extra)
+    return result
+
+
+def _summarise(result: RunResult, test_sizes: list[int], batch_size_changes: list[dict[str, Any]], world: World,
+               evaluation: PeriodicEvaluation | None) -> None:
+    """The run's metrics from its accuracy matrix (and its evaluation curve, with its points and
+    stability gaps in ``extra``)."""
+    result.metrics = {**summary(result.matrix, result.initial, test_sizes), "effective_lr": result.lr,
+                      "batch_size_changes": batch_size_changes, "world_size": world.size}
+    if evaluation is not None:
+        result.metrics.update(evaluation.summary(test_sizes))
+        result.extra.update(curve=[dataclasses.asdict(point) for point in evaluation.points],
+                            stability_gaps=[gap.as_dict() for gap in evaluation.gaps()])
 
 
 class _Loop:
@@ -250,6 +254,8 @@ class _Loop:
         """FLOPs of the last epoch's scoring pass (hard-batch sampler), over all ranks."""
         self.test_flops_per_sample = 0.0
         """FLOPs per differentiated sample of the last norm test, over all ranks."""
+        self.seconds = 0.0
+        """Training seconds of the experience last closed."""
         self.buffers = [b for b in model.buffers() if b.is_floating_point()]
         """Normalisation statistics: kept equal over data-parallel ranks after every step, as
         DistributedDataParallel's ``broadcast_buffers`` does."""
@@ -265,7 +271,7 @@ class _Loop:
         state.experience_started, state.excluded_seconds = time.perf_counter(), 0.0
         state.batch_size, state.epochs = config.batch_size, planned.epochs
         state.experience_steps = planned.steps
-        self.meter.cache.clear()
+        self.meter.start_experience()
         self.flop_costs, self.scoring_flops, self.test_flops_per_sample = {}, 0.0, 0.0
         hook_flops = self.meter.measure(lambda: strategy.before_experience(model, experience))[1]
         data: TensorSet | None = None
