@@ -8,8 +8,9 @@ Default run configuration (5 experiences of 2 classes, MLP 256-256, SGD lr 0.03,
 default strategy hyperparameters, none tuned here) with ``run.eval_every_steps=5``; seeds 0, 1, 2
 (each seed also shuffles the class order). Prints each metric as mean ± std over seeds with the
 t-based 95% interval: relative depth of the dip (fraction of the pre-switch old accuracy lost at the
-bottom), absolute depth, minimum old accuracy (min-ACC), the fraction of switches that recovered to
-within 0.02 of the pre-switch accuracy, and final accuracy.
+bottom), absolute depth (both from each old experience's own dip), the paper's min-ACC (the mean of each
+old experience's own minimum since it was learned) and WC-ACC at the end of the stream, the fraction of
+switches that recovered to within 0.02 of the pre-switch accuracy, and final accuracy.
 """
 
 from __future__ import annotations

@@ -53,6 +53,8 @@ def metrics_table(metrics: dict[str, Any], costs: Sequence[dict[str, Any]]) -> T
     table.add_row("train_seconds", f"{sum(c['seconds'] for c in costs):.2f}")
     table.add_row("samples", str(sum(c["samples"] for c in costs)))
     table.add_row("steps", str(sum(c["steps"] for c in costs)))
+    if any(c.get("flops") for c in costs):
+        table.add_row("flops", f"{sum(c['flops'] for c in costs):.4g}")
     if costs:
         table.add_row("buffer_size", str(costs[-1]["buffer_size"]))
         table.add_row("peak_memory_mb", f"{max(c['peak_memory_mb'] for c in costs):.0f}")
