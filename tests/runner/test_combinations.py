@@ -36,7 +36,7 @@ from lifelong.optim.setup import resolve
 from lifelong.strategies import STRATEGIES
 from tests.runner.recorder import StepRecorder
 
-EXAMPLES = int(os.environ.get("LIFELONG_COMBINATIONS", "40"))
+EXAMPLES = int(os.environ.get("LIFELONG_COMBINATIONS", "120"))
 
 STRATEGY_SETTINGS = {
     "naive": {}, "joint": {}, "cumulative": {}, "er": {"buffer_size": 12}, "er_ace": {"buffer_size": 12},
