@@ -16,6 +16,7 @@ from lifelong.data import (
     domain_incremental,
     few_shot,
     from_arrays,
+    from_dataset,
     hierarchical,
     recurring,
     si_blurry,
@@ -60,6 +61,6 @@ __all__ = [
     "ER", "EWC", "STRATEGIES", "Batch", "ConfigError", "Cumulative", "DataError", "Dataset", "Experience",
     "Joint", "LifelongError", "LwF", "MissingFileError", "Naive", "Observer", "OptimConfig", "ResultsStore",
     "ResumeError", "RunConfig", "RunResult", "RunSettings", "Stream", "Strategy", "TensorSet", "TrainState",
-    "TrainingError", "class_incremental", "cnn", "digits", "domain_incremental", "from_arrays", "mlp",
+    "TrainingError", "class_incremental", "cnn", "digits", "domain_incremental", "from_arrays", "from_dataset", "mlp",
     "run_config", "synthetic", "task_incremental", "train",
 ]

@@ -1,5 +1,6 @@
 """Data: datasets, experiences, streams and the scenario builders that make streams."""
 
+from lifelong.data.adapter import from_dataset
 from lifelong.data.catalog import DATASETS
 from lifelong.data.datasets import Dataset, digits, from_arrays, synthetic
 from lifelong.data.scenarios import SCENARIOS, class_incremental, domain_incremental, task_incremental
@@ -13,5 +14,5 @@ from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 __all__ = [
     "DATASETS", "SCENARIOS", "Batch", "Dataset", "Experience", "Stream", "TensorSet", "class_incremental",
     "digits", "domain_incremental", "from_arrays", "synthetic", "task_incremental",
-    "few_shot", "hierarchical", "recurring", "si_blurry", "split_arrays",
+    "few_shot", "from_dataset", "hierarchical", "recurring", "si_blurry", "split_arrays",
 ]

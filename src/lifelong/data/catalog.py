@@ -7,9 +7,9 @@ the registry is its own module above both so that neither has to import the othe
 
 from __future__ import annotations
 
-from lifelong.data import files
+from lifelong.data import adapter, files
 from lifelong.data.datasets import digits, synthetic
 
 DATASETS = {"digits": digits, "synthetic": synthetic, "csv": files.csv, "image_folder": files.image_folder,
             "mnist": files.mnist, "fashion_mnist": files.fashion_mnist, "cifar10": files.cifar10,
-            "cifar100": files.cifar100}
+            "cifar100": files.cifar100, "python": adapter.python}

@@ -12,17 +12,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lifelong.data.lazy import Inputs
 from lifelong.errors import DataError
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test tensors: ``x`` float (N, *input_shape), ``y`` long (N,) in [0, n_classes)."""
+    """Train and test sets: ``x`` float (N, *input_shape) (tensors, or a lazy dataset's inputs,
+    :mod:`lifelong.data.lazy`), ``y`` long (N,) in [0, n_classes)."""
 
     name: str
-    x_train: torch.Tensor
+    x_train: Inputs
     y_train: torch.Tensor
-    x_test: torch.Tensor
+    x_test: Inputs
     y_test: torch.Tensor
     n_classes: int
 

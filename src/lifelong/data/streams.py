@@ -1,8 +1,10 @@
 """The two data structures every part of `lifelong` speaks: :class:`Experience` and :class:`Stream`.
 
-Data live in memory as tensors (:class:`TensorSet`): a continual-learning stream on CPU is small
-enough, and slicing tensors by index is several times faster than collating samples one by one
-through a ``DataLoader``.
+Data live in memory as tensors (:class:`TensorSet`): a continual-learning stream on CPU is usually
+small enough, and slicing tensors by index is several times faster than collating samples one by one
+through a ``DataLoader``. A dataset that does not fit is a lazy view instead (``x`` a
+:class:`~lifelong.data.lazy.LazyInputs`, read in batches through a ``DataLoader``): sets, experiences
+and streams hold it the same way, and :meth:`TensorSet.batches` reads either kind.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 
+from lifelong.data.lazy import Inputs, LazyInputs, as_tensor, concat_inputs, input_batches
 from lifelong.data.validation import check_set, check_stream_shape, check_task_classes, check_tensors
 from lifelong.errors import DataError
 
@@ -28,9 +31,10 @@ class Batch(NamedTuple):
 
 @dataclass(frozen=True)
 class TensorSet:
-    """Samples held as tensors: ``x`` (N, *input_shape) float, ``y`` (N,) long, ``task`` (N,) long."""
+    """Samples: ``x`` (N, *input_shape) float (a tensor, or a lazy dataset's inputs), ``y`` (N,) long,
+    ``task`` (N,) long."""
 
-    x: torch.Tensor
+    x: Inputs
     y: torch.Tensor
     task: torch.Tensor
 
@@ -42,7 +46,7 @@ class TensorSet:
             raise DataError(f"x, y and task must have the same length, got {len(self.x)}, {len(self.y)}, {len(self.task)}")
 
     @classmethod
-    def of(cls, x: torch.Tensor, y: torch.Tensor, task_id: int) -> TensorSet:
+    def of(cls, x: Inputs, y: torch.Tensor, task_id: int) -> TensorSet:
         """Wrap inputs and labels that all belong to one task."""
         return cls(x, y, torch.full((len(y),), task_id, dtype=torch.long))
 
@@ -53,26 +57,40 @@ class TensorSet:
         """The samples at ``index`` (a long tensor or boolean mask)."""
         return TensorSet(self.x[index], self.y[index], self.task[index])
 
+    @property
+    def lazy(self) -> bool:
+        """Whether the inputs are a lazy dataset's, read batch by batch."""
+        return isinstance(self.x, LazyInputs)
+
     def to(self, device: torch.device | str) -> TensorSet:
         """The samples on ``device``; host-to-GPU copies go through pinned (page-locked) memory without
-        blocking, so a whole experience is copied at full bus speed once rather than batch by batch."""
+        blocking, so a whole experience is copied at full bus speed once rather than batch by batch. A
+        lazy set's inputs stay where the dataset is (each batch is moved when read)."""
         target = torch.device(device)
-        if all(t.device == target for t in (self.x, self.y, self.task)):
+        if all(t.device == target for t in (self.y, self.task)) and (self.lazy or self.x.device == target):
             return self
+        if self.lazy:
+            return TensorSet(self.x, self.y.to(target), self.task.to(target))
         if target.type == "cuda" and self.x.device.type == "cpu":
             return TensorSet(*(t.pin_memory().to(target, non_blocking=True) for t in (self.x, self.y, self.task)))
         return TensorSet(self.x.to(target), self.y.to(target), self.task.to(target))
 
     def batch(self) -> Batch:
-        """All samples as one :class:`Batch`."""
-        return Batch(self.x, self.y, self.task)
+        """All samples as one :class:`Batch` (a lazy set's inputs are read)."""
+        return Batch(as_tensor(self.x), self.y, self.task)
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """The samples in order, ``batch_size`` at a time: the one way a whole-set pass (evaluation,
+        feature statistics, importance estimates) reads a set, in memory or lazy."""
+        for begin, x in zip(range(0, len(self), batch_size), input_batches(self.x, batch_size), strict=True):
+            yield Batch(x, self.y[begin:begin + batch_size], self.task[begin:begin + batch_size])
 
     @staticmethod
     def concat(sets: Sequence[TensorSet]) -> TensorSet:
         if not sets:
             raise DataError("cannot concatenate an empty list of sample sets")
         return TensorSet(
-            torch.cat([s.x for s in sets]), torch.cat([s.y for s in sets]), torch.cat([s.task for s in sets])
+            concat_inputs([s.x for s in sets]), torch.cat([s.y for s in sets]), torch.cat([s.task for s in sets])
         )
 
 

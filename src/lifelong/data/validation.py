@@ -12,11 +12,15 @@ from collections.abc import Sequence
 
 import torch
 
+from lifelong.data.lazy import LazyInputs
 from lifelong.errors import DataError
 
 
 def check_tensors(x: object, y: object, task: object) -> None:
-    """The types a :class:`TensorSet` needs: tensors, float inputs, integer labels and task ids."""
+    """The types a :class:`TensorSet` needs: tensors (or a lazy dataset's inputs), float inputs, integer
+    labels and task ids."""
+    if isinstance(x, LazyInputs):
+        x = torch.zeros((0, *x.shape[1:]))  # its type and shape are what a dataset view declares
     for name, value in (("x", x), ("y", y), ("task", task)):
         if not isinstance(value, torch.Tensor):
             raise DataError(f"{name} must be a torch.Tensor, got {type(value).__name__}; convert it with "
@@ -32,7 +36,8 @@ def check_tensors(x: object, y: object, task: object) -> None:
 
 def check_set(x: torch.Tensor, y: torch.Tensor, where: str, n_classes: int, input_shape: tuple[int, ...]) -> None:
     """Of a sample set with inputs ``x`` and labels ``y``: labels in ``[0, n_classes)``, inputs of
-    ``input_shape`` and finite."""
+    ``input_shape`` and finite (a lazy dataset's inputs are not read here: their shape and labels are
+    checked on every batch read, and a non-finite input stops training at its first loss)."""
     if not len(y):
         return
     low, high = int(y.min()), int(y.max())
@@ -42,7 +47,7 @@ def check_set(x: torch.Tensor, y: torch.Tensor, where: str, n_classes: int, inpu
     if tuple(x.shape[1:]) != tuple(input_shape):
         raise DataError(f"{where} inputs have shape {tuple(x.shape[1:])}, the stream declares "
                         f"{tuple(input_shape)}")
-    if not bool(torch.isfinite(x).all()):
+    if isinstance(x, torch.Tensor) and not bool(torch.isfinite(x).all()):
         raise DataError(f"{where} inputs contain NaN or infinite values; clean or impute them before building "
                         "the stream")
 

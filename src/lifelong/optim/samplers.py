@@ -127,8 +127,8 @@ def batch_losses(model: nn.Module, logits: Callable[[torch.Tensor, torch.Tensor]
     scoring leaves normalization statistics untouched. ``logits(x, task)`` gives (B, C) outputs."""
     was_training = model.training
     model.eval()
-    order = order.to(data.x.device)
-    losses = [F.cross_entropy(logits(data.x[index], data.task[index]), data.y[index])
-              for index in order.split(batch_size)]
+    device = next(model.parameters()).device
+    losses = [F.cross_entropy(logits(x.to(device), task.to(device)), y.to(device))
+              for x, y, task in data.subset(order.to(data.y.device)).batches(batch_size)]
     model.train(was_training)
     return torch.stack(losses).cpu()

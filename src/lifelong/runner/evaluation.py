@@ -28,10 +28,8 @@ def accuracy(model: nn.Module, strategy: Strategy, data: TensorSet, batch_size: 
     device = next(model.parameters()).device
     part = data.subset(world.portion(len(data))) if world.distributed else data
     correct = 0
-    for begin in range(0, len(part), batch_size):
-        x = part.x[begin:begin + batch_size].to(device, non_blocking=True)
-        task = part.task[begin:begin + batch_size].to(device)
-        y = part.y[begin:begin + batch_size].to(device)
+    for x, y, task in part.batches(batch_size):
+        x, y, task = x.to(device, non_blocking=True), y.to(device), task.to(device)
         correct += int((strategy.predict(model, x, task) == y).sum())
     model.train(was_training)
     if world.distributed:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.config import OptimConfig
+from lifelong.data.lazy import LazyInputs
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.errors import ConfigError, TrainingError
 from lifelong.metrics.accuracy_matrix import summary
@@ -351,20 +352,22 @@ class _Loop:
         groups = optimizer.param_groups
         params = [p for g in groups for p in g["params"]]
         grad_clip, schedule, test = setup.config.grad_clip, setup.schedule, setup.batch_size_test
-        autocast = setup.autocast(data.x.device)
+        autocast = setup.autocast(self.device)
         base_lr = setup.lr_for(state.batch_size * world.size)
         x_all, y_all, task_all = data.x, data.y, data.task
         epoch, resumed_order, first_sample = state.epoch, state.epoch_order, state.epoch_samples
         while epoch < state.epochs:
             state.epoch = epoch
-            order = resumed_order.to(data.x.device) if resumed_order is not None else self._order(data, index, epoch)
+            order = resumed_order.to(data.y.device) if resumed_order is not None else self._order(data, index, epoch)
             state.epoch_order, state.epoch_samples = order, first_sample if resumed_order is not None else 0
             resumed_order = None
             end = epoch_end(len(order), state.epochs, epoch)
+            reader = self._reader(data, order, end)
             while state.epoch_samples < end:
                 offset = state.epoch_samples
                 batch_index = order[offset:min(offset + state.batch_size, end)]
-                batch = Batch(x_all[batch_index], y_all[batch_index], task_all[batch_index])
+                x = x_all[batch_index] if reader is None else next(reader).to(self.device, non_blocking=True)
+                batch = Batch(x, y_all[batch_index], task_all[batch_index])
                 key = (index, len(batch_index), strategy.memory_size()) if self.meter.enabled else None
                 loss, flops = self.meter.step(key, lambda: self._forward_backward(batch, autocast, params))
                 if grad_clip is not None:
@@ -399,11 +402,22 @@ class _Loop:
                         and self._propose_batch_size(batch, len(data)):
                     base_lr = setup.lr_for(state.batch_size * world.size)
                     end = epoch_end(len(order), state.epochs, epoch)
+                    reader = self._reader(data, order, end)
                 for observer in self.observers:
                     observer.on_step(state)
                 if state.stop_experience or state.experience_step >= state.experience_steps:
                     return
             epoch += 1
+
+    def _reader(self, data: TensorSet, order: torch.Tensor, end: int) -> Iterator[torch.Tensor] | None:
+        """For a lazy dataset, the inputs of the rest of the epoch's order (from the current sample
+        offset to ``end``), read through the dataset's training loader in batches of the current size;
+        None for a set in memory, which the loop slices."""
+        if not data.lazy:
+            return None
+        assert isinstance(data.x, LazyInputs)
+        rest = order[self.state.epoch_samples:end].cpu()
+        return data.x[rest].read(self.state.batch_size, channel="train")
 
     def _estimate_coming_steps(self, n: int) -> None:
         """The FLOPs, over all ranks, of a step of each batch size the coming steps will have (the next

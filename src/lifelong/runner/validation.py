@@ -22,7 +22,8 @@ STATEFUL_UPDATES = {"adam": "Adam's moments", "adamw": "Adam's moments", "lamb":
 
 def check_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
     """The model takes the stream's inputs and outputs one logit per class of the stream."""
-    sample = stream[0].train.x[:2].to(device)
+    first = stream[0].train
+    sample = next(first.subset(torch.arange(min(2, len(first)))).batches(2)).x.to(device)
     was_training = model.training
     model.eval()
     with torch.no_grad():

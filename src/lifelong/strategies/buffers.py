@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from lifelong.data.lazy import Inputs, as_tensor
+
 
 class _Memory:
     """Shared storage of a buffer: named row tensors, a fill count and sampling."""
@@ -25,20 +27,24 @@ class _Memory:
     def __len__(self) -> int:
         return self.size
 
-    def _allocate(self, rows: dict[str, torch.Tensor]) -> None:
+    def _allocate(self, rows: dict[str, Inputs]) -> None:
+        """Storage for ``capacity`` rows, on the labels' device (a lazy dataset's inputs are read, and
+        moved there, only for the rows kept)."""
         if not self.data:
-            self.data = {k: torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype, device=v.device)
+            device = rows["y"].device
+            self.data = {k: torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype, device=device)
                          for k, v in rows.items()}
 
-    def _write_chosen(self, chosen: dict[int, int], rows: dict[str, torch.Tensor]) -> None:
+    def _write_chosen(self, chosen: dict[int, int], rows: dict[str, Inputs]) -> None:
         """Store ``rows[key][row]`` at ``slot`` for every ``slot -> row`` pair (slots are distinct)."""
         if not chosen:
             return
         device = next(iter(self.data.values())).device
         slots = torch.tensor(list(chosen.keys()), device=device)
-        index = torch.tensor(list(chosen.values()), device=device)
+        index = torch.tensor(list(chosen.values()))
         for key, tensor in self.data.items():
-            tensor[slots] = rows[key][index].to(tensor.dtype)
+            values = rows[key]
+            tensor[slots] = as_tensor(values[index.to(values.device)]).to(device, tensor.dtype)
 
     def sample(self, n: int) -> dict[str, torch.Tensor]:
         """``min(n, len(self))`` stored rows drawn without replacement."""

@@ -16,17 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.data.lazy import Inputs, input_batches
 from lifelong.errors import ConfigError, MissingFileError
 from lifelong.world import World
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Backbone features (N, D) of inputs (N, ...), in eval mode (normalisation layers use running
-    statistics); the backbone's mode is restored afterwards."""
+def extract_features(backbone: nn.Module, x: Inputs, batch_size: int = 1024) -> torch.Tensor:
+    """Backbone features (N, D) of inputs (N, ...) (in memory, or a lazy dataset's, read in batches), on
+    the backbone's device, in eval mode (normalisation layers use running statistics); the backbone's
+    mode is restored afterwards."""
     was_training = backbone.training
     backbone.eval()
-    features = torch.cat([backbone(x[begin:begin + batch_size]) for begin in range(0, len(x), batch_size)])
+    device = next((p.device for p in backbone.parameters()), None)  # a parameter-free backbone takes x as it is
+    features = torch.cat([backbone(chunk if device is None else chunk.to(device))
+                          for chunk in input_batches(x, batch_size)])
     backbone.train(was_training)
     return features
 

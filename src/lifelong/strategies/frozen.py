@@ -42,6 +42,7 @@ class FrozenBackbone(Strategy):
     """A ``torch.save``'d backbone (module or state dict) loaded before the first experience; empty: none."""
     experience_index: int = field(default=0, init=False, repr=False)
     adaptation_data: list[TensorSet] = field(default_factory=list, init=False, repr=False)
+    stream: Stream | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.adapt_experiences < 0:
@@ -50,7 +51,7 @@ class FrozenBackbone(Strategy):
 
     def setup(self, stream: Stream, seed: int) -> None:
         super().setup(stream, seed)
-        self.experience_index, self.adaptation_data = 0, []
+        self.experience_index, self.adaptation_data, self.stream = 0, [], stream
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         if self.experience_index == 0 and self.backbone_path:
@@ -93,10 +94,13 @@ class FrozenBackbone(Strategy):
         return sum(len(data) for data in self.adaptation_data)
 
     def state_dict(self) -> dict[str, Any]:
-        kept = [{"x": d.x, "y": d.y, "task": d.task} for d in self.adaptation_data]
-        return {**super().state_dict(), "experience_index": self.experience_index, "adaptation_data": kept}
+        """The number of adaptation experiences held: their data is the stream's, so a checkpoint need
+        not copy it."""
+        return {**super().state_dict(), "experience_index": self.experience_index,
+                "adaptation_experiences": len(self.adaptation_data)}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
+        assert self.stream is not None, "setup was not called"
         self.experience_index = int(state["experience_index"])
-        self.adaptation_data = [TensorSet(d["x"], d["y"], d["task"]) for d in state["adaptation_data"]]
+        self.adaptation_data = [e.train for e in self.stream.experiences[: int(state["adaptation_experiences"])]]

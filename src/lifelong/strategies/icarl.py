@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.data.lazy import inputs_from_state, inputs_state, inputs_tensor
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
@@ -73,6 +74,8 @@ class ICaRL(Strategy):
     model's outputs."""
     means: torch.Tensor = field(default_factory=lambda: torch.zeros(0), init=False, repr=False)
     mean_classes: list[int] = field(default_factory=list, init=False, repr=False)
+    stream: Stream | None = field(default=None, init=False, repr=False)
+    """The stream: exemplars of a lazy dataset are positions in it."""
 
     def __post_init__(self) -> None:
         if self.buffer_size < 1:
@@ -82,6 +85,7 @@ class ICaRL(Strategy):
         super().setup(stream, seed)
         self.exemplars, self.old_model, self.means, self.mean_classes = None, None, torch.zeros(0), []
         self.active_classes, self.distilled_classes = [], []
+        self.stream = stream
 
     def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
         """The experience's data plus the exemplars kept after the experience before."""
@@ -125,7 +129,7 @@ class ICaRL(Strategy):
         self.mean_classes = sorted(set(exemplars.y.tolist()))
         means, _ = class_statistics(normalized_features(backbone, exemplars.x), exemplars.y, self.mean_classes)
         means = F.normalize(means, dim=1)  # (K, D)
-        self.world.broadcast([exemplars.x, exemplars.y, exemplars.task, means])
+        self.world.broadcast([inputs_tensor(exemplars.x), exemplars.y, exemplars.task, means])
         self.exemplars, self.means = exemplars, means
 
     @torch.no_grad()
@@ -141,7 +145,7 @@ class ICaRL(Strategy):
         return 0 if self.exemplars is None else len(self.exemplars)
 
     def state_dict(self) -> dict[str, Any]:
-        exemplars = None if self.exemplars is None else {"x": self.exemplars.x, "y": self.exemplars.y,
+        exemplars = None if self.exemplars is None else {"x": inputs_state(self.exemplars.x), "y": self.exemplars.y,
                                                          "task": self.exemplars.task}
         old = None if self.old_model is None else self.old_model.state_dict()
         return {**super().state_dict(), "exemplars": exemplars, "old_model": old, "means": self.means,
@@ -151,7 +155,9 @@ class ICaRL(Strategy):
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
         kept = state["exemplars"]
-        self.exemplars = None if kept is None else TensorSet(kept["x"], kept["y"], kept["task"])
+        assert self.stream is not None, "setup was not called"
+        self.exemplars = None if kept is None else \
+            TensorSet(inputs_from_state(kept["x"], self.stream[0].train.x), kept["y"], kept["task"])
         self.old_model = None
         if state["old_model"] is not None:
             self.old_model = copy.deepcopy(model).eval().requires_grad_(False)
