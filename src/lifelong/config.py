@@ -82,10 +82,20 @@ class RunSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
+    """``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; the device used is
+    recorded with the run."""
     db: str = "lifelong-runs.db"
     progress: bool = True
-    eval_batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    """Samples per evaluation batch; None chooses by device: 128 on a CPU, where a batch that fits the
+    caches evaluates fastest per sample, 1024 on a GPU."""
+    channels_last: bool = False
+    """Train and evaluate image models in the channels-last memory format (faster convolutions on
+    recent CPUs and on GPUs with tensor cores)."""
+    compile: bool | str = False
+    """Compile the model with ``torch.compile`` (true: the default ``inductor`` backend; or a backend
+    name); the compilation's warm-up is timed apart from training (``metrics.compile_seconds``)."""
     checkpoint: bool = True
     """Save checkpoints so that an interrupted run can continue with ``lifelong run --resume ID``."""
     checkpoint_dir: str | None = None

@@ -112,4 +112,4 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
                  store=store, config={**resolve_config(config), **(extra_config or {})}, progress=progress,
                  eval_batch_size=config.run.eval_batch_size, eval_every_steps=config.run.eval_every_steps,
                  eval_every_samples=config.run.eval_every_samples, checkpoint=checkpoint_settings(config, store),
-                 resume_run=resume_run)
+                 resume_run=resume_run, channels_last=config.run.channels_last, compile=config.run.compile)

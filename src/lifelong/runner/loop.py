@@ -55,7 +55,7 @@ from lifelong.runner.evaluation import accuracies
 from lifelong.runner.flops import FlopMeter
 from lifelong.runner.observers import Observer, PeriodicEvaluation, ProgressBar, RunContext, TrainState
 from lifelong.runner.plan import PlannedExperience, check_lr_scales, check_training_set, plan_records, plan_stream
-from lifelong.runner.results import ResultsStore, RunRecord
+from lifelong.runner.results import ResultsStore, RunRecord, environment
 from lifelong.runner.validation import check_arguments, check_model, warn_about_combination
 from lifelong.strategies.base import ExperiencePlan, Strategy
 from lifelong.world import World
@@ -121,11 +121,12 @@ def describe(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimC
 
 
 def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConfig | None = None, *,
-          seed: int = 0, device: str = "cpu", store: ResultsStore | None = None,
+          seed: int = 0, device: str = "auto", store: ResultsStore | None = None,
           config: dict[str, Any] | None = None, progress: bool = False, observers: Sequence[Observer] = (),
-          eval_batch_size: int = 1024, eval_every_steps: int | None = None, eval_every_samples: int | None = None,
-          checkpoint: CheckpointSettings | None = None, resume_run: int | None = None,
-          world: World | None = None) -> RunResult:
+          eval_batch_size: int | None = None, eval_every_steps: int | None = None,
+          eval_every_samples: int | None = None, checkpoint: CheckpointSettings | None = None,
+          resume_run: int | None = None, world: World | None = None, channels_last: bool = False,
+          compile: bool | str = False) -> RunResult:
     """Train ``model`` on ``stream`` with ``strategy``; evaluate on every test set after each experience.
 
     Returns the accuracy matrix, metrics and cost; with a ``store`` the run is recorded as it goes
@@ -139,6 +140,11 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     With ``checkpoint`` the run saves checkpoints (:mod:`lifelong.runner.checkpoint`) and SIGINT or
     SIGTERM stop it cleanly; ``resume_run`` continues that stored run from its newest checkpoint, given
     the same stream, model, strategy, settings and seed, with the same result as a run never stopped.
+
+    ``device`` ``auto`` trains on CUDA when present (recorded with the run); ``eval_batch_size`` None
+    evaluates 128 samples at a time on a CPU, 1024 on a GPU. ``channels_last`` puts image models and
+    batches in the channels-last memory format; ``compile`` compiles the model with ``torch.compile``
+    (True: inductor, or a backend name), its warm-up timed apart as ``metrics["compile_seconds"]``.
 
     Under ``torchrun`` (or with an explicit ``world``) the run is data-parallel
     (:mod:`lifelong.runner.distributed`): each rank trains on its shard of every experience with
@@ -159,10 +165,13 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
         dev = local_device(dev)
         check_distributed(strategy, optim, resume_run)
         store, progress, checkpoint = (store, progress, checkpoint) if world.is_main else (None, False, None)
-    check_arguments(model, seed, eval_batch_size)
+    eval_batch_size = eval_batch_size if eval_batch_size is not None else 1024 if dev.type == "cuda" else 128
+    check_arguments(model, seed, eval_batch_size, compile)
     warn_about_combination(strategy, optim)
     torch.manual_seed(seed)
     model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     check_model(model, stream, dev)
     world.broadcast(model.state_dict().values())
     strategy.world = world
@@ -171,9 +180,11 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     plans = plan_stream(strategy, experiences, setup, budget, world)
     config = config or describe(stream, model, strategy, optim, seed)
     restored = resume_point(store, resume_run, checkpoint, seed) if resume_run is not None else None
-    run_id = resume_run if restored else \
-        store.start_run(stream.name, str(config.get("strategy", {}).get("name", "")), seed, config) if store else None
+    run_id = resume_run if restored else store.start_run(stream.name, str(config.get("strategy", {}).get("name", "")),
+                                                         seed, config, {**environment(), "device": str(dev)}) \
+        if store else None
 
+    compile_seconds = _compile(model, experiences[0].train, optim.batch_size, dev, compile)
     test_sets = [exp.test.to(dev) for exp in stream]
     initial = restored.initial if restored else accuracies(model, strategy, test_sets, eval_batch_size, world)
     if store and run_id is not None and not restored:
@@ -192,7 +203,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     if restored:
         restored.restore(model, strategy, state, observers=observers)
     loop = _Loop(model, strategy, setup, budget, world, seed, dev, state, observers, batch_size_changes,
-                 FlopMeter(setup.count_flops, world), context)
+                 FlopMeter(setup.count_flops, world), context, channels_last)
     try:
         for index, experience in enumerate(experiences):
             if restored and index < restored.experience:
@@ -210,6 +221,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
                            run_id=run_id, lr=setup.lr_for(optim.batch_size * world.size),
                            extra={"plan": plan_records(plans)})
         _summarise(result, [len(t) for t in test_sets], batch_size_changes, world, evaluation)
+        if compile:
+            result.metrics["compile_seconds"] = compile_seconds
         if store and run_id is not None:
             store.finish_run(run_id, rows, result.metrics, result.extra.get("curve"))
     except KeyboardInterrupt:
@@ -224,6 +237,25 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
         if checkpointer:
             checkpointer.close()
     return result
+
+
+def _compile(model: nn.Module, data: TensorSet, batch_size: int, device: torch.device, backend: bool | str) -> float:
+    """Compile ``model`` in place (``nn.Module.compile``: the module and its state-dict names stay the
+    same) and warm it up with a forward and backward pass on a first batch of ``data``, leaving its
+    weights, gradients and normalisation statistics as they were. Returns the seconds it took, which
+    the training clock leaves out (a later recompilation, for a new batch shape, is counted in it)."""
+    if not backend:
+        return 0.0
+    started = time.perf_counter()
+    model.compile(backend="inductor" if backend is True else backend)
+    buffers = {name: value.clone() for name, value in model.named_buffers()}
+    x = next(data.subset(torch.arange(min(batch_size, len(data)))).batches(batch_size)).x.to(device)
+    model(x).float().sum().backward()
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, value in model.named_buffers():
+            value.copy_(buffers[name])
+    return time.perf_counter() - started
 
 
 def _summarise(result: RunResult, test_sizes: list[int], batch_size_changes: list[dict[str, Any]], world: World,
@@ -243,11 +275,14 @@ class _Loop:
 
     def __init__(self, model: nn.Module, strategy: Strategy, setup: OptimSetup, budget: Budget, world: World,
                  seed: int, device: torch.device, state: TrainState, observers: list[Observer],
-                 batch_size_changes: list[dict[str, Any]], meter: FlopMeter, context: RunContext) -> None:
+                 batch_size_changes: list[dict[str, Any]], meter: FlopMeter, context: RunContext,
+                 channels_last: bool = False) -> None:
         self.model, self.strategy, self.setup, self.budget, self.world = model, strategy, setup, budget, world
         self.seed = seed
         self.device, self.state, self.observers, self.meter, self.context = device, state, observers, meter, context
         self.batch_size_changes = batch_size_changes
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        """Of the image batches (4-D inputs) the model is fed."""
         self.optimizer: torch.optim.Optimizer | None = None
         self.flop_costs: dict[int, float] = {}
         """FLOPs of a coming step by its batch size, over all ranks (what a FLOP budget is planned with)."""
@@ -367,6 +402,8 @@ class _Loop:
                 offset = state.epoch_samples
                 batch_index = order[offset:min(offset + state.batch_size, end)]
                 x = x_all[batch_index] if reader is None else next(reader).to(self.device, non_blocking=True)
+                if x.ndim == 4:
+                    x = x.contiguous(memory_format=self.memory_format)
                 batch = Batch(x, y_all[batch_index], task_all[batch_index])
                 key = (index, len(batch_index), strategy.memory_size()) if self.meter.enabled else None
                 loss, flops = self.meter.step(key, lambda: self._forward_backward(batch, autocast, params))

@@ -38,7 +38,7 @@ def check_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
                         f"(labels 0..{stream.n_classes - 1}); give the model a head of {stream.n_classes} outputs")
 
 
-def check_arguments(model: nn.Module, seed: int, eval_batch_size: int) -> None:
+def check_arguments(model: nn.Module, seed: int, eval_batch_size: int, compile: bool | str) -> None:
     """Arguments of :func:`train` that are plain values rather than validated config fields."""
     if not isinstance(model, nn.Module):
         raise DataError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
@@ -46,6 +46,12 @@ def check_arguments(model: nn.Module, seed: int, eval_batch_size: int) -> None:
         raise ConfigError(f"run.seed must be an integer in [0, 2**63), got {seed!r}")
     if isinstance(eval_batch_size, bool) or not isinstance(eval_batch_size, int) or eval_batch_size < 1:
         raise ConfigError(f"run.eval_batch_size must be an integer >= 1, got {eval_batch_size!r}")
+    if isinstance(compile, str):
+        from torch._dynamo import list_backends
+
+        if compile not in ("inductor", *list_backends(exclude_tags=())):
+            raise ConfigError(f"run.compile: unknown torch.compile backend {compile!r}; use true (inductor) or one "
+                              f"of {sorted(list_backends(exclude_tags=()))}")
 
 
 def warn_about_combination(strategy: Strategy, optim: OptimConfig) -> None:
