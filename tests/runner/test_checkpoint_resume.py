@@ -191,3 +191,18 @@ def test_resume_in_first_epoch_of_strategy_built_training_set(small_data, tmp_pa
 
     resumed, resumed_model = start(stream, name, store, GROWING_SETTINGS, resume_run=1)
     assert_same_run(resumed, resumed_model, reference, reference_model)
+
+
+def test_resume_after_sigkill_with_a_lazy_dataset_and_workers(small_data, tmp_path) -> None:
+    """The same exactness when batches are read through a DataLoader's worker processes."""
+    from lifelong import from_dataset
+    from tests.data.test_lazy import Counting
+
+    lazy = from_dataset(Counting(small_data.x_train, small_data.y_train), Counting(small_data.x_test, small_data.y_test),
+                        train_targets=small_data.y_train, test_targets=small_data.y_test, num_workers=2)
+    stream = class_incremental(lazy, 3)
+    store = ResultsStore(tmp_path / "runs.db")
+    killed_run(stream, "er", store)
+    resumed, resumed_model = start(stream, "er", store, resume_run=1)
+    reference, reference_model = start(class_incremental(small_data, 3), "er", ResultsStore(tmp_path / "reference.db"))
+    assert_same_run(resumed, resumed_model, reference, reference_model)
