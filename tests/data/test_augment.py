@@ -71,15 +71,37 @@ def test_normalisation_by_hand() -> None:
     assert Augment().normalize(x) is x
 
 
-def test_shape_and_dtype_are_kept() -> None:
+def test_black_padding_of_normalised_images_is_minus_mean_over_std() -> None:
+    augment = Augment(crop_padding=1, mean=[0.25, 0.5], std=[0.5, 0.25])
+    # Black is (0 - 0.25) / 0.5 = -0.5 in channel 0 and (0 - 0.5) / 0.25 = -2.0 in channel 1.
+    assert torch.equal(augment.black(torch.zeros(1, 2, 3, 3)).flatten(), torch.tensor([-0.5, -2.0]))
+    out = augment.apply(torch.ones(1, 2, 2, 2), torch.tensor([[0, 0, 0]]))  # shifted down and right by one
+    assert torch.equal(out[0, 0], torch.tensor([[-0.5, -0.5], [-0.5, 1.0]]))
+    assert torch.equal(out[0, 1], torch.tensor([[-2.0, -2.0], [-2.0, 1.0]]))
+
+
+def test_normalise_then_crop_equals_torchvision_order_crop_then_normalise() -> None:
+    # torchvision (Mammoth, PyCIL) crops raw pixels with zero padding, then normalises; normalising
+    # first and padding with normalised black must give the same floats, bit for bit.
     augment = PRESETS["cifar10"]
+    raw_pixels_only = Augment(crop_padding=augment.crop_padding, flip=augment.flip)
+    x = torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # (B, C, H, W) in [0, 1]
+    draws = augment.draw(32, torch.Generator().manual_seed(1))
+    assert torch.equal(augment.apply(augment.normalize(x), draws), augment.normalize(raw_pixels_only.apply(x, draws)))
+
+
+def test_shape_and_dtype_are_kept() -> None:
     generator = torch.Generator().manual_seed(0)
-    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.uint8):
-        x = (torch.rand(5, 3, 32, 24) * 200).to(dtype)
-        out = augment(x, generator)
-        assert out.shape == (5, 3, 32, 24) and out.dtype == dtype
-    assert augment.normalize(torch.rand(2, 3, 8, 8, dtype=torch.float64)).dtype == torch.float64
-    assert augment.normalize(torch.ones(2, 3, 8, 8, dtype=torch.uint8)).dtype == torch.float32
+    for augment, dtypes in ((PRESETS["cifar10"], (torch.float32, torch.float64, torch.bfloat16)),
+                            (Augment(crop_padding=4, flip=True), (torch.float32, torch.uint8))):
+        for dtype in dtypes:
+            x = (torch.rand(5, 3, 32, 24) * 200).to(dtype)
+            out = augment(x, generator)
+            assert out.shape == (5, 3, 32, 24) and out.dtype == dtype
+    assert PRESETS["cifar10"].normalize(torch.rand(2, 3, 8, 8, dtype=torch.float64)).dtype == torch.float64
+    assert PRESETS["cifar10"].normalize(torch.ones(2, 3, 8, 8, dtype=torch.uint8)).dtype == torch.float32
+    with pytest.raises(DataError, match=r"^augment: images normalised with augment\.mean must be floating point"):
+        PRESETS["cifar10"](torch.ones(2, 3, 8, 8, dtype=torch.uint8), generator)
 
 
 def test_samples_of_a_batch_get_independent_draws() -> None:
