@@ -126,6 +126,30 @@ class Component(BaseModel):
         return dict(self.model_extra or {})
 
 
+class AugmentConfig(BaseModel):
+    """The ``[augment]`` table: image augmentation of the training batches (random crop with zero
+    padding, horizontal flip) and per-channel normalisation, built by
+    ``lifelong.data.augment.Augment.from_config``, which checks the values and the preset's name when
+    the run is built, as component names are checked. The default augments nothing."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    preset: str = "none"
+    """A dataset's standard settings: ``cifar10``, ``cifar100``, ``fashion_mnist``, ``mnist``, or ``none``."""
+    crop_padding: int | None = None
+    """Pixels of zero padding around each image before a crop of its size at a random offset (0: no
+    crop); None: the preset's."""
+    flip: bool | None = None
+    """Mirror each image left to right with probability 1/2; None: the preset's."""
+    mean: list[float] | None = None
+    """Per-channel mean subtracted from every input, in training and evaluation alike (empty: no
+    normalisation); None: the preset's."""
+    std: list[float] | None = None
+    """Per-channel standard deviation the centred inputs are divided by; None: the preset's."""
+    replay: bool = True
+    """Augment the samples a strategy replays from its memory too, as Mammoth and PyCIL do."""
+
+
 class RunConfig(BaseModel):
     """A whole run: the default is class-incremental digits, 5 experiences of 2 classes, ER with a
     memory of 200, an MLP trained with SGD."""
@@ -136,6 +160,7 @@ class RunConfig(BaseModel):
     scenario: Component = Component(name="class_incremental", n_experiences=5)
     model: Component = Component(name="mlp")
     strategy: Component = Component(name="er", buffer_size=200)
+    augment: AugmentConfig = AugmentConfig()
     optim: OptimConfig = OptimConfig()
     run: RunSettings = RunSettings()
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lifelong.config import RunConfig, build, resolved, validate_config
+from lifelong.data.augment import resolved_config
 from lifelong.data.catalog import DATASETS
 from lifelong.data.datasets import Dataset
 from lifelong.data.scenarios import SCENARIOS
@@ -55,6 +56,7 @@ def resolve_config(config: RunConfig) -> dict[str, Any]:
         "scenario": resolved("scenario", SCENARIOS, _scenario_component(config), skip=("dataset",)),
         "model": resolved("model", MODELS, config.model, skip=("input_shape", "n_classes")),
         "strategy": resolved("strategy", STRATEGIES, config.strategy),
+        "augment": resolved_config(config.augment).model_dump(),
         "optim": config.optim.model_dump(),
         "run": config.run.model_dump(),
     }
