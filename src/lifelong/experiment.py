@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lifelong.config import RunConfig, build, resolved, validate_config
-from lifelong.data.augment import resolved_config
+from lifelong.data.augment import Augment, resolved_config
 from lifelong.data.catalog import DATASETS
 from lifelong.data.datasets import Dataset
 from lifelong.data.scenarios import SCENARIOS
@@ -114,4 +114,5 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
                  store=store, config={**resolve_config(config), **(extra_config or {})}, progress=progress,
                  eval_batch_size=config.run.eval_batch_size, eval_every_steps=config.run.eval_every_steps,
                  eval_every_samples=config.run.eval_every_samples, checkpoint=checkpoint_settings(config, store),
-                 resume_run=resume_run, channels_last=config.run.channels_last, compile=config.run.compile)
+                 resume_run=resume_run, channels_last=config.run.channels_last, compile=config.run.compile,
+                 augment=Augment.from_config(config.augment), augment_replay=config.augment.replay)

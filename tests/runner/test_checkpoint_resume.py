@@ -47,13 +47,13 @@ def start(stream, name, store, settings=STRATEGY_SETTINGS, **kwargs):
     return result, model
 
 
-def killed_run(stream, name, store, kill_at=KILL_AT_STEP, settings=STRATEGY_SETTINGS) -> None:
+def killed_run(stream, name, store, kill_at=KILL_AT_STEP, settings=STRATEGY_SETTINGS, **kwargs) -> None:
     """Runs the start of training in a forked child that SIGKILLs itself after step ``kill_at``."""
     torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # torch's lazy imports, once, before forking
     pid = os.fork()
     if pid == 0:
         try:
-            start(stream, name, store, settings, observers=[KillAt(kill_at)])
+            start(stream, name, store, settings, observers=[KillAt(kill_at)], **kwargs)
         finally:
             os._exit(3)  # never return into pytest from the child
     _, status = os.waitpid(pid, 0)
@@ -193,16 +193,23 @@ def test_resume_in_first_epoch_of_strategy_built_training_set(small_data, tmp_pa
     assert_same_run(resumed, resumed_model, reference, reference_model)
 
 
-def test_resume_after_sigkill_with_a_lazy_dataset_and_workers(small_data, tmp_path) -> None:
-    """The same exactness when batches are read through a DataLoader's worker processes."""
-    from lifelong import from_dataset
+def test_resume_after_sigkill_with_a_lazy_dataset_workers_and_augmentation(tmp_path) -> None:
+    """The same exactness when batches are read through a DataLoader's worker processes and every
+    training and replayed batch is cropped and flipped: the augmentation draws resume where they were."""
+    from lifelong import digits, from_dataset
+    from lifelong.data.augment import Augment
     from tests.data.test_lazy import Counting
 
-    lazy = from_dataset(Counting(small_data.x_train, small_data.y_train), Counting(small_data.x_test, small_data.y_test),
-                        train_targets=small_data.y_train, test_targets=small_data.y_test, num_workers=2)
-    stream = class_incremental(lazy, 3)
+    images = digits()
+    lazy = from_dataset(Counting(images.x_train, images.y_train), Counting(images.x_test, images.y_test),
+                        train_targets=images.y_train, test_targets=images.y_test, num_workers=2)
+    augment = Augment(crop_padding=1, flip=True, mean=(0.3,), std=(0.4,))
+    stream = class_incremental(lazy, 5)
     store = ResultsStore(tmp_path / "runs.db")
-    killed_run(stream, "er", store)
-    resumed, resumed_model = start(stream, "er", store, resume_run=1)
-    reference, reference_model = start(class_incremental(small_data, 3), "er", ResultsStore(tmp_path / "reference.db"))
+    reference, reference_model = start(class_incremental(images, 5), "er", ResultsStore(tmp_path / "reference.db"),
+                                       augment=augment)
+    killed_run(stream, "er", store, kill_at=reference.costs[0].steps + 7, augment=augment)
+    newest = read(checkpoint_files(tmp_path / "runs-checkpoints" / "run-1")[-1])
+    assert newest["position"]["within_experience"] and newest["generator"] is not None
+    resumed, resumed_model = start(stream, "er", store, resume_run=1, augment=augment)
     assert_same_run(resumed, resumed_model, reference, reference_model)

@@ -19,7 +19,7 @@ batch read, so a mismatch is an error naming the position, not a silent wrong la
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,12 +79,15 @@ class LazySource:
     """
 
     def __init__(self, dataset: MapDataset, targets: torch.Tensor, sample_shape: Sequence[int],
-                 settings: LoaderSettings = LoaderSettings(), name: str = "dataset") -> None:
+                 settings: LoaderSettings = LoaderSettings(), name: str = "dataset",
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.dataset = dataset
         self.targets = targets
         self.sample_shape = tuple(int(d) for d in sample_shape)
         self.settings = settings
         self.name = name
+        self.transform = transform
+        """Applied to every batch read (e.g. the per-channel normalisation of an ``[augment]`` table)."""
         self._samplers: dict[str, _Batches] = {}
         self._loaders: dict[str, DataLoader] = {}
 
@@ -117,7 +120,13 @@ class LazySource:
             if tuple(x.shape[1:]) != self.sample_shape:
                 raise DataError(f"{self.name}: sample {batch[0]} has shape {tuple(x.shape[1:])}, expected "
                                 f"{self.sample_shape}; make every sample the same shape")
-            yield x
+            yield x if self.transform is None else self.transform(x)
+
+    def mapped(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> LazySource:
+        """The same dataset read with ``transform`` applied after this source's own."""
+        own = self.transform
+        combined = transform if own is None else (lambda x: transform(own(x)))
+        return LazySource(self.dataset, self.targets, self.sample_shape, self.settings, self.name, combined)
 
 
 class LazyInputs:

@@ -10,23 +10,31 @@ and streams hold it the same way, and :meth:`TensorSet.batches` reads either kin
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 
-from lifelong.data.lazy import Inputs, LazyInputs, as_tensor, concat_inputs, input_batches
+from lifelong.data.lazy import Inputs, LazyInputs, LazySource, as_tensor, concat_inputs, input_batches
 from lifelong.data.validation import check_set, check_stream_shape, check_task_classes, check_tensors
 from lifelong.errors import DataError
 
 
 class Batch(NamedTuple):
-    """One mini-batch: inputs ``x`` (B, ...), labels ``y`` (B,) and task ids ``task`` (B,)."""
+    """One mini-batch: inputs ``x`` (B, ...), labels ``y`` (B,) and task ids ``task`` (B,); ``raw`` is the
+    inputs before the runner's training augmentation (None when there is none), what a memory stores."""
 
     x: torch.Tensor
     y: torch.Tensor
     task: torch.Tensor
+    raw: torch.Tensor | None = None
+
+    @property
+    def stored(self) -> torch.Tensor:
+        """The inputs a replay memory keeps: un-augmented (each replay is augmented afresh, as in
+        Buzzega et al. 2020's DER code), the same as ``x`` without augmentation."""
+        return self.x if self.raw is None else self.raw
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,20 @@ class Stream:
             task_id=0,
             name="joint",
         )
+
+    def map_inputs(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> Stream:
+        """The stream with ``transform`` applied to every input: at once to inputs in memory, to each
+        batch read of a lazy dataset (every view of one dataset keeps sharing one source)."""
+        sources: dict[int, LazySource] = {}
+
+        def mapped(data: TensorSet) -> TensorSet:
+            if not isinstance(data.x, LazyInputs):
+                return TensorSet(transform(data.x), data.y, data.task)
+            source = sources.setdefault(id(data.x.source), data.x.source.mapped(transform))
+            return TensorSet(LazyInputs(source, data.x.positions), data.y, data.task)
+
+        experiences = tuple(dataclasses.replace(e, train=mapped(e.train), test=mapped(e.test)) for e in self.experiences)
+        return dataclasses.replace(self, experiences=experiences)
 
     def summary(self) -> list[dict[str, object]]:
         """One row per experience: name, task id, classes, train and test sizes (for tables)."""

@@ -128,7 +128,7 @@ def batch_losses(model: nn.Module, logits: Callable[[torch.Tensor, torch.Tensor]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    losses = [F.cross_entropy(logits(x.to(device), task.to(device)), y.to(device))
-              for x, y, task in data.subset(order.to(data.y.device)).batches(batch_size)]
+    losses = [F.cross_entropy(logits(batch.x.to(device), batch.task.to(device)), batch.y.to(device))
+              for batch in data.subset(order.to(data.y.device)).batches(batch_size)]
     model.train(was_training)
     return torch.stack(losses).cpu()

@@ -27,7 +27,8 @@ pickled classes. The top-level dict holds:
 * ``initial``, ``rows`` and ``costs``: the accuracies of the untrained model, the rows of the accuracy
   matrix so far and the cost of each finished experience (plain dicts);
 * ``observers``: each observer's ``state_dict()``, in the run's observer order (the evaluation curve
-  recorded so far, so a resumed run stores every point).
+  recorded so far, so a resumed run stores every point);
+* ``generator``: the state of the runner's own generator (training augmentation), or None.
 
 Version 2 (the runner's per-experience plans, the curve in checkpoints) reads no version 1 file: a run
 checkpointed by an older lifelong is resumed by that version or started again.
@@ -273,6 +274,7 @@ class Checkpointer(Observer):
             "initial": list(context.initial), "rows": [list(r) for r in context.rows],
             "costs": [dataclasses.asdict(c) for c in context.costs],
             "observers": [observer.state_dict() for observer in self.observers],
+            "generator": context.generator.get_state() if context.generator is not None else None,
         }
         path = self.folder / f"checkpoint-step{state.step:010d}-done{completed:04d}.pt"
         started = time.perf_counter()
@@ -309,7 +311,8 @@ class Restored:
         return [ExperienceCost(**c) for c in self.payload["costs"]]
 
     def restore(self, model: nn.Module, strategy: Any, state: TrainState,
-                optimizer: torch.optim.Optimizer | None = None, observers: Sequence[Observer] = ()) -> None:
+                optimizer: torch.optim.Optimizer | None = None, observers: Sequence[Observer] = (),
+                generator: torch.Generator | None = None) -> None:
         """Load model, strategy, random states, counters and (when given and saved) optimizer and the
         observers' states (given in the order of the run that saved them).
 
@@ -324,6 +327,8 @@ class Restored:
             optimizer.load_state_dict(payload["optimizer"])
         for observer, saved in zip(observers, payload["observers"], strict=False):
             observer.load_state_dict(saved)
+        if generator is not None and payload["generator"] is not None:
+            generator.set_state(payload["generator"])
         counters = dict(payload["counters"])
         experience_seconds = float(counters.pop("experience_seconds"))
         known = {f.name for f in dataclasses.fields(state)}
@@ -338,12 +343,13 @@ class Restored:
 
 
     def resume_experience(self, model: nn.Module, strategy: Any, state: TrainState,
-                          optimizer: torch.optim.Optimizer | None, reset_optimizer: bool) -> None:
+                          optimizer: torch.optim.Optimizer | None, reset_optimizer: bool,
+                          generator: torch.Generator | None = None) -> None:
         """Called once the resumed experience's hooks ran and its optimizer was prepared (None when
         the experience does not train): inside an experience, restore everything again; at a boundary,
         only an optimizer carried across experiences."""
         if self.within_experience:
-            self.restore(model, strategy, state, optimizer)
+            self.restore(model, strategy, state, optimizer, generator=generator)
         elif optimizer is not None and not reset_optimizer and self.payload["optimizer"] is not None:
             optimizer.load_state_dict(self.payload["optimizer"])
 

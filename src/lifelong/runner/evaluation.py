@@ -28,8 +28,8 @@ def accuracy(model: nn.Module, strategy: Strategy, data: TensorSet, batch_size: 
     device = next(model.parameters()).device
     part = data.subset(world.portion(len(data))) if world.distributed else data
     correct = 0
-    for x, y, task in part.batches(batch_size):
-        x, y, task = x.to(device, non_blocking=True), y.to(device), task.to(device)
+    for batch in part.batches(batch_size):
+        x, y, task = batch.x.to(device, non_blocking=True), batch.y.to(device), batch.task.to(device)
         correct += int((strategy.predict(model, x, task) == y).sum())
     model.train(was_training)
     if world.distributed:

@@ -39,7 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.config import OptimConfig
+from lifelong.data.augment import Augment
 from lifelong.data.lazy import LazyInputs
+from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.errors import ConfigError, TrainingError
 from lifelong.metrics.accuracy_matrix import summary
@@ -59,6 +61,10 @@ from lifelong.runner.results import ResultsStore, RunRecord, environment
 from lifelong.runner.validation import check_arguments, check_model, warn_about_combination
 from lifelong.strategies.base import ExperiencePlan, Strategy
 from lifelong.world import World
+
+
+AUGMENT_TAG = 0xA116
+"""Mixed into the run's seed for the augmentation draws, so they do not repeat the epoch orders'."""
 
 
 @dataclass
@@ -126,7 +132,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
           eval_batch_size: int | None = None, eval_every_steps: int | None = None,
           eval_every_samples: int | None = None, checkpoint: CheckpointSettings | None = None,
           resume_run: int | None = None, world: World | None = None, channels_last: bool = False,
-          compile: bool | str = False) -> RunResult:
+          compile: bool | str = False, augment: Augment | None = None, augment_replay: bool = True) -> RunResult:
     """Train ``model`` on ``stream`` with ``strategy``; evaluate on every test set after each experience.
 
     Returns the accuracy matrix, metrics and cost; with a ``store`` the run is recorded as it goes
@@ -140,6 +146,11 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     With ``checkpoint`` the run saves checkpoints (:mod:`lifelong.runner.checkpoint`) and SIGINT or
     SIGTERM stop it cleanly; ``resume_run`` continues that stored run from its newest checkpoint, given
     the same stream, model, strategy, settings and seed, with the same result as a run never stopped.
+
+    ``augment`` (:class:`~lifelong.data.augment.Augment`) normalises every input of the stream once and
+    crops and flips every training batch on the training device, and, with ``augment_replay``, every
+    batch a strategy replays from its memory, with draws from the run's seed (checkpointed, so a resumed
+    run draws the same); memories keep samples un-augmented, evaluation sees them normalised only.
 
     ``device`` ``auto`` trains on CUDA when present (recorded with the run); ``eval_batch_size`` None
     evaluates 128 samples at a time on a CPU, 1024 on a GPU. ``channels_last`` puts image models and
@@ -174,7 +185,10 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
         model.to(memory_format=torch.channels_last)
     check_model(model, stream, dev)
     world.broadcast(model.state_dict().values())
+    stream, generator = _augmentation(stream, augment, seed, world)
     strategy.world = world
+    strategy.replay_augment = (lambda x: augment(x, generator)) if augment and augment.augments and augment_replay \
+        else None
     strategy.setup(stream, seed)
     experiences: Sequence[Experience] = (stream.joined(),) if strategy.joint else stream.experiences
     plans = plan_stream(strategy, experiences, setup, budget, world)
@@ -191,7 +205,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
         store.record_initial(run_id, initial)
     rows: list[list[float]] = restored.rows() if restored else []
     costs: list[ExperienceCost] = restored.costs() if restored else []
-    context = RunContext(model, strategy, stream, test_sets, eval_batch_size, initial, rows, costs, world=world)
+    context = RunContext(model, strategy, stream, test_sets, eval_batch_size, initial, rows, costs, world=world,
+                         generator=generator)
     observers = [*observers, *([evaluation] if evaluation else []), *([ProgressBar(len(stream))] if progress else [])]
     checkpointer = Checkpointer(checkpoint, checkpoint.folder(store.path if store else None, run_id), run_id, seed,
                                 observers=list(observers)) if checkpoint else None
@@ -201,9 +216,10 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     state = TrainState(total_steps=sum(plan.steps for plan in plans))
     batch_size_changes: list[dict[str, Any]] = []
     if restored:
-        restored.restore(model, strategy, state, observers=observers)
+        restored.restore(model, strategy, state, observers=observers, generator=generator)
     loop = _Loop(model, strategy, setup, budget, world, seed, dev, state, observers, batch_size_changes,
-                 FlopMeter(setup.count_flops, world), context, channels_last)
+                 FlopMeter(setup.count_flops, world), context, channels_last,
+                 augment if augment is not None and augment.augments else None)
     try:
         for index, experience in enumerate(experiences):
             if restored and index < restored.experience:
@@ -237,6 +253,21 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
         if checkpointer:
             checkpointer.close()
     return result
+
+
+def _augmentation(stream: Stream, augment: Augment | None, seed: int,
+                  world: World) -> tuple[Stream, torch.Generator | None]:
+    """The stream with its inputs normalised by ``augment`` (once), and the CPU generator of the run's
+    crops and flips (seeded from the run's seed and the rank; None without them)."""
+    if augment is None:
+        return stream, None
+    if augment.augments and len(stream.input_shape) != 3:
+        raise ConfigError(f"augment: random crops and flips need image inputs (C, H, W), the stream's are "
+                          f"{tuple(stream.input_shape)}; leave [augment] off for these data")
+    if augment.mean:
+        stream = stream.map_inputs(augment.normalize)
+    generator = torch.Generator().manual_seed(derive_seed(seed, AUGMENT_TAG, world.rank)) if augment.augments else None
+    return stream, generator
 
 
 def _compile(model: nn.Module, data: TensorSet, batch_size: int, device: torch.device, backend: bool | str) -> float:
@@ -276,11 +307,13 @@ class _Loop:
     def __init__(self, model: nn.Module, strategy: Strategy, setup: OptimSetup, budget: Budget, world: World,
                  seed: int, device: torch.device, state: TrainState, observers: list[Observer],
                  batch_size_changes: list[dict[str, Any]], meter: FlopMeter, context: RunContext,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, augment: Augment | None = None) -> None:
         self.model, self.strategy, self.setup, self.budget, self.world = model, strategy, setup, budget, world
         self.seed = seed
         self.device, self.state, self.observers, self.meter, self.context = device, state, observers, meter, context
         self.batch_size_changes = batch_size_changes
+        self.augment = augment
+        """Crops and flips of every training batch (with ``context.generator``), or None."""
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         """Of the image batches (4-D inputs) the model is fed."""
         self.optimizer: torch.optim.Optimizer | None = None
@@ -319,7 +352,7 @@ class _Loop:
         state.experience_flops = self.meter.total(hook_flops)[0]
         if restored is not None:
             restored.resume_experience(model, strategy, state, self.optimizer, config.reset_per_experience
-                                       or declared.reset_optimizer)
+                                       or declared.reset_optimizer, self.context.generator)
         self.context.optimizer = self.optimizer
         for observer in self.observers:
             observer.on_experience_start(state)
@@ -402,9 +435,13 @@ class _Loop:
                 offset = state.epoch_samples
                 batch_index = order[offset:min(offset + state.batch_size, end)]
                 x = x_all[batch_index] if reader is None else next(reader).to(self.device, non_blocking=True)
+                raw = None
+                if self.augment is not None:
+                    assert self.context.generator is not None
+                    raw, x = x, self.augment(x, self.context.generator)
                 if x.ndim == 4:
                     x = x.contiguous(memory_format=self.memory_format)
-                batch = Batch(x, y_all[batch_index], task_all[batch_index])
+                batch = Batch(x, y_all[batch_index], task_all[batch_index], raw)
                 key = (index, len(batch_index), strategy.memory_size()) if self.meter.enabled else None
                 loss, flops = self.meter.step(key, lambda: self._forward_backward(batch, autocast, params))
                 if grad_clip is not None:

@@ -46,6 +46,8 @@ class RunContext:
     """The optimizer of the current experience; the runner sets it whenever it builds one."""
     world: World = World()
     """This process among the data-parallel ranks (evaluation is sharded over them)."""
+    generator: torch.Generator | None = None
+    """The runner's own draws (training augmentation), checkpointed with the run; None without any."""
 
 
 @dataclass

@@ -69,7 +69,7 @@ class AGEM(ReservoirReplay):
         count = 0
         if len(self.buffer):
             replay = self.buffer.sample(self.reference_batch_size)
-            memory_loss = F.cross_entropy(self.logits(model, replay["x"], replay["task"]), replay["y"])
+            memory_loss = F.cross_entropy(self.logits(model, self.augment(replay["x"]), replay["task"]), replay["y"])
             grads = torch.autograd.grad(memory_loss, params, allow_unused=True)
             reference = torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
                                    for p, g in zip(params, grads, strict=True)])  # (P,)

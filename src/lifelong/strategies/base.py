@@ -17,7 +17,7 @@ error, not a silently wrong learning rate. Memory updates stay in the hooks.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -81,6 +81,10 @@ class Strategy(ABC):
     projects_gradients: ClassVar[bool] = False
     #: This process among the data-parallel ranks; set by the runner before :meth:`setup`.
     world: World = World()
+    #: The run's training augmentation for the samples a strategy replays from its memory (random
+    #: crops and flips drawn from the run's seed, ``[augment]`` with ``replay = true``), or None; set by
+    #: the runner before :meth:`setup`. Apply it with :meth:`augment`.
+    replay_augment: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     task_mask: torch.Tensor | None
     n_classes: int
@@ -135,6 +139,11 @@ class Strategy(ABC):
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Called after training on ``experience``; the default records its classes as seen."""
         self.remember_classes(experience)
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Replayed inputs (B, ...) as the run augments its training batches (unchanged without
+        augmentation): a memory keeps samples un-augmented and each replay is augmented afresh."""
+        return x if self.replay_augment is None else self.replay_augment(x)
 
     def remember_classes(self, experience: Experience) -> None:
         self.seen_classes = sorted(set(self.seen_classes) | set(experience.classes))

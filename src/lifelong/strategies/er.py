@@ -22,12 +22,12 @@ class ER(ReservoirReplay):
     supports_distributed: ClassVar[bool] = True
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        x, y, task = batch
+        x, y, task = batch.x, batch.y, batch.task
         if len(self.buffer):
             replay = self.replay(len(y))
             x = torch.cat([x, replay["x"]])
             y = torch.cat([y, replay["y"]])
             task = torch.cat([task, replay["task"]])
         loss = F.cross_entropy(self.logits(model, x, task), y)
-        self.buffer.add(x=batch.x, y=batch.y, task=batch.task)
+        self.buffer.add(x=batch.stored, y=batch.y, task=batch.task)
         return loss

@@ -43,8 +43,8 @@ def fisher_diagonal(model: nn.Module, data: TensorSet, class_mask: torch.Tensor 
     per_sample_grad = vmap(grad(nll), in_dims=(None, 0, 0))
     fisher = {k: torch.zeros_like(v) for k, v in params.items()}
     device = next(iter(params.values())).device
-    for x, y, _ in data.batches(batch_size):
-        x, y = x.to(device), y.to(device)
+    for batch in data.batches(batch_size):
+        x, y = batch.x.to(device), batch.y.to(device)
         if not empirical:
             with torch.no_grad():
                 probs = F.softmax(masked(model(x)), dim=1)  # (B, C)
@@ -75,8 +75,8 @@ def output_sensitivity(model: nn.Module, data: TensorSet, class_mask: torch.Tens
     per_sample_grad = vmap(grad(squared_norm), in_dims=(None, 0))
     importance = {k: torch.zeros_like(v) for k, v in params.items()}
     device = next(iter(params.values())).device
-    for x, _, _ in data.batches(batch_size):
-        for k, g in per_sample_grad(params, x.to(device)).items():
+    for batch in data.batches(batch_size):
+        for k, g in per_sample_grad(params, batch.x.to(device)).items():
             importance[k] += g.abs().sum(dim=0)
     model.train(was_training)
     return {k: v / max(len(data), 1) for k, v in importance.items()}

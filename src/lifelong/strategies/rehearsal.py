@@ -41,8 +41,10 @@ class ReservoirReplay(Strategy):
         self.buffer = ReservoirBuffer(self.world.share(self.buffer_size), self.local_generator)
 
     def replay(self, new_samples: int) -> dict[str, torch.Tensor]:
-        """A batch from memory: ``replay_batch_size`` rows, or as many as the new batch holds."""
-        return self.buffer.sample(self.replay_batch_size or new_samples)
+        """A batch from memory: ``replay_batch_size`` rows, or as many as the new batch holds, its inputs
+        augmented as the run's training batches are (:meth:`Strategy.augment`)."""
+        rows = self.buffer.sample(self.replay_batch_size or new_samples)
+        return {**rows, "x": self.augment(rows["x"])}
 
     def memory_size(self) -> int:
         return len(self.buffer)
