@@ -26,7 +26,7 @@ from lifelong.data import (
 )
 from lifelong.errors import ConfigError, DataError, LifelongError, MissingFileError, ResumeError, TrainingError
 from lifelong.experiment import run_config
-from lifelong.models import cnn, mlp
+from lifelong.models import cnn, mlp, resnet18, resnet32
 from lifelong.runner.checkpoint import CheckpointSettings
 from lifelong.runner import Observer, ResultsStore, RunResult, TrainState, train
 from lifelong.runner.online import train_online
@@ -62,5 +62,5 @@ __all__ = [
     "Joint", "LifelongError", "LwF", "MissingFileError", "Naive", "Observer", "OptimConfig", "ResultsStore",
     "ResumeError", "RunConfig", "RunResult", "RunSettings", "Stream", "Strategy", "TensorSet", "TrainState",
     "TrainingError", "class_incremental", "cnn", "digits", "domain_incremental", "from_arrays", "from_dataset", "mlp",
-    "run_config", "synthetic", "task_incremental", "train",
+    "resnet18", "resnet32", "run_config", "synthetic", "task_incremental", "train",
 ]

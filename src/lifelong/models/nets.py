@@ -1,4 +1,5 @@
-"""Small networks built from a stream's input shape, each split into ``backbone`` and ``head``.
+"""Networks built from a stream's input shape, each split into ``backbone`` and ``head``; the
+registry :data:`MODELS` holds these and the ResNets of :mod:`lifelong.models.resnet`.
 
 The split matters to methods that work on features (nearest class mean, iCaRL, FeTrIL, SLCA): they
 read ``model.backbone(x)`` and refit or replace ``model.head``. Any ``nn.Module`` can be trained; for
@@ -10,24 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from lifelong.errors import ConfigError
+from lifelong.models.classifier import Classifier
 from lifelong.models.ghost_batch_norm import GhostBatchNorm
-
-
-class Classifier(nn.Module):
-    """``head(backbone(x))``: a feature extractor and a linear layer over all classes."""
-
-    def __init__(self, backbone: nn.Module, feature_dim: int, n_classes: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(feature_dim, n_classes)
-        self.feature_dim = feature_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+from lifelong.models.resnet import resnet18, resnet32
 
 
 def mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (256, 256),
@@ -80,7 +69,7 @@ def cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int] = (3
     return Classifier(nn.Sequential(*layers), in_ch, n_classes)
 
 
-MODELS = {"mlp": mlp, "cnn": cnn}
+MODELS = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18, "resnet32": resnet32}
 
 
 def split_model(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
