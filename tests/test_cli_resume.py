@@ -59,7 +59,9 @@ def test_killed_cli_run_resumes_to_the_same_result(tmp_path, capsys, extra) -> N
     process = start(db, extra)
     stop_after_first_checkpoint(process, tmp_path / "killed-checkpoints" / "run-1", signal.SIGKILL)
     record = ResultsStore(db).get(1)
-    assert process.returncode == -signal.SIGKILL and record.status == "running" and record.matrix is None
+    # the row still says "running"; its process is gone, so it reads back as interrupted (issue 18)
+    assert process.returncode == -signal.SIGKILL and record.status == "interrupted" and record.matrix is None
+    assert f"`lifelong run --resume 1 --db {db}` continues it" in record.error
     assert main(["run", "--resume", "1", "--db", str(db)]) == 0
     assert "run 1 stored" in capsys.readouterr().out
 

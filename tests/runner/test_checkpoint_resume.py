@@ -79,8 +79,10 @@ def test_resume_after_sigkill_equals_uninterrupted_run(small_data, tmp_path, nam
     newest = read(checkpoint_files(tmp_path / "runs-checkpoints" / "run-1")[-1])
     assert newest["counters"]["step"] == 21 and newest["position"]["within_experience"]
     assert 0 < newest["position"]["epoch_samples"] < len(newest["epoch_order"])
-    record = store.get(1)  # killed without any cleanup: still "running", finished experiences kept
-    assert record.status == "running" and len(record.experiences) == newest["position"]["experience"]
+    # killed without any cleanup: its row still says "running", but its process is gone, so it reads back
+    # as interrupted (issue 18); finished experiences kept
+    record = store.get(1)
+    assert record.status == "interrupted" and len(record.experiences) == newest["position"]["experience"]
 
     resumed, resumed_model = start(stream, name, store, resume_run=1)
     reference, reference_model = start(stream, name, ResultsStore(tmp_path / "reference.db"))
