@@ -19,8 +19,10 @@ from lifelong.runner.results import ResultsStore
 
 ARGS = ["--set", "dataset.name=synthetic", "--set", "dataset.n_classes=6", "--set", "dataset.n_features=8",
         "--set", "scenario.n_experiences=3", "--set", "optim.batch_size=8", "--set", "optim.epochs=2",
-        "--set", "model.hidden=[32]", "--set", "run.checkpoint_every_steps=3", "--set", "run.progress=false"]
-"""114 steps in 3 experiences of 2 classes: long enough to be killed early in, quick to run."""
+        "--set", "model.hidden=[32]", "--set", "run.checkpoint_every_steps=3", "--set", "run.progress=false",
+        "--set", "run.keep_finished_checkpoints=true"]
+"""114 steps in 3 experiences of 2 classes: long enough to be killed early in, quick to run (finished runs
+keep their checkpoints, whose models are compared)."""
 
 
 CURVE = ["--set", "run.eval_every_steps=5"]

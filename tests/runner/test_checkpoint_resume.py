@@ -19,7 +19,8 @@ from lifelong.runner.observers import Observer, TrainState
 from lifelong.strategies import STRATEGIES
 
 OPTIM = OptimConfig(lr=0.05, epochs=2, batch_size=16, reset_per_experience=False)
-SETTINGS = CheckpointSettings(every_steps=3, keep=2)
+SETTINGS = CheckpointSettings(every_steps=3, keep=2, keep_finished=True)
+"""Finished runs keep their checkpoints here, so that a test can read what a whole run saved."""
 KILL_AT_STEP = 23
 """Inside the third experience (8 steps of 16 samples, 4 per epoch, each), two steps after the
 checkpoint of step 21 (epoch 1, 16 samples in)."""

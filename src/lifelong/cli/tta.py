@@ -14,6 +14,7 @@ from rich.table import Table
 
 from lifelong.config import build, load_config
 from lifelong.data.catalog import DATASETS
+from lifelong.experiment import MODEL_SKIP
 from lifelong.models.nets import MODELS
 from lifelong.runner.results import ResultsStore
 from lifelong.tta.corruptions import CORRUPTIONS
@@ -28,8 +29,7 @@ def cmd_tta(args: argparse.Namespace, console: Console) -> int:
     config = load_config(args.config, overrides)
     dataset = build("dataset", DATASETS, config.dataset)
     torch.manual_seed(config.run.seed)
-    model = build("model", MODELS, config.model, dataset.input_shape, dataset.n_classes,
-                  skip=("input_shape", "n_classes"))
+    model = build("model", MODELS, config.model, dataset.input_shape, dataset.n_classes, skip=MODEL_SKIP)
     corruptions = [c.strip() for c in args.corruptions.split(",") if c.strip()]
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     results = run_tta(dataset, model, methods, corruptions, args.severity, args.gradual, args.batch_size,

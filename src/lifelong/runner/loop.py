@@ -211,6 +211,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
         _summarise(result, [len(t) for t in test_sets], batch_size_changes, world, evaluation)
         if store and run_id is not None:
             store.finish_run(run_id, rows, result.metrics, result.extra.get("curve"))
+        if checkpointer:
+            checkpointer.run_finished()
     except KeyboardInterrupt:
         if store and run_id is not None:
             store.set_status(run_id, "interrupted", f"interrupted during experience {state.experience}")
