@@ -135,6 +135,12 @@ class RunRecord:
     """Continual-evaluation points (step, samples, seconds, experience, accuracies), when recorded."""
 
     @property
+    def is_adaptation(self) -> bool:
+        """A test-time adaptation run (``lifelong tta``): the accuracy of online predictions per domain,
+        no accuracy matrix over experiences and no training curve."""
+        return "corruptions" in self.config and "strategy" not in self.config
+
+    @property
     def rows(self) -> list[list[float]]:
         """The accuracy matrix: the final one, or for an unfinished run the rows of its finished
         experiences (those come with :meth:`ResultsStore.get`)."""

@@ -97,8 +97,9 @@ def run_tta(dataset: Dataset, model: nn.Module, methods: Sequence[str], corrupti
     train_source(dataset, model, optim, seed)
     results = {}
     for method in methods:
-        config = {"dataset": dataset.name, "method": method, "corruptions": list(corruptions), "severity": severity,
-                  "gradual": gradual, "batch_size": batch_size, "optim": optim.model_dump()}
+        config = {"dataset": dataset.name, "method": method, "corruptions": list(corruptions),
+                  "domains": [domain.name for domain in domains], "severity": severity, "gradual": gradual,
+                  "batch_size": batch_size, "optim": optim.model_dump()}
         stream_name = f"{dataset.name} tta {'gradual' if gradual else 'abrupt'} {len(domains)} domains"
         results[method] = adapt(copy.deepcopy(model), METHODS[method](), domains, batch_size, seed, store, config,
                                 stream_name)
