@@ -10,6 +10,7 @@ import json
 import torch
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lifelong.config import build, load_config
@@ -32,8 +33,20 @@ def cmd_tta(args: argparse.Namespace, console: Console) -> int:
     model = build("model", MODELS, config.model, dataset.input_shape, dataset.n_classes, skip=MODEL_SKIP)
     corruptions = [c.strip() for c in args.corruptions.split(",") if c.strip()]
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    results = run_tta(dataset, model, methods, corruptions, args.severity, args.gradual, args.batch_size,
-                      config.optim, config.run.seed, ResultsStore(config.run.db))
+    store = ResultsStore(config.run.db)
+    status = Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=status, disable=not status.is_terminal) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def advance(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                label = "training the source model" if stage == "source training" else f"adapting with {stage} (domains)"
+                tasks[stage] = bar.add_task(label, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        results = run_tta(dataset, model, methods, corruptions, args.severity, args.gradual, args.batch_size,
+                          config.optim, config.run.seed, store, progress=advance)
     first = next(iter(results.values()))
     table = Table(title=f"error per domain ({'gradual' if args.gradual else 'abrupt'}, severity {args.severity})")
     table.add_column("method")
