@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import EngFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 
 from lifelong.metrics.efficiency import AXES, compute_axes, mean_accuracy  # noqa: E402
 from lifelong.runner.results import RunRecord  # noqa: E402
@@ -27,12 +27,15 @@ from lifelong.runner.results import RunRecord  # noqa: E402
 AXIS_LABELS = {"samples": "samples seen", "steps": "optimizer steps", "seconds": "training time", "flops": "FLOPs"}
 
 AXIS_UNITS = {"samples": "", "steps": "", "seconds": "s", "flops": "FLOP"}
-"""Tick labels in engineering notation (``20 k``, ``1.5 TFLOP``, ``300 ms``): readable at any scale,
-with no shared ``1e12`` offset that a reader has to multiply in."""
+"""Tick labels in engineering notation (``20k``, ``1.5 TFLOP``, ``300 ms``): readable at any scale,
+with no shared ``1e12`` offset that a reader has to multiply in; counts (samples, steps) tick at whole
+numbers."""
 
 
 def _ticks(axis: Any, name: str) -> None:
     axis.xaxis.set_major_formatter(EngFormatter(unit=AXIS_UNITS[name], sep=" " if AXIS_UNITS[name] else ""))
+    if name in ("samples", "steps"):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def run_label(record: RunRecord) -> str:
