@@ -11,6 +11,7 @@ import argparse
 import json
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -74,13 +75,14 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     records = [r for r in ResultsStore(args.db, read_only=True).runs()
                if (args.strategy is None or r.strategy == args.strategy) and (args.status is None or r.status == args.status)]
     records = records[-args.last:] if args.last is not None else records
-    table = Table(title=f"runs in {args.db}")
-    for column in ("id", "created", "status", "stream", "strategy", "seed", "final_accuracy", "forgetting"):
+    # one line per run: no vertical rules, the creation time to the minute (UTC), nothing wrapped
+    table = Table(title=f"runs in {args.db}", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    for column in ("id", "created (UTC)", "status", "stream", "strategy", "seed", "final_accuracy", "forgetting"):
         table.add_column(column, no_wrap=True, overflow="ellipsis",
                          justify="right" if column in ("id", "seed", "final_accuracy", "forgetting") else "left")
     for r in records:
         metrics = r.metrics or {}
-        table.add_row(str(r.id), r.created, r.status, r.name, r.strategy, str(r.seed),
+        table.add_row(str(r.id), r.created[:16].replace("T", " "), r.status, r.name, r.strategy, str(r.seed),
                       fmt(metrics.get("final_accuracy")), fmt(metrics.get("forgetting")))
     console.print(table)
     if not records:
