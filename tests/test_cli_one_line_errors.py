@@ -11,7 +11,6 @@ script does. The mistakes whose message only had to get clearer (:data:`MISTAKES
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -26,12 +25,12 @@ import pytest
 import torch
 from PIL import Image
 
-import lifelong
-from lifelong.cli import main
 from lifelong import OptimConfig, ResultsStore, class_incremental, from_arrays, mlp, synthetic, train
+from lifelong.cli import main
 from lifelong.models.nets import cnn
 from lifelong.strategies import Naive
 from lifelong.tta.loop import run_tta
+from tests.child import child_environment
 
 DRIVER = """
 import errno, sqlite3, sys, types
@@ -50,8 +49,10 @@ if fault.startswith("sql:"):  # SQLite answers the statement as it does on a ful
                 raise sqlite3.OperationalError("database or disk is full")
             return super().executemany(sql, *args)
 
-    connect = sqlite3.connect
-    results.sqlite3 = types.SimpleNamespace(**{**vars(sqlite3), "connect": lambda *a, **k: connect(*a, factory=Full, **k)})
+    def connect(*args, **kwargs):
+        return sqlite3.connect(*args, factory=Full, **kwargs)
+
+    results.sqlite3 = types.SimpleNamespace(**{**vars(sqlite3), "connect": connect})
 elif fault == "checkpoint":  # the checkpoint file cannot be written: no space left on the device
     import lifelong.runner.checkpoint as checkpoint
 
@@ -63,8 +64,6 @@ from lifelong.cli import main
 sys.exit(main(argv))
 """
 
-ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join([str(Path(lifelong.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
 
 SMALL = ["--set", "dataset.name=synthetic", "--set", "dataset.n_classes=4", "--set", "dataset.n_features=6",
          "--set", "scenario.n_experiences=2", "--set", "optim.epochs=1", "--set", "model.hidden=[8]",
@@ -128,7 +127,8 @@ TRACEBACKS = {
                             prepare=lambda f: write_csv(f, "a,b,label\n1,2,x\n3,4,\n5,6,y\n")),
     "image-corrupt": Case(IMAGE_RUN, "garbage.png' is not a readable image",
                           prepare=lambda f: images(f, {"garbage.png": b"not an image"})),
-    "image-truncated": Case(IMAGE_RUN, "cut.png' is not a readable image", prepare=lambda f: images(f, {"cut.png": b""})),
+    "image-truncated": Case(IMAGE_RUN, "cut.png' is not a readable image",
+                            prepare=lambda f: images(f, {"cut.png": b""})),
     "image-size-one-side": Case([*IMAGE_RUN, "--set", "dataset.size=[8]"], "dataset.size must be [height, width]",
                                 prepare=images),
     "image-size-zero": Case([*IMAGE_RUN, "--set", "dataset.size=[0,0]"], "got [0, 0]", prepare=images),
@@ -215,7 +215,7 @@ def outcomes(template, tmp_path_factory) -> dict[str, tuple[int, str, str, Path]
     def run(name: str) -> tuple[int, str, str, Path]:
         folder, argv = case_folder(name, TRACEBACKS[name], template, tmp_path_factory)
         done = subprocess.run([sys.executable, "-c", DRIVER, TRACEBACKS[name].fault, *argv], cwd=folder, text=True,
-                              env=ENVIRONMENT, capture_output=True, timeout=300)
+                              env=child_environment(), capture_output=True, timeout=300)
         return done.returncode, done.stdout, done.stderr, folder
 
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -13,7 +13,6 @@ suite, so here they are checked against it and the command after them is run.
 from __future__ import annotations
 
 import csv
-import os
 import re
 import shlex
 import subprocess
@@ -22,17 +21,14 @@ from pathlib import Path
 
 import pytest
 
-import lifelong
 from lifelong.cli import main
 from lifelong.config import MAX_EPOCHS_VARIABLE
 from lifelong.runner.results import ResultsStore
+from tests.child import child_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 INSTALL_STEPS = ("python3 -m venv ", ".venv/bin/pip install ")
-ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join([str(Path(lifelong.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-"""Child processes import the lifelong under test (the one this process imported), on one thread each."""
 
 
 def blocks(language: str) -> list[str]:
@@ -49,8 +45,8 @@ def test_python_example_prints_the_same_matrix_in_two_fresh_processes(tmp_path) 
     (example,) = blocks("python")
     script = tmp_path / "example.py"
     script.write_text(example)
-    processes = [subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=ENVIRONMENT, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    processes = [subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=child_environment(),
+                                  text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     outputs = [process.communicate(timeout=300) for process in processes]
     assert all(process.returncode == 0 for process in processes), outputs
     # the last line is training seconds and steps; everything before it (the 5x5 matrix, final accuracy
@@ -69,8 +65,7 @@ def run_line(line: str, folder: Path, capsys) -> None:
         output = capsys.readouterr()
     elif words[0] == "torchrun":
         done = subprocess.run([str(Path(sys.executable).parent / "torchrun"), *words[1:]], cwd=folder, text=True,
-                              capture_output=True, env={**ENVIRONMENT, **os.environ, "PYTHONPATH": ENVIRONMENT["PYTHONPATH"]},
-                              timeout=300)
+                              capture_output=True, env=child_environment(), timeout=300)
         code, output = done.returncode, done
     else:
         raise AssertionError(f"the README runs {words[0]!r}, which this test does not know how to run")

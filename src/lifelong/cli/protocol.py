@@ -58,7 +58,8 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     settings = ProtocolSettings(
         study=args.study, trials=args.trials, config=args.config, overrides=args.set,
         tune_overrides=args.tune_set or defaults.tune_overrides,
-        eval_overrides=args.eval_set or defaults.eval_overrides, eval_seeds=parse_seeds(args.eval_seeds, "--eval-seeds"),
+        eval_overrides=args.eval_set or defaults.eval_overrides,
+        eval_seeds=parse_seeds(args.eval_seeds, "--eval-seeds"),
         objective=args.objective, validation_fraction=args.validation_fraction, seed=args.seed)
     rerun = f"the same `lifelong tune` command (--study {args.study} --db {db}): it continues the study"
     with continue_with(lambda run_id: rerun):

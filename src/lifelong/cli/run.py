@@ -73,7 +73,7 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     if args.last is not None and args.last < 1:
         raise ConfigError(f"--last must be >= 1, got {args.last}")
     records = [r for r in ResultsStore(args.db, read_only=True).runs()
-               if (args.strategy is None or r.strategy == args.strategy) and (args.status is None or r.status == args.status)]
+               if args.strategy in (None, r.strategy) and args.status in (None, r.status)]
     records = records[-args.last:] if args.last is not None else records
     # one line per run: no vertical rules, the creation time to the minute (UTC), nothing wrapped
     table = Table(title=f"runs in {args.db}", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))

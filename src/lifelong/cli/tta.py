@@ -41,8 +41,9 @@ def cmd_tta(args: argparse.Namespace, console: Console) -> int:
 
         def advance(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                label = "training the source model" if stage == "source training" else f"adapting with {stage} (domains)"
-                tasks[stage] = bar.add_task(label, total=total)
+                source = stage == "source training"
+                tasks[stage] = bar.add_task("training the source model" if source else
+                                            f"adapting with {stage} (domains)", total=total)
             bar.update(tasks[stage], completed=done)
 
         results = run_tta(dataset, model, methods, corruptions, args.severity, args.gradual, args.batch_size,

@@ -48,7 +48,8 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
                                                             stratify=y)
     except ValueError as error:  # more classes than test (or training) samples
         raise DataError(f"{name}: cannot split {len(y)} samples of {int((counts > 0).sum())} classes with "
-                        f"dataset.test_fraction={test_fraction} ({error}); change the fraction or add samples") from None
+                        f"dataset.test_fraction={test_fraction} ({error}); change the fraction or add "
+                        "samples") from None
     for part, labels in (("test", y_test), ("training", y_train)):
         absent = sorted(set(np.flatnonzero(counts).tolist()) - set(np.unique(labels).tolist()))
         if absent:
@@ -117,7 +118,8 @@ def csv(path: str, label_column: str = "label", test_fraction: float = 0.25, see
     labels = []
     for r, (line, row) in enumerate(body):
         if len(row) != len(header):
-            raise DataError(f"dataset.path: row {line} of {str(file)!r} has {len(row)} fields, the header {len(header)}")
+            raise DataError(f"dataset.path: row {line} of {str(file)!r} has {len(row)} fields, the header "
+                            f"{len(header)}")
         label = row[label_at].strip()
         if not label:
             raise DataError(f"dataset.path: row {line} of {str(file)!r} has an empty {label_column!r} cell; give it a "
