@@ -27,6 +27,7 @@ from lifelong.runner.checkpoint import checkpoint_files
 from lifelong.runner.results import ResultsStore, process_alive, process_identity
 from lifelong.strategies import STRATEGIES
 from tests.child import child_environment
+from tests.runner.test_results_schema import VERSION_1
 
 SMALL = ["--set", "dataset.name=synthetic", "--set", "dataset.n_classes=4", "--set", "dataset.n_features=6",
          "--set", "scenario.n_experiences=2", "--set", "optim.epochs=1", "--set", "model.hidden=[8]",
@@ -267,6 +268,14 @@ def test_a_read_only_store_is_read_and_a_write_says_it_is_read_only(tmp_path, re
     assert err.startswith(f"error: run.db: '{db}' is read-only") and err.count("\n") == 1
     with pytest.raises(StorageError, match="opened read-only"):
         ResultsStore(db, read_only=True).set_status(1, "failed")
+    # an older store that cannot be written cannot be upgraded either: say so, and how
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.executescript(VERSION_1)
+    read_only(old)
+    assert main(["runs", "--db", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert "has schema version 1, older than this lifelong's 2, and cannot be upgraded here" in err
 
 
 def test_a_write_that_waits_for_a_lock_says_so(tmp_path, caplog) -> None:

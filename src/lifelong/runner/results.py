@@ -249,29 +249,40 @@ class ResultsStore:
             if read_only and version == 0:
                 raise ConfigError(f"--db: {str(self.path)!r} is not a results database (it holds no runs table); "
                                   "give a database lifelong wrote")
-            self._migrate()
+            self._migrate(version)
 
-    def _migrate(self) -> None:
-        """Create the schema in a new file or bring an older one to :data:`SCHEMA_VERSION`."""
-        with self._transaction() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                _execute_script(conn, _SCHEMA)
-                version = 1
-                conn.execute(f"PRAGMA user_version = {version}")
-            while version < SCHEMA_VERSION:
-                _execute_script(conn, MIGRATIONS[version])
-                version += 1
-                conn.execute(f"PRAGMA user_version = {version}")
-
-    def _connect(self) -> sqlite3.Connection:
-        """A connection: a plain one, or for a read-only store one that cannot write (falling back to
-        ``immutable``, which needs no lock file, when the folder does not let SQLite create one)."""
+    def _migrate(self, version: int) -> None:
+        """Create the schema in a new file or bring an older one (at ``version``) to :data:`SCHEMA_VERSION`;
+        a read-only store is upgraded too (it is an existing database, not a new one) when it can be."""
         try:
+            with self._session(write=True) as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have done it
+                if version == 0:
+                    _execute_script(conn, _SCHEMA)
+                    version = 1
+                    conn.execute(f"PRAGMA user_version = {version}")
+                while version < SCHEMA_VERSION:
+                    _execute_script(conn, MIGRATIONS[version])
+                    version += 1
+                    conn.execute(f"PRAGMA user_version = {version}")
+        except StorageError as error:
             if not self.read_only:
-                return sqlite3.connect(self.path, timeout=LOCK_NOTICE, isolation_level=None)
+                raise
+            raise StorageError(f"run.db: {str(self.path)!r} has schema version {version}, older than this "
+                               f"lifelong's {SCHEMA_VERSION}, and cannot be upgraded here ({error}); upgrade it once "
+                               "with a command that can write it") from None
+
+    def _connect(self, write: bool) -> sqlite3.Connection:
+        """A connection: a plain one, or for reading a read-only store one that cannot write (falling back
+        to ``immutable``, which needs no lock file, when the folder does not let SQLite create one). A
+        writer waits :data:`LOCK_NOTICE` for a lock before saying so (:meth:`_begin_write`); a reader,
+        which in WAL mode waits only while another process sets the database up, waits quietly."""
+        timeout = LOCK_NOTICE if write else LOCK_TIMEOUT
+        try:
+            if write or not self.read_only:
+                return sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             uri = self.path.resolve().as_uri()
-            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=LOCK_NOTICE, isolation_level=None)
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
             try:
                 conn.execute("PRAGMA user_version")
             except sqlite3.OperationalError:
@@ -283,6 +294,8 @@ class ResultsStore:
 
     def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``: the write lock, waited for)."""
+        if self.read_only:
+            raise StorageError(f"run.db: {str(self.path)!r} was opened read-only; open it without read_only to write")
         return self._session(write=True)
 
     def _snapshot(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
@@ -293,9 +306,7 @@ class ResultsStore:
     def _session(self, write: bool) -> Iterator[sqlite3.Connection]:
         """A connection in one transaction, committed at the end. SQLite's own errors for a full disk or
         a read-only file become a :class:`StorageError` that names the cause."""
-        if write and self.read_only:
-            raise StorageError(f"run.db: {str(self.path)!r} was opened read-only; open it without read_only to write")
-        conn = self._connect()
+        conn = self._connect(write)
         try:
             try:
                 if write:
