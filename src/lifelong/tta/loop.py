@@ -93,8 +93,8 @@ def run_tta(dataset: Dataset, model: nn.Module, methods: Sequence[str], corrupti
             progress: Callable[[str, int, int], None] | None = None) -> dict[str, TTAResult]:
     """Train ``model`` on clean ``dataset`` once, then adapt a copy of it with each of ``methods`` over the
     test set under ``corruptions`` (the same corrupted stream for every method). ``progress(stage, done,
-    total)`` is called as the stages advance: ``"source training"`` (0 of 1, then 1 of 1 once the source model
-    is trained), then each method after each of its domains."""
+    total)`` is called as the stages advance: ``"source training"`` (0 of 1, then 1 of 1 once the
+    source model is trained), then each method after each of its domains."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ConfigError(f"tta.method: unknown method(s) {unknown or methods}; allowed: {', '.join(METHODS)}")
