@@ -23,7 +23,15 @@ from lifelong.data import (
     synthetic,
     task_incremental,
 )
-from lifelong.errors import ConfigError, DataError, LifelongError, MissingFileError, ResumeError, TrainingError
+from lifelong.errors import (
+    ConfigError,
+    DataError,
+    LifelongError,
+    MissingFileError,
+    ResumeError,
+    StorageError,
+    TrainingError,
+)
 from lifelong.experiment import run_config
 from lifelong.models import cnn, mlp
 from lifelong.runner.checkpoint import CheckpointSettings
@@ -59,7 +67,8 @@ __all__ = [
     "AGEM", "DER", "DERpp", "ERACE", "FeTrIL", "GDumb", "ICaRL", "L2", "MAS", "NCM", "SI", "SLCA", "UER",
     "ER", "EWC", "STRATEGIES", "Batch", "ConfigError", "Cumulative", "DataError", "Dataset", "Experience",
     "Joint", "LifelongError", "LwF", "MissingFileError", "Naive", "Observer", "OptimConfig", "ResultsStore",
-    "ResumeError", "RunConfig", "RunResult", "RunSettings", "Stream", "Strategy", "TensorSet", "TrainState",
+    "ResumeError", "RunConfig", "RunResult", "RunSettings", "StorageError", "Stream", "Strategy", "TensorSet",
+    "TrainState",
     "TrainingError", "class_incremental", "cnn", "digits", "domain_incremental", "from_arrays", "mlp",
     "run_config", "synthetic", "task_incremental", "train",
 ]
