@@ -23,15 +23,8 @@ from lifelong.data import (
     synthetic,
     task_incremental,
 )
-from lifelong.errors import (
-    ConfigError,
-    DataError,
-    LifelongError,
-    MissingFileError,
-    ResumeError,
-    StorageError,
-    TrainingError,
-)
+from lifelong.errors import ConfigError, DataError, LifelongError, MissingFileError, ResumeError, TrainingError
+from lifelong.errors import StorageError
 from lifelong.experiment import run_config
 from lifelong.models import cnn, mlp
 from lifelong.runner.checkpoint import CheckpointSettings
