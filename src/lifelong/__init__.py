@@ -55,13 +55,12 @@ from lifelong.strategies import (
 )
 
 __all__ = [
-    "CheckpointSettings",
+    "CheckpointSettings", "StorageError",
     "few_shot", "hierarchical", "recurring", "si_blurry", "split_arrays", "train_online",
     "AGEM", "DER", "DERpp", "ERACE", "FeTrIL", "GDumb", "ICaRL", "L2", "MAS", "NCM", "SI", "SLCA", "UER",
     "ER", "EWC", "STRATEGIES", "Batch", "ConfigError", "Cumulative", "DataError", "Dataset", "Experience",
     "Joint", "LifelongError", "LwF", "MissingFileError", "Naive", "Observer", "OptimConfig", "ResultsStore",
-    "ResumeError", "RunConfig", "RunResult", "RunSettings", "StorageError", "Stream", "Strategy", "TensorSet",
-    "TrainState",
+    "ResumeError", "RunConfig", "RunResult", "RunSettings", "Stream", "Strategy", "TensorSet", "TrainState",
     "TrainingError", "class_incremental", "cnn", "digits", "domain_incremental", "from_arrays", "mlp",
     "run_config", "synthetic", "task_incremental", "train",
 ]
