@@ -19,8 +19,10 @@ from lifelong.runner.results import ResultsStore
 
 ARGS = ["--set", "dataset.name=synthetic", "--set", "dataset.n_classes=6", "--set", "dataset.n_features=8",
         "--set", "scenario.n_experiences=3", "--set", "optim.batch_size=8", "--set", "optim.epochs=2",
-        "--set", "model.hidden=[32]", "--set", "run.checkpoint_every_steps=3", "--set", "run.progress=false"]
-"""114 steps in 3 experiences of 2 classes: long enough to be killed early in, quick to run."""
+        "--set", "model.hidden=[32]", "--set", "run.checkpoint_every_steps=3", "--set", "run.progress=false",
+        "--set", "run.keep_finished_checkpoints=true"]
+"""114 steps in 3 experiences of 2 classes: long enough to be killed early in, quick to run (finished runs
+keep their checkpoints, whose models are compared)."""
 
 
 CURVE = ["--set", "run.eval_every_steps=5"]
@@ -59,7 +61,9 @@ def test_killed_cli_run_resumes_to_the_same_result(tmp_path, capsys, extra) -> N
     process = start(db, extra)
     stop_after_first_checkpoint(process, tmp_path / "killed-checkpoints" / "run-1", signal.SIGKILL)
     record = ResultsStore(db).get(1)
-    assert process.returncode == -signal.SIGKILL and record.status == "running" and record.matrix is None
+    # the row still says "running"; its process is gone, so it reads back as interrupted (issue 18)
+    assert process.returncode == -signal.SIGKILL and record.status == "interrupted" and record.matrix is None
+    assert f"`lifelong run --resume 1 --db {db}` continues it" in record.error
     assert main(["run", "--resume", "1", "--db", str(db)]) == 0
     assert "run 1 stored" in capsys.readouterr().out
 

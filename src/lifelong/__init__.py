@@ -25,6 +25,7 @@ from lifelong.data import (
     task_incremental,
 )
 from lifelong.errors import ConfigError, DataError, LifelongError, MissingFileError, ResumeError, TrainingError
+from lifelong.errors import StorageError
 from lifelong.experiment import run_config
 from lifelong.models import cnn, mlp, resnet18, resnet32
 from lifelong.runner.checkpoint import CheckpointSettings
@@ -55,7 +56,7 @@ from lifelong.strategies import (
 )
 
 __all__ = [
-    "CheckpointSettings",
+    "CheckpointSettings", "StorageError",
     "few_shot", "hierarchical", "recurring", "si_blurry", "split_arrays", "train_online",
     "AGEM", "DER", "DERpp", "ERACE", "FeTrIL", "GDumb", "ICaRL", "L2", "MAS", "NCM", "SI", "SLCA", "UER",
     "ER", "EWC", "STRATEGIES", "Batch", "ConfigError", "Cumulative", "DataError", "Dataset", "Experience",

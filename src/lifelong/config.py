@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
+import math
+import os
 import tomllib
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +24,14 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from lifelong.errors import ConfigError, MissingFileError
+
+MAX_EPOCHS_VARIABLE = "LIFELONG_MAX_EPOCHS"
+"""An environment variable for the documentation test only (``tests/test_readme.py`` runs every
+command of the README as written): when set to N, :func:`load_config` caps ``optim.epochs`` at N, so
+that the README's commands run in seconds. The capped value is what is validated and stored with the
+run, and a warning says it was applied; leave it unset in normal use."""
+
+logger = logging.getLogger(__name__)
 
 
 class OptimConfig(BaseModel):
@@ -104,7 +115,10 @@ class RunSettings(BaseModel):
     checkpoint_every_steps: int = Field(200, ge=0)
     """Also checkpoint every this many optimizer steps inside an experience (0: only between experiences)."""
     keep_checkpoints: int = Field(2, ge=1)
-    """How many of a run's newest checkpoints to keep."""
+    """How many of a run's newest checkpoints to keep while it runs."""
+    keep_finished_checkpoints: bool = False
+    """Keep a run's checkpoints once it has finished (by default they are deleted then: a finished run
+    cannot be resumed, and its result is in the results store)."""
     eval_every_steps: int | None = Field(None, ge=1)
     """Evaluate every test set every this many optimizer steps (a continual-evaluation curve, from
     which the stability gap is measured); None evaluates only at the end of each experience."""
@@ -165,13 +179,29 @@ class RunConfig(BaseModel):
     run: RunSettings = RunSettings()
 
 
-def describe_validation_error(error: pydantic.ValidationError, prefix: str = "") -> str:
-    """One line naming the first bad field, its value and what was expected."""
+def describe_validation_error(error: pydantic.ValidationError, prefix: str = "",
+                              model: type[BaseModel] | None = None) -> str:
+    """One line naming the first bad field, its value and what was expected; for an unknown field of
+    ``model`` (the validated class), the fields its section allows."""
     first = error.errors()[0]
     field = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
     if first["type"] == "extra_forbidden":
-        return f"{field}: unknown field"
+        allowed = _fields_at(model, first["loc"]) if model is not None else None
+        kind = "section" if model is RunConfig and len(first["loc"]) == 1 else "field"
+        return f"{field}: unknown {kind}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
     return f"{field}: {first['msg']} (got {first.get('input')!r})"
+
+
+def _fields_at(model: type[BaseModel], location: Sequence[int | str]) -> list[str] | None:
+    """The fields of the (nested) model that holds ``location``'s last part, or None when a part on the
+    way is not a model of its own (a component's free parameters, a dict)."""
+    for part in location[:-1]:
+        info = model.model_fields.get(str(part))
+        annotation = info.annotation if info is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return list(model.model_fields)
 
 
 def validate_config(data: Mapping[str, Any]) -> RunConfig:
@@ -179,7 +209,7 @@ def validate_config(data: Mapping[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except pydantic.ValidationError as error:
-        raise ConfigError(describe_validation_error(error)) from None
+        raise ConfigError(describe_validation_error(error, model=RunConfig)) from None
 
 
 def parse_value(text: str) -> Any:
@@ -206,29 +236,84 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 
 def load_config(path: str | None, overrides: Sequence[str]) -> RunConfig:
-    """The run configuration: defaults, then the TOML file, then ``--set`` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise MissingFileError(f"--config: no such file {path!r}")
-        try:
-            data = tomllib.loads(file.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"--config {path!r}: not valid TOML: {error}") from None
-    defaults = RunConfig().model_dump()
+    """The run configuration: defaults, then the TOML file, then ``--set`` overrides.
+
+    A component (dataset, scenario, model, strategy) whose name the file or an override changes starts
+    from its new name alone: the parameters of the component it replaces, the defaults' or the file's,
+    are dropped (``--set strategy.name=ewc`` on a file with ``buffer_size`` for ``er``), while
+    overrides of the new component's own parameters apply wherever they stand on the command line.
+    Numbers must be finite (``inf`` and ``nan`` are refused here, before anything is built).
+    """
+    data = _read_toml(path) if path is not None else {}
+    merged = RunConfig().model_dump()
     for section, value in data.items():
-        if isinstance(value, dict) and isinstance(defaults.get(section), dict) and "name" in defaults[section] \
-                and "name" in value and value["name"] != defaults[section]["name"]:
-            defaults[section] = {"name": value["name"]}  # a new component: drop the default's parameters
-    merged = _merge(defaults, data)
+        if isinstance(value, dict) and _renames(merged, section, value.get("name")):
+            merged[section] = {"name": value["name"]}
+    merged = _merge(merged, data)
+    names: dict[str, Any] = {}
     for assignment in overrides:
-        if assignment.split("=", 1)[0].strip().endswith(".name"):
-            section = assignment.split(".", 1)[0].strip()
-            if isinstance(merged.get(section), dict) and "name" in merged[section]:
-                merged[section] = {k: v for k, v in merged[section].items() if k in data.get(section, {})}
+        key, _, text = assignment.partition("=")
+        parts = key.strip().split(".")
+        if len(parts) == 2 and parts[1] == "name":
+            names[parts[0]] = parse_value(text.strip())
+    for section, name in names.items():
+        if _renames(merged, section, name):
+            merged[section] = {"name": name}
+    for assignment in overrides:
         apply_override(merged, assignment)
+    _check_finite(merged, "")
+    _cap_epochs(merged)
     return validate_config(merged)
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"--config: {path!r} is a directory; give the path of a TOML file")
+    if not file.is_file():
+        raise MissingFileError(f"--config: no such file {path!r}")
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--config {path!r}: not valid TOML: {error}") from None
+
+
+def _renames(merged: dict[str, Any], section: str, name: Any) -> bool:
+    """Whether ``name`` replaces the component of ``section`` by another one."""
+    info = RunConfig.model_fields.get(section)
+    current = merged.get(section)
+    return info is not None and info.annotation is Component and name is not None \
+        and isinstance(current, dict) and current.get("name") != name
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """Refuse ``inf`` and ``nan`` anywhere in the nested settings, naming the field."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _check_finite(inner, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            _check_finite(inner, f"{where}[{index}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value} is not a finite number; give a finite value")
+
+
+def _cap_epochs(merged: dict[str, Any]) -> None:
+    """Apply :data:`MAX_EPOCHS_VARIABLE` when it is set."""
+    text = os.environ.get(MAX_EPOCHS_VARIABLE)
+    if not text:
+        return
+    try:
+        cap = int(text)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise ConfigError(f"{MAX_EPOCHS_VARIABLE}={text!r}: expected a positive integer, or leave it unset")
+    epochs = merged.get("optim", {}).get("epochs")
+    if isinstance(epochs, int) and epochs > cap:
+        logger.warning("%s=%d caps optim.epochs %d to %d (for the documentation test; unset it for real runs)",
+                       MAX_EPOCHS_VARIABLE, cap, epochs, cap)
+        merged["optim"]["epochs"] = cap
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

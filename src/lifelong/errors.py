@@ -24,6 +24,12 @@ class MissingFileError(LifelongError, FileNotFoundError):
     """A file the user pointed at (config, dataset, checkpoint) does not exist."""
 
 
+class StorageError(LifelongError, OSError):
+    """A result or checkpoint cannot be written where the user asked: the disk is full, the file is
+    read-only. The message names the file and the cause; the run is marked failed where that is still
+    possible."""
+
+
 class TrainingError(LifelongError, RuntimeError):
     """Training cannot continue (a non-finite loss); the message says where it happened."""
 

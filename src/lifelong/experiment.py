@@ -17,10 +17,16 @@ from lifelong.data.scenarios import SCENARIOS
 from lifelong.data.streams import Stream
 from lifelong.errors import ConfigError, ResumeError
 from lifelong.models.nets import MODELS
+from lifelong.optim.setup import resolve
 from lifelong.runner.checkpoint import CheckpointSettings
-from lifelong.runner.loop import RunResult, train
+from lifelong.runner.loop import RunResult, resolve_device, train
 from lifelong.runner.results import ResultsStore
+from lifelong.runner.validation import check_model
 from lifelong.strategies import STRATEGIES, Strategy
+
+MODEL_SKIP = ("input_shape", "n_classes", "seed")
+"""Model-builder arguments a configuration does not set: the stream gives the shape and classes, and
+the run seed the initial weights (:func:`build_model` seeds before building)."""
 
 
 def _scenario_component(config: RunConfig) -> Any:
@@ -41,8 +47,7 @@ def build_stream(config: RunConfig, dataset: Dataset | None = None) -> Stream:
 def build_model(config: RunConfig, stream: Stream) -> nn.Module:
     """The configured model for the stream's input shape and classes, initialised from the run seed."""
     torch.manual_seed(config.run.seed)
-    return build("model", MODELS, config.model, stream.input_shape, stream.n_classes,
-                 skip=("input_shape", "n_classes"))
+    return build("model", MODELS, config.model, stream.input_shape, stream.n_classes, skip=MODEL_SKIP)
 
 
 def build_strategy(config: RunConfig) -> Strategy:
@@ -54,7 +59,7 @@ def resolve_config(config: RunConfig) -> dict[str, Any]:
     return {
         "dataset": resolved("dataset", DATASETS, config.dataset),
         "scenario": resolved("scenario", SCENARIOS, _scenario_component(config), skip=("dataset",)),
-        "model": resolved("model", MODELS, config.model, skip=("input_shape", "n_classes")),
+        "model": resolved("model", MODELS, config.model, skip=MODEL_SKIP),
         "strategy": resolved("strategy", STRATEGIES, config.strategy),
         "augment": resolved_config(config.augment).model_dump(),
         "optim": config.optim.model_dump(),
@@ -63,10 +68,25 @@ def resolve_config(config: RunConfig) -> dict[str, Any]:
 
 
 def prepare(config: RunConfig) -> tuple[Stream, nn.Module, Strategy]:
-    """Build (and so validate) the stream, model and strategy a config names, before any training."""
+    """Build (and so validate) the stream, model and strategy a config names, and check every setting
+    that training would refuse (optimizer, schedule, device, the model against the stream), so that a
+    mistake stops before anything is printed, stored or trained."""
+    check_settings(config)
     stream = build_stream(config)
     strategy = build_strategy(config)
-    return stream, build_model(config, stream), strategy
+    model = build_model(config, stream)
+    check_model(model, stream, torch.device("cpu"))
+    return stream, model, strategy
+
+
+def check_settings(config: RunConfig) -> None:
+    """The checks of the optimization and run settings that :func:`~lifelong.runner.loop.train` makes,
+    made from the configuration alone."""
+    resolve(config.optim)
+    resolve_device(config.run.device)
+    if config.run.eval_every_steps and config.run.eval_every_samples:
+        raise ConfigError("run.eval_every_samples: set either run.eval_every_steps or run.eval_every_samples, "
+                          f"not both (got {config.run.eval_every_steps} and {config.run.eval_every_samples})")
 
 
 def checkpoint_settings(config: RunConfig, store: ResultsStore | None) -> CheckpointSettings | None:
@@ -76,7 +96,8 @@ def checkpoint_settings(config: RunConfig, store: ResultsStore | None) -> Checkp
     if not run.checkpoint or (store is None and not run.checkpoint_dir):
         return None
     directory = Path(run.checkpoint_dir) if run.checkpoint_dir else None
-    return CheckpointSettings(directory, every_steps=run.checkpoint_every_steps, keep=run.keep_checkpoints)
+    return CheckpointSettings(directory, every_steps=run.checkpoint_every_steps, keep=run.keep_checkpoints,
+                              keep_finished=run.keep_finished_checkpoints)
 
 
 def resume(store: ResultsStore, run_id: int, progress: bool = False) -> RunResult:
@@ -106,10 +127,11 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
     recorded. ``extra_config`` adds sections to the stored configuration (e.g. a tuning run's
     validation split). With ``run.eval_every_steps`` (or ``eval_every_samples``) the continual-evaluation
     curve and its stability gaps (and anytime accuracy) are kept and stored too."""
-    stream, model, strategy = prepared or prepare(config)
-    if config.run.eval_every_steps and config.run.eval_every_samples:
-        raise ConfigError("run.eval_every_samples: set either run.eval_every_steps or run.eval_every_samples, "
-                          f"not both (got {config.run.eval_every_steps} and {config.run.eval_every_samples})")
+    if prepared is None:
+        prepared = prepare(config)
+    else:
+        check_settings(config)
+    stream, model, strategy = prepared
     return train(stream, model, strategy, config.optim, seed=config.run.seed, device=config.run.device,
                  store=store, config={**resolve_config(config), **(extra_config or {})}, progress=progress,
                  eval_batch_size=config.run.eval_batch_size, eval_every_steps=config.run.eval_every_steps,

@@ -101,3 +101,18 @@ def test_bad_validation_fraction_fails_before_the_study_starts(tmp_path, capsys)
     assert main(args) == 2
     assert capsys.readouterr().err.strip() == "error: --validation-fraction must lie in (0, 1), got 2.0"
     assert not db.exists() or "tune" not in optuna.get_all_study_names(storage=f"sqlite:///{db}")
+
+
+def test_a_continued_study_draws_new_trials(tmp_path) -> None:
+    # Issue 18: continuing a study with more trials seeded its sampler as the first time, so the new
+    # trials replayed the first ones' parameters (runs 7 and 8 were runs 1 and 2)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = ResultsStore(tmp_path / "runs.db")
+    settings = ProtocolSettings(study="more", trials=2, overrides=["strategy.name=ewc", *SMALL], eval_seeds=[0])
+    run_protocol(settings, store)
+    run_protocol(ProtocolSettings(**{**settings.__dict__, "trials": 4}), store)
+    study = optuna.load_study(study_name="more", storage=f"sqlite:///{tmp_path / 'runs.db'}")
+    drawn = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(drawn) == 4 and len(set(drawn)) == 4, drawn
+    stored = [store.get(t.user_attrs["run_id"]).config["optim"]["lr"] for t in study.trials]
+    assert len(set(stored)) == 4  # four different learning rates were trained, not two twice

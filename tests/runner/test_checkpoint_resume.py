@@ -19,7 +19,8 @@ from lifelong.runner.observers import Observer, TrainState
 from lifelong.strategies import STRATEGIES
 
 OPTIM = OptimConfig(lr=0.05, epochs=2, batch_size=16, reset_per_experience=False)
-SETTINGS = CheckpointSettings(every_steps=3, keep=2)
+SETTINGS = CheckpointSettings(every_steps=3, keep=2, keep_finished=True)
+"""Finished runs keep their checkpoints here, so that a test can read what a whole run saved."""
 KILL_AT_STEP = 23
 """Inside the third experience (8 steps of 16 samples, 4 per epoch, each), two steps after the
 checkpoint of step 21 (epoch 1, 16 samples in)."""
@@ -79,8 +80,10 @@ def test_resume_after_sigkill_equals_uninterrupted_run(small_data, tmp_path, nam
     newest = read(checkpoint_files(tmp_path / "runs-checkpoints" / "run-1")[-1])
     assert newest["counters"]["step"] == 21 and newest["position"]["within_experience"]
     assert 0 < newest["position"]["epoch_samples"] < len(newest["epoch_order"])
-    record = store.get(1)  # killed without any cleanup: still "running", finished experiences kept
-    assert record.status == "running" and len(record.experiences) == newest["position"]["experience"]
+    # killed without any cleanup: its row still says "running", but its process is gone, so it reads back
+    # as interrupted (issue 18); finished experiences kept
+    record = store.get(1)
+    assert record.status == "interrupted" and len(record.experiences) == newest["position"]["experience"]
 
     resumed, resumed_model = start(stream, name, store, resume_run=1)
     reference, reference_model = start(stream, name, ResultsStore(tmp_path / "reference.db"))

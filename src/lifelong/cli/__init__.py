@@ -23,8 +23,22 @@ from lifelong.cli import protocol, run, scenarios, tta
 from lifelong.errors import LifelongError
 
 
+def version() -> str:
+    """The installed versions of lifelong and torch, read from the package metadata (nothing imported)."""
+    from importlib import metadata
+
+    found = {}
+    for name in ("lifelong", "torch"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "unknown"
+    return f"lifelong {found['lifelong']} (torch {found['torch']})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lifelong", description="Continual learning under a compute budget.")
+    parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="command", required=True)
     run.add_commands(sub)
     protocol.add_commands(sub)

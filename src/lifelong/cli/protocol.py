@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from lifelong.cli.interrupts import continue_with
 from lifelong.cli.tables import METRIC_NAMES
 from lifelong.config import RunConfig, load_config
 from lifelong.errors import ConfigError
@@ -19,9 +20,9 @@ from lifelong.protocol.seeds import parse_seeds, run_seeds, summary_table
 from lifelong.runner.results import ResultsStore
 
 
-def run_with_seeds(config: RunConfig, seeds_text: str, store: ResultsStore, console: Console) -> int:
+def run_with_seeds(config: RunConfig, seeds: list[int], store: ResultsStore, console: Console) -> int:
     """``lifelong run --seeds 0,1,2``: one run per seed, then the aggregate table."""
-    result = run_seeds(config, parse_seeds(seeds_text), store=store, progress=config.run.progress)
+    result = run_seeds(config, seeds, store=store, progress=config.run.progress)
     for run in result.runs:
         console.print(f"run {run.run_id} (seed {run.config['run']['seed']}): "
                       f"final_accuracy {run.metrics['final_accuracy']:.3f}")
@@ -36,7 +37,9 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
 
     sweep = load_sweep(args.config, db=args.db)
     db = sweep.cells[0].config.run.db
-    group_id, outcomes = run_sweep(sweep, ResultsStore(db), console=Console(stderr=True))
+    rerun = f"`lifelong sweep --config {args.config} --db {db}` (it skips the cells already finished)"
+    with continue_with(lambda run_id: rerun):
+        group_id, outcomes = run_sweep(sweep, ResultsStore(db), console=Console(stderr=True))
     console.print(sweep_table(outcomes, METRIC_NAMES[:3]))
     trained = sum(outcome.trained for outcome in outcomes)
     console.print(f"sweep {sweep.name!r}: {len(outcomes)} cells, {trained} trained now, "
@@ -55,9 +58,12 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     settings = ProtocolSettings(
         study=args.study, trials=args.trials, config=args.config, overrides=args.set,
         tune_overrides=args.tune_set or defaults.tune_overrides,
-        eval_overrides=args.eval_set or defaults.eval_overrides, eval_seeds=parse_seeds(args.eval_seeds),
+        eval_overrides=args.eval_set or defaults.eval_overrides,
+        eval_seeds=parse_seeds(args.eval_seeds, "--eval-seeds"),
         objective=args.objective, validation_fraction=args.validation_fraction, seed=args.seed)
-    result = run_protocol(settings, ResultsStore(db))
+    rerun = f"the same `lifelong tune` command (--study {args.study} --db {db}): it continues the study"
+    with continue_with(lambda run_id: rerun):
+        result = run_protocol(settings, ResultsStore(db))
     best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items())
     console.print(f"tuning: {len(result.tuning_run_ids)} trials completed (runs "
                   f"{', '.join(map(str, result.tuning_run_ids))}), {result.diverged} diverged; "
@@ -73,7 +79,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
     if args.output is None and args.png is None:
         raise ConfigError("report: nothing to write; give -o report.html and/or --png DIR")
-    store = ResultsStore(args.db)
+    store = ResultsStore(args.db, read_only=True)
     written = write_report([store.get(run_id) for run_id in args.run_ids], args.output, args.png, args.target)
     console.print("wrote " + ", ".join(str(path) for path in written))
     return 0
@@ -82,9 +88,11 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from lifelong.report.export import export
 
+    if args.output is not None and Path(args.output).is_dir():
+        raise ConfigError(f"-o: {args.output!r} is a directory; give a file name such as runs.csv")
     if args.output is not None and not Path(args.output).parent.is_dir():
         raise ConfigError(f"-o: the folder {str(Path(args.output).parent)!r} does not exist; create it first")
-    text = export(ResultsStore(args.db), args.format)
+    text = export(ResultsStore(args.db, read_only=True), args.format)
     if args.output is None:
         print(text, end="")
     else:
@@ -126,5 +134,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     export.add_argument("--format", default="csv", help="csv (one row per run) or json (everything)")
     export.add_argument("-o", "--output", help="file to write (default: standard output)")
     for parser, handler in ((report, cmd_report), (export, cmd_export)):
-        parser.add_argument("--db", default="lifelong-runs.db", help="results database")
+        parser.add_argument("--db", default="lifelong-runs.db", help="results database (read, never created)")
         parser.set_defaults(handler=handler)

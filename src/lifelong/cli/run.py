@@ -1,24 +1,32 @@
 """The run commands of the ``lifelong`` command line: ``run`` (with ``--resume`` and ``--seeds``),
-``runs``, ``show``, ``compare`` and ``strategies``. Each handler reads its arguments, calls the Python
-API (:mod:`lifelong.experiment`, the results store) and prints what came back; :func:`add_commands`
-registers them on the CLI's parser. Command wiring, so it lives in the ``cli`` layer."""
+``runs``, ``show``, ``compare``, ``groups`` and ``strategies``. Each handler reads its arguments, calls
+the Python API (:mod:`lifelong.experiment`, the results store) and prints what came back;
+:func:`add_commands` registers them on the CLI's parser. The read commands open the store read-only:
+they never create a database (a mistyped ``--db`` is an error naming the file) and can read one the
+user may not write. Command wiring, so it lives in the ``cli`` layer."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from lifelong.cli.interrupts import continue_with, resume_command
 from lifelong.cli.protocol import run_with_seeds
-from lifelong.cli.tables import METRIC_NAMES, fmt, matrix_table, metrics_table, stream_table
+from lifelong.cli.tables import fmt, first_sentence, matrix_table, metric_names, metrics_table, stream_table
 from lifelong.config import RunSettings, load_config, parameters
 from lifelong.errors import ConfigError
 from lifelong.experiment import prepare, resume, run_config
+from lifelong.protocol.seeds import parse_seeds
 from lifelong.runner.loop import RunResult
-from lifelong.runner.results import ResultsStore
+from lifelong.runner.results import GroupRecord, ResultsStore, RunRecord
 from lifelong.strategies import STRATEGIES
+
+STATUSES = ("running", "finished", "failed", "interrupted")
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -28,12 +36,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         + ([f"run.seed={args.seed}"] if args.seed is not None else []) \
         + (["run.checkpoint=false"] if args.no_checkpoint else [])
     config = load_config(args.config, overrides)
+    seeds = parse_seeds(args.seeds, "--seeds") if args.seeds is not None else None
     prepared = prepare(config)
     store = ResultsStore(config.run.db)
     console.print(stream_table(prepared[0].summary(), prepared[0].name))
-    if args.seeds is not None:
-        return run_with_seeds(config, args.seeds, store, console)
-    result = run_config(config, store=store, progress=config.run.progress, prepared=prepared)
+    with continue_with(resume_command(config.run.db)):
+        if seeds is not None:
+            return run_with_seeds(config, seeds, store, console)
+        result = run_config(config, store=store, progress=config.run.progress, prepared=prepared)
     print_result(result, config.run.db, console)
     return 0
 
@@ -44,7 +54,9 @@ def resume_run(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(f"--resume {args.resume} continues the run's stored configuration; drop --config, "
                           "--set, --seed, --seeds and --no-checkpoint")
     db = args.db or RunSettings().db
-    result = resume(ResultsStore(db), args.resume, progress=True)
+    ResultsStore(db, read_only=True)  # the run is in a database that exists: never create one here
+    with continue_with(resume_command(db)):
+        result = resume(ResultsStore(db), args.resume, progress=True)
     print_result(result, db, console)
     return 0
 
@@ -56,24 +68,46 @@ def print_result(result: RunResult, db: str, console: Console) -> None:
 
 
 def cmd_runs(args: argparse.Namespace, console: Console) -> int:
-    table = Table(title=f"runs in {args.db}")
-    for column in ("id", "created", "status", "stream", "strategy", "seed", "final_accuracy", "forgetting"):
-        table.add_column(column)
-    for r in ResultsStore(args.db).runs():
+    if args.status is not None and args.status not in STATUSES:
+        raise ConfigError(f"--status: unknown status {args.status!r}; allowed: {', '.join(STATUSES)}")
+    if args.last is not None and args.last < 1:
+        raise ConfigError(f"--last must be >= 1, got {args.last}")
+    records = [r for r in ResultsStore(args.db, read_only=True).runs()
+               if args.strategy in (None, r.strategy) and args.status in (None, r.status)]
+    records = records[-args.last:] if args.last is not None else records
+    # one line per run: no vertical rules, the creation time to the minute (UTC), nothing wrapped
+    table = Table(title=f"runs in {args.db}", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    for column in ("id", "created (UTC)", "status", "stream", "strategy", "seed", "final_accuracy", "forgetting"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis",
+                         justify="right" if column in ("id", "seed", "final_accuracy", "forgetting") else "left")
+    for r in records:
         metrics = r.metrics or {}
-        table.add_row(str(r.id), r.created, r.status, r.name, r.strategy, str(r.seed),
+        table.add_row(str(r.id), r.created[:16].replace("T", " "), r.status, r.name, r.strategy, str(r.seed),
                       fmt(metrics.get("final_accuracy")), fmt(metrics.get("forgetting")))
     console.print(table)
+    if not records:
+        console.print("no run matches" if args.strategy or args.status else "no runs yet")
     return 0
 
 
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
-    record = ResultsStore(args.db).get(args.run_id)
-    console.print(f"run {record.id}: {record.name}, strategy {record.strategy}, seed {record.seed}, "
+    if (args.run_id is None) == (args.group is None):
+        raise ConfigError("show: give a run id (`lifelong runs` lists them) or --group ID (`lifelong groups` "
+                          "lists them), not both")
+    store = ResultsStore(args.db, read_only=True)
+    if args.group is not None:
+        return show_group(store, store.group(args.group), console)
+    record = store.get(args.run_id)
+    kind = "test-time adaptation, method" if record.is_adaptation else "strategy"
+    console.print(f"run {record.id}: {record.name}, {kind} {record.strategy}, seed {record.seed}, "
                   f"status {record.status}" + (f" ({record.error})" if record.error else ""))
-    matrix = record.rows
-    if matrix:
-        console.print(matrix_table(matrix))
+    if record.rows and record.is_adaptation:
+        accuracies = record.rows[-1]
+        domains = domain_names(record)[:len(accuracies)]
+        console.print(matrix_table([accuracies], "accuracy per domain (online predictions, in stream order)",
+                                   columns=domains, rows=["accuracy"]))
+    elif record.rows:
+        console.print(matrix_table(record.rows))
     console.print(metrics_table(record.metrics or {}, [e["cost"] for e in record.experiences]))
     config = Table(title="configuration")
     config.add_column("field")
@@ -82,22 +116,103 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
         for key, value in (values.items() if isinstance(values, dict) else [("", values)]):
             config.add_row(f"{section}.{key}".rstrip("."), str(value))
     console.print(config)
-    console.print("environment: " + ", ".join(f"{k} {v}" for k, v in record.environment.items()))
+    environment = dict(record.environment)
+    process = environment.pop("process", None)
+    console.print("environment: " + ", ".join(f"{k} {v}" for k, v in environment.items())
+                  + (f", process {process['pid']} on {process['host']}" if isinstance(process, dict) else ""))
     return 0
 
 
+def domain_names(record: RunRecord) -> list[str]:
+    """The domains of a test-time adaptation run, in stream order: stored with the run, or read from its
+    per-domain errors (runs stored before the names were)."""
+    stored = record.config.get("domains")
+    if stored:
+        return [str(name) for name in stored]
+    errors = [name.removeprefix("error ") for name in (record.metrics or {}) if name.startswith("error ")]
+    return errors or [str(name) for name in record.config.get("corruptions", [])]
+
+
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    store = ResultsStore(args.db)
+    store = ResultsStore(args.db, read_only=True)
     records = [store.get(run_id) for run_id in args.run_ids]
     table = Table(title="comparison")
     table.add_column("metric")
     for r in records:
         table.add_column(f"run {r.id} ({r.strategy})", justify="right")
-    for name in METRIC_NAMES:
+    for name in metric_names([r.metrics or {} for r in records]):
         table.add_row(name, *(fmt((r.metrics or {}).get(name)) for r in records))
     table.add_row("train_seconds", *(f"{sum(e['cost']['seconds'] for e in r.experiences):.2f}" for r in records))
+    table.add_row("steps", *(str(sum(e["cost"]["steps"] for e in r.experiences)) for r in records))
     table.add_row("status", *(r.status for r in records))
     console.print(table)
+    return 0
+
+
+def cmd_groups(args: argparse.Namespace, console: Console) -> int:
+    table = Table(title=f"groups in {args.db} (`lifelong show --group ID` prints one)")
+    for column in ("id", "created", "kind", "name", "runs", "summary"):
+        table.add_column(column, no_wrap=column != "summary", justify="right" if column in ("id", "runs") else "left")
+    for group in ResultsStore(args.db, read_only=True).groups():
+        table.add_row(str(group.id), group.created, group.kind, group.name, str(len(group.members)),
+                      group_summary(group))
+    console.print(table)
+    return 0
+
+
+def group_summary(group: GroupRecord) -> str:
+    """One line on what a group found: the mean final accuracy over seeds, the best tuned setting, or the
+    size of a sweep."""
+    summary = group.summary or {}
+    if group.kind == "seeds" and "final_accuracy" in summary:
+        value = summary["final_accuracy"]
+        return f"final_accuracy {_mean_std(value)} over {value['n']} seeds"
+    if group.kind == "protocol" and "best_value" in summary:
+        final = summary.get("evaluation", {}).get("final_accuracy")
+        return f"best {summary['objective']} {summary['best_value']:.3f} on validation" + \
+            (f"; evaluation final_accuracy {_mean_std(final)}" if final else "")
+    if group.kind == "sweep" and summary:
+        return f"{len(summary)} configurations"
+    return "-"
+
+
+def _mean_std(value: dict[str, Any]) -> str:
+    return f"{value['mean']:.3f}" + (f" ± {value['std']:.3f}" if value.get("std") is not None else "")
+
+
+def show_group(store: ResultsStore, group: GroupRecord, console: Console) -> int:
+    """``lifelong show --group ID``: the group's runs and what it found over them."""
+    from lifelong.metrics.aggregate import Aggregate  # SciPy: only when a summary is printed
+    from lifelong.protocol.seeds import summary_table
+
+    console.print(f"group {group.id}: {group.kind} {group.name!r}, created {group.created}")
+    members = Table(title="runs")
+    for column in ("run", "role", "label", "status", "final_accuracy"):
+        members.add_column(column, justify="right" if column in ("run", "final_accuracy") else "left")
+    for member in group.members:
+        record = store.get(member["run_id"])
+        members.add_row(str(record.id), member["role"], member["label"], record.status,
+                        fmt((record.metrics or {}).get("final_accuracy")))
+    console.print(members)
+    summary = group.summary or {}
+    if group.kind == "sweep":
+        table = Table(title="sweep (mean ± std over seeds)")
+        for column in ("configuration", "seeds", "final_accuracy", "average_incremental_accuracy", "forgetting"):
+            table.add_column(column, justify="left" if column == "configuration" else "right")
+        for label, values in summary.items():
+            n = max((value["n"] for value in values.values()), default=0)
+            table.add_row(label, str(n), *(_mean_std(values[m]) if m in values else "-"
+                                           for m in ("final_accuracy", "average_incremental_accuracy", "forgetting")))
+        console.print(table)
+        return 0
+    if group.kind == "protocol" and "best_params" in summary:
+        best = ", ".join(f"{k}={fmt(v)}" for k, v in summary["best_params"].items())
+        console.print(f"best {summary['objective']} on validation {summary['best_value']:.3f} with {best} "
+                      f"(trial {summary['best_trial']}, run {summary['best_tuning_run']})")
+        summary = summary.get("evaluation", {})
+    if summary:
+        console.print(summary_table({name: Aggregate(**value) for name, value in summary.items()},
+                                    f"{group.kind} {group.name}: mean ± std and 95% interval"))
     return 0
 
 
@@ -108,14 +223,13 @@ def cmd_strategies(args: argparse.Namespace, console: Console) -> int:
     table.add_column("summary")
     for name, cls in STRATEGIES.items():
         params = ", ".join(f"{k}={p.default!r}" for k, p in parameters(cls).items()) or "-"
-        doc = (cls.__doc__ or "").strip().split("\n")[0]
-        table.add_row(name, params, doc)
+        table.add_row(name, params, first_sentence(cls.__doc__))
     console.print(table)
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Register ``run``, ``runs``, ``show``, ``compare`` and ``strategies`` on the CLI's subparsers."""
+    """Register ``run``, ``runs``, ``show``, ``compare``, ``groups`` and ``strategies`` on the CLI's subparsers."""
     run = sub.add_parser("run", help="train a strategy on a stream and store the run")
     run.add_argument("--config", help="TOML file with [dataset], [scenario], [model], [strategy], [optim], [run]")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -128,13 +242,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     run.add_argument("--seeds", metavar="S1,S2,...",
                      help="run once per seed and report mean ± std and a 95%% interval, e.g. --seeds 0,1,2")
     run.set_defaults(handler=cmd_run)
-    runs = sub.add_parser("runs", help="list stored runs")
-    show = sub.add_parser("show", help="print one stored run")
-    show.add_argument("run_id", type=int)
+    runs = sub.add_parser("runs", help="list stored runs, one line each")
+    runs.add_argument("--strategy", help="only runs of this strategy")
+    runs.add_argument("--status", help=f"only runs with this status ({', '.join(STATUSES)})")
+    runs.add_argument("--last", type=int, metavar="N", help="only the N newest runs")
+    show = sub.add_parser("show", help="print one stored run (or a group of runs with --group)")
+    show.add_argument("run_id", type=int, nargs="?")
+    show.add_argument("--group", type=int, metavar="ID", help="print a group: seeds, sweep or tuning protocol")
     compare = sub.add_parser("compare", help="put stored runs' metrics side by side")
     compare.add_argument("run_ids", type=int, nargs="+")
-    for p, handler in ((runs, cmd_runs), (show, cmd_show), (compare, cmd_compare)):
-        p.add_argument("--db", default="lifelong-runs.db", help="results database")
+    groups = sub.add_parser("groups", help="list the groups of runs (seeds, sweeps, tuning protocols)")
+    for p, handler in ((runs, cmd_runs), (show, cmd_show), (compare, cmd_compare), (groups, cmd_groups)):
+        p.add_argument("--db", default="lifelong-runs.db", help="results database (read, never created)")
         p.set_defaults(handler=handler)
     strategies = sub.add_parser("strategies", help="list strategies with their hyperparameters")
     strategies.set_defaults(handler=cmd_strategies)

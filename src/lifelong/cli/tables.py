@@ -8,12 +8,13 @@ command modules beside them (:mod:`lifelong.cli.run`, :mod:`lifelong.cli.scenari
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.table import Table
 
 from lifelong.config import parameters
+from lifelong.metrics.aggregate import NOT_METRICS
 
 METRIC_NAMES = ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer",
                 "forward_transfer", "final_accuracy_pooled", "average_incremental_accuracy_per_experience")
@@ -23,42 +24,87 @@ CURVE_METRIC_NAMES = ("stability_gap", "relative_stability_gap", "min_old_accura
                       "recovered_fraction", "a_auc", "last_accuracy")
 """Metrics of a continual-evaluation curve, shown when the run kept one."""
 
+_ABBREVIATIONS = ("e.g.", "i.e.", "al.", "vs.", "cf.", "etc.")
+
 
 def fmt(value: Any) -> str:
-    """A table cell: ``-`` for a missing value, floats to three decimals."""
-    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+    """A table cell: ``-`` for a missing value, integers as integers, floats to three decimals (or three
+    significant digits when that would show nothing, e.g. a learning rate of 1e-4, or a huge count)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value == 0 or 1e-3 <= abs(value) < 1e6 else f"{value:.3g}"
+    return str(value)
 
 
-def matrix_table(matrix: Sequence[Sequence[float]], title: str = "accuracy matrix") -> Table:
-    table = Table(title=title + " (row: after training on, column: tested on)")
-    table.add_column("trained \\ tested")
-    for j in range(len(matrix[0]) if len(matrix) else 0):
-        table.add_column(f"exp {j}", justify="right")
+def metric_names(metrics: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every metric the runs stored (a number or None, not :data:`NOT_METRICS`): the accuracy-matrix
+    metrics first, then the curve's, then any other (a test-time adaptation run's errors per domain)."""
+    stored = dict.fromkeys(name for values in metrics for name, value in values.items()
+                           if name not in NOT_METRICS and (value is None or _is_number(value)))
+    known = [name for name in (*METRIC_NAMES, *CURVE_METRIC_NAMES) if name in stored]
+    return known + [name for name in stored if name not in known]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def first_sentence(doc: str | None) -> str:
+    """The first whole sentence of a docstring: up to the first ``.``, ``!`` or ``?`` that ends a
+    sentence (followed by a capital, outside brackets, not an abbreviation such as "e.g." or "et al.");
+    the whole first paragraph when no sentence ends inside it."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    depth = 0
+    for i, char in enumerate(text):
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth = max(depth - 1, 0)
+        elif char in ".!?" and depth == 0 and text[i + 1:i + 2] == " " and \
+                (text[i + 2:i + 3].isupper() or text[i + 2:i + 3] in "`(\"'"):
+            if text[:i + 1].rsplit(" ", 1)[-1].lower() not in _ABBREVIATIONS:
+                return text[:i + 1]
+    return text
+
+
+def matrix_table(matrix: Sequence[Sequence[float]], title: str = "accuracy matrix",
+                 columns: Sequence[str] | None = None, rows: Sequence[str] | None = None) -> Table:
+    """An accuracy matrix (rows: after training on, columns: tested on), its cells labelled ``exp i``
+    unless ``columns`` and ``rows`` name them (the domains of a test-time adaptation run)."""
+    width = len(matrix[0]) if len(matrix) else 0
+    table = Table(title=title if columns is not None else title + " (row: after training on, column: tested on)")
+    table.add_column("trained \\ tested" if columns is None else "")
+    for label in columns if columns is not None else [f"exp {j}" for j in range(width)]:
+        table.add_column(label, justify="right")
     for i, row in enumerate(matrix):
-        table.add_row(f"exp {i}", *(f"{a:.3f}" for a in row))
+        table.add_row(rows[i] if rows is not None else f"exp {i}", *(f"{a:.3f}" for a in row))
     return table
 
 
-def metrics_table(metrics: dict[str, Any], costs: Sequence[dict[str, Any]]) -> Table:
+def metrics_table(metrics: Mapping[str, Any], costs: Sequence[Mapping[str, Any]]) -> Table:
+    """Every metric the run stored, then its cost summed over experiences."""
     table = Table(title="metrics")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name in METRIC_NAMES:
-        table.add_row(name, fmt(metrics.get(name)))
-    for name in CURVE_METRIC_NAMES:
-        if metrics.get(name) is not None:
-            table.add_row(name, fmt(metrics[name]))
-    if metrics.get("effective_lr") is not None:
-        table.add_row("effective_lr", f"{metrics['effective_lr']:.6g}")
-    table.add_row("train_seconds", f"{sum(c['seconds'] for c in costs):.2f}")
-    table.add_row("samples", str(sum(c["samples"] for c in costs)))
-    table.add_row("steps", str(sum(c["steps"] for c in costs)))
-    if any(c.get("flops") for c in costs):
-        table.add_row("flops", f"{sum(c['flops'] for c in costs):.4g}")
-    if costs:
-        table.add_row("buffer_size", str(costs[-1]["buffer_size"]))
-        table.add_row("peak_memory_mb", f"{max(c['peak_memory_mb'] for c in costs):.0f}")
+    for name in metric_names([metrics]):
+        table.add_row(name, fmt(metrics[name]))
+    for name, value in cost_rows(costs):
+        table.add_row(name, value)
     return table
+
+
+def cost_rows(costs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """A run's cost summed over its experiences, as (name, cell) pairs: ``train_seconds`` is wall time
+    (on a shared machine it varies with the load); steps, samples and FLOPs compare across machines."""
+    rows = [("train_seconds", f"{sum(c['seconds'] for c in costs):.2f}"),
+            ("samples", str(sum(c["samples"] for c in costs))), ("steps", str(sum(c["steps"] for c in costs)))]
+    if any(c.get("flops") for c in costs):
+        rows.append(("flops", f"{sum(c['flops'] for c in costs):.4g}"))
+    if costs:
+        rows += [("buffer_size", str(costs[-1]["buffer_size"])),
+                 ("peak_memory_mb", f"{max(c['peak_memory_mb'] for c in costs):.0f}")]
+    return rows
 
 
 def stream_table(rows: list[dict[str, Any]], title: str) -> Table:
@@ -72,12 +118,12 @@ def stream_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 
 def registry_table(title: str, registry: dict, skip: tuple[str, ...] = ()) -> Table:
-    """One row per entry: name, keyword arguments with their defaults, first line of the docstring."""
+    """One row per entry: name, keyword arguments with their defaults, first sentence of the docstring."""
     table = Table(title=title)
     for column in ("name", "parameters (default)", "summary"):
         table.add_column(column)
     for name, factory in registry.items():
         params = ", ".join(f"{k}={'required' if p.default is p.empty else repr(p.default)}"
                            for k, p in parameters(factory).items() if k not in skip) or "-"
-        table.add_row(name, params, " ".join((factory.__doc__ or "").strip().split("\n\n")[0].split()))
+        table.add_row(name, params, first_sentence(factory.__doc__))
     return table

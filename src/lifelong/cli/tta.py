@@ -10,10 +10,12 @@ import json
 import torch
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lifelong.config import build, load_config
 from lifelong.data.catalog import DATASETS
+from lifelong.experiment import MODEL_SKIP
 from lifelong.models.nets import MODELS
 from lifelong.runner.results import ResultsStore
 from lifelong.tta.corruptions import CORRUPTIONS
@@ -28,12 +30,24 @@ def cmd_tta(args: argparse.Namespace, console: Console) -> int:
     config = load_config(args.config, overrides)
     dataset = build("dataset", DATASETS, config.dataset)
     torch.manual_seed(config.run.seed)
-    model = build("model", MODELS, config.model, dataset.input_shape, dataset.n_classes,
-                  skip=("input_shape", "n_classes"))
+    model = build("model", MODELS, config.model, dataset.input_shape, dataset.n_classes, skip=MODEL_SKIP)
     corruptions = [c.strip() for c in args.corruptions.split(",") if c.strip()]
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    results = run_tta(dataset, model, methods, corruptions, args.severity, args.gradual, args.batch_size,
-                      config.optim, config.run.seed, ResultsStore(config.run.db))
+    store = ResultsStore(config.run.db)
+    status = Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=status, disable=not status.is_terminal) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def advance(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                source = stage == "source training"
+                tasks[stage] = bar.add_task("training the source model" if source else
+                                            f"adapting with {stage} (domains)", total=total)
+            bar.update(tasks[stage], completed=done)
+
+        results = run_tta(dataset, model, methods, corruptions, args.severity, args.gradual, args.batch_size,
+                          config.optim, config.run.seed, store, progress=advance)
     first = next(iter(results.values()))
     table = Table(title=f"error per domain ({'gradual' if args.gradual else 'abrupt'}, severity {args.severity})")
     table.add_column("method")

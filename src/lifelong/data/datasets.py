@@ -33,8 +33,17 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
-def from_arrays(name: str, x_train: object, y_train: object, x_test: object, y_test: object) -> Dataset:
-    """A :class:`Dataset` from numpy arrays or tensors, checked: labels are 0..C-1 integers, inputs finite."""
+def from_arrays(name: str, x_train: object, y_train: object, x_test: object, y_test: object,
+                n_classes: int | None = None) -> Dataset:
+    """A :class:`Dataset` from numpy arrays or tensors, checked: inputs finite, labels integer class ids.
+
+    One rule for labels given as numbers: they are the class ids ``0..C-1`` themselves. Without
+    ``n_classes`` every id from 0 to the largest must occur (in the training or the test set), so that
+    no output of the model belongs to a class that does not exist; labels such as 10..15 or 0, 2, 4
+    are refused with the fix (renumber them) rather than silently widening the model. With
+    ``n_classes`` (a standard dataset whose class count is known, e.g. CIFAR-10) the ids must lie in
+    ``[0, n_classes)``. Loaders of named labels (CSV cells, image sub-folders) number the names in
+    sorted order before they get here."""
     xs, ys = [], []
     for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         x_t = torch.as_tensor(_numbers(x, f"{name}: {part} inputs"), dtype=torch.float32)
@@ -59,8 +68,25 @@ def from_arrays(name: str, x_train: object, y_train: object, x_test: object, y_t
         ys.append(y_t)
     if len(ys[0]) == 0:
         raise DataError(f"{name}: the training set is empty")
-    n_classes = int(max(int(ys[0].max()), int(ys[1].max()) if len(ys[1]) else 0)) + 1
-    return Dataset(name, xs[0], ys[0], xs[1], ys[1], n_classes)
+    return Dataset(name, xs[0], ys[0], xs[1], ys[1], _class_count(name, torch.cat(ys), n_classes))
+
+
+def _class_count(name: str, labels: torch.Tensor, n_classes: int | None) -> int:
+    """The number of classes of ``labels`` (train and test together, non-negative), checked against the
+    rule of :func:`from_arrays`."""
+    largest = int(labels.max())
+    if n_classes is not None:
+        if largest >= n_classes:
+            raise DataError(f"{name}: labels must lie in [0, {n_classes - 1}] ({n_classes} classes), found {largest}")
+        return n_classes
+    present = torch.unique(labels).tolist()
+    if len(present) != largest + 1:
+        missing = sorted(set(range(largest + 1)) - set(present))
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise DataError(f"{name}: labels must be the class ids 0..C-1, each present; found {len(present)} classes "
+                        f"from {present[0]} to {largest}, missing {shown}; renumber them, e.g. "
+                        "y = np.unique(y, return_inverse=True)[1] (over train and test together)")
+    return largest + 1
 
 
 def _numbers(values: object, what: str) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv as csv_module
 import gzip
+import logging
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,26 +16,52 @@ from pathlib import Path
 import numpy as np
 
 from lifelong.data.datasets import Dataset, from_arrays
-from lifelong.errors import DataError, MissingFileError
+from lifelong.errors import ConfigError, DataError, MissingFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
+logger = logging.getLogger(__name__)
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> Dataset:
-    """A seeded train/test split, stratified by class where every class has two samples or more."""
+
+def _split(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int,
+           class_names: Sequence[str] | None = None) -> Dataset:
+    """A seeded train/test split, stratified by class. Every class must end up in both parts: a class
+    with one sample (or one that the fraction leaves without a test sample) would make an experience
+    whose test set is empty, so it is refused here, naming the class, rather than scored as nothing."""
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"dataset.test_fraction must lie in (0, 1), got {test_fraction}")
+    if len(y) == 0:
+        raise DataError(f"{name}: no samples to split; x and y are empty")
+
+    def label(class_id: int) -> str:
+        return repr(class_names[class_id]) if class_names is not None else str(class_id)
+
     counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_fraction, random_state=seed,
-                                                        stratify=stratify)
+    rare = [int(c) for c in np.flatnonzero((counts > 0) & (counts < 2))]
+    if rare:
+        raise DataError(f"{name}: class {label(rare[0])} has a single sample; every class needs at least 2 (one to "
+                        "train on, one to test on): add samples or drop the class")
+    try:
+        x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_fraction, random_state=seed,
+                                                            stratify=y)
+    except ValueError as error:  # more classes than test (or training) samples
+        raise DataError(f"{name}: cannot split {len(y)} samples of {int((counts > 0).sum())} classes with "
+                        f"dataset.test_fraction={test_fraction} ({error}); change the fraction or add "
+                        "samples") from None
+    for part, labels in (("test", y_test), ("training", y_train)):
+        absent = sorted(set(np.flatnonzero(counts).tolist()) - set(np.unique(labels).tolist()))
+        if absent:
+            raise DataError(f"{name}: class {label(absent[0])} ({counts[absent[0]]} samples) gets no {part} sample "
+                            f"with dataset.test_fraction={test_fraction}; change the fraction or add samples")
     return from_arrays(name, x_train, y_train, x_test, y_test)
 
 
 def _directory(path: str, what: str) -> Path:
     folder = Path(path).expanduser()
+    if folder.is_file():
+        raise DataError(f"dataset.path: {str(folder)!r} is a file; give the folder of {what}")
     if not folder.is_dir():
         raise MissingFileError(f"dataset.path: no such folder {str(folder)!r} (the folder of {what})")
     return folder
@@ -42,45 +69,71 @@ def _directory(path: str, what: str) -> Path:
 
 def split_arrays(x: object, y: object, test_fraction: float = 0.25, seed: int = 0, name: str = "arrays") -> Dataset:
     """A :class:`Dataset` from one pair of numpy arrays or tensors ``x`` (N, ...) and ``y`` (N,) of class
-    ids, split into train and test sets by a seeded draw, stratified by class."""
-    x_np, y_np = np.asarray(x, dtype=np.float32), np.asarray(y)
-    if y_np.ndim != 1 or len(y_np) != len(x_np):
-        raise DataError(f"{name}: y must be a 1-D array as long as x ({len(x_np)}), got shape {y_np.shape}")
-    if len(y_np) and (not np.all(np.mod(y_np, 1) == 0) or y_np.min() < 0):
+    ids ``0..C-1`` (the rule of :func:`~lifelong.data.datasets.from_arrays`), split into train and test
+    sets by a seeded draw, stratified by class; every class needs two samples or more."""
+    y_np = np.asarray(y)
+    if y_np.ndim != 1:
+        raise DataError(f"{name}: y must be a 1-D array of class ids, got shape {y_np.shape}")
+    if len(y_np) and not (np.issubdtype(y_np.dtype, np.number) or y_np.dtype == np.bool_):
+        raise DataError(f"{name}: y must hold class ids 0, 1, 2, ... as numbers, got dtype {y_np.dtype} "
+                        f"(e.g. {y_np[0]!r}); number the classes first, e.g. y = np.unique(y, return_inverse=True)[1]")
+    try:
+        x_np = np.asarray(x, dtype=np.float32)
+    except (ValueError, TypeError) as error:
+        raise DataError(f"{name}: x must be an array of numbers (N, features...): {error}") from None
+    if len(y_np) != len(x_np):
+        raise DataError(f"{name}: y must be as long as x ({len(x_np)} samples), got {len(y_np)} labels")
+    if len(y_np) and (not np.all(np.isfinite(y_np)) or not np.all(np.mod(y_np, 1) == 0) or y_np.min() < 0):
         raise DataError(f"{name}: y must hold class ids 0, 1, 2, ...; got values from {y_np.min()} to {y_np.max()}")
     return _split(name, x_np, y_np.astype(np.int64), test_fraction, seed)
 
 
 def csv(path: str, label_column: str = "label", test_fraction: float = 0.25, seed: int = 0) -> Dataset:
-    """A CSV file with a header row: ``label_column`` holds the class (any values, numbered in sorted
-    order), every other column a numeric feature."""
+    """A CSV file (UTF-8) with a header row: ``label_column`` holds the class (any values, numbered in
+    sorted order: numbers by value, then the other names), every other column a numeric feature.
+    Blank lines are skipped; any other row needs as many fields as the header and a label."""
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise DataError(f"dataset.path: {str(file)!r} is a directory; give the path of a CSV file")
     if not file.is_file():
         raise MissingFileError(f"dataset.path: no such CSV file {str(file)!r}")
-    with file.open(newline="") as handle:
-        rows = list(csv_module.reader(handle))
+    try:
+        with file.open(newline="", encoding="utf-8") as handle:
+            reader = csv_module.reader(handle)
+            rows = [(reader.line_num, row) for row in reader if row]
+    except UnicodeDecodeError as error:
+        raise DataError(f"dataset.path: {str(file)!r} is not a text CSV file (byte {error.start} is not UTF-8); "
+                        "give a CSV file saved as UTF-8") from None
+    except csv_module.Error as error:
+        raise DataError(f"dataset.path: {str(file)!r} is not a readable CSV file ({error})") from None
     if len(rows) < 2:
         raise DataError(f"dataset.path: {str(file)!r} needs a header row and at least one data row")
-    header, body = rows[0], rows[1:]
+    header, body = rows[0][1], rows[1:]
     if label_column not in header:
         raise DataError(f"dataset.label_column: {label_column!r} is not a column of {str(file)!r}; "
                         f"columns: {', '.join(header)}")
     label_at = header.index(label_column)
     features = [i for i in range(len(header)) if i != label_at]
-    labels = [row[label_at].strip() for row in body]
-    names = sorted(set(labels), key=lambda v: (_number(v) is None, _number(v) or 0.0, v))
-    y = np.array([names.index(v) for v in labels], dtype=np.int64)
     x = np.empty((len(body), len(features)), dtype=np.float32)
-    for r, row in enumerate(body):
+    labels = []
+    for r, (line, row) in enumerate(body):
         if len(row) != len(header):
-            raise DataError(f"dataset.path: row {r + 2} of {str(file)!r} has {len(row)} fields, the header {len(header)}")
+            raise DataError(f"dataset.path: row {line} of {str(file)!r} has {len(row)} fields, the header "
+                            f"{len(header)}")
+        label = row[label_at].strip()
+        if not label:
+            raise DataError(f"dataset.path: row {line} of {str(file)!r} has an empty {label_column!r} cell; give it a "
+                            "label or remove the row")
+        labels.append(label)
         for j, i in enumerate(features):
             value = _number(row[i])
             if value is None:
-                raise DataError(f"dataset.path: column {header[i]!r}, row {r + 2} of {str(file)!r} is "
+                raise DataError(f"dataset.path: column {header[i]!r}, row {line} of {str(file)!r} is "
                                 f"{row[i]!r}, not a number; features must be numeric")
             x[r, j] = value
-    return _split(file.stem, x, y, test_fraction, seed)
+    names = sorted(set(labels), key=lambda v: (_number(v) is None, _number(v) or 0.0, v))
+    y = np.array([names.index(v) for v in labels], dtype=np.int64)
+    return _split(file.stem, x, y, test_fraction, seed, class_names=names)
 
 
 def _number(text: str) -> float | None:
@@ -91,12 +144,16 @@ def _number(text: str) -> float | None:
 
 
 def image_folder(path: str, size: Sequence[int] | None = None, grayscale: bool = False,
-                 test_fraction: float = 0.25, seed: int = 0) -> Dataset:
+                 test_fraction: float = 0.25, seed: int = 0, skip_unreadable: bool = False) -> Dataset:
     """Images in one sub-folder per class (``path/<class>/<image>``, the ImageFolder layout), read with
     Pillow, scaled to [0, 1] as (C, H, W), resized to ``size`` = (height, width) (default: the first
-    image's). With ``path/train`` and ``path/test`` sub-folders those are the split."""
+    image's). With ``path/train`` and ``path/test`` sub-folders those are the split. A file that Pillow
+    cannot read (corrupt, truncated) is an error naming it; ``skip_unreadable`` skips such files
+    instead and says how many."""
     from PIL import Image
 
+    if size is not None and (len(size) != 2 or any(side < 1 for side in size)):
+        raise ConfigError(f"dataset.size must be [height, width], two positive integers, got {list(size)}")
     root = _directory(path, "images in class sub-folders")
     parts = [root / "train", root / "test"] if (root / "train").is_dir() and (root / "test").is_dir() else [root]
     class_names = sorted(d.name for d in parts[0].iterdir() if d.is_dir())
@@ -105,27 +162,38 @@ def image_folder(path: str, size: Sequence[int] | None = None, grayscale: bool =
                         "path/<class name>/<image files>")
     arrays: list[tuple[np.ndarray, np.ndarray]] = []
     shape: tuple[int, int] | None = tuple(size) if size is not None else None  # type: ignore[assignment]
+    skipped: list[Path] = []
     for part in parts:
         images, labels = [], []
         for label, name in enumerate(class_names):
             for file in sorted((part / name).iterdir()) if (part / name).is_dir() else []:
                 if file.suffix.lower() not in IMAGE_SUFFIXES:
                     continue
-                with Image.open(file) as image:
-                    image = image.convert("L" if grayscale else "RGB")
-                    if shape is None:
-                        shape = (image.height, image.width)
-                    if (image.height, image.width) != shape:
-                        image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-                    pixels = np.asarray(image, dtype=np.float32) / 255.0
+                try:
+                    with Image.open(file) as image:
+                        image = image.convert("L" if grayscale else "RGB")
+                        if shape is None:
+                            shape = (image.height, image.width)
+                        if (image.height, image.width) != shape:
+                            image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+                        pixels = np.asarray(image, dtype=np.float32) / 255.0
+                except OSError as error:  # Pillow's UnidentifiedImageError and truncated files are OSErrors
+                    if not skip_unreadable:
+                        raise DataError(f"dataset.path: {str(file)!r} is not a readable image ({error}); fix or "
+                                        "remove it, or set dataset.skip_unreadable=true to skip such files") from None
+                    skipped.append(file)
+                    continue
                 images.append(pixels[None] if grayscale else pixels.transpose(2, 0, 1))
                 labels.append(label)
         if not images:
-            raise DataError(f"dataset.path: no images ({', '.join(IMAGE_SUFFIXES)}) under {str(part)!r}")
+            raise DataError(f"dataset.path: no readable images ({', '.join(IMAGE_SUFFIXES)}) under {str(part)!r}")
         arrays.append((np.stack(images), np.asarray(labels, dtype=np.int64)))
+    if skipped:
+        logger.warning("dataset.path: skipped %d unreadable image(s) under %r (first: %r)", len(skipped), str(root),
+                       str(skipped[0]))
     if len(arrays) == 2:
         return from_arrays(root.name, arrays[0][0], arrays[0][1], arrays[1][0], arrays[1][1])
-    return _split(root.name, arrays[0][0], arrays[0][1], test_fraction, seed)
+    return _split(root.name, arrays[0][0], arrays[0][1], test_fraction, seed, class_names=class_names)
 
 
 def _find(root: Path, names: Sequence[str], subfolders: Sequence[str], dataset: str, source: str) -> list[Path]:
@@ -181,7 +249,7 @@ def fashion_mnist(path: str = "data") -> Dataset:
                         "https://github.com/zalandoresearch/fashion-mnist (data/fashion)")
 
 
-def _cifar(name: str, path: str, folder: str, train: Sequence[str], label_key: bytes) -> Dataset:
+def _cifar(name: str, path: str, folder: str, train: Sequence[str], label_key: bytes, n_classes: int) -> Dataset:
     root = Path(path).expanduser()
     files = _find(root, [*train, "test_batch" if len(train) > 1 else "test"], [folder], name,
                   "https://www.cs.toronto.edu/~kriz/cifar.html (the python version, unpacked)")
@@ -194,14 +262,14 @@ def _cifar(name: str, path: str, folder: str, train: Sequence[str], label_key: b
                       np.asarray(batch[label_key], dtype=np.int64)))
     x_train = np.concatenate([p[0] for p in parts[:-1]]) / np.float32(255.0)
     y_train = np.concatenate([p[1] for p in parts[:-1]])
-    return from_arrays(name, x_train, y_train, parts[-1][0] / np.float32(255.0), parts[-1][1])
+    return from_arrays(name, x_train, y_train, parts[-1][0] / np.float32(255.0), parts[-1][1], n_classes=n_classes)
 
 
 def cifar10(path: str = "data") -> Dataset:
     """CIFAR-10 from ``data_batch_1..5`` and ``test_batch`` in ``path`` (or ``path/cifar-10-batches-py``)."""
-    return _cifar("cifar10", path, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], b"labels")
+    return _cifar("cifar10", path, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], b"labels", 10)
 
 
 def cifar100(path: str = "data") -> Dataset:
     """CIFAR-100 (fine labels) from ``train`` and ``test`` in ``path`` (or ``path/cifar-100-python``)."""
-    return _cifar("cifar100", path, "cifar-100-python", ["train"], b"fine_labels")
+    return _cifar("cifar100", path, "cifar-100-python", ["train"], b"fine_labels", 100)

@@ -5,16 +5,40 @@ so one run says little; the interval uses Student's t with n - 1 degrees of free
 seeds is all a compute budget usually allows. Every run counts once: the mean over seeds is
 unweighted, which is right because each seed is one draw of the same experiment (unlike means over
 experiences, which :mod:`lifelong.metrics.accuracy_matrix` offers both per experience and pooled over
-test samples).
+test samples). The interval is clipped to the range the metric can take (:data:`BOUNDS`): with a
+mean near 1.0 and few seeds a t interval reaches past 1.0, an accuracy no run can have.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
+
+
+NOT_METRICS = ("world_size", "batch_size_changes")
+"""Stored with a run's metrics but saying how it ran, not what it reached: never aggregated or shown
+as metrics."""
+
+_ACCURACIES = ("final_accuracy", "final_accuracy_pooled", "average_incremental_accuracy",
+               "average_incremental_accuracy_per_experience", "min_old_accuracy", "worst_case_accuracy", "a_auc",
+               "last_accuracy", "mean_error")
+_DIFFERENCES = ("forgetting", "backward_transfer", "forward_transfer")
+_FRACTIONS = ("stability_gap", "relative_stability_gap", "recovered_fraction")
+
+BOUNDS: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(_ACCURACIES, (0.0, 1.0)), **dict.fromkeys(_FRACTIONS, (0.0, 1.0)),
+    **dict.fromkeys(_DIFFERENCES, (-1.0, 1.0)), "effective_lr": (0.0, math.inf)}
+"""The range of each bounded metric: accuracies, errors and fractions in [0, 1], differences of two
+accuracies (forgetting, BWT, FWT) in [-1, 1], a learning rate above 0. A test-time adaptation run's
+``error <domain>`` metrics are errors too."""
+
+
+def bounds(name: str) -> tuple[float, float]:
+    """The range of metric ``name`` (unbounded when unknown)."""
+    return BOUNDS.get(name, (0.0, 1.0) if name.startswith("error ") else (-math.inf, math.inf))
 
 
 @dataclass(frozen=True)
@@ -36,8 +60,12 @@ class Aggregate:
         return f"{self.mean:.3f} ± {self.std:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
-def aggregate(values: Sequence[float], confidence: float = 0.95) -> Aggregate:
-    """Mean, sample std (ddof 1) and the ``confidence`` interval ``mean ± t * std / sqrt(n)``."""
+def aggregate(values: Sequence[float], confidence: float = 0.95,
+              limits: tuple[float, float] = (-math.inf, math.inf)) -> Aggregate:
+    """Mean, sample std (ddof 1) and the ``confidence`` interval ``mean ± t * std / sqrt(n)``, clipped
+    to ``limits``, the range the metric can take."""
+    from scipy import stats  # SciPy takes a second to import: only where an interval is computed
+
     array = np.asarray(values, dtype=float)
     if array.ndim != 1 or len(array) == 0:
         raise ValueError(f"aggregate needs a non-empty list of numbers, got shape {array.shape}")
@@ -46,7 +74,7 @@ def aggregate(values: Sequence[float], confidence: float = 0.95) -> Aggregate:
         return Aggregate(1, mean, None, None, None)
     std = float(array.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, df=len(array) - 1)) * std / np.sqrt(len(array))
-    return Aggregate(len(array), mean, std, mean - half, mean + half)
+    return Aggregate(len(array), mean, std, max(mean - half, limits[0]), min(mean + half, limits[1]))
 
 
 def _is_number(value: object) -> bool:
@@ -54,7 +82,10 @@ def _is_number(value: object) -> bool:
 
 
 def aggregate_metrics(runs: Sequence[Mapping[str, float | None]]) -> dict[str, Aggregate]:
-    """Each numeric metric that every run has a value for, aggregated over the runs (lists such as
-    per-experience values are left out)."""
-    names = [name for name in runs[0] if all(_is_number(run.get(name)) for run in runs)] if runs else []
-    return {name: aggregate([float(run[name]) for run in runs]) for name in names}  # type: ignore[arg-type]
+    """Each numeric metric that every run has a value for, aggregated over the runs with its interval
+    clipped to the metric's :func:`bounds` (lists such as per-experience values, and :data:`NOT_METRICS`,
+    are left out)."""
+    names = [name for name in runs[0] if name not in NOT_METRICS and all(_is_number(run.get(name)) for run in runs)] \
+        if runs else []
+    return {name: aggregate([float(run[name]) for run in runs], limits=bounds(name))  # type: ignore[arg-type]
+            for name in names}

@@ -26,13 +26,14 @@ AXES = ("samples", "steps", "seconds", "flops")
 
 
 def flops_at(steps: Sequence[int], experiences: Sequence[int], costs: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
-    """FLOPs spent by each curve point, or None when the cost log has no ``flops``.
+    """FLOPs spent by each curve point, or None when the cost log has no ``flops`` (absent, or all zero:
+    a run that did not count them records 0.0).
 
     ``costs[e]["flops"]`` is experience e's total, spread evenly over its ``steps`` (every step of an
     experience runs the same model on the same batch size), so a point at step s of experience e has
     spent the earlier experiences' totals plus ``(s - steps before e) * flops[e] / steps[e]``.
     """
-    if not costs or any(cost.get("flops") is None for cost in costs):
+    if not costs or any(cost.get("flops") is None for cost in costs) or not any(cost["flops"] for cost in costs):
         return None
     totals = np.array([float(cost["flops"]) for cost in costs])  # (E,)
     per_step = np.array([float(cost["flops"]) / max(int(cost["steps"]), 1) for cost in costs])  # (E,)

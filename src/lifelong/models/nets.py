@@ -8,8 +8,9 @@ feature methods a user model needs ``backbone`` and ``head`` attributes too (see
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from torch import nn
 
@@ -19,14 +20,33 @@ from lifelong.models.ghost_batch_norm import GhostBatchNorm
 from lifelong.models.resnet import resnet18, resnet32
 
 
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Draw initial weights from ``seed`` without touching the global random state, or (None) from the
+    global state as any ``nn.Module`` does."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (256, 256),
-        norm: str = "none") -> Classifier:
+        norm: str = "none", seed: int | None = None) -> Classifier:
     """Flatten, then ``Linear -> [norm] -> ReLU`` per hidden width, then a linear head.
 
     ``norm`` is ``none``, ``batch``, ``layer`` (LayerNorm behaves the same at train and test time,
     which suits streams) or ``ghost`` (batch norm over virtual batches of 32, for large batches:
-    :class:`~lifelong.models.ghost_batch_norm.GhostBatchNorm`).
+    :class:`~lifelong.models.ghost_batch_norm.GhostBatchNorm`). ``seed`` makes the initial weights a
+    function of it alone (a model built before ``train(..., seed=...)`` is otherwise initialised from
+    whatever the global random state holds, so a script gives a different result every run).
     """
+    with _seeded(seed):
+        return _mlp(input_shape, n_classes, hidden, norm)
+
+
+def _mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int], norm: str) -> Classifier:
     if not hidden or any(h < 1 for h in hidden):
         raise ConfigError(f"model.hidden must be a non-empty list of positive widths, got {list(hidden)}")
     norms = {"none": None, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm, "ghost": GhostBatchNorm}
@@ -44,11 +64,17 @@ def mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (256
 
 
 def cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int] = (32, 64),
-        batch_norm: bool = True) -> Classifier:
+        batch_norm: bool = True, seed: int | None = None) -> Classifier:
     """``Conv3x3 -> [BatchNorm] -> ReLU -> MaxPool2`` per entry of ``channels``, global average pool, head.
 
     Needs image inputs (C, H, W); pooling stops once the feature map is 2x2 so small images work.
+    ``seed``: as for :func:`mlp`.
     """
+    with _seeded(seed):
+        return _cnn(input_shape, n_classes, channels, batch_norm)
+
+
+def _cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int], batch_norm: bool) -> Classifier:
     if len(input_shape) != 3:
         raise ConfigError(f"model.name='cnn' needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
                           "use model.name='mlp'")

@@ -25,14 +25,15 @@ class SeedsResult:
     group_id: int | None
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0,1,2"`` -> ``[0, 1, 2]``; distinct integers only."""
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; distinct non-negative integers only (``option`` names the setting in
+    errors, e.g. ``--eval-seeds``)."""
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds: expected comma-separated integers such as 0,1,2, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds: expected distinct comma-separated integers such as 0,1,2, got {text!r}")
+        raise ConfigError(f"{option}: expected comma-separated integers such as 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"{option}: expected distinct comma-separated integers >= 0 such as 0,1,2, got {text!r}")
     return seeds
 
 

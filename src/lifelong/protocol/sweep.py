@@ -89,6 +89,8 @@ def load_sweep(path: str | Path, db: str | None = None) -> Sweep:
     components once (so a bad value fails before anything trains). ``db`` overrides the base
     configuration's ``run.db``."""
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"--config: {str(path)!r} is a directory; give the path of a sweep TOML file")
     if not file.is_file():
         raise MissingFileError(f"--config: no such sweep file {str(path)!r}")
     try:
@@ -96,13 +98,16 @@ def load_sweep(path: str | Path, db: str | None = None) -> Sweep:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"--config {str(path)!r}: not valid TOML: {error}") from None
     except pydantic.ValidationError as error:
-        raise ConfigError(describe_validation_error(error, "sweep")) from None
+        raise ConfigError(describe_validation_error(error, "sweep", model=SweepFile)) from None
     if len(set(sweep.seeds)) != len(sweep.seeds):  # a repeated seed would count one run twice in the summary
         raise ConfigError(f"sweep.seeds: expected distinct integers, got {sweep.seeds}")
     for key, values in sweep.grid.items():
         if not values:
             raise ConfigError(f"sweep.grid.{key}: an axis needs at least one value, got []")
     base = str(file.parent / sweep.config) if sweep.config else None
+    if base is not None and not Path(base).is_file():
+        raise MissingFileError(f"sweep.config in {str(path)!r}: no such run configuration {base!r} (the path is "
+                               "relative to the sweep file)")
     fixed = sweep.set + ([_override("run.db", db)] if db else [])
     cells = []
     for seed in sweep.seeds:

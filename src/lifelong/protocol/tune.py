@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 from sklearn.model_selection import train_test_split
 
@@ -81,6 +82,16 @@ def validation_split(dataset: Dataset, fraction: float, seed: int) -> Dataset:
                    dataset.x_train[validation_index], dataset.y_train[validation_index], dataset.n_classes)
 
 
+def sampler_seed(seed: int, existing_trials: int) -> int:
+    """The sampler's seed for a study that already holds ``existing_trials`` trials: ``seed`` for a new
+    study; for a continued one a seed drawn from both, because a sampler seeded as the first time
+    would draw the first trials' parameters again (the sampler's random state is not stored in the
+    study, only the trials are)."""
+    if existing_trials == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, existing_trials]).generate_state(1)[0])
+
+
 def _assignments(values: dict[str, Any]) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in values.items()]
 
@@ -103,6 +114,7 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
                                 sampler=optuna.samplers.TPESampler(seed=settings.seed), load_if_exists=True)
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # a trial cut off by an interrupted run
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(settings.seed, len(study.trials)))
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, space)

@@ -27,6 +27,11 @@ def render_figures(records: Sequence[RunRecord]) -> dict[str, bytes]:
     """Every report figure as PNG bytes, by name."""
     if not records:
         raise ConfigError("report: give at least one run id; `lifelong runs` lists them")
+    adaptation = [record.id for record in records if record.is_adaptation]
+    if adaptation:
+        raise ConfigError(f"report: run {adaptation[0]} is a test-time adaptation run (accuracy per domain, no "
+                          f"accuracy matrix or training curve to draw); `lifelong show {adaptation[0]}` prints it, "
+                          "and the report takes training runs")
     empty = [record.id for record in records if not record.experiences]
     if empty:
         raise ConfigError(f"report: run {empty[0]} has no finished experience to plot (status "
@@ -35,6 +40,8 @@ def render_figures(records: Sequence[RunRecord]) -> dict[str, bytes]:
 
 
 def _cell(value: object) -> str:
+    """A table cell: ``-`` for a missing value, floats to three decimals, integers (and everything else)
+    as they are."""
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
 
 
@@ -48,19 +55,36 @@ def comparison_rows(records: Sequence[RunRecord], target: float) -> list[list[ob
         axes = compute_axes(points, costs)
         accuracy = mean_accuracy(points)
         reach = {name: time_to_accuracy(axes[name], accuracy, target) for name in ("samples", "seconds")}
+        samples = reach["samples"]
         rows.append([run_label(record), record.name, record.status, *(metrics.get(m) for m in METRICS),
                      sum(float(c["seconds"]) for c in costs), sum(int(c["samples"]) for c in costs),
-                     reach["samples"], reach["seconds"]])
+                     int(samples) if samples is not None else None, reach["seconds"]])
     return rows
+
+
+def configuration_rows(records: Sequence[RunRecord]) -> list[list[object]]:
+    """One row per configuration field (``section.field``) with each run's value, the fields whose
+    values differ between the runs first: what the report's runs were, so it can be read (and rerun) on
+    its own."""
+    values = [{f"{section}.{key}".rstrip("."): value for section, fields in record.config.items()
+               for key, value in (fields.items() if isinstance(fields, dict) else [("", fields)])}
+              for record in records]
+    names = list(dict.fromkeys(name for run in values for name in run))
+    rows = [[name, *(run.get(name) for run in values)] for name in names]
+    return sorted(rows, key=lambda row: len({repr(v) for v in row[1:]}) == 1)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    return '<div class="wide"><table><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + \
+        "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows) + "</table></div>"
 
 
 def build_report(records: Sequence[RunRecord], figures: dict[str, bytes], target: float) -> str:
     """The report page as a string."""
     header = ["run", "stream", "status", *METRICS, "train seconds", "samples",
               f"samples to {target:.0%}", f"seconds to {target:.0%}"]
-    table = '<div class="wide"><table><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + "".join(
-        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in comparison_rows(records, target)
-    ) + "</table></div>"
+    table = _table(header, comparison_rows(records, target))
+    configurations = _table(["field", *(run_label(r) for r in records)], configuration_rows(records))
     sections = "".join(
         f'<h2>{html.escape(title)}</h2><img id="{name}" alt="{html.escape(title)}" '
         f'src="data:image/png;base64,{base64.b64encode(figures[name]).decode("ascii")}">'
@@ -73,7 +97,9 @@ def build_report(records: Sequence[RunRecord], figures: dict[str, bytes], target
             f"<style>{_STYLE}</style></head><body><h1>lifelong report: runs {ids}</h1>"
             f'<p class="note">generated {datetime.now(UTC).isoformat(timespec="seconds")}; time to accuracy is '
             f"the first evaluation whose mean accuracy over every experience reaches {target:.0%}.</p>{note}"
-            f"<h2>Comparison</h2>{table}{sections}</body></html>")
+            f"<h2>Comparison</h2>{table}{sections}<h2>Configurations</h2>"
+            f'<p class="note">Every setting of each run, those that differ between the runs first.</p>'
+            f"{configurations}</body></html>")
 
 
 def write_report(records: Sequence[RunRecord], output: str | Path | None, png_dir: str | Path | None = None,
@@ -81,6 +107,8 @@ def write_report(records: Sequence[RunRecord], output: str | Path | None, png_di
     """Write the HTML page to ``output`` and/or each figure as ``png_dir/NAME.png``; return the paths."""
     if not 0.0 < target <= 1.0:
         raise ConfigError(f"--target must lie in (0, 1], got {target}")
+    if output is not None and Path(output).is_dir():
+        raise ConfigError(f"-o: {str(output)!r} is a directory; give a file name such as report.html")
     for destination, label in ((output, "-o"), (png_dir, "--png")):
         if destination is not None and not Path(destination).parent.exists():
             raise ConfigError(f"{label}: the folder {str(Path(destination).parent)!r} does not exist; create it first")

@@ -19,11 +19,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 
 from lifelong.metrics.efficiency import AXES, compute_axes, mean_accuracy  # noqa: E402
 from lifelong.runner.results import RunRecord  # noqa: E402
 
-AXIS_LABELS = {"samples": "samples seen", "steps": "optimizer steps", "seconds": "training seconds", "flops": "FLOPs"}
+AXIS_LABELS = {"samples": "samples seen", "steps": "optimizer steps", "seconds": "training time", "flops": "FLOPs"}
+
+AXIS_UNITS = {"samples": "", "steps": "", "seconds": "s", "flops": "FLOP"}
+"""Tick labels in engineering notation (``20k``, ``1.5 TFLOP``, ``300 ms``): readable at any scale,
+with no shared ``1e12`` offset that a reader has to multiply in; counts (samples, steps) tick at whole
+numbers."""
+
+
+def _ticks(axis: Any, name: str) -> None:
+    axis.xaxis.set_major_formatter(EngFormatter(unit=AXIS_UNITS[name], sep=" " if AXIS_UNITS[name] else ""))
+    if name in ("samples", "steps"):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def run_label(record: RunRecord) -> str:
@@ -92,6 +104,7 @@ def accuracy_per_experience(records: Sequence[RunRecord]) -> Figure:
             axis.axvline(step, color="grey", linestyle="--", linewidth=0.7)
         axis.set_ylim(-0.02, 1.02)
         axis.set_xlabel("optimizer steps")
+        _ticks(axis, "steps")
         axis.set_ylabel("accuracy")
         axis.set_title(run_label(record), fontsize=9)
         axis.legend(fontsize=6, ncol=2)
@@ -116,6 +129,7 @@ def stability_gap(records: Sequence[RunRecord]) -> Figure:
             axis.axvline(step, color=line.get_color(), linestyle=":", linewidth=0.6)
     axis.set_ylim(-0.02, 1.02)
     axis.set_xlabel("optimizer steps")
+    _ticks(axis, "steps")
     axis.set_ylabel("mean accuracy on earlier experiences")
     axis.set_title("stability gap: old-experience accuracy during training")
     axis.legend(fontsize=7)
@@ -124,7 +138,8 @@ def stability_gap(records: Sequence[RunRecord]) -> Figure:
 
 
 def accuracy_vs_compute(records: Sequence[RunRecord]) -> Figure:
-    """Mean accuracy over every experience against each compute axis the runs have."""
+    """Mean accuracy over every experience against each compute axis the runs have (FLOPs only when
+    every run counted them)."""
     series = [(record, points_of(record)) for record in records]
     available = [name for name in AXES if all(name in compute_axes(points, [e["cost"] for e in record.experiences])
                                               for record, points in series)]
@@ -134,6 +149,7 @@ def accuracy_vs_compute(records: Sequence[RunRecord]) -> Figure:
             values = compute_axes(points, [e["cost"] for e in record.experiences])[name]
             axis.plot(values, mean_accuracy(points), label=run_label(record), linewidth=1.2)
         axis.set_xlabel(AXIS_LABELS[name])
+        _ticks(axis, name)
         axis.set_ylabel("mean accuracy, all experiences")
         axis.set_ylim(-0.02, 1.02)
         axis.legend(fontsize=6)

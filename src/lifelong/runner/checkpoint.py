@@ -2,9 +2,10 @@
 
 A checkpoint is written at every experience boundary (after the experience is trained, evaluated and
 recorded) and every ``every_steps`` optimizer steps inside an experience, always between two steps.
-Only the newest ``keep`` files are kept. A run killed at any moment (even ``SIGKILL``) resumes from its
-newest readable checkpoint and ends with the same accuracy matrix and the same parameters, bit for
-bit on CPU, as a run that was never stopped.
+Only the newest ``keep`` files are kept, and once the run has finished and its result is stored they
+are deleted (a finished run is never resumed; ``keep_finished`` keeps them). A run killed at any
+moment (even ``SIGKILL``) resumes from its newest readable checkpoint and ends with the same accuracy
+matrix and the same parameters, bit for bit on CPU, as a run that was never stopped.
 
 Format (version 2). One file per checkpoint, ``checkpoint-step<STEP>-done<EXPERIENCES>.pt`` (zero
 padded, so names sort in training order), written by :func:`torch.save` and readable with
@@ -36,7 +37,9 @@ checkpointed by an older lifelong is resumed by that version or started again.
 A file is first written to a temporary name in the same folder, flushed and ``fsync``-ed, renamed over
 its final name with :func:`os.replace` and the folder is ``fsync``-ed: a reader sees a whole file or
 none. A file that cannot be read anyway (a truncated copy, a full disk) is skipped on resume with a
-warning, falling back to the previous one.
+warning, falling back to the previous one. A checkpoint that cannot be written (a full disk, a
+read-only folder) stops the run with a :class:`~lifelong.errors.StorageError` naming the folder and the
+cause; the run is marked failed and resumes from its newest checkpoint once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lifelong.errors import ConfigError, ResumeError
+from lifelong.errors import ConfigError, ResumeError, StorageError
 from lifelong.metrics.compute import ExperienceCost
 from lifelong.runner.observers import Observer, RunContext, TrainState
 from lifelong.runner.results import ResultsStore
@@ -80,11 +83,13 @@ class CheckpointSettings:
     themselves for a run without a results store); None puts it next to the results database, as
     ``<db name>-checkpoints``. ``every_steps``: also save every that many optimizer steps inside an
     experience (0: only at experience boundaries). ``keep``: how many of the newest files to keep.
+    ``keep_finished``: keep them once the run has finished (by default they are deleted then).
     """
 
     directory: Path | None = None
     every_steps: int = 200
     keep: int = 2
+    keep_finished: bool = False
 
     def __post_init__(self) -> None:
         if self.every_steps < 0:
@@ -106,7 +111,18 @@ class CheckpointSettings:
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped a run after a checkpoint was saved; the message says how to resume."""
+    """SIGINT or SIGTERM stopped a run after a checkpoint was saved. The message says where, and how to
+    continue (``how``); a caller that knows the command that started the run (the command line) puts
+    that command in with :meth:`continued_with`."""
+
+    def __init__(self, where: str, run_id: int | None, how: str) -> None:
+        super().__init__(f"{where}; continue with {how}")
+        self.where = where
+        self.run_id = run_id
+
+    def continued_with(self, how: str) -> RunInterrupted:
+        """The same interruption, continued with ``how``."""
+        return RunInterrupted(self.where, self.run_id, how)
 
 
 def checkpoint_files(folder: Path) -> list[Path]:
@@ -246,9 +262,28 @@ class Checkpointer(Observer):
     def _stop_if_asked(self, state: TrainState) -> None:
         if self.signal_received is not None:
             name = signal.Signals(self.signal_received).name
-            how = f"lifelong run --resume {self.run_id}" if self.run_id is not None else "train(..., resume_run=...)"
+            how = f"`train(..., store=..., resume_run={self.run_id})` with the same store and arguments" \
+                if self.run_id is not None else "a new run (a run without a results store cannot be resumed)"
             raise RunInterrupted(f"{name} at experience {state.experience}, step {state.step}: checkpoint saved in "
-                                 f"{str(self.folder)!r}; continue with `{how}`")
+                                 f"{str(self.folder)!r}", self.run_id, how)
+
+    def run_finished(self) -> None:
+        """Delete the run's checkpoints now that it has finished and its result is stored, unless the
+        settings keep them; the run's folder goes too, and the folder of all runs once it is empty."""
+        if self.settings.keep_finished:
+            return
+        for path in checkpoint_files(self.folder):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:  # the run is finished and stored: a file left behind is only a warning
+                logger.warning("could not delete the finished run's checkpoint %r (%s)", str(path), error.strerror)
+                return
+        default_root = self.run_id is not None and self.settings.directory is None
+        for folder in (self.folder, self.folder.parent) if default_root else (self.folder,):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another run's checkpoints, a file of the user's) or already gone
+                return
 
     def save(self, state: TrainState, within_experience: bool) -> Path | None:
         """Write a checkpoint of the run as it stands between two steps; None (and a warning) if the
@@ -278,7 +313,12 @@ class Checkpointer(Observer):
         }
         path = self.folder / f"checkpoint-step{state.step:010d}-done{completed:04d}.pt"
         started = time.perf_counter()
-        write_atomic(payload, path)
+        try:
+            write_atomic(payload, path)
+        except OSError as error:
+            raise StorageError(f"run.checkpoint_dir: cannot write a checkpoint in {str(self.folder)!r} "
+                               f"({error.strerror or error}); free space or choose another folder, then resume the "
+                               "run from its previous checkpoint") from None
         for old in checkpoint_files(self.folder)[:-self.settings.keep]:
             old.unlink(missing_ok=True)
         if within_experience:

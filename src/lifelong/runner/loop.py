@@ -241,6 +241,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
             result.metrics["compile_seconds"] = compile_seconds
         if store and run_id is not None:
             store.finish_run(run_id, rows, result.metrics, result.extra.get("curve"))
+        if checkpointer:
+            checkpointer.run_finished()
     except KeyboardInterrupt:
         if store and run_id is not None:
             store.set_status(run_id, "interrupted", f"interrupted during experience {state.experience}")

@@ -4,31 +4,45 @@ Each write is one transaction on its own connection, in WAL mode, so a crash or 
 writing at the same time never leaves a half-written record: a run row is created as ``running``,
 each finished experience is written as it ends (a crashed run keeps what it finished), and the
 final metrics and status land together.
+
+A run records the process that runs it (host, pid and start time, in its environment); a run still
+``running`` whose process on this host is gone (killed, out of memory, the machine rebooted) is read
+back as ``interrupted``. A store opened ``read_only`` (what the read commands do) must exist, is
+never written and can be a file the user may not write; a write that fails because the file is
+read-only or the disk is full is a :class:`~lifelong.errors.StorageError` that says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
 import platform
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lifelong.errors import ConfigError
+from lifelong.errors import ConfigError, MissingFileError, StorageError
 
 SCHEMA_VERSION = 2
 
 LOCK_TIMEOUT = 60.0
 """Seconds a write waits for another process's lock on the database before giving up."""
+
+LOCK_NOTICE = 1.0
+"""Seconds a write waits for a lock silently; after that it says that it is waiting (and for what)."""
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -95,7 +109,7 @@ CREATE TABLE group_runs (
 #: Settings that say where a run is recorded, displayed or checkpointed, not what it computes: left
 #: out of its key (resuming from a checkpoint reproduces the uninterrupted run).
 _KEY_EXCLUDED = {"run": ("db", "progress", "checkpoint", "checkpoint_dir", "checkpoint_every_steps",
-                         "keep_checkpoints")}
+                         "keep_checkpoints", "keep_finished_checkpoints")}
 
 
 @dataclass
@@ -119,6 +133,12 @@ class RunRecord:
     experiences: list[dict[str, Any]] = field(default_factory=list)
     curve: list[dict[str, Any]] = field(default_factory=list)
     """Continual-evaluation points (step, samples, seconds, experience, accuracies), when recorded."""
+
+    @property
+    def is_adaptation(self) -> bool:
+        """A test-time adaptation run (``lifelong tta``): the accuracy of online predictions per domain,
+        no accuracy matrix over experiences and no training curve."""
+        return "corruptions" in self.config and "strategy" not in self.config
 
     @property
     def rows(self) -> list[list[float]]:
@@ -172,48 +192,179 @@ def environment() -> dict[str, Any]:
             "python": sys.version.split()[0], "platform": platform.platform(), "git_commit": commit}
 
 
-class ResultsStore:
-    """Runs in a SQLite database at ``path`` (created on first use)."""
+def process_identity() -> dict[str, Any]:
+    """This process as a run records it: host, pid and (on Linux) its start time, which tells a live
+    process from a later one that reused the pid."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _start_time(os.getpid())}
 
-    def __init__(self, path: str | Path) -> None:
+
+def _start_time(pid: int) -> str | None:
+    """Process ``pid``'s start time in clock ticks since boot, "zombie" for one that has exited but
+    not been reaped, None where ``/proc`` does not say (not Linux, no such process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # from field 3 (state) on; the name may hold spaces
+    return "zombie" if fields[0] == "Z" else fields[19]  # field 22: starttime
+
+
+def process_alive(process: dict[str, Any]) -> bool:
+    """Whether a recorded process (:func:`process_identity`) still runs. One on another host, or on a
+    system without POSIX signals, cannot be checked and counts as alive."""
+    if process.get("host") != socket.gethostname() or os.name != "posix":
+        return True
+    pid = int(process["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it exists
+        pass
+    started = _start_time(pid)
+    return started != "zombie" and (started is None or process.get("started") in (None, started))
+
+
+class ResultsStore:
+    """Runs in a SQLite database at ``path``, created on first use unless ``read_only``: then the file
+    must exist and is only read (it may be a file the user cannot write)."""
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         if self.path.is_dir():
             raise ConfigError(f"run.db: {str(self.path)!r} is a directory; give a file path such as "
                               "'lifelong-runs.db'")
+        if read_only and not self.path.is_file():
+            raise MissingFileError(f"--db: no results database {str(self.path)!r}; check the path (`lifelong run` "
+                                   "creates one)")
         if not self.path.parent.exists():
             raise ConfigError(f"run.db: the folder {str(self.path.parent)!r} does not exist; create it first")
-        with self._transaction() as conn:
+        with self._snapshot() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                _execute_script(conn, _SCHEMA)
-                version = 1
-                conn.execute(f"PRAGMA user_version = {version}")
-            elif version > SCHEMA_VERSION:
-                raise ConfigError(f"run.db: {str(self.path)!r} has schema version {version}, newer than this "
-                                  f"lifelong ({SCHEMA_VERSION}); upgrade lifelong")
-            while version < SCHEMA_VERSION:
-                _execute_script(conn, MIGRATIONS[version])
-                version += 1
-                conn.execute(f"PRAGMA user_version = {version}")
+        if version > SCHEMA_VERSION:
+            raise ConfigError(f"run.db: {str(self.path)!r} has schema version {version}, newer than this "
+                              f"lifelong ({SCHEMA_VERSION}); upgrade lifelong")
+        if version < SCHEMA_VERSION:
+            if read_only and version == 0:
+                raise ConfigError(f"--db: {str(self.path)!r} is not a results database (it holds no runs table); "
+                                  "give a database lifelong wrote")
+            self._migrate(version)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _migrate(self, version: int) -> None:
+        """Create the schema in a new file or bring an older one (at ``version``) to :data:`SCHEMA_VERSION`;
+        a read-only store is upgraded too (it is an existing database, not a new one) when it can be."""
         try:
-            conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT, isolation_level=None)
+            with self._session(write=True) as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have done it
+                if version == 0:
+                    _execute_script(conn, _SCHEMA)
+                    version = 1
+                    conn.execute(f"PRAGMA user_version = {version}")
+                while version < SCHEMA_VERSION:
+                    _execute_script(conn, MIGRATIONS[version])
+                    version += 1
+                    conn.execute(f"PRAGMA user_version = {version}")
+        except StorageError as error:
+            if not self.read_only:
+                raise
+            raise StorageError(f"run.db: {str(self.path)!r} has schema version {version}, older than this "
+                               f"lifelong's {SCHEMA_VERSION}, and cannot be upgraded here ({error}); upgrade it once "
+                               "with a command that can write it") from None
+
+    def _connect(self, write: bool) -> sqlite3.Connection:
+        """A connection: a plain one, or for reading a read-only store one that cannot write (falling back
+        to ``immutable``, which needs no lock file, when the folder does not let SQLite create one). A
+        writer waits :data:`LOCK_NOTICE` for a lock before saying so (:meth:`_begin_write`); a reader,
+        which in WAL mode waits only while another process sets the database up, waits quietly."""
+        timeout = LOCK_NOTICE if write else LOCK_TIMEOUT
+        try:
+            if write or not self.read_only:
+                return sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            uri = self.path.resolve().as_uri()
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
+            try:
+                conn.execute("PRAGMA user_version")
+            except sqlite3.OperationalError:
+                conn.close()
+                conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+            return conn
         except sqlite3.Error as error:
             raise ConfigError(f"run.db: cannot open {str(self.path)!r}: {error}") from None
+
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: the write lock, waited for)."""
+        if self.read_only:
+            raise StorageError(f"run.db: {str(self.path)!r} was opened read-only; open it without read_only to write")
+        return self._session(write=True)
+
+    def _snapshot(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One read transaction: a consistent snapshot, no lock taken, nothing written."""
+        return self._session(write=False)
+
+    @contextlib.contextmanager
+    def _session(self, write: bool) -> Iterator[sqlite3.Connection]:
+        """A connection in one transaction, committed at the end. SQLite's own errors for a full disk or
+        a read-only file become a :class:`StorageError` that names the cause."""
+        conn = self._connect(write)
         try:
-            self._write_ahead_log(conn)
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                if write:
+                    self._write_ahead_log(conn)
+                    conn.execute("PRAGMA foreign_keys=ON")
+                    self._begin_write(conn)
+                else:
+                    conn.execute("BEGIN")
+                try:
+                    yield conn
+                except BaseException:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:  # SQLite already rolled back (a full disk does)
+                        pass
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as error:
+                raise self._storage_error(error) from None
         finally:
             conn.close()
+
+    def _storage_error(self, error: sqlite3.DatabaseError) -> Exception:
+        """The user-facing error for a failed statement: a full disk or a read-only file as a
+        :class:`StorageError`, a file that is no database as a :class:`ConfigError`; anything else
+        unchanged (a bug)."""
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+        text = str(error)
+        if code == sqlite3.SQLITE_FULL or "disk is full" in text:
+            return StorageError(f"run.db: the disk holding {str(self.path)!r} is full ({text}); free some space, "
+                                "then run again")
+        if code == sqlite3.SQLITE_READONLY or "readonly" in text:
+            return StorageError(f"run.db: {str(self.path)!r} is read-only ({text}); give a file you can write "
+                                "with --db (the read commands runs, show, compare, report and export can read it)")
+        if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            return ConfigError(f"run.db: {str(self.path)!r} is not a results database ({text}); give a new file name "
+                               "or a database lifelong wrote")
+        return error
+
+    def _begin_write(self, conn: sqlite3.Connection) -> None:
+        """Take the write lock; when another process holds it past :data:`LOCK_NOTICE`, say so and wait
+        for it up to :data:`LOCK_TIMEOUT` in all."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+        logger.warning("run.db: %r is locked by another process writing to it; waiting up to %.0f s", str(self.path),
+                       LOCK_TIMEOUT)
+        conn.execute(f"PRAGMA busy_timeout = {int((LOCK_TIMEOUT - LOCK_NOTICE) * 1000)}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            raise ConfigError(f"run.db: {str(self.path)!r} stayed locked by another process for {LOCK_TIMEOUT:.0f} s; "
+                              "retry when it is done") from None
 
     def _write_ahead_log(self, conn: sqlite3.Connection) -> None:
         """Put the database in WAL mode. Switching a new file's journal needs it to itself, which another
@@ -225,6 +376,8 @@ class ResultsStore:
                 conn.execute("PRAGMA journal_mode=WAL")
                 return
             except sqlite3.OperationalError as error:
+                if "readonly" in str(error):
+                    raise self._storage_error(error) from None
                 if "locked" not in str(error) and "busy" not in str(error):
                     raise ConfigError(f"run.db: cannot use {str(self.path)!r} ({error})") from None
                 if time.monotonic() > deadline:
@@ -237,13 +390,13 @@ class ResultsStore:
 
     def start_run(self, name: str, strategy: str, seed: int, config: dict[str, Any],
                   env: dict[str, Any] | None = None) -> int:
-        """Create a ``running`` run and return its id."""
+        """Create a ``running`` run and return its id; the run records this process as the one running it."""
+        recorded = {**(env or environment()), "process": process_identity()}
         with self._transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO runs (created, status, name, strategy, seed, config, environment, config_key) "
                 "VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
-                (_now(), name, strategy, seed, json.dumps(config), json.dumps(env or environment()),
-                 config_key(config)))
+                (_now(), name, strategy, seed, json.dumps(config), json.dumps(recorded), config_key(config)))
             return int(cursor.lastrowid)  # type: ignore[arg-type]
 
     def record_initial(self, run_id: int, initial: list[float]) -> None:
@@ -273,20 +426,24 @@ class ResultsStore:
                          "WHERE id = ?", (_now(), json.dumps(matrix), json.dumps(metrics), run_id))
 
     def set_status(self, run_id: int, status: str, error: str | None = None) -> None:
-        """Mark a run ``failed``, ``interrupted`` or ``running`` again, with a message."""
+        """Mark a run ``failed``, ``interrupted`` or ``running`` again (then run by this process), with a
+        message."""
         with self._transaction() as conn:
             conn.execute("UPDATE runs SET status = ?, error = ? WHERE id = ?", (status, error, run_id))
+            if status == "running":
+                conn.execute("UPDATE runs SET environment = json_set(environment, '$.process', json(?)) WHERE id = ?",
+                             (json.dumps(process_identity()), run_id))
 
     def runs(self) -> list[RunRecord]:
         """Every run, oldest first (without per-experience rows)."""
-        with self._transaction() as conn:
+        with self._snapshot() as conn:
             rows = conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
             names = [d[0] for d in conn.execute("SELECT * FROM runs LIMIT 0").description]
-        return [_record(dict(zip(names, row, strict=True))) for row in rows]
+        return [self._record(dict(zip(names, row, strict=True))) for row in rows]
 
     def get(self, run_id: int) -> RunRecord:
         """One run with its per-experience rows; :class:`ConfigError` if there is none."""
-        with self._transaction() as conn:
+        with self._snapshot() as conn:
             cursor = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
             row = cursor.fetchone()
             names = [d[0] for d in cursor.description]
@@ -294,14 +451,14 @@ class ResultsStore:
                                 (run_id,)).fetchall()
         if row is None:
             raise ConfigError(f"run id {run_id} is not in {str(self.path)!r}; `lifelong runs` lists the stored runs")
-        record = _record(dict(zip(names, row, strict=True)))
+        record = self._record(dict(zip(names, row, strict=True)))
         record.experiences = [{"index": i, "accuracies": json.loads(a), "cost": json.loads(c)} for i, a, c in exps]
         record.curve = self.curve(run_id)
         return record
 
     def curve(self, run_id: int) -> list[dict[str, Any]]:
         """A run's continual-evaluation points, in order (empty if none were recorded)."""
-        with self._transaction() as conn:
+        with self._snapshot() as conn:
             rows = conn.execute("SELECT step, samples, seconds, experience, accuracies FROM curves "
                                 "WHERE run_id = ? ORDER BY idx", (run_id,)).fetchall()
         return [{"step": s, "samples": n, "seconds": t, "experience": e, "accuracies": json.loads(a)}
@@ -309,7 +466,7 @@ class ResultsStore:
 
     def find_finished(self, config: dict[str, Any]) -> int | None:
         """The id of the latest finished run of this resolved configuration (see :func:`config_key`)."""
-        with self._transaction() as conn:
+        with self._snapshot() as conn:
             row = conn.execute("SELECT max(id) FROM runs WHERE config_key = ? AND status = 'finished'",
                                (config_key(config),)).fetchone()
         return None if row[0] is None else int(row[0])
@@ -323,7 +480,7 @@ class ResultsStore:
 
     def find_group(self, kind: str, name: str) -> int | None:
         """The latest group of this kind and name (a sweep or protocol being resumed)."""
-        with self._transaction() as conn:
+        with self._snapshot() as conn:
             row = conn.execute("SELECT max(id) FROM groups WHERE kind = ? AND name = ?", (kind, name)).fetchone()
         return None if row[0] is None else int(row[0])
 
@@ -339,7 +496,7 @@ class ResultsStore:
 
     def group(self, group_id: int) -> GroupRecord:
         """One group with its members; :class:`ConfigError` if there is none."""
-        with self._transaction() as conn:
+        with self._snapshot() as conn:
             row = conn.execute("SELECT id, created, kind, name, settings, summary FROM groups WHERE id = ?",
                                (group_id,)).fetchone()
             members = conn.execute("SELECT run_id, role, label FROM group_runs WHERE group_id = ? ORDER BY rowid",
@@ -352,9 +509,22 @@ class ResultsStore:
 
     def groups(self) -> list[GroupRecord]:
         """Every group, oldest first, with its members."""
-        with self._transaction() as conn:
+        with self._snapshot() as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM groups ORDER BY id").fetchall()]
         return [self.group(group_id) for group_id in ids]
+
+    def _record(self, row: dict[str, Any]) -> RunRecord:
+        """A run row as a :class:`RunRecord`; one left ``running`` by a process that is gone is
+        ``interrupted``, with the command that continues it."""
+        for key in ("config", "environment", "initial", "matrix", "metrics"):
+            row[key] = json.loads(row[key]) if row[key] is not None else None
+        record = RunRecord(**row)
+        process = (record.environment or {}).get("process")
+        if record.status == "running" and isinstance(process, dict) and not process_alive(process):
+            record.status = "interrupted"
+            record.error = (f"the process that ran it (pid {process['pid']}) ended without finishing it; "
+                            f"`lifelong run --resume {record.id} --db {self.path}` continues it")
+        return record
 
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
@@ -362,9 +532,3 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             conn.execute(statement)
-
-
-def _record(row: dict[str, Any]) -> RunRecord:
-    for key in ("config", "environment", "initial", "matrix", "metrics"):
-        row[key] = json.loads(row[key]) if row[key] is not None else None
-    return RunRecord(**row)

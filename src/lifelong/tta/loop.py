@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,11 +42,12 @@ class TTAResult:
 
 def adapt(model: nn.Module, method: TestTimeMethod, domains: Sequence[Domain], batch_size: int = 64,
           seed: int = 0, store: ResultsStore | None = None, config: dict[str, Any] | None = None,
-          name: str = "tta") -> TTAResult:
+          name: str = "tta", progress: Callable[[int, int], None] | None = None) -> TTAResult:
     """Stream ``domains`` in order, in batches of ``batch_size``, through ``method`` set up on ``model``.
 
     Each batch is predicted before the method adapts on it (the online protocol of Tent and CoTTA);
-    the model is never reset between domains (continual adaptation).
+    the model is never reset between domains (continual adaptation). ``progress(done, total)`` is
+    called after each domain.
     """
     if batch_size < 1:
         raise ConfigError(f"tta.batch_size must be >= 1, got {batch_size}")
@@ -67,6 +68,8 @@ def adapt(model: nn.Module, method: TestTimeMethod, domains: Sequence[Domain], b
                     "steps": -(-len(domain.y) // batch_size), "peak_memory_mb": peak_memory_mb(torch.device("cpu")),
                     "buffer_size": 0}
             store.record_experience(run_id, index, [1.0 - e for e in result.errors], cost)
+        if progress is not None:
+            progress(index + 1, len(domains))
     if store and run_id is not None:
         metrics = {"mean_error": result.mean_error, "final_accuracy": 1.0 - result.mean_error,
                    **{f"error {d}": e for d, e in zip(result.domains, result.errors, strict=True)}}
@@ -86,20 +89,29 @@ def train_source(dataset: Dataset, model: nn.Module, optim: OptimConfig, seed: i
 
 def run_tta(dataset: Dataset, model: nn.Module, methods: Sequence[str], corruptions: Sequence[str],
             severity: int = 5, gradual: bool = False, batch_size: int = 64, optim: OptimConfig | None = None,
-            seed: int = 0, store: ResultsStore | None = None) -> dict[str, TTAResult]:
+            seed: int = 0, store: ResultsStore | None = None,
+            progress: Callable[[str, int, int], None] | None = None) -> dict[str, TTAResult]:
     """Train ``model`` on clean ``dataset`` once, then adapt a copy of it with each of ``methods`` over the
-    test set under ``corruptions`` (the same corrupted stream for every method)."""
+    test set under ``corruptions`` (the same corrupted stream for every method). ``progress(stage, done,
+    total)`` is called as the stages advance: ``"source training"`` (0 of 1, then 1 of 1 once the
+    source model is trained), then each method after each of its domains."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ConfigError(f"tta.method: unknown method(s) {unknown or methods}; allowed: {', '.join(METHODS)}")
     domains = shifted_stream(TensorSet.of(dataset.x_test, dataset.y_test, 0), corruptions, severity, gradual, seed)
     optim = optim or OptimConfig(epochs=10)
+    if progress is not None:
+        progress("source training", 0, 1)
     train_source(dataset, model, optim, seed)
+    if progress is not None:
+        progress("source training", 1, 1)
     results = {}
     for method in methods:
-        config = {"dataset": dataset.name, "method": method, "corruptions": list(corruptions), "severity": severity,
-                  "gradual": gradual, "batch_size": batch_size, "optim": optim.model_dump()}
+        config = {"dataset": dataset.name, "method": method, "corruptions": list(corruptions),
+                  "domains": [domain.name for domain in domains], "severity": severity, "gradual": gradual,
+                  "batch_size": batch_size, "optim": optim.model_dump()}
         stream_name = f"{dataset.name} tta {'gradual' if gradual else 'abrupt'} {len(domains)} domains"
         results[method] = adapt(copy.deepcopy(model), METHODS[method](), domains, batch_size, seed, store, config,
-                                stream_name)
+                                stream_name, None if progress is None else
+                                lambda done, total, method=method: progress(method, done, total))
     return results
