@@ -222,7 +222,7 @@ def test_augment_table_parses_from_toml_and_set_overrides(tmp_path: Path) -> Non
 def test_bad_augment_table_values_name_the_field() -> None:
     for override, message in (("augment.flip=maybe", r"^augment\.flip: "),
                               ("augment.crop_padding=[1]", r"^augment\.crop_padding: "),
-                              ("augment.colour=1", r"^augment\.colour: unknown field$")):
+                              ("augment.colour=1", r"^augment\.colour: unknown field; allowed: preset, crop_padding, flip, mean, std, replay$")):
         with pytest.raises(ConfigError, match=message):
             load_config(None, [override])
     with pytest.raises(ConfigError, match=r"^augment\.crop_padding: must be an integer >= 0 .*got -1$"):

@@ -12,6 +12,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 
+import torch
 from torch import nn
 
 from lifelong.errors import ConfigError
