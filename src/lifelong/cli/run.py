@@ -1,27 +1,33 @@
 """The run commands of the ``lifelong`` command line: ``run`` (with ``--resume`` and ``--seeds``),
 ``runs``, ``show``, ``compare`` and ``strategies``. Each handler reads its arguments, calls the Python
 API (:mod:`lifelong.experiment`, the results store) and prints what came back; :func:`add_commands`
-registers them on the CLI's parser. Command wiring, so it lives in the ``cli`` layer."""
+registers them on the CLI's parser. Command wiring, so it lives in the ``cli`` layer.
+
+The training and strategy modules (and with them torch) are imported inside the handlers that need
+them, so that ``runs``, ``show`` and ``compare`` read the results store without importing torch."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from lifelong.cli.protocol import run_with_seeds
 from lifelong.cli.tables import METRIC_NAMES, fmt, matrix_table, metrics_table, stream_table
 from lifelong.config import RunSettings, load_config, parameters
 from lifelong.errors import ConfigError
-from lifelong.experiment import prepare, resume, run_config
-from lifelong.runner.loop import RunResult
 from lifelong.runner.results import ResultsStore
-from lifelong.strategies import STRATEGIES
+
+if TYPE_CHECKING:
+    from lifelong.runner.loop import RunResult
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from lifelong.cli.protocol import run_with_seeds
+    from lifelong.experiment import prepare, run_config
+
     if args.resume is not None:
         return resume_run(args, console)
     overrides = list(args.set) + ([f"run.db={json.dumps(args.db)}"] if args.db else []) \
@@ -40,6 +46,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def resume_run(args: argparse.Namespace, console: Console) -> int:
     """``lifelong run --resume ID``: continue a stored run with its stored configuration."""
+    from lifelong.experiment import resume
+
     if args.config or args.set or args.seed is not None or args.seeds is not None or args.no_checkpoint:
         raise ConfigError(f"--resume {args.resume} continues the run's stored configuration; drop --config, "
                           "--set, --seed, --seeds and --no-checkpoint")
@@ -102,6 +110,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_strategies(args: argparse.Namespace, console: Console) -> int:
+    from lifelong.strategies import STRATEGIES
+
     table = Table(title="strategies")
     table.add_column("name")
     table.add_column("hyperparameters (default)")

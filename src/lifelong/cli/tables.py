@@ -57,7 +57,9 @@ def metrics_table(metrics: dict[str, Any], costs: Sequence[dict[str, Any]]) -> T
         table.add_row("flops", f"{sum(c['flops'] for c in costs):.4g}")
     if costs:
         table.add_row("buffer_size", str(costs[-1]["buffer_size"]))
-        table.add_row("peak_memory_mb", f"{max(c['peak_memory_mb'] for c in costs):.0f}")
+        for name in ("memory_increase_mb", "memory_bytes"):  # runs stored before they were measured lack them
+            if all(name in c for c in costs):
+                table.add_row(name, f"{max(c[name] for c in costs):.0f}")
     return table
 
 

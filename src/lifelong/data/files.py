@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lifelong.data.datasets import Dataset, from_arrays
+from lifelong.data.split import train_test_indices
 from lifelong.errors import DataError, MissingFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -22,15 +23,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 def _split(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> Dataset:
     """A seeded train/test split, stratified by class where every class has two samples or more."""
-    from sklearn.model_selection import train_test_split
-
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"dataset.test_fraction must lie in (0, 1), got {test_fraction}")
     counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_fraction, random_state=seed,
-                                                        stratify=stratify)
-    return from_arrays(name, x_train, y_train, x_test, y_test)
+    train, test = train_test_indices(y, test_fraction, seed, stratify=bool(counts[counts > 0].min() >= 2))
+    return from_arrays(name, x[train], y[train], x[test], y[test])
 
 
 def _directory(path: str, what: str) -> Path:

@@ -26,6 +26,7 @@ from torch import nn
 
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
+from lifelong.metrics.compute import tensor_bytes
 from lifelong.world import World
 
 
@@ -178,6 +179,12 @@ class Strategy(ABC):
     def memory_size(self) -> int:
         """Samples held in memory (replay buffers, exemplars); 0 for memory-free methods."""
         return 0
+
+    def memory_bytes(self) -> int:
+        """Bytes of the tensors the strategy keeps beyond the model and the stream: those of its
+        :meth:`state_dict` (replay samples and their logits, exemplars, an earlier model's weights, anchor
+        weights and importances), each storage counted once, the generators' states left out."""
+        return tensor_bytes(self.state_dict(), skip=("generator", "local_generator"))
 
     def state_dict(self) -> dict[str, Any]:
         """Learned state as plain tensors and numbers (loadable with ``torch.load(weights_only=True)``)."""
