@@ -191,7 +191,7 @@ class FisherMethod(Method):
 
         per_sample = vmap(grad(nll), in_dims=(None, 0, 0))
         fisher = [torch.zeros_like(p) for p in params.values()]
-        chunk = 8 * 2**20 // sum(4 * p.numel() for p in params.values())  # 8 MiB of per-sample gradients a call
+        chunk = 4 * 2**20 // sum(4 * p.numel() for p in params.values())  # 4 MiB of per-sample gradients a call
         for begin in range(0, len(x), 256):
             inputs = x[begin:begin + 256]
             with torch.no_grad():

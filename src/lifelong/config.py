@@ -254,6 +254,8 @@ def build(section: str, registry: Mapping[str, Callable[..., Any]], component: C
         if key not in allowed:
             raise ConfigError(f"{section}.{key}: unknown field for {section} {component.name!r}; "
                               f"allowed: {', '.join(sorted(allowed)) or 'none'}")
+    if not component.params and all(p.default is not inspect.Parameter.empty for p in allowed.values()):
+        return factory(*args)  # nothing to validate; building a validator costs ~0.5 ms, per optimizer built
     fields = {k: (p.annotation if p.annotation is not inspect.Parameter.empty else Any,
                   p.default if p.default is not inspect.Parameter.empty else ...)
               for k, p in allowed.items()}

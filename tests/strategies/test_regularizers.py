@@ -52,12 +52,13 @@ def test_sampled_fisher_uses_labels_drawn_from_the_model() -> None:
 def test_chunked_fisher_of_an_mlp_equals_the_per_sample_loop(digits_data) -> None:
     # The digits MLP has 64*256 + 256 + 256*256 + 256 + 256*10 + 10 = 85,002 parameters (340,008 bytes
     # of float32 per sample), so per-sample gradients go through vmap in chunks of
-    # 8,388,608 // 340,008 = 24 samples: 70 samples in label batches of 32 make the chunks 24 + 8 | 24 + 8 | 6. Every chunk and batch boundary must give what one backward pass per
+    # 4,194,304 // 340,008 = 12 samples: 70 samples in label batches of 32 make the chunks
+    # 12 + 12 + 8 | 12 + 12 + 8 | 6. Every chunk and batch boundary must give what one backward pass per
     # sample gives, with the same labels drawn from the model, restricted to the task's four classes.
     torch.manual_seed(0)
     model = mlp((1, 8, 8), 10)
     assert sum(p.numel() for p in model.parameters()) == 85_002
-    assert CPU_CHUNK_BYTES // (85_002 * 4) == 24
+    assert CPU_CHUNK_BYTES // (85_002 * 4) == 12
     data = TensorSet.of(digits_data.x_train[:70], digits_data.y_train[:70], 0)
     mask = torch.tensor([True, True, True, True] + [False] * 6)
     fisher = fisher_diagonal(model, data, class_mask=mask, generator=torch.Generator().manual_seed(3), batch_size=32)
@@ -114,8 +115,14 @@ def test_quadratic_penalty_zero_at_anchor_and_weighted_away() -> None:
     with torch.no_grad():
         model.weight += torch.tensor([[1.0, 2.0]])
     # 3 * 1^2 + 0.5 * 2^2 = 5
-    assert QuadraticPenalty(anchor, {"weight": torch.tensor([[3.0, 0.5]])})(model).item() == pytest.approx(5.0)
+    penalty = QuadraticPenalty(anchor, {"weight": torch.tensor([[3.0, 0.5]])})(model)
+    assert penalty.item() == pytest.approx(5.0)
+    penalty.backward()  # d/dw of w_i d_i^2 = 2 w_i d_i: (2 * 3 * 1, 2 * 0.5 * 2)
+    assert model.weight.grad.tolist() == [[6.0, 2.0]]
+    model.weight.grad = None
     assert QuadraticPenalty(anchor)(model).item() == pytest.approx(5.0)
+    QuadraticPenalty(anchor)(model).backward()  # unweighted: 2 d
+    assert model.weight.grad.tolist() == [[2.0, 4.0]]
 
 
 def test_ewc_online_fisher_decays(small_data) -> None:

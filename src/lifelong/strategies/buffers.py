@@ -41,8 +41,9 @@ class _Memory:
             tensor[start:start + count].copy_(rows[key][:count])
 
     def _write_chosen(self, chosen: dict[int, int], rows: dict[str, torch.Tensor]) -> None:
-        """Store ``rows[key][row]`` at ``slot`` for every ``slot -> row`` pair, one scatter per tensor; the
-        indices travel to the device without waiting for it."""
+        """Store ``rows[key][row]`` at ``slot`` for every ``slot -> row`` pair, one scatter per tensor. The
+        indices are copied to the device with ``non_blocking``: PyTorch then does not synchronise the stream
+        after the copy, as it does for a blocking one."""
         if not chosen:
             return
         device = next(iter(self.data.values())).device
@@ -55,7 +56,7 @@ class _Memory:
         """``min(n, len(self))`` stored rows drawn without replacement."""
         take = min(n, self.size)
         index = torch.randperm(self.size, generator=self.generator)[:take]
-        index = index.to(next(iter(self.data.values())).device, non_blocking=True)  # no wait for the device
+        index = index.to(next(iter(self.data.values())).device, non_blocking=True)  # no stream synchronisation
         return {k: v.index_select(0, index) for k, v in self.data.items()}
 
     def contents(self) -> dict[str, torch.Tensor]:
