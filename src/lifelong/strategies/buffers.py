@@ -80,22 +80,28 @@ class ReservoirBuffer(_Memory):
         self.seen = 0
 
     def add(self, **rows: torch.Tensor) -> None:
-        """Offer a batch of rows (all tensors with the same first dimension) to the reservoir."""
+        """Offer a batch of rows (all tensors with the same first dimension) to the reservoir.
+
+        Algorithm R on the whole batch at once: one uniform draw per row, made in one call; the rows that
+        find room fill the next slots in one copy per tensor; after that offer ``i`` of the stream
+        (0-based) replaces slot ``floor(u * (i + 1))`` when it lands below the capacity (probability
+        ``capacity / (i + 1)``), all such rows in one scatter per tensor. Where two rows of a batch land
+        on one slot the later one stays, as when offered one by one: the memory is the row-by-row
+        algorithm's, bit for bit."""
         n = len(next(iter(rows.values())))
         if self.capacity == 0 or n == 0:
             self.seen += n
             return
         self._allocate(rows)
-        draws = torch.rand(n, generator=self.generator).numpy()  # (n,): one draw per offer, made at once
+        draws = torch.rand(n, generator=self.generator).numpy()  # (n,)
         room = min(max(self.capacity - self.seen, 0), n)
-        self._write_block(self.seen, rows, room)  # offers that find room fill the next slots
-        # the later offers: offer i of the stream (0-based) replaces slot floor(u * (i + 1)) when it lands
-        # below the capacity, probability capacity / (i + 1); in float64, as int(u * (i + 1)) computes it
-        counts = np.arange(self.seen + room + 1, self.seen + n + 1, dtype=np.float64)  # (n - room,): i + 1
-        slots = (draws[room:] * counts).astype(np.int64)  # (n - room,)
-        kept = (slots < self.capacity).nonzero()[0]  # (k,) in offer order
-        # slot -> row of the batch; a later row overwrites an earlier one, as when offered one by one
-        self._write_chosen(dict(zip(slots[kept].tolist(), (kept + room).tolist(), strict=True)), rows)
+        self._write_block(self.seen, rows, room)
+        if room < n:
+            counts = np.arange(self.seen + room + 1, self.seen + n + 1, dtype=np.float64)  # (n - room,): i + 1
+            slots = (draws[room:] * counts).astype(np.int64)  # (n - room,); float64 as int(u * (i + 1))
+            kept = (slots < self.capacity).nonzero()[0]  # (k,) in offer order
+            if len(kept):  # slot -> row of the batch; a later row overwrites an earlier one
+                self._write_chosen(dict(zip(slots[kept].tolist(), (kept + room).tolist(), strict=True)), rows)
         self.seen += n
         self.size = min(self.capacity, self.seen)
 
