@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from lifelong import (DER, ER, ERACE, EWC, DERpp, ICaRL, LwF, Naive, OptimConfig, Stream, class_incremental, digits, mlp,
-                      train)
+from lifelong import (DER, ER, ERACE, EWC, DERpp, ICaRL, LwF, Naive, OptimConfig, Stream, class_incremental,
+                      digits, mlp, train)
 from lifelong.data.loader import derive_seed, epoch_order
 from lifelong.strategies.base import Strategy
 
@@ -187,7 +187,8 @@ class FisherMethod(Method):
         params = {k: v.detach() for k, v in model.named_parameters()}
 
         def nll(p: dict[str, torch.Tensor], sample: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-            return -F.log_softmax(functional_call(model, p, (sample.unsqueeze(0),)), dim=1)[0].gather(0, label.unsqueeze(0))[0]
+            out = functional_call(model, p, (sample.unsqueeze(0),))  # (1, C)
+            return -F.log_softmax(out, dim=1)[0].gather(0, label.unsqueeze(0))[0]
 
         per_sample = vmap(grad(nll), in_dims=(None, 0, 0))
         fisher = [torch.zeros_like(p) for p in params.values()]
