@@ -19,7 +19,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src"
 #: Layer of each top-level module or package of ``lifelong``, lowest first. ``lifelong`` is the public
 #: facade, ``lifelong/__init__.py`` and ``lifelong/__main__.py``.
 LAYERS = {
-    "errors": 0,
+    "errors": 0, "lazy": 0,
     "config": 1, "metrics": 1, "world": 1,
     "models": 2, "data": 2,
     "optim": 3, "strategies": 3,

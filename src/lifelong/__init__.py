@@ -2,66 +2,91 @@
 
 The public API: build a :class:`Stream` with a scenario builder, a model, a strategy, then
 :func:`train`; read the accuracy matrix, metrics and cost from the returned :class:`RunResult`.
+
+Every name below is imported from its module on first use (PEP 562, :mod:`lifelong.lazy`):
+``import lifelong`` is instant and the command line's light commands never import torch, while
+``import lifelong as ll; ll.train(...)`` and ``from lifelong import ER`` work as usual.
 """
 
-from lifelong.config import OptimConfig, RunConfig, RunSettings
-from lifelong.data import (
-    Batch,
-    Dataset,
-    Experience,
-    Stream,
-    TensorSet,
-    class_incremental,
-    digits,
-    domain_incremental,
-    few_shot,
-    from_arrays,
-    from_dataset,
-    hierarchical,
-    recurring,
-    si_blurry,
-    split_arrays,
-    synthetic,
-    task_incremental,
-)
-from lifelong.errors import ConfigError, DataError, LifelongError, MissingFileError, ResumeError, TrainingError
-from lifelong.errors import StorageError
-from lifelong.experiment import run_config
-from lifelong.models import cnn, mlp, resnet18, resnet32
-from lifelong.runner.checkpoint import CheckpointSettings
-from lifelong.runner import Observer, ResultsStore, RunResult, TrainState, train
-from lifelong.runner.online import train_online
-from lifelong.strategies import (
-    AGEM,
-    DER,
-    ER,
-    ERACE,
-    EWC,
-    L2,
-    MAS,
-    NCM,
-    SI,
-    SLCA,
-    STRATEGIES,
-    UER,
-    Cumulative,
-    DERpp,
-    FeTrIL,
-    GDumb,
-    ICaRL,
-    Joint,
-    LwF,
-    Naive,
-    Strategy,
-)
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "CheckpointSettings", "StorageError",
-    "few_shot", "hierarchical", "recurring", "si_blurry", "split_arrays", "train_online",
-    "AGEM", "DER", "DERpp", "ERACE", "FeTrIL", "GDumb", "ICaRL", "L2", "MAS", "NCM", "SI", "SLCA", "UER",
-    "ER", "EWC", "STRATEGIES", "Batch", "ConfigError", "Cumulative", "DataError", "Dataset", "Experience",
-    "Joint", "LifelongError", "LwF", "MissingFileError", "Naive", "Observer", "OptimConfig", "ResultsStore",
-    "ResumeError", "RunConfig", "RunResult", "RunSettings", "Stream", "Strategy", "TensorSet", "TrainState",
-    "TrainingError", "class_incremental", "cnn", "digits", "domain_incremental", "from_arrays", "from_dataset", "mlp",
-    "resnet18", "resnet32", "run_config", "synthetic", "task_incremental", "train",
-]
+from lifelong.errors import (
+    ConfigError,
+    DataError,
+    LifelongError,
+    MissingFileError,
+    ResumeError,
+    StorageError,
+    TrainingError,
+)
+from lifelong.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from lifelong.config import OptimConfig, RunConfig, RunSettings
+    from lifelong.data import (
+        Batch,
+        Dataset,
+        Experience,
+        Stream,
+        TensorSet,
+        class_incremental,
+        digits,
+        domain_incremental,
+        few_shot,
+        from_arrays,
+        from_dataset,
+        hierarchical,
+        recurring,
+        si_blurry,
+        split_arrays,
+        synthetic,
+        task_incremental,
+    )
+    from lifelong.experiment import run_config
+    from lifelong.models import cnn, mlp, resnet18, resnet32
+    from lifelong.runner import Observer, ResultsStore, RunResult, TrainState, train
+    from lifelong.runner.checkpoint import CheckpointSettings
+    from lifelong.runner.online import train_online
+    from lifelong.runner.tracking import CSVLog, MLflowLog, TensorBoardLog
+    from lifelong.strategies import (
+        AGEM,
+        DER,
+        ER,
+        ERACE,
+        EWC,
+        L2,
+        MAS,
+        NCM,
+        SI,
+        SLCA,
+        STRATEGIES,
+        UER,
+        Cumulative,
+        DERpp,
+        FeTrIL,
+        GDumb,
+        ICaRL,
+        Joint,
+        LwF,
+        Naive,
+        Strategy,
+    )
+
+_EXPORTS = {
+    **dict.fromkeys(("OptimConfig", "RunConfig", "RunSettings"), "lifelong.config"),
+    **dict.fromkeys(("Batch", "Dataset", "Experience", "Stream", "TensorSet", "class_incremental", "digits",
+                     "domain_incremental", "few_shot", "from_arrays", "from_dataset", "hierarchical", "recurring", "si_blurry",
+                     "split_arrays", "synthetic", "task_incremental"), "lifelong.data"),
+    "run_config": "lifelong.experiment",
+    **dict.fromkeys(("cnn", "mlp", "resnet18", "resnet32"), "lifelong.models"),
+    **dict.fromkeys(("Observer", "ResultsStore", "RunResult", "TrainState", "train"), "lifelong.runner"),
+    "CheckpointSettings": "lifelong.runner.checkpoint",
+    "train_online": "lifelong.runner.online",
+    **dict.fromkeys(("CSVLog", "MLflowLog", "TensorBoardLog"), "lifelong.runner.tracking"),
+    **dict.fromkeys(("AGEM", "DER", "ER", "ERACE", "EWC", "L2", "MAS", "NCM", "SI", "SLCA", "STRATEGIES", "UER",
+                     "Cumulative", "DERpp", "FeTrIL", "GDumb", "ICaRL", "Joint", "LwF", "Naive", "Strategy"),
+                    "lifelong.strategies"),
+}
+__all__ = sorted([*_EXPORTS, "ConfigError", "DataError", "LifelongError", "MissingFileError", "ResumeError",
+                  "StorageError", "TrainingError"])
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

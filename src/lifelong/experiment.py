@@ -3,6 +3,7 @@ name, train, store. The CLI is a thin layer over :func:`run_config`."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from lifelong.models.nets import MODELS
 from lifelong.optim.setup import resolve
 from lifelong.runner.checkpoint import CheckpointSettings
 from lifelong.runner.loop import RunResult, resolve_device, train
+from lifelong.runner.observers import Observer
 from lifelong.runner.results import ResultsStore
+from lifelong.runner.tracking import trackers
 from lifelong.runner.validation import check_model
 from lifelong.strategies import STRATEGIES, Strategy
 
@@ -100,6 +103,18 @@ def checkpoint_settings(config: RunConfig, store: ResultsStore | None) -> Checkp
                               keep_finished=run.keep_finished_checkpoints)
 
 
+def tracking_observers(config: RunConfig) -> list[Observer]:
+    """The experiment trackers ``run.log`` names, logging under ``run.log_dir`` (default: ``<db name>-logs``
+    next to the results database) as ``<strategy>-seed<seed>-<date>-<time>``."""
+    run = config.run
+    if not run.log:
+        return []
+    database = Path(run.db)
+    folder = Path(run.log_dir) if run.log_dir else database.parent / f"{database.stem}-logs"
+    name = f"{config.strategy.name}-seed{run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return list(trackers(run.log, folder, name, run.log_every_steps))
+
+
 def resume(store: ResultsStore, run_id: int, progress: bool = False) -> RunResult:
     """Continue stored run ``run_id`` from its newest checkpoint, rebuilding the stream, model and
     strategy from the configuration stored with it."""
@@ -126,7 +141,8 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
     """Build everything the config names (unless ``prepared``) and train; with a ``store`` the run is
     recorded. ``extra_config`` adds sections to the stored configuration (e.g. a tuning run's
     validation split). With ``run.eval_every_steps`` (or ``eval_every_samples``) the continual-evaluation
-    curve and its stability gaps (and anytime accuracy) are kept and stored too."""
+    curve and its stability gaps (and anytime accuracy) are kept and stored too; ``run.log`` adds the
+    experiment trackers it names (:func:`tracking_observers`)."""
     if prepared is None:
         prepared = prepare(config)
     else:
@@ -137,4 +153,5 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
                  eval_batch_size=config.run.eval_batch_size, eval_every_steps=config.run.eval_every_steps,
                  eval_every_samples=config.run.eval_every_samples, checkpoint=checkpoint_settings(config, store),
                  resume_run=resume_run, channels_last=config.run.channels_last, compile=config.run.compile,
-                 augment=Augment.from_config(config.augment), augment_replay=config.augment.replay)
+                 augment=Augment.from_config(config.augment), augment_replay=config.augment.replay,
+                 observers=tracking_observers(config))

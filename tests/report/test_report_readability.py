@@ -13,7 +13,7 @@ from lifelong.runner.results import RunRecord
 def record(run_id: int, flops: float, lr: float = 0.03) -> RunRecord:
     """A finished run of two experiences of 1,000 samples and 10 steps each, stored without a curve:
     accuracies [0.5, 0.0] after experience 0 and [0.9, 0.9] after experience 1."""
-    cost = {"seconds": 2.0, "samples": 1000, "steps": 10, "peak_memory_mb": 1.0, "buffer_size": 0, "flops": flops}
+    cost = {"seconds": 2.0, "samples": 1000, "steps": 10, "memory_increase_mb": 1.0, "buffer_size": 0, "flops": flops}
     return RunRecord(id=run_id, created="2026-01-01", finished="2026-01-01", status="finished", name="stream",
                      strategy="naive", seed=0, config={"optim": {"lr": lr, "epochs": 1}, "run": {"seed": 0}},
                      environment={}, initial=[0.1, 0.1], matrix=[[0.5, 0.0], [0.9, 0.9]], metrics={},

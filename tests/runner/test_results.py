@@ -85,3 +85,24 @@ def test_a_finished_run_always_has_its_curve(small_data, tmp_path) -> None:
         run_config(config, store=DiesAfterFinishing(tmp_path / "runs.db"))
     record = ResultsStore(tmp_path / "runs.db").get(1)
     assert record.status != "finished" or (record.curve and "stability_gap" in record.metrics)
+
+
+def test_a_run_from_python_records_the_architecture_and_the_stream(small_data, tmp_path) -> None:
+    store = ResultsStore(tmp_path / "runs.db")
+    stream = class_incremental(small_data, 2)
+    configs = []
+    for hidden in ((16,), (16,), (17,)):
+        result = train(stream, mlp((8,), 6, hidden=hidden), ER(buffer_size=30), OptimConfig(epochs=1), store=store)
+        configs.append(store.get(result.run_id).config)
+    model = configs[0]["model"]
+    assert model["class"] == "lifelong.models.classifier.Classifier"
+    # 8 inputs -> 16 hidden -> 6 classes: (8 * 16 + 16) + (16 * 6 + 6) = 246 parameters, all trained
+    assert model["parameters"] == model["trainable_parameters"] == 246
+    # one architecture, one hash; one more hidden unit, another
+    assert configs[1]["model"]["tree_sha256"] == model["tree_sha256"] != configs[2]["model"]["tree_sha256"]
+    described = configs[0]["stream"]
+    assert described["name"] == stream.name and described["n_classes"] == 6 and described["input_shape"] == [8]
+    # 40 samples per class, a quarter of them for testing: 3 classes of 30 + 10 per experience
+    assert [(e["classes"], e["train"], e["test"]) for e in described["experiences"]] == [
+        ([0, 1, 2], 90, 30), ([3, 4, 5], 90, 30)]
+    assert configs[0]["strategy"] == {"name": "er", "buffer_size": 30, "replay_batch_size": 0}

@@ -8,8 +8,9 @@ from torch import nn
 from lifelong.data import TensorSet, class_incremental
 from lifelong.errors import ConfigError
 from lifelong.strategies import EWC, LwF
-from lifelong.strategies.importance import fisher_diagonal
-from lifelong.strategies.losses import distillation, quadratic_penalty
+from lifelong.models import mlp
+from lifelong.strategies.importance import CPU_CHUNK_BYTES, fisher_diagonal
+from lifelong.strategies.losses import QuadraticPenalty, distillation
 
 
 def fisher_by_hand(model: nn.Module, data: TensorSet, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -48,6 +49,37 @@ def test_sampled_fisher_uses_labels_drawn_from_the_model() -> None:
         assert torch.allclose(fisher[k], expected[k], atol=1e-6)
 
 
+def test_chunked_fisher_of_an_mlp_equals_the_per_sample_loop(digits_data) -> None:
+    # The digits MLP has 64*256 + 256 + 256*256 + 256 + 256*10 + 10 = 85,002 parameters (340,008 bytes
+    # of float32 per sample), so per-sample gradients go through vmap in chunks of
+    # 4,194,304 // 340,008 = 12 samples: 70 samples in label batches of 32 make the chunks
+    # 12 + 12 + 8 | 12 + 12 + 8 | 6. Every chunk and batch boundary must give what one backward pass per
+    # sample gives, with the same labels drawn from the model, restricted to the task's four classes.
+    torch.manual_seed(0)
+    model = mlp((1, 8, 8), 10)
+    assert sum(p.numel() for p in model.parameters()) == 85_002
+    assert CPU_CHUNK_BYTES // (85_002 * 4) == 12
+    data = TensorSet.of(digits_data.x_train[:70], digits_data.y_train[:70], 0)
+    mask = torch.tensor([True, True, True, True] + [False] * 6)
+    fisher = fisher_diagonal(model, data, class_mask=mask, generator=torch.Generator().manual_seed(3), batch_size=32)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        logits = model(data.x).masked_fill(~mask, torch.finfo(torch.float32).min)
+    labels = torch.cat([torch.multinomial(F.softmax(logits[b:b + 32], dim=1), 1, generator=generator).flatten()
+                        for b in (0, 32, 64)])
+    assert set(labels.tolist()) <= {0, 1, 2, 3}
+    expected = {k: torch.zeros_like(v) for k, v in model.named_parameters()}
+    for i in range(len(data)):
+        model.zero_grad()
+        out = model(data.x[i:i + 1]).masked_fill(~mask, torch.finfo(torch.float32).min)
+        F.cross_entropy(out, labels[i:i + 1]).backward()
+        for k, p in model.named_parameters():
+            expected[k] += p.grad**2 / len(data)
+    for k in expected:
+        assert torch.allclose(fisher[k], expected[k], rtol=0, atol=1e-6), k
+    assert fisher["head.weight"][4:].abs().max() == 0  # the classes outside the task get nothing
+
+
 def test_sampled_fisher_is_unbiased_for_the_true_fisher() -> None:
     torch.manual_seed(0)
     model = nn.Linear(2, 3)
@@ -79,12 +111,18 @@ def test_fisher_with_class_mask_only_counts_the_task_classes() -> None:
 def test_quadratic_penalty_zero_at_anchor_and_weighted_away() -> None:
     model = nn.Linear(2, 1, bias=False)
     anchor = {"weight": model.weight.detach().clone()}
-    assert quadratic_penalty(model, anchor, {"weight": torch.ones(1, 2)}).item() == 0.0
+    assert QuadraticPenalty(anchor, {"weight": torch.ones(1, 2)})(model).item() == 0.0
     with torch.no_grad():
         model.weight += torch.tensor([[1.0, 2.0]])
     # 3 * 1^2 + 0.5 * 2^2 = 5
-    assert quadratic_penalty(model, anchor, {"weight": torch.tensor([[3.0, 0.5]])}).item() == pytest.approx(5.0)
-    assert quadratic_penalty(model, anchor).item() == pytest.approx(5.0)
+    penalty = QuadraticPenalty(anchor, {"weight": torch.tensor([[3.0, 0.5]])})(model)
+    assert penalty.item() == pytest.approx(5.0)
+    penalty.backward()  # d/dw of w_i d_i^2 = 2 w_i d_i: (2 * 3 * 1, 2 * 0.5 * 2)
+    assert model.weight.grad.tolist() == [[6.0, 2.0]]
+    model.weight.grad = None
+    assert QuadraticPenalty(anchor)(model).item() == pytest.approx(5.0)
+    QuadraticPenalty(anchor)(model).backward()  # unweighted: 2 d
+    assert model.weight.grad.tolist() == [[2.0, 4.0]]
 
 
 def test_ewc_online_fisher_decays(small_data) -> None:

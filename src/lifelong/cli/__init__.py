@@ -8,19 +8,34 @@ protocol, report, tta), below only the public facade ``lifelong/__init__.py``: t
 parser and runs a command; each group of subcommands registers itself from its own module
 (:mod:`~lifelong.cli.run`, :mod:`~lifelong.cli.protocol`, :mod:`~lifelong.cli.scenarios`,
 :mod:`~lifelong.cli.tta`), with the tables they print in :mod:`~lifelong.cli.tables`.
+
+Start-up time is part of the interface: a command imports only its own module, and each module
+imports torch, scipy, Optuna or matplotlib inside the handlers that need them, so ``lifelong runs``,
+``show`` and ``compare`` never import torch and ``lifelong --help`` imports it only to list the
+test-time adaptation methods (``benchmarks/startup.py`` measures it).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 
-from lifelong.cli import protocol, run, scenarios, tta
 from lifelong.errors import LifelongError
+
+COMMAND_MODULES = {
+    "run": "run", "runs": "run", "show": "run", "compare": "run", "strategies": "run", "groups": "run",
+    "sweep": "protocol", "tune": "protocol", "report": "protocol", "export": "protocol",
+    "scenarios": "scenarios",
+    "tta": "tta",
+}
+"""The module of :mod:`lifelong.cli` that registers each command. A command line naming one of these
+builds its parser from that module alone; any other (``--help``, a command missing here) builds the
+whole parser, which is slower but gives the same result."""
 
 
 def version() -> str:
@@ -36,20 +51,21 @@ def version() -> str:
     return f"lifelong {found['lifelong']} (torch {found['torch']})"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of the commands that ``modules`` register (default: every command)."""
     parser = argparse.ArgumentParser(prog="lifelong", description="Continual learning under a compute budget.")
     parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="command", required=True)
-    run.add_commands(sub)
-    protocol.add_commands(sub)
-    scenarios.add_commands(sub)
-    tta.add_commands(sub)
+    for module in modules or dict.fromkeys(COMMAND_MODULES.values()):
+        importlib.import_module(f"lifelong.cli.{module}").add_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 success, 2 user error)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((word for word in argv if not word.startswith("-")), None)
+    parser = build_parser([COMMAND_MODULES[command]] if command in COMMAND_MODULES else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from lifelong.runner.checkpoint import RunInterrupted
-
 
 @contextlib.contextmanager
 def continue_with(how: Callable[[int | None], str]) -> Iterator[None]:
-    """Re-raise a :class:`RunInterrupted` inside the block with ``how(run_id)`` as the way to continue."""
+    """Re-raise a :class:`RunInterrupted` inside the block with ``how(run_id)`` as the way to continue.
+    (The runner is imported here, by the commands that train, so that the others start without torch.)"""
+    from lifelong.runner.checkpoint import RunInterrupted
+
     try:
         yield
     except RunInterrupted as interrupt:

@@ -1,8 +1,8 @@
 """The protocol subcommands of the ``lifelong`` command line: ``run --seeds``, ``sweep``, ``tune``,
 ``report`` and ``export``. Each handler parses nothing itself: it calls the module that does the work
 and prints what came back; :func:`add_commands` registers them on the CLI's parser. Modules that pull
-in Optuna or matplotlib are imported inside the handlers that need them, so that every other command
-starts without paying for those imports. Command wiring over :mod:`lifelong.protocol` and
+in Optuna, matplotlib, scipy or torch are imported inside the handlers that need them, so that every
+other command starts without paying for those imports. Command wiring over :mod:`lifelong.protocol` and
 :mod:`lifelong.report`, so it lives in the ``cli`` layer, above both."""
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from lifelong.cli.interrupts import continue_with
 from lifelong.cli.tables import METRIC_NAMES
 from lifelong.config import RunConfig, load_config
 from lifelong.errors import ConfigError
-from lifelong.protocol.seeds import parse_seeds, run_seeds, summary_table
 from lifelong.runner.results import ResultsStore
 
 
 def run_with_seeds(config: RunConfig, seeds: list[int], store: ResultsStore, console: Console) -> int:
     """``lifelong run --seeds 0,1,2``: one run per seed, then the aggregate table."""
+    from lifelong.protocol.seeds import run_seeds, summary_table
+
     result = run_seeds(config, seeds, store=store, progress=config.run.progress)
     for run in result.runs:
         console.print(f"run {run.run_id} (seed {run.config['run']['seed']}): "
@@ -50,6 +51,7 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
 def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     import optuna
 
+    from lifelong.protocol.seeds import parse_seeds, summary_table
     from lifelong.protocol.tune import ProtocolSettings, run_protocol
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -3,33 +3,39 @@
 the Python API (:mod:`lifelong.experiment`, the results store) and prints what came back;
 :func:`add_commands` registers them on the CLI's parser. The read commands open the store read-only:
 they never create a database (a mistyped ``--db`` is an error naming the file) and can read one the
-user may not write. Command wiring, so it lives in the ``cli`` layer."""
+user may not write. Command wiring, so it lives in the ``cli`` layer.
+
+The training and strategy modules (and with them torch) are imported inside the handlers that need
+them, so that ``runs``, ``show``, ``compare`` and ``groups`` read the results store without importing
+torch."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from lifelong.cli.interrupts import continue_with, resume_command
-from lifelong.cli.protocol import run_with_seeds
 from lifelong.cli.tables import fmt, first_sentence, matrix_table, metric_names, metrics_table, stream_table
 from lifelong.config import RunSettings, load_config, parameters
 from lifelong.errors import ConfigError
-from lifelong.experiment import prepare, resume, run_config
-from lifelong.protocol.seeds import parse_seeds
-from lifelong.runner.loop import RunResult
 from lifelong.runner.results import GroupRecord, ResultsStore, RunRecord
-from lifelong.strategies import STRATEGIES
+
+if TYPE_CHECKING:
+    from lifelong.runner.loop import RunResult
 
 STATUSES = ("running", "finished", "failed", "interrupted")
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from lifelong.cli.protocol import run_with_seeds
+    from lifelong.experiment import prepare, run_config
+    from lifelong.protocol.seeds import parse_seeds
+
     if args.resume is not None:
         return resume_run(args, console)
     overrides = list(args.set) + ([f"run.db={json.dumps(args.db)}"] if args.db else []) \
@@ -50,6 +56,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def resume_run(args: argparse.Namespace, console: Console) -> int:
     """``lifelong run --resume ID``: continue a stored run with its stored configuration."""
+    from lifelong.experiment import resume
+
     if args.config or args.set or args.seed is not None or args.seeds is not None or args.no_checkpoint:
         raise ConfigError(f"--resume {args.resume} continues the run's stored configuration; drop --config, "
                           "--set, --seed, --seeds and --no-checkpoint")
@@ -217,6 +225,8 @@ def show_group(store: ResultsStore, group: GroupRecord, console: Console) -> int
 
 
 def cmd_strategies(args: argparse.Namespace, console: Console) -> int:
+    from lifelong.strategies import STRATEGIES
+
     table = Table(title="strategies")
     table.add_column("name")
     table.add_column("hyperparameters (default)")

@@ -10,12 +10,13 @@ from rich.console import Console
 
 from lifelong.cli.tables import registry_table, stream_table
 from lifelong.config import load_config
-from lifelong.data.catalog import DATASETS
-from lifelong.data.scenarios import SCENARIOS
-from lifelong.experiment import build_stream
 
 
 def cmd_scenarios(args: argparse.Namespace, console: Console) -> int:
+    from lifelong.data.catalog import DATASETS
+    from lifelong.data.scenarios import SCENARIOS
+    from lifelong.experiment import build_stream
+
     if args.config is None and not args.set:
         console.print(registry_table("scenarios", SCENARIOS, skip=("dataset",)))
         console.print(registry_table("datasets", DATASETS))

@@ -102,8 +102,10 @@ def cost_rows(costs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     if any(c.get("flops") for c in costs):
         rows.append(("flops", f"{sum(c['flops'] for c in costs):.4g}"))
     if costs:
-        rows += [("buffer_size", str(costs[-1]["buffer_size"])),
-                 ("peak_memory_mb", f"{max(c['peak_memory_mb'] for c in costs):.0f}")]
+        rows.append(("buffer_size", str(costs[-1]["buffer_size"])))
+        for name in ("memory_increase_mb", "memory_bytes"):  # runs stored before they were measured lack them
+            if all(name in c for c in costs):
+                rows.append((name, f"{max(c[name] for c in costs):.0f}"))
     return rows
 
 

@@ -1,19 +1,23 @@
 """Datasets as in-memory tensors with a fixed train/test split.
 
 ``digits`` is scikit-learn's ``load_digits``: 1,797 real 8x8 handwritten digits that ship inside the
-package, so tests and the default run need no download. ``synthetic`` makes seeded Gaussian clusters
-for fast tests.
+package, so tests and the default run need no download (read without importing scikit-learn).
+``synthetic`` makes seeded Gaussian clusters for fast tests.
 """
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from lifelong.data.lazy import Inputs
-from lifelong.errors import DataError
+from lifelong.data.split import train_test_indices
+from lifelong.errors import DataError, MissingFileError
 
 
 @dataclass(frozen=True)
@@ -101,17 +105,22 @@ def _numbers(values: object, what: str) -> np.ndarray:
 
 
 def digits(test_fraction: float = 0.25) -> Dataset:
-    """scikit-learn's handwritten digits as (1, 8, 8) images scaled to [0, 1]; stratified split, fixed seed."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    if not 0.0 < test_fraction < 1.0:
-        raise DataError(f"dataset.test_fraction must lie in (0, 1), got {test_fraction}")
-    bunch = load_digits()
-    x = bunch.data.reshape(-1, 1, 8, 8).astype(np.float32) / 16.0
-    x_tr, x_te, y_tr, y_te = train_test_split(x, bunch.target, test_size=test_fraction,
-                                              stratify=bunch.target, random_state=0)
-    return from_arrays("digits", x_tr, y_tr, x_te, y_te)
+    """scikit-learn's handwritten digits (1,797 images of 8 x 8 pixels, 10 classes) as (1, 8, 8) images
+    scaled to [0, 1]; stratified split with seed 0. The file is read from where scikit-learn keeps it,
+    without importing scikit-learn (and scipy with it), and split by :func:`train_test_indices`, as
+    scikit-learn's ``load_digits`` and ``train_test_split`` give it."""
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" \
+        if spec is not None and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise MissingFileError("the digits dataset is the file scikit-learn installs (sklearn/datasets/data/"
+                               "digits.csv.gz); install it with `pip install scikit-learn`")
+    with gzip.open(path, mode="rt", encoding="utf-8") as lines:
+        table = np.loadtxt(lines, delimiter=",")  # (1797, 65): 64 pixel values in 0..16, then the label
+    x = table[:, :-1].reshape(-1, 1, 8, 8).astype(np.float32) / 16.0
+    y = table[:, -1].astype(int)
+    train, test = train_test_indices(y, test_fraction, seed=0)
+    return from_arrays("digits", x[train], y[train], x[test], y[test])
 
 
 def synthetic(n_classes: int = 10, n_features: int = 20, n_per_class: int = 100, spread: float = 1.0,

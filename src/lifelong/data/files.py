@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lifelong.data.datasets import Dataset, from_arrays
+from lifelong.data.split import train_test_indices
 from lifelong.errors import ConfigError, DataError, MissingFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -28,8 +29,6 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
     """A seeded train/test split, stratified by class. Every class must end up in both parts: a class
     with one sample (or one that the fraction leaves without a test sample) would make an experience
     whose test set is empty, so it is refused here, naming the class, rather than scored as nothing."""
-    from sklearn.model_selection import train_test_split
-
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"dataset.test_fraction must lie in (0, 1), got {test_fraction}")
     if len(y) == 0:
@@ -44,12 +43,12 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
         raise DataError(f"{name}: class {label(rare[0])} has a single sample; every class needs at least 2 (one to "
                         "train on, one to test on): add samples or drop the class")
     try:
-        x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_fraction, random_state=seed,
-                                                            stratify=y)
-    except ValueError as error:  # more classes than test (or training) samples
+        train, test = train_test_indices(y, test_fraction, seed, stratify=True)
+    except DataError as error:  # more classes than test (or training) samples
         raise DataError(f"{name}: cannot split {len(y)} samples of {int((counts > 0).sum())} classes with "
                         f"dataset.test_fraction={test_fraction} ({error}); change the fraction or add "
                         "samples") from None
+    x_train, x_test, y_train, y_test = x[train], x[test], y[train], y[test]
     for part, labels in (("test", y_test), ("training", y_train)):
         absent = sorted(set(np.flatnonzero(counts).tolist()) - set(np.unique(labels).tolist()))
         if absent:

@@ -15,7 +15,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-import numpy as np
 
 
 NOT_METRICS = ("world_size", "batch_size_changes")
@@ -65,6 +64,8 @@ def aggregate(values: Sequence[float], confidence: float = 0.95,
     """Mean, sample std (ddof 1) and the ``confidence`` interval ``mean ± t * std / sqrt(n)``, clipped
     to ``limits``, the range the metric can take."""
     from scipy import stats  # SciPy takes a second to import: only where an interval is computed
+
+    import numpy as np  # here, so that the commands that only read stored metrics start without it
 
     array = np.asarray(values, dtype=float)
     if array.ndim != 1 or len(array) == 0:

@@ -1,10 +1,19 @@
-"""The cost of training one experience."""
+"""The cost of training one experience, and the memory a run uses.
+
+Memory is reported for what it is (:class:`MemoryMeter`): the increase over what was in use when the
+run started, not the whole process's peak (a CPU process that imported torch already holds hundreds of
+MiB before it trains anything), and beside it the bytes the strategy itself keeps
+(:func:`tensor_bytes` of its state).
+"""
 
 from __future__ import annotations
 
 import resource
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,10 +29,16 @@ class ExperienceCost:
     of the new data (the runner counts the batch it drew)."""
     steps: int = 0
     """Optimizer steps."""
-    peak_memory_mb: float = 0.0
-    """Peak memory: CUDA allocator peak on GPU, the process's peak resident set size on CPU."""
+    memory_increase_mb: float = 0.0
+    """The run's peak memory so far above what was in use when it started, in MiB
+    (:meth:`MemoryMeter.increase_mb`): on CUDA the torch allocator's peak, on CPU the process's peak
+    resident set. Cumulative over the run: the last experience's value is the run's peak."""
     buffer_size: int = 0
     """Samples the strategy holds in memory after the experience."""
+    memory_bytes: int = 0
+    """Bytes of the tensors the strategy keeps after the experience beyond the model and the stream
+    (replay samples and their logits, exemplars, an earlier model, anchor weights and importances):
+    :meth:`~lifelong.strategies.base.Strategy.memory_bytes`."""
     flops: float = 0.0
     """Forward and backward floating-point operations of training: the first step's count
     (``torch.utils.flop_counter.FlopCounterMode``) per drawn sample, times the samples drawn; 0 unless
@@ -37,9 +52,72 @@ class ExperienceCost:
         return {**asdict(self), "samples_per_second": self.samples_per_second}
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far in MiB on ``device``."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _status_kib(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (Linux), e.g. ``VmRSS`` (resident now), ``VmHWM`` (peak)."""
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"{_STATUS} has no {field}")
+
+
+def _lifetime_peak_bytes() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+class MemoryMeter:
+    """The memory a run uses above what was in use when the meter was made (at the start of the run,
+    once the model and the data are on the device).
+
+    On CUDA: the torch allocator's peak since the start (its peak statistics are reset then), minus
+    what it held at the start. On a CPU under Linux: the process's resident-set high-water mark, reset
+    at the start (``/proc/self/clear_refs``; it is one per process, so two runs in threads of one
+    process share it), minus the resident set at the start. Elsewhere the lifetime peak cannot be
+    reset, and the figure is how far the run pushed it above the peak before the run (0 for a run that
+    stayed under an earlier peak)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.resettable = False
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            self.baseline = torch.cuda.memory_allocated(device)
+            return
+        try:
+            _CLEAR_REFS.write_text("5")  # resets VmHWM to the current resident set
+            self.baseline = _status_kib("VmRSS") * 1024
+            self.resettable = True
+        except OSError:
+            self.baseline = _lifetime_peak_bytes()
+
+    def peak_bytes(self) -> int:
+        """The peak since the start, in the same terms as the baseline."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        return _status_kib("VmHWM") * 1024 if self.resettable else _lifetime_peak_bytes()
+
+    def increase_mb(self) -> float:
+        """The peak since the start above the baseline, in MiB."""
+        return max(self.peak_bytes() - self.baseline, 0) / 2**20
+
+
+def tensor_bytes(value: Any, skip: tuple[str, ...] = ()) -> int:
+    """Bytes of the tensors in ``value`` (a tensor, or mappings and sequences of them, nested), each
+    storage counted once however many views of it there are; entries of mappings under a key in
+    ``skip`` are left out."""
+    storages: dict[tuple[torch.device, int], int] = {}
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            storages[(item.device, storage.data_ptr())] = storage.nbytes()
+        elif isinstance(item, Mapping):
+            pending.extend(v for k, v in item.items() if k not in skip)
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return sum(storages.values())

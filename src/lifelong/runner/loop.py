@@ -27,6 +27,7 @@ allocation beyond the strategy's own), which ``benchmarks/overhead.py`` checks.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -45,7 +46,7 @@ from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.errors import ConfigError, TrainingError
 from lifelong.metrics.accuracy_matrix import summary
-from lifelong.metrics.compute import ExperienceCost, peak_memory_mb
+from lifelong.metrics.compute import ExperienceCost, MemoryMeter
 from lifelong.optim.registry import build_optimizer
 from lifelong.optim.samplers import batch_losses
 from lifelong.optim.schedules import Position
@@ -115,14 +116,25 @@ def resolve_device(device: str) -> torch.device:
 
 
 def describe(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConfig, seed: int) -> dict[str, Any]:
-    """A configuration record for runs started from Python objects rather than a config file."""
+    """A configuration record for runs started from Python objects rather than a config file: the
+    stream (its name, and each experience's classes, task and sizes), the model (its class, parameter
+    counts and a hash of its module tree: the modules as ``repr`` prints them, with every parameter's
+    and buffer's name, shape and type, so that two runs of one architecture can be told from runs of
+    another), the strategy with its hyperparameters, the optimization settings and the seed."""
     params = {f.name: getattr(strategy, f.name) for f in dataclasses.fields(strategy) if f.init} \
         if dataclasses.is_dataclass(strategy) else {}
     from lifelong.strategies import STRATEGIES  # the registry imports every strategy; the loop needs none
 
     name = next((key for key, cls in STRATEGIES.items() if type(strategy) is cls), type(strategy).__name__.lower())
-    return {"stream": stream.name, "model": type(model).__name__,
-            "strategy": {"name": name, **params},
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    tree = "\n".join([repr(model), *(f"{key} {tuple(t.shape)} {t.dtype}" for key, t in tensors)])
+    architecture = {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                    "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                    "tree_sha256": hashlib.sha256(tree.encode()).hexdigest()}
+    return {"stream": {"name": stream.name, "n_classes": stream.n_classes, "input_shape": list(stream.input_shape),
+                       "experiences": stream.summary()},
+            "model": architecture, "strategy": {"name": name, **params},
             "optim": optim.model_dump(), "run": {"seed": seed}}
 
 
@@ -218,7 +230,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     if restored:
         restored.restore(model, strategy, state, observers=observers, generator=generator)
     loop = _Loop(model, strategy, setup, budget, world, seed, dev, state, observers, batch_size_changes,
-                 FlopMeter(setup.count_flops, world), context, channels_last,
+                 FlopMeter(setup.count_flops, world), context, MemoryMeter(dev), channels_last,
                  augment if augment is not None and augment.augments else None)
     try:
         for index, experience in enumerate(experiences):
@@ -309,11 +321,14 @@ class _Loop:
     def __init__(self, model: nn.Module, strategy: Strategy, setup: OptimSetup, budget: Budget, world: World,
                  seed: int, device: torch.device, state: TrainState, observers: list[Observer],
                  batch_size_changes: list[dict[str, Any]], meter: FlopMeter, context: RunContext,
-                 channels_last: bool = False, augment: Augment | None = None) -> None:
+                 memory: MemoryMeter, channels_last: bool = False, augment: Augment | None = None) -> None:
         self.model, self.strategy, self.setup, self.budget, self.world = model, strategy, setup, budget, world
         self.seed = seed
         self.device, self.state, self.observers, self.meter, self.context = device, state, observers, meter, context
         self.batch_size_changes = batch_size_changes
+        self.memory = memory
+        """The run's memory use above what was in use at its start (the model, the test sets and the
+        first evaluation are in the baseline)."""
         self.augment = augment
         """Crops and flips of every training batch (with ``context.generator``), or None."""
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -372,8 +387,8 @@ class _Loop:
         """What the experience just closed took."""
         state = self.state
         return ExperienceCost(seconds=self.seconds, samples=state.experience_samples, steps=state.experience_step,
-                              peak_memory_mb=peak_memory_mb(self.device), buffer_size=self.strategy.memory_size(),
-                              flops=state.experience_flops)
+                              memory_increase_mb=self.memory.increase_mb(), buffer_size=self.strategy.memory_size(),
+                              memory_bytes=self.strategy.memory_bytes(), flops=state.experience_flops)
 
     def _prepare_optimizer(self, declared: ExperiencePlan, rebuild: bool) -> None:
         """Build the optimizer when there is none, the settings reset it at each experience or the plan

@@ -9,7 +9,15 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from lifelong.errors import ConfigError
 from lifelong.metrics.online import online_metrics
@@ -141,34 +149,46 @@ class Observer:
 
 
 class ProgressBar(Observer):
-    """A rich progress bar per experience, refreshed every ``every`` steps; silent when the console
-    is not a terminal."""
+    """A rich progress display: a bar for the whole run's planned steps and one per experience, each
+    with its steps, the last loss, the time elapsed and the time left (the ETA, from the rate of the
+    recent steps), refreshed every ``every`` steps. Totals follow the plan when a budget shortens an
+    experience. Silent when the console is not a terminal (output to a file, CI logs)."""
 
     def __init__(self, n_experiences: int, console: Console | None = None, every: int = 10) -> None:
         self.console = console or Console(stderr=True)
         self.every = every
         self.n_experiences = n_experiences
-        self.progress = Progress(TextColumn("[bold]experience {task.fields[index]}/{task.fields[total_exp]}"),
-                                 BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
-                                 TimeElapsedColumn(), console=self.console, transient=False,
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TextColumn("eta"),
+                                 TimeRemainingColumn(), console=self.console, transient=False,
                                  disable=not self.console.is_terminal)
-        self.task = None
+        self.run_task: TaskID | None = None
+        self.task: TaskID | None = None
 
     def on_experience_start(self, state: TrainState) -> None:
-        if self.task is None:
+        if self.run_task is None:
             self.progress.start()
-        self.task = self.progress.add_task("train", total=state.experience_steps, index=state.experience + 1,
-                                           total_exp=self.n_experiences, loss=0.0)
+            self.run_task = self.progress.add_task("run", total=state.total_steps, completed=state.step,
+                                                   loss=state.loss)
+        self.task = self.progress.add_task(f"experience {state.experience + 1}/{self.n_experiences}",
+                                           total=state.experience_steps, completed=state.experience_step,
+                                           loss=state.loss)
+
+    def refresh(self, state: TrainState) -> None:
+        """Move both bars to ``state``."""
+        if self.task is None or self.run_task is None:
+            return
+        self.progress.update(self.task, completed=state.experience_step, total=state.experience_steps, loss=state.loss)
+        self.progress.update(self.run_task, completed=state.step, total=state.total_steps, loss=state.loss)
 
     def on_step(self, state: TrainState) -> None:
-        if state.experience_step % self.every == 0 and self.task is not None:
-            self.progress.update(self.task, completed=state.experience_step, loss=state.loss)
+        if state.experience_step % self.every == 0:
+            self.refresh(state)
 
     def on_experience_end(self, state: TrainState, accuracies: list[float]) -> None:
-        if self.task is not None:
-            self.progress.update(self.task, completed=state.experience_step, loss=state.loss)
-            if state.experience + 1 == self.n_experiences:
-                self.progress.stop()
+        self.refresh(state)
+        if state.experience + 1 == self.n_experiences:
+            self.progress.stop()
 
 
 @dataclass

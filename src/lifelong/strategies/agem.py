@@ -16,10 +16,10 @@ from lifelong.strategies.rehearsal import ReservoirReplay
 
 def project(gradient: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """A-GEM's projection of a flat gradient (P,): unchanged when ``g . g_ref >= 0``, else
-    ``g - (g . g_ref / g_ref . g_ref) g_ref``, the closest vector with a non-negative dot product."""
-    dot = torch.dot(gradient, reference)
-    if dot >= 0:
-        return gradient
+    ``g - (g . g_ref / g_ref . g_ref) g_ref``, the closest vector with a non-negative dot product.
+    Written without a branch on the sign (``min(g . g_ref, 0)`` is 0 when no projection is needed), so
+    the host never waits for the device to read it."""
+    dot = torch.dot(gradient, reference).clamp(max=0.0)
     return gradient - dot / torch.dot(reference, reference).clamp_min(1e-12) * reference
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from lifelong.data.streams import Batch, Stream
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import Strategy
-from lifelong.strategies.losses import quadratic_penalty
+from lifelong.strategies.losses import QuadraticPenalty
 
 
 def trainable(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -44,6 +44,8 @@ class AnchoredPenalty(Strategy):
     """Strength of the penalty."""
     importance: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     anchor: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    penalty: QuadraticPenalty | None = field(default=None, init=False, repr=False)
+    """The penalty of the current anchor and importance (None before the first consolidation)."""
 
     def __post_init__(self) -> None:
         if self.lam < 0:
@@ -51,23 +53,27 @@ class AnchoredPenalty(Strategy):
 
     def setup(self, stream: Stream, seed: int) -> None:
         super().setup(stream, seed)
-        self.importance, self.anchor = {}, {}
+        self.importance, self.anchor, self.penalty = {}, {}, None
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         loss = F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
-        if self.anchor:
-            penalty = quadratic_penalty(model, self.anchor, self.importance or None)
-            loss = loss + self.penalty_scale * self.lam * penalty
+        if self.penalty is not None:
+            loss = loss + self.penalty_scale * self.lam * self.penalty(model)
         return loss
 
     def consolidate(self, model: nn.Module, importance: dict[str, torch.Tensor]) -> None:
         """Take ``importance`` as the new ``Omega`` and the current weights as the anchor."""
-        self.importance = importance
-        self.anchor = trainable(model)
+        self._anchor_at(trainable(model), importance)
+
+    def _anchor_at(self, anchor: dict[str, torch.Tensor], importance: dict[str, torch.Tensor]) -> None:
+        """Build the penalty; ``anchor`` and ``importance`` become views of its flat vectors."""
+        self.penalty = QuadraticPenalty(anchor, importance or None) if anchor else None
+        self.anchor = self.penalty.anchor if self.penalty else {}
+        self.importance = self.penalty.importance if self.penalty else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "importance": self.importance, "anchor": self.anchor}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
-        self.importance, self.anchor = dict(state["importance"]), dict(state["anchor"])
+        self._anchor_at(dict(state["anchor"]), dict(state["importance"]))

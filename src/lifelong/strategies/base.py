@@ -26,6 +26,7 @@ from torch import nn
 
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
+from lifelong.metrics.compute import tensor_bytes
 from lifelong.world import World
 
 
@@ -95,6 +96,8 @@ class Strategy(ABC):
     local_generator: torch.Generator
     """Draws that are this rank's own (a reservoir of this rank's shard); ``generator`` itself in one
     process."""
+    device_cache: dict[tuple[Any, torch.device], torch.Tensor]
+    """Host values already copied to a device (:meth:`class_index`, the task mask), by value and device."""
 
     def setup(self, stream: Stream, seed: int) -> None:
         """Reset learned state for a new stream: classes, task mask and the strategy's generators
@@ -102,6 +105,7 @@ class Strategy(ABC):
         self.task_mask = stream.task_mask()
         self.n_classes = stream.n_classes
         self.seen_classes = []
+        self.device_cache = {}
         self.generator = torch.Generator().manual_seed(derive_seed(seed, 0x5EED))
         self.local_generator = torch.Generator().manual_seed(derive_seed(seed, 0x5EED, self.world.rank)) \
             if self.world.distributed else self.generator
@@ -156,8 +160,25 @@ class Strategy(ABC):
         """Logits (B, C) with the classes outside each sample's task set to the lowest value."""
         if self.task_mask is None:
             return out
-        mask = self.task_mask.to(out.device)[task]  # (B, C)
+        mask = self.task_mask_on(out.device)[task]  # (B, C)
         return out.masked_fill(~mask, torch.finfo(out.dtype).min)
+
+    def task_mask_on(self, device: torch.device) -> torch.Tensor:
+        """The task mask (T, C) on ``device``, copied there once (stream given task ids only)."""
+        assert self.task_mask is not None, "the stream gives no task ids"
+        return self._on_device(("task_mask",), device, lambda: self.task_mask)
+
+    def class_index(self, classes: Sequence[int], device: torch.device) -> torch.Tensor:
+        """``classes`` as a long tensor (K,) on ``device``, made once per list of classes. A Python list
+        used as an index is made into a host tensor and copied to the device at every use, and on a GPU
+        that copy makes the host wait for the device at every step."""
+        return self._on_device(tuple(classes), device, lambda: torch.tensor(list(classes), dtype=torch.long))
+
+    def _on_device(self, key: tuple[Any, ...], device: torch.device, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        cached = self.device_cache.get((key, device))
+        if cached is None:
+            cached = self.device_cache[(key, device)] = make().to(device)
+        return cached
 
     @torch.no_grad()
     def predict(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
@@ -167,6 +188,12 @@ class Strategy(ABC):
     def memory_size(self) -> int:
         """Samples held in memory (replay buffers, exemplars); 0 for memory-free methods."""
         return 0
+
+    def memory_bytes(self) -> int:
+        """Bytes of the tensors the strategy keeps beyond the model and the stream: those of its
+        :meth:`state_dict` (replay samples and their logits, exemplars, an earlier model's weights, anchor
+        weights and importances), each storage counted once, the generators' states left out."""
+        return tensor_bytes(self.state_dict(), skip=("generator", "local_generator"))
 
     def state_dict(self) -> dict[str, Any]:
         """Learned state as plain tensors and numbers (loadable with ``torch.load(weights_only=True)``)."""

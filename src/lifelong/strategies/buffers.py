@@ -8,9 +8,12 @@ counts per class seen so far.
 
 from __future__ import annotations
 
+import bisect
+
+import numpy as np
 import torch
 
-from lifelong.data.lazy import Inputs, as_tensor
+from lifelong.data.lazy import Inputs, LazyInputs, as_tensor
 
 
 class _Memory:
@@ -35,24 +38,35 @@ class _Memory:
             self.data = {k: torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype, device=device)
                          for k, v in rows.items()}
 
+    def _write_block(self, start: int, rows: dict[str, Inputs], count: int) -> None:
+        """Store the first ``count`` rows at slots ``start .. start + count - 1`` (one copy per tensor)."""
+        if not count:
+            return
+        for key, tensor in self.data.items():
+            tensor[start:start + count].copy_(as_tensor(rows[key][:count]))
+
     def _write_chosen(self, chosen: dict[int, int], rows: dict[str, Inputs]) -> None:
-        """Store ``rows[key][row]`` at ``slot`` for every ``slot -> row`` pair (slots are distinct)."""
+        """Store ``rows[key][row]`` at ``slot`` for every ``slot -> row`` pair, one scatter per tensor. The
+        indices are copied to the device with ``non_blocking``: PyTorch then does not synchronise the stream
+        after the copy, as it does for a blocking one. A lazy dataset's inputs are read for the chosen
+        rows only."""
         if not chosen:
             return
         device = next(iter(self.data.values())).device
-        slots = torch.tensor(list(chosen.keys()), device=device)
-        index = torch.tensor(list(chosen.values()))
+        slots = torch.from_numpy(np.fromiter(chosen.keys(), np.int64, len(chosen))).to(device, non_blocking=True)
+        index = torch.from_numpy(np.fromiter(chosen.values(), np.int64, len(chosen)))
         for key, tensor in self.data.items():
             values = rows[key]
-            tensor[slots] = as_tensor(values[index.to(values.device)]).to(device, tensor.dtype)
+            picked = as_tensor(values[index]) if isinstance(values, LazyInputs) else \
+                values.index_select(0, index.to(values.device, non_blocking=True))
+            tensor.index_copy_(0, slots, picked.to(device, tensor.dtype))
 
     def sample(self, n: int) -> dict[str, torch.Tensor]:
         """``min(n, len(self))`` stored rows drawn without replacement."""
         take = min(n, self.size)
         index = torch.randperm(self.size, generator=self.generator)[:take]
-        device = next(iter(self.data.values())).device
-        index = index.to(device)
-        return {k: v[index] for k, v in self.data.items()}
+        index = index.to(next(iter(self.data.values())).device, non_blocking=True)  # no stream synchronisation
+        return {k: v.index_select(0, index) for k, v in self.data.items()}
 
     def contents(self) -> dict[str, torch.Tensor]:
         """Every stored row (views of the storage)."""
@@ -75,25 +89,30 @@ class ReservoirBuffer(_Memory):
         self.seen = 0
 
     def add(self, **rows: torch.Tensor) -> None:
-        """Offer a batch of rows (all tensors with the same first dimension) to the reservoir."""
+        """Offer a batch of rows (all tensors with the same first dimension) to the reservoir.
+
+        Algorithm R on the whole batch at once: one uniform draw per row, made in one call; the rows that
+        find room fill the next slots in one copy per tensor; after that offer ``i`` of the stream
+        (0-based) replaces slot ``floor(u * (i + 1))`` when it lands below the capacity (probability
+        ``capacity / (i + 1)``), all such rows in one scatter per tensor. Where two rows of a batch land
+        on one slot the later one stays, as when offered one by one: the memory is the row-by-row
+        algorithm's, bit for bit."""
         n = len(next(iter(rows.values())))
         if self.capacity == 0 or n == 0:
             self.seen += n
             return
         self._allocate(rows)
-        draws = torch.rand(n, generator=self.generator).tolist()
-        chosen: dict[int, int] = {}  # slot -> row of the batch; a later row overwrites an earlier one
-        for row, u in enumerate(draws):
-            position = self.seen + row  # 0-based index of this offer in the whole stream
-            if position < self.capacity:
-                chosen[position] = row
-            else:
-                slot = int(u * (position + 1))
-                if slot < self.capacity:
-                    chosen[slot] = row
+        draws = torch.rand(n, generator=self.generator).numpy()  # (n,)
+        room = min(max(self.capacity - self.seen, 0), n)
+        self._write_block(self.seen, rows, room)
+        if room < n:
+            counts = np.arange(self.seen + room + 1, self.seen + n + 1, dtype=np.float64)  # (n - room,): i + 1
+            slots = (draws[room:] * counts).astype(np.int64)  # (n - room,); float64 as int(u * (i + 1))
+            kept = (slots < self.capacity).nonzero()[0]  # (k,) in offer order
+            if len(kept):  # slot -> row of the batch; a later row overwrites an earlier one
+                self._write_chosen(dict(zip(slots[kept].tolist(), (kept + room).tolist(), strict=True)), rows)
         self.seen += n
         self.size = min(self.capacity, self.seen)
-        self._write_chosen(chosen, rows)
 
     def state_dict(self) -> dict[str, object]:
         return {**super().state_dict(), "seen": self.seen}
@@ -109,28 +128,33 @@ class ClassBalancedBuffer(_Memory):
     own class already holds at least as many as any other class. Memory size is total, not per class."""
 
     def add(self, **rows: torch.Tensor) -> None:
-        labels = rows["y"].tolist()
-        if self.capacity == 0 or not labels:
+        """Offer a batch of rows in order. While there is room the rows go in as they come, in one block;
+        after that the policy runs row by row, since each decision depends on the counts the one before
+        left, over a map from each class to its slots rather than a scan of the memory."""
+        n = len(rows["y"])
+        if self.capacity == 0 or n == 0:
             return
         self._allocate(rows)
-        counts = self.class_counts()
+        room = min(self.capacity - self.size, n)
+        self._write_block(self.size, rows, room)
+        self.size += room
+        if room == n:
+            return
+        labels = self.data["y"][: self.size].tolist() + rows["y"][room:].tolist()  # memory, then the later offers
+        members: dict[int, list[int]] = {}  # class -> its slots, ascending
+        for slot, label in enumerate(labels[: self.size]):
+            members.setdefault(label, []).append(slot)
+        counts = {label: len(kept) for label, kept in members.items()}
         chosen: dict[int, int] = {}  # slot -> row of the batch; a later row overwrites an earlier one
-        stored = self.data["y"][: self.size].tolist()
-        for row, label in enumerate(labels):
-            if self.size < self.capacity:
-                slot = self.size
-                self.size += 1
-                stored.append(label)
-            else:
-                largest = max(counts.values())
-                if counts.get(label, 0) >= largest:
-                    continue
-                victims = sorted(c for c, k in counts.items() if k == largest)
-                victim = victims[int(torch.randint(len(victims), (1,), generator=self.generator))]
-                candidates = [i for i, c in enumerate(stored) if c == victim]
-                slot = candidates[int(torch.randint(len(candidates), (1,), generator=self.generator))]
-                counts[victim] -= 1
-                stored[slot] = label
+        for row, label in enumerate(labels[self.size:], start=room):
+            largest = max(counts.values())
+            if counts.get(label, 0) >= largest:
+                continue
+            victims = sorted(c for c, k in counts.items() if k == largest)
+            victim = victims[int(torch.randint(len(victims), (1,), generator=self.generator))]
+            slot = members[victim].pop(int(torch.randint(counts[victim], (1,), generator=self.generator)))
+            bisect.insort(members.setdefault(label, []), slot)
+            counts[victim] -= 1
             counts[label] = counts.get(label, 0) + 1
             chosen[slot] = row
         self._write_chosen(chosen, rows)

@@ -129,17 +129,16 @@ def herding(features: torch.Tensor, count: int) -> torch.Tensor:
     the order is a priority (iCaRL shrinks a set by keeping its first ``m``)."""
     count = min(count, len(features))
     target = features.mean(dim=0)  # (D,)
-    chosen: list[int] = []
+    chosen = torch.empty(count, dtype=torch.long, device=features.device)
     running = torch.zeros_like(target)  # sum of the chosen features
-    available = torch.ones(len(features), dtype=torch.bool)
-    for k in range(1, count + 1):
-        distance = (target - (running + features) / k).norm(dim=1)  # (N,)
-        distance[~available] = float("inf")
-        index = int(distance.argmin())
-        chosen.append(index)
-        available[index] = False
-        running += features[index]
-    return torch.tensor(chosen, dtype=torch.long)
+    taken = torch.zeros(len(features), dtype=torch.bool, device=features.device)
+    for k in range(1, count + 1):  # picks stay on the device: the host never waits to read one
+        distance = (target - (running + features) / k).norm(dim=1).masked_fill(taken, float("inf"))  # (N,)
+        index = distance.argmin().unsqueeze(0)  # (1,)
+        chosen[k - 1:k] = index
+        taken.index_fill_(0, index, True)
+        running += features.index_select(0, index)[0]
+    return chosen
 
 
 def nearest_mean(features: torch.Tensor, means: torch.Tensor, classes: torch.Tensor,

@@ -101,12 +101,14 @@ class ICaRL(Strategy):
         return experience.train if self.exemplars is None else TensorSet.concat([experience.train, self.exemplars])
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        logits = model(batch.x)[:, self.active_classes]  # (B, K)
-        targets = (batch.y.unsqueeze(1) == torch.tensor(self.active_classes, device=batch.y.device)).float()
+        active = self.class_index(self.active_classes, batch.y.device)  # (K,)
+        logits = model(batch.x).index_select(1, active)  # (B, K)
+        targets = (batch.y.unsqueeze(1) == active).float()
         if self.old_model is not None and self.distilled_classes:
-            columns = [self.active_classes.index(c) for c in self.distilled_classes]
+            columns = self.class_index([self.active_classes.index(c) for c in self.distilled_classes], batch.y.device)
+            distilled = self.class_index(self.distilled_classes, batch.y.device)
             with torch.no_grad():
-                old = self.old_model(batch.x)[:, self.distilled_classes]  # bf16 under mixed precision
+                old = self.old_model(batch.x).index_select(1, distilled)  # bf16 under mixed precision
                 targets[:, columns] = torch.sigmoid(old).to(targets.dtype)
         return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(dim=1).mean()
 
@@ -137,7 +139,7 @@ class ICaRL(Strategy):
         """Nearest mean of exemplars; the network's logits before any exemplar exists."""
         if not len(self.means):
             return super().predict(model, x, task)
-        allowed = None if self.task_mask is None else self.task_mask.to(x.device)[task]  # (B, C)
+        allowed = None if self.task_mask is None else self.task_mask_on(x.device)[task]  # (B, C)
         classes = torch.tensor(self.mean_classes, device=x.device)
         return nearest_mean(normalized_features(split_model(model)[0], x), self.means.to(x.device), classes, allowed)
 

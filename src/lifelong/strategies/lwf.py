@@ -44,9 +44,10 @@ class LwF(Strategy):
         out = model(batch.x)
         loss = F.cross_entropy(self.mask_logits(out, batch.task), batch.y)
         if self.old_model is not None and self.seen_classes:
+            seen = self.class_index(self.seen_classes, out.device)  # (K,)
             with torch.no_grad():
-                old = self.old_model(batch.x)[:, self.seen_classes]
-            loss = loss + self.alpha * distillation(out[:, self.seen_classes], old, self.temperature)
+                old = self.old_model(batch.x).index_select(1, seen)
+            loss = loss + self.alpha * distillation(out.index_select(1, seen), old, self.temperature)
         return loss
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:

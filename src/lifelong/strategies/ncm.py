@@ -39,7 +39,7 @@ class NCM(FrozenBackbone):
     def predict(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         if not len(self.statistics):
             return super().predict(model, x, task)
-        allowed = None if self.task_mask is None else self.task_mask.to(x.device)[task]  # (B, C)
+        allowed = None if self.task_mask is None else self.task_mask_on(x.device)[task]  # (B, C)
         features = extract_features(split_model(model)[0], x)  # (B, D)
         classes = torch.tensor(self.statistics.classes, device=x.device)
         return nearest_mean(features, self.statistics.means(features.dtype).to(x.device), classes, allowed)

@@ -18,7 +18,7 @@ from lifelong.config import OptimConfig
 from lifelong.data.datasets import Dataset
 from lifelong.data.streams import Experience, Stream, TensorSet
 from lifelong.errors import ConfigError
-from lifelong.metrics.compute import peak_memory_mb
+from lifelong.metrics.compute import MemoryMeter
 from lifelong.runner.loop import train
 from lifelong.runner.results import ResultsStore
 from lifelong.strategies.naive import Naive
@@ -56,6 +56,7 @@ def adapt(model: nn.Module, method: TestTimeMethod, domains: Sequence[Domain], b
     config = config or {"method": type(method).__name__.lower(), "batch_size": batch_size}
     run_id = store.start_run(name, str(config.get("method", "")), seed, config) if store else None
     result = TTAResult([d.name for d in domains], [], run_id)
+    memory = MemoryMeter(next(model.parameters()).device)
     for index, domain in enumerate(domains):
         started, wrong = time.perf_counter(), 0
         for begin in range(0, len(domain.y), batch_size):
@@ -65,7 +66,7 @@ def adapt(model: nn.Module, method: TestTimeMethod, domains: Sequence[Domain], b
         result.seconds.append(time.perf_counter() - started)
         if store and run_id is not None:
             cost = {"seconds": result.seconds[-1], "samples": len(domain.y),
-                    "steps": -(-len(domain.y) // batch_size), "peak_memory_mb": peak_memory_mb(torch.device("cpu")),
+                    "steps": -(-len(domain.y) // batch_size), "memory_increase_mb": memory.increase_mb(),
                     "buffer_size": 0}
             store.record_experience(run_id, index, [1.0 - e for e in result.errors], cost)
         if progress is not None:
