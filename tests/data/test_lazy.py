@@ -129,3 +129,42 @@ def test_a_user_dataset_trains_through_the_command_line_with_workers(tmp_path) -
     record = ResultsStore(tmp_path / "runs.db").runs()[0]
     assert record.status == "finished" and record.metrics["final_accuracy"] > 0.5
     assert len(log.read_text()) >= 180  # the training samples were read from the user's dataset
+
+
+def write_images(folder, per_class: int = 12) -> None:
+    """Two classes of 8x8 grey images: dark noise and bright noise."""
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    for label, (name, level) in enumerate((("dark", 40), ("bright", 200))):
+        (folder / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(level + generator.normal(0, 20, (8, 8)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+
+
+def test_a_lazy_image_folder_reads_files_only_when_trained_on(tmp_path, monkeypatch) -> None:
+    from lifelong.data import files
+
+    write_images(tmp_path / "images")
+    reads: list[str] = []
+    original = files.read_image
+    monkeypatch.setattr(files, "read_image", lambda file, shape, grayscale: reads.append(file.name) or
+                        original(file, shape, grayscale))
+    lazy_data = files.image_folder(str(tmp_path / "images"), grayscale=True, lazy=True, num_workers=0)
+    assert len(reads) == 1  # the first image, for the size; nothing else is read to build the dataset
+    eager = files.image_folder(str(tmp_path / "images"), grayscale=True)
+    assert torch.equal(lazy_data.y_train, eager.y_train) and torch.equal(lazy_data.y_test, eager.y_test)
+    results = [run(class_incremental(d, 2), "er", {"buffer_size": 6}) for d in (lazy_data, eager)]
+    assert np.array_equal(results[0].matrix, results[1].matrix)
+
+
+def test_an_unreadable_image_in_a_lazy_folder_is_named_in_one_line(tmp_path) -> None:
+    from lifelong.data import files
+
+    write_images(tmp_path / "images")
+    (tmp_path / "images" / "bright" / "5.png").write_bytes(b"not an image")
+    dataset = files.image_folder(str(tmp_path / "images"), grayscale=True, lazy=True, num_workers=2)
+    with pytest.raises(DataError, match=r"5\.png' is not a readable image") as error:
+        run(class_incremental(dataset, 2), "naive", {})
+    assert "\n" not in str(error.value)

@@ -48,21 +48,25 @@ def _sample_shape(dataset: MapDataset, name: str, part: str) -> tuple[int, ...]:
 
 
 def from_dataset(train: MapDataset, test: MapDataset, *, train_targets: Any = None, test_targets: Any = None,
-                 n_classes: int | None = None, name: str = "dataset", num_workers: int = 0,
-                 pin_memory: bool = False) -> Dataset:
+                 n_classes: int | None = None, input_shape: Sequence[int] | None = None, name: str = "dataset",
+                 num_workers: int = 0, pin_memory: bool = False) -> Dataset:
     """A lazily read :class:`Dataset` from two map-style datasets yielding ``(input, label)``.
 
     ``train_targets`` and ``test_targets`` (one integer label per sample) let scenarios split the data
     by class without reading a sample; without them the datasets' ``targets`` attribute is used, or
     every sample is read once for its label. ``num_workers`` worker processes read batches (0: the main
     process) and ``pin_memory`` page-locks them for fast copies to a GPU; the workers persist for the
-    run. Inputs must all have the shape of the first; ``n_classes`` defaults to the largest label + 1.
+    run. Inputs must all have one shape, ``input_shape`` (default: the first sample's, read once);
+    ``n_classes`` defaults to the largest label + 1.
     """
     settings = LoaderSettings(num_workers=num_workers, pin_memory=pin_memory)
     labels = [_labels(train, train_targets, name, "train"), _labels(test, test_targets, name, "test")]
-    shape = _sample_shape(train, name, "train")
-    if len(test) and _sample_shape(test, name, "test") != shape:  # type: ignore[arg-type]
-        raise DataError(f"{name}: test inputs have shape {_sample_shape(test, name, 'test')}, train inputs {shape}")
+    if input_shape is not None:
+        shape = tuple(int(side) for side in input_shape)
+    else:
+        shape = _sample_shape(train, name, "train")
+        if len(test) and _sample_shape(test, name, "test") != shape:  # type: ignore[arg-type]
+            raise DataError(f"{name}: test inputs have shape {_sample_shape(test, name, 'test')}, train inputs {shape}")
     largest = max(int(y.max()) for y in labels if len(y))
     classes = n_classes if n_classes is not None else largest + 1
     if classes <= largest:

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import Dataset as MapDataset
 
+from lifelong.data.adapter import from_dataset
 from lifelong.data.datasets import Dataset, from_arrays
 from lifelong.data.split import train_test_indices
 from lifelong.errors import ConfigError, DataError, MissingFileError
@@ -24,11 +26,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 logger = logging.getLogger(__name__)
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int,
-           class_names: Sequence[str] | None = None) -> Dataset:
-    """A seeded train/test split, stratified by class. Every class must end up in both parts: a class
-    with one sample (or one that the fraction leaves without a test sample) would make an experience
-    whose test set is empty, so it is refused here, naming the class, rather than scored as nothing."""
+def _split_indices(name: str, y: np.ndarray, test_fraction: float, seed: int,
+                   class_names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, test)`` of a seeded train/test split of labels ``y``, stratified by class. Every
+    class must end up in both parts: a class with one sample (or one that the fraction leaves without a
+    test sample) would make an experience whose test set is empty, so it is refused here, naming the
+    class, rather than scored as nothing."""
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"dataset.test_fraction must lie in (0, 1), got {test_fraction}")
     if len(y) == 0:
@@ -48,13 +51,19 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: 
         raise DataError(f"{name}: cannot split {len(y)} samples of {int((counts > 0).sum())} classes with "
                         f"dataset.test_fraction={test_fraction} ({error}); change the fraction or add "
                         "samples") from None
-    x_train, x_test, y_train, y_test = x[train], x[test], y[train], y[test]
-    for part, labels in (("test", y_test), ("training", y_train)):
+    for part, labels in (("test", y[test]), ("training", y[train])):
         absent = sorted(set(np.flatnonzero(counts).tolist()) - set(np.unique(labels).tolist()))
         if absent:
             raise DataError(f"{name}: class {label(absent[0])} ({counts[absent[0]]} samples) gets no {part} sample "
                             f"with dataset.test_fraction={test_fraction}; change the fraction or add samples")
-    return from_arrays(name, x_train, y_train, x_test, y_test)
+    return train, test
+
+
+def _split(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int,
+           class_names: Sequence[str] | None = None) -> Dataset:
+    """A seeded train/test split of arrays, stratified by class (:func:`_split_indices`)."""
+    train, test = _split_indices(name, y, test_fraction, seed, class_names)
+    return from_arrays(name, x[train], y[train], x[test], y[test])
 
 
 def _directory(path: str, what: str) -> Path:
@@ -142,48 +151,85 @@ def _number(text: str) -> float | None:
         return None
 
 
+def read_image(file: Path, shape: tuple[int, int] | None, grayscale: bool) -> np.ndarray:
+    """One image file as (C, H, W) float32 in [0, 1], resized to ``shape`` = (height, width) when given;
+    a file Pillow cannot read (corrupt, truncated) is a :class:`DataError` naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as image:
+            image = image.convert("L" if grayscale else "RGB")
+            if shape is not None and (image.height, image.width) != shape:
+                image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.float32) / 255.0
+    except OSError as error:  # Pillow's UnidentifiedImageError and truncated files are OSErrors
+        raise DataError(f"dataset.path: {str(file)!r} is not a readable image ({error}); fix or remove it, or "
+                        "set dataset.skip_unreadable=true to skip such files") from None
+    return pixels[None] if grayscale else pixels.transpose(2, 0, 1)
+
+
+class ImageFiles(MapDataset):
+    """Image files read when a sample is asked for (``image_folder(..., lazy=True)``): ``(image (C, H, W),
+    label)`` of ``files[i]`` resized to ``shape``."""
+
+    def __init__(self, files: Sequence[Path], labels: Sequence[int], shape: tuple[int, int], grayscale: bool) -> None:
+        self.files, self.targets, self.shape, self.grayscale = list(files), list(labels), shape, grayscale
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return read_image(self.files[index], self.shape, self.grayscale), self.targets[index]
+
+
 def image_folder(path: str, size: Sequence[int] | None = None, grayscale: bool = False,
-                 test_fraction: float = 0.25, seed: int = 0, skip_unreadable: bool = False) -> Dataset:
+                 test_fraction: float = 0.25, seed: int = 0, skip_unreadable: bool = False, lazy: bool = False,
+                 num_workers: int = 0, pin_memory: bool = False) -> Dataset:
     """Images in one sub-folder per class (``path/<class>/<image>``, the ImageFolder layout), read with
     Pillow, scaled to [0, 1] as (C, H, W), resized to ``size`` = (height, width) (default: the first
     image's). With ``path/train`` and ``path/test`` sub-folders those are the split. A file that Pillow
     cannot read (corrupt, truncated) is an error naming it; ``skip_unreadable`` skips such files
-    instead and says how many."""
-    from PIL import Image
+    instead and says how many.
 
+    ``lazy`` lists the files and reads none but the first (for its size): the images are read in
+    batches when trained on and evaluated, through a ``DataLoader`` with ``num_workers`` worker processes
+    (and ``pin_memory``), as any lazy dataset (:func:`lifelong.data.adapter.from_dataset`). An unreadable
+    file is then named when it is read (``skip_unreadable`` needs the eager mode, which reads every file)."""
     if size is not None and (len(size) != 2 or any(side < 1 for side in size)):
         raise ConfigError(f"dataset.size must be [height, width], two positive integers, got {list(size)}")
+    if lazy and skip_unreadable:
+        raise ConfigError("dataset.skip_unreadable needs every file read up front: set dataset.lazy=false, or "
+                          "remove the unreadable files")
     root = _directory(path, "images in class sub-folders")
     parts = [root / "train", root / "test"] if (root / "train").is_dir() and (root / "test").is_dir() else [root]
     class_names = sorted(d.name for d in parts[0].iterdir() if d.is_dir())
     if not class_names:
         raise DataError(f"dataset.path: {str(parts[0])!r} has no class sub-folders; expected "
                         "path/<class name>/<image files>")
+    listed = [[(file, label) for label, name in enumerate(class_names)
+               for file in (sorted((part / name).iterdir()) if (part / name).is_dir() else [])
+               if file.suffix.lower() in IMAGE_SUFFIXES] for part in parts]
+    for part, files in zip(parts, listed, strict=True):
+        if not files:
+            raise DataError(f"dataset.path: no images ({', '.join(IMAGE_SUFFIXES)}) under {str(part)!r}")
+    shape: tuple[int, int] = tuple(size) if size is not None else \
+        tuple(read_image(listed[0][0][0], None, grayscale).shape[1:])  # type: ignore[assignment]
+    if lazy:
+        return _lazy_image_folder(root.name, listed, shape, grayscale, test_fraction, seed, class_names, num_workers,
+                                  pin_memory)
     arrays: list[tuple[np.ndarray, np.ndarray]] = []
-    shape: tuple[int, int] | None = tuple(size) if size is not None else None  # type: ignore[assignment]
     skipped: list[Path] = []
-    for part in parts:
+    for part, files in zip(parts, listed, strict=True):
         images, labels = [], []
-        for label, name in enumerate(class_names):
-            for file in sorted((part / name).iterdir()) if (part / name).is_dir() else []:
-                if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                try:
-                    with Image.open(file) as image:
-                        image = image.convert("L" if grayscale else "RGB")
-                        if shape is None:
-                            shape = (image.height, image.width)
-                        if (image.height, image.width) != shape:
-                            image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-                        pixels = np.asarray(image, dtype=np.float32) / 255.0
-                except OSError as error:  # Pillow's UnidentifiedImageError and truncated files are OSErrors
-                    if not skip_unreadable:
-                        raise DataError(f"dataset.path: {str(file)!r} is not a readable image ({error}); fix or "
-                                        "remove it, or set dataset.skip_unreadable=true to skip such files") from None
-                    skipped.append(file)
-                    continue
-                images.append(pixels[None] if grayscale else pixels.transpose(2, 0, 1))
-                labels.append(label)
+        for file, label in files:
+            try:
+                images.append(read_image(file, shape, grayscale))
+            except DataError:
+                if not skip_unreadable:
+                    raise
+                skipped.append(file)
+                continue
+            labels.append(label)
         if not images:
             raise DataError(f"dataset.path: no readable images ({', '.join(IMAGE_SUFFIXES)}) under {str(part)!r}")
         arrays.append((np.stack(images), np.asarray(labels, dtype=np.int64)))
@@ -193,6 +239,20 @@ def image_folder(path: str, size: Sequence[int] | None = None, grayscale: bool =
     if len(arrays) == 2:
         return from_arrays(root.name, arrays[0][0], arrays[0][1], arrays[1][0], arrays[1][1])
     return _split(root.name, arrays[0][0], arrays[0][1], test_fraction, seed, class_names=class_names)
+
+
+def _lazy_image_folder(name: str, listed: list[list[tuple[Path, int]]], shape: tuple[int, int], grayscale: bool,
+                       test_fraction: float, seed: int, class_names: Sequence[str], num_workers: int,
+                       pin_memory: bool) -> Dataset:
+    """The listed files as a lazy dataset: split by their labels alone when there is no test folder."""
+    if len(listed) == 1:
+        labels = np.asarray([label for _, label in listed[0]], dtype=np.int64)
+        train, test = _split_indices(name, labels, test_fraction, seed, class_names)
+        listed = [[listed[0][i] for i in train], [listed[0][i] for i in test]]
+    sets = [ImageFiles([f for f, _ in files], [label for _, label in files], shape, grayscale) for files in listed]
+    return from_dataset(sets[0], sets[1], train_targets=sets[0].targets, test_targets=sets[1].targets,
+                        n_classes=len(class_names), input_shape=(1 if grayscale else 3, *shape), name=name,
+                        num_workers=num_workers, pin_memory=pin_memory)
 
 
 def _find(root: Path, names: Sequence[str], subfolders: Sequence[str], dataset: str, source: str) -> list[Path]:

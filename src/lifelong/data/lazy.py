@@ -69,6 +69,17 @@ def _collate(samples: list[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor
     return inputs.float(), labels
 
 
+def _one_line_errors(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches; a :class:`DataError` raised in a worker process (a file that cannot be read)
+    comes back as one whose message is the worker's own one line, not the traceback the ``DataLoader``
+    wraps it in."""
+    try:
+        yield from loader
+    except DataError as error:
+        lines = str(error).strip().splitlines()
+        raise DataError(lines[-1].removeprefix("lifelong.errors.DataError: ").removeprefix("DataError: ")) from None
+
+
 class LazySource:
     """A map-style dataset with its labels and the loaders that read it.
 
@@ -111,7 +122,7 @@ class LazySource:
         loader, sampler = self._loader(channel)
         order = positions.tolist()
         sampler.batches = [order[begin:begin + batch_size] for begin in range(0, len(order), batch_size)]
-        for batch, (x, y) in zip(sampler.batches, loader, strict=True):
+        for batch, (x, y) in zip(sampler.batches, _one_line_errors(loader), strict=True):
             expected = self.targets[torch.as_tensor(batch)]
             if not torch.equal(y, expected):
                 wrong = int((y != expected).nonzero()[0])
