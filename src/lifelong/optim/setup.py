@@ -109,10 +109,11 @@ class OptimSetup:
             epoch, offset = epoch + 1, 0
         return steps, samples
 
-    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-        """The context the strategy's forward pass and loss run in: bf16 autocast, or nothing."""
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any] | None:
+        """The context the strategy's forward pass and loss run in: bf16 autocast, or None (full precision,
+        no context to enter)."""
         if self.dtype is None:
-            return contextlib.nullcontext()
+            return None
         return torch.autocast(device_type=device.type, dtype=self.dtype)
 
 

@@ -49,7 +49,7 @@ from lifelong.metrics.accuracy_matrix import summary
 from lifelong.metrics.compute import ExperienceCost, MemoryMeter
 from lifelong.optim.registry import build_optimizer
 from lifelong.optim.samplers import batch_losses
-from lifelong.optim.schedules import Position
+from lifelong.optim.schedules import Constant, Position
 from lifelong.optim.setup import OptimSetup, epoch_end, resolve
 from lifelong.runner.budget import Budget
 from lifelong.runner.checkpoint import CheckpointSettings, Checkpointer, Restored, resume_point
@@ -439,6 +439,10 @@ class _Loop:
         grad_clip, schedule, test = setup.config.grad_clip, setup.schedule, setup.batch_size_test
         autocast = setup.autocast(self.device)
         base_lr = setup.lr_for(state.batch_size * world.size)
+        # settings read once: the step below is the hot path, kept to what a hand-written loop does
+        counting, measured, distributed = self.meter.enabled, self.budget.measured, world.distributed
+        constant = isinstance(schedule, Constant)
+        applied_lr = None
         x_all, y_all, task_all = data.x, data.y, data.task
         epoch, resumed_order, first_sample = state.epoch, state.epoch_order, state.epoch_samples
         while epoch < state.epochs:
@@ -459,33 +463,39 @@ class _Loop:
                 if x.ndim == 4:
                     x = x.contiguous(memory_format=self.memory_format)
                 batch = Batch(x, y_all[batch_index], task_all[batch_index], raw)
-                key = (index, len(batch_index), strategy.memory_size()) if self.meter.enabled else None
-                loss, flops = self.meter.step(key, lambda: self._forward_backward(batch, autocast, params))
+                if counting:
+                    key = (index, len(batch_index), strategy.memory_size())
+                    loss, flops = self.meter.step(key, lambda: self._forward_backward(batch, autocast, params))
+                else:
+                    loss = self._forward_backward(batch, autocast, params)
                 if grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                lr = base_lr * schedule(Position(state.step, index, state.experience_step, state.experience_steps,
-                                                 state.total_steps))
-                for group in groups:
-                    group["lr"] = lr * group["lr_scale"]
+                lr = base_lr if constant else base_lr * schedule(
+                    Position(state.step, index, state.experience_step, state.experience_steps, state.total_steps))
+                if lr != applied_lr:
+                    for group in groups:
+                        group["lr"] = lr * group["lr_scale"]
+                    applied_lr = lr
                 optimizer.step()
-                if world.distributed and self.buffers:
+                if distributed and self.buffers:
                     world.broadcast(self.buffers)
                 value = loss.item()
                 if not math.isfinite(value):
                     raise TrainingError(f"the loss became {value} at experience {index}, step {state.experience_step} "
                                         f"(epoch {epoch}); lower optim.lr or set optim.grad_clip")
-                n = len(batch_index) * world.size
+                drawn = len(batch_index)
+                n = drawn * world.size
                 state.loss, state.lr = value, lr
                 state.step += 1
                 state.experience_step += 1
                 state.samples += n
                 state.experience_samples += n
-                state.epoch_samples += len(batch_index)
-                if self.meter.enabled:
+                state.epoch_samples += drawn
+                if counting:
                     state.step_flops = self.meter.total(flops)[0]
                     state.experience_flops += state.step_flops
                     self._estimate_coming_steps(len(data))
-                if self.budget.measured:
+                if measured:
                     self._replan(len(data))
                 if test is not None and state.experience_step % test.every_steps == 0 \
                         and state.experience_step < state.experience_steps \
@@ -494,6 +504,7 @@ class _Loop:
                     base_lr = setup.lr_for(state.batch_size * world.size)
                     end = epoch_end(len(order), state.epochs, epoch)
                     reader = self._reader(data, order, end)
+                    applied_lr = None
                 for observer in self.observers:
                     observer.on_step(state)
                 if state.stop_experience or state.experience_step >= state.experience_steps:
@@ -550,14 +561,17 @@ class _Loop:
         state.set_experience_steps(state.experience_step + steps)
 
     def _forward_backward(self, batch: Batch, autocast: Any, params: list[torch.nn.Parameter]) -> torch.Tensor:
-        """The strategy's loss of ``batch`` (under ``autocast``), back-propagated into fresh gradients
-        (averaged over data-parallel ranks), then the strategy's gradient hook."""
+        """The strategy's loss of ``batch`` (under ``autocast``, None for full precision), back-propagated
+        into fresh gradients (averaged over data-parallel ranks), then the strategy's gradient hook."""
         assert self.optimizer is not None
-        with autocast:
+        if autocast is None:
             loss = self.strategy.observe(self.model, batch)
+        else:
+            with autocast:
+                loss = self.strategy.observe(self.model, batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.world.distributed:
+        if self.world.size > 1:
             self.world.average_gradients(params)
         self.strategy.after_backward(self.model)
         return loss
