@@ -16,8 +16,12 @@ Prints the median wall time of each, the median of the per-pair ratios (each pai
 machine conditions) and the ratio of the minimum times (noise from a shared machine only ever adds
 time, so the minimum is the least disturbed estimate).
 
-The conv workload (the image issue's network) is a second table to come: ``WORKLOADS`` is where it
-goes, with its own stream, model and settings.
+A second workload, ``digits-resnet``, is the image setting: the reduced ResNet-18 (nf 8) on the
+digits as 1x8x8 images, with the runner's training augmentation (inputs normalised once, every new
+and every replayed batch cropped and flipped from the run's augmentation generator); the plain loop
+does the same, with a generator seeded as the runner seeds its own, so the matrices agree there too.
+Its gradients are clipped to norm 1 in both loops: the EWC penalty on the batch-norm scales is stiff
+enough to diverge without it.
 """
 
 from __future__ import annotations
@@ -35,25 +39,33 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from lifelong import (DER, ER, ERACE, EWC, DERpp, ICaRL, LwF, Naive, OptimConfig, Stream, class_incremental,
-                      digits, mlp, train)
+                      digits, mlp, resnet18, train)
+from lifelong.data.augment import Augment
 from lifelong.data.loader import derive_seed, epoch_order
+from lifelong.runner.loop import AUGMENT_TAG
 from lifelong.strategies.base import Strategy
 
 
 @dataclass(frozen=True)
 class Workload:
-    """A stream, a model builder and optimizer settings to compare the runner and the plain loop on."""
+    """A stream, a model builder and optimizer settings to compare the runner and the plain loop on,
+    with the runner's training augmentation or none."""
 
     name: str
     stream: Callable[[], Stream]
     model: Callable[[Stream], nn.Module]
     optim: OptimConfig
+    augment: Augment | None = None
 
 
 WORKLOADS = {
     "digits-mlp": Workload("digits MLP 256-256", lambda: class_incremental(digits(), 5),
                            lambda stream: mlp(stream.input_shape, stream.n_classes),
                            OptimConfig(lr=0.03, momentum=0.9, batch_size=16, epochs=5)),
+    "digits-resnet": Workload("digits ResNet-18 nf=8 with crops and flips", lambda: class_incremental(digits(), 5),
+                              lambda stream: resnet18(stream.input_shape, stream.n_classes, nf=8),
+                              OptimConfig(lr=0.01, momentum=0.9, batch_size=16, epochs=2, grad_clip=1.0),
+                              Augment(crop_padding=1, flip=True, mean=(0.3,), std=(0.4,))),
 }
 BUFFER_SIZE = 200
 
@@ -91,15 +103,17 @@ class Reservoir:
 
 class Method:
     """One continual-learning method as a hand-written script has it: the loss of a batch, what happens
-    after an experience, and the prediction rule. Plain fine-tuning by default."""
+    after an experience, and the prediction rule. Plain fine-tuning by default. ``loss`` takes the batch
+    as trained on (``x``, augmented) and as stored (``raw``); ``augment`` augments replayed inputs."""
 
     def __init__(self, seed: int) -> None:
         self.generator = torch.Generator().manual_seed(derive_seed(seed, 0x5EED))  # as Strategy.setup seeds it
+        self.augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
 
     def training_set(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x, y
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(x), y)
 
     def after_experience(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -116,28 +130,28 @@ class ReplayMethod(Method):
         super().__init__(seed)
         self.memory = Reservoir(self.generator)
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         inputs, targets = x, y
         if len(self.memory):
             old_x, old_y = self.memory.sample(len(y))
-            inputs, targets = torch.cat([x, old_x]), torch.cat([y, old_y])
+            inputs, targets = torch.cat([x, self.augment(old_x)]), torch.cat([y, old_y])
         loss = F.cross_entropy(model(inputs), targets)
-        self.memory.offer(x, y)
+        self.memory.offer(raw, y)
         return loss
 
 
 class AsymmetricReplayMethod(ReplayMethod):
     """ER-ACE (Caccia et al. 2022): the new batch competes only among its own classes."""
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         logits = model(x)
         present = torch.zeros(logits.shape[1], dtype=torch.bool)
         present[y] = True
         loss = F.cross_entropy(logits.masked_fill(~present, torch.finfo(logits.dtype).min), y)
         if len(self.memory):
             old_x, old_y = self.memory.sample(len(y))
-            loss = loss + F.cross_entropy(model(old_x), old_y)
-        self.memory.offer(x, y)
+            loss = loss + F.cross_entropy(model(self.augment(old_x)), old_y)
+        self.memory.offer(raw, y)
         return loss
 
 
@@ -149,17 +163,17 @@ class DarkReplayMethod(ReplayMethod):
         super().__init__(seed)
         self.alpha, self.beta = alpha, beta
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         replayed = []  # drawn before the new batch enters the memory
         if len(self.memory):
             old_x, _, old_logits = self.memory.sample(len(y))
-            replayed.append(self.alpha * F.mse_loss(model(old_x), old_logits))
+            replayed.append(self.alpha * F.mse_loss(model(self.augment(old_x)), old_logits))
             if self.beta:
                 old_x, old_y, _ = self.memory.sample(len(y))
-                replayed.append(self.beta * F.cross_entropy(model(old_x), old_y))
+                replayed.append(self.beta * F.cross_entropy(model(self.augment(old_x)), old_y))
         out = model(x)
         loss = F.cross_entropy(out, y)
-        self.memory.offer(x, y, out.detach())
+        self.memory.offer(raw, y, out.detach())
         for term in replayed:
             loss = loss + term
         return loss
@@ -175,7 +189,7 @@ class FisherMethod(Method):
         self.fisher: list[torch.Tensor] = []
         self.anchor: list[torch.Tensor] = []
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(model(x), y)
         if self.anchor:
             penalty = sum((f * (p - a) ** 2).sum() for p, a, f in zip(model.parameters(), self.anchor, self.fisher))
@@ -217,7 +231,7 @@ class DistillationMethod(Method):
         self.old: nn.Module | None = None
         self.seen: list[int] = []
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         out = model(x)
         loss = F.cross_entropy(out, y)
         if self.old is not None:
@@ -256,7 +270,7 @@ class ExemplarMethod(Method):
             return x, y
         return torch.cat([x, self.exemplars[0]]), torch.cat([y, self.exemplars[1]])
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         logits = model(x)[:, self.active]
         targets = (y.unsqueeze(1) == torch.tensor(self.active)).float()
         if self.old is not None and self.distilled:
@@ -340,6 +354,11 @@ def plain_loop(workload: Workload, stream: Stream, seed: int, family: str) -> li
     torch.manual_seed(seed)
     model = workload.model(stream)
     method = FAMILIES[family][1](seed)
+    augment, generator = workload.augment, None
+    if augment is not None:  # as the runner does: inputs normalised once, its own generator for the draws
+        stream = stream.map_inputs(augment.normalize)
+        generator = torch.Generator().manual_seed(derive_seed(seed, AUGMENT_TAG, 0))
+        method.augment = lambda x: augment(x, generator)
     tests = [(e.test.x, e.test.y) for e in stream]
     [accuracy(model, method, x, y) for x, y in tests]
     rows = []
@@ -351,9 +370,12 @@ def plain_loop(workload: Workload, stream: Stream, seed: int, family: str) -> li
             order = epoch_order(len(y_all), seed, index, epoch)
             for begin in range(0, len(order), optim.batch_size):
                 batch = order[begin:begin + optim.batch_size]
-                loss = method.loss(model, x_all[batch], y_all[batch])
+                raw = x_all[batch]
+                loss = method.loss(model, raw if augment is None else augment(raw, generator), y_all[batch], raw)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if optim.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
                 optimizer.step()
                 loss.item()
         method.after_experience(model, experience.train.x, experience.train.y)
@@ -364,7 +386,8 @@ def plain_loop(workload: Workload, stream: Stream, seed: int, family: str) -> li
 def runner_loop(workload: Workload, stream: Stream, seed: int, family: str) -> list[list[float]]:
     torch.manual_seed(seed)
     model = workload.model(stream)
-    return train(stream, model, FAMILIES[family][0](), workload.optim, seed=seed).matrix.tolist()
+    return train(stream, model, FAMILIES[family][0](), workload.optim, seed=seed, device="cpu",
+                 augment=workload.augment).matrix.tolist()
 
 
 def compare(workload: Workload, stream: Stream, family: str, repeats: int) -> str:
