@@ -14,8 +14,9 @@ import torch
 from torch.utils.data import Dataset as MapDataset
 
 from lifelong import OptimConfig, ResultsStore, class_incremental, from_dataset, mlp, synthetic, train
+from lifelong.data import domain_incremental
 from lifelong.data.lazy import LazyInputs
-from lifelong.errors import DataError
+from lifelong.errors import ConfigError, DataError
 from lifelong.strategies import STRATEGIES
 
 
@@ -50,8 +51,8 @@ def lazy(data, workers: int = 2, **kwargs):
 
 def run(stream, name, settings):
     torch.manual_seed(0)
-    return train(stream, mlp((8,), 6, hidden=(16,)), STRATEGIES[name](**settings), OptimConfig(epochs=2),
-                 seed=0)
+    return train(stream, mlp(stream.input_shape, stream.n_classes, hidden=(16,)), STRATEGIES[name](**settings),
+                 OptimConfig(epochs=2), seed=0)
 
 
 @pytest.mark.parametrize(("name", "settings"), [("naive", {}), ("er", {"buffer_size": 30}),
@@ -76,6 +77,40 @@ def test_a_lazy_dataset_with_workers_trains_exactly_as_tensors_do(data, name, se
     else:  # every batch trained on is read from the dataset
         assert train_set.reads.value >= sum(c.samples for c in result.costs)
     assert test_set.reads.value >= 4 * len(data.y_test)  # the untrained model and each experience are evaluated
+
+
+@pytest.mark.parametrize(("name", "settings"), [("er", {"buffer_size": 30}), ("derpp", {"buffer_size": 30}),
+                                                ("agem", {"buffer_size": 30}), ("gdumb", {"buffer_size": 30})])
+@pytest.mark.filterwarnings("ignore:strategy AGEM projects")
+def test_a_memory_that_keeps_positions_trains_as_one_that_keeps_samples(data, name, settings) -> None:
+    """Replay from positions reads the chosen samples again from the dataset: the same values, so the
+    same run, in 8 bytes a sample instead of the sample's inputs (here 8 floats, 32 bytes)."""
+    results, reads = {}, {}
+    for keeps in ("samples", "positions"):
+        dataset, train_set, _ = lazy(data, workers=0)
+        results[keeps] = run(class_incremental(dataset, 3), name, {**settings, "memory_keeps": keeps})
+        reads[keeps] = train_set.reads.value
+    samples, positions = results["samples"], results["positions"]
+    assert np.array_equal(positions.matrix, samples.matrix)
+    kept = 30 * (8 * 4 - 8)  # a float32 input of 8 features less a long position, for each of 30 samples
+    assert samples.costs[-1].memory_bytes - positions.costs[-1].memory_bytes == kept
+    if name != "gdumb":  # each replayed batch is read again; GDumb reads its memory once an epoch either way
+        assert reads["positions"] > reads["samples"]
+
+
+def test_a_memory_keeps_positions_only_of_a_lazy_dataset(data) -> None:
+    with pytest.raises(ConfigError, match="memory_keeps = 'positions' keeps positions in a lazy dataset"):
+        run(class_incremental(data, 3), "er", {"memory_keeps": "positions"})
+    with pytest.raises(ConfigError, match="strategy.memory_keeps must be one of samples, positions, got 'indices'"):
+        STRATEGIES["gdumb"](memory_keeps="indices")
+
+
+def test_a_lazy_dataset_is_not_transformed_per_experience_behind_the_users_back(data) -> None:
+    dataset, train_set, _ = lazy(data, workers=0)
+    before = train_set.reads.value  # from_dataset reads one sample for the input shape
+    with pytest.raises(ConfigError, match="apply the transform in the Dataset's __getitem__"):
+        domain_incremental(dataset, 3)
+    assert train_set.reads.value == before
 
 
 def test_a_label_that_disagrees_with_the_targets_is_an_error_naming_the_sample(data) -> None:

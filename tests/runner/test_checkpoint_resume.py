@@ -196,9 +196,11 @@ def test_resume_in_first_epoch_of_strategy_built_training_set(small_data, tmp_pa
     assert_same_run(resumed, resumed_model, reference, reference_model)
 
 
-def test_resume_after_sigkill_with_a_lazy_dataset_workers_and_augmentation(tmp_path) -> None:
+@pytest.mark.parametrize("keeps", ["samples", "positions"])
+def test_resume_after_sigkill_with_a_lazy_dataset_workers_and_augmentation(tmp_path, keeps) -> None:
     """The same exactness when batches are read through a DataLoader's worker processes and every
-    training and replayed batch is cropped and flipped: the augmentation draws resume where they were."""
+    training and replayed batch is cropped and flipped: the augmentation draws resume where they were.
+    A memory that keeps positions gives the run of one that keeps samples, resumed or not."""
     from lifelong import digits, from_dataset
     from lifelong.data.augment import Augment
     from tests.data.test_lazy import Counting
@@ -211,8 +213,9 @@ def test_resume_after_sigkill_with_a_lazy_dataset_workers_and_augmentation(tmp_p
     store = ResultsStore(tmp_path / "runs.db")
     reference, reference_model = start(class_incremental(images, 5), "er", ResultsStore(tmp_path / "reference.db"),
                                        augment=augment)
-    killed_run(stream, "er", store, kill_at=reference.costs[0].steps + 7, augment=augment)
+    settings = {"er": {**STRATEGY_SETTINGS["er"], "memory_keeps": keeps}}
+    killed_run(stream, "er", store, kill_at=reference.costs[0].steps + 7, settings=settings, augment=augment)
     newest = read(checkpoint_files(tmp_path / "runs-checkpoints" / "run-1")[-1])
     assert newest["position"]["within_experience"] and newest["generator"] is not None
-    resumed, resumed_model = start(stream, "er", store, resume_run=1, augment=augment)
+    resumed, resumed_model = start(stream, "er", store, settings, resume_run=1, augment=augment)
     assert_same_run(resumed, resumed_model, reference, reference_model)

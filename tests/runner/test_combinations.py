@@ -2,7 +2,8 @@
 
 Hypothesis draws a strategy x scenario (recurring and blurry included) x sampler x schedule and its
 horizon x optimizer (SGD, Adam, LARS, LAMB, AdaGradNorm) and its reset x budget x batch-size option x FLOP
-counting x precision x clipping x continual evaluation on tiny streams, trains, and checks the runner's
+counting x precision x clipping x continual evaluation x data held as tensors or read lazily from a
+``Dataset`` (memories keeping samples or positions) on tiny streams, trains, and checks the runner's
 invariants on every draw:
 
 * every experience ends where its plan's horizon does (executed steps = planned steps, or what the
@@ -12,6 +13,7 @@ invariants on every draw:
   times the schedule at that step's position, times the group's scale from the strategy's plan;
 * memories never exceed their size, class statistics hold one entry per class;
 * a FLOP budget is not overspent by the steps (the first step always runs);
+* a lazy dataset gives the run of the same data as tensors, bit for bit (a seconds budget aside);
 * any failure is a one-line :class:`LifelongError`.
 
 The draws are derandomized so that CI runs the same ones; ``LIFELONG_COMBINATIONS=N`` runs N draws
@@ -28,7 +30,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lifelong import OptimConfig, mlp, synthetic, train
+from torch.utils.data import TensorDataset
+
+from lifelong import OptimConfig, from_dataset, mlp, synthetic, train
 from lifelong.data import class_incremental, domain_incremental, recurring, si_blurry, task_incremental
 from lifelong.errors import LifelongError
 from lifelong.optim.schedules import Position
@@ -47,6 +51,7 @@ STRATEGY_SETTINGS = {
     "slca": {"samples_per_class": 4, "backbone_lr_scale": 0.1},
 }
 BUFFERS = {"er", "er_ace", "der", "derpp", "uer", "agem", "gdumb", "icarl"}
+KEEPS_POSITIONS = BUFFERS - {"icarl"}
 
 SCHEDULES = [("constant", {}), ("cosine", {"horizon": "experience"}), ("cosine", {"horizon": "stream", "final": 0.1}),
              ("cosine", {"horizon": "stream", "warmup_steps": 3}), ("linear_decay", {"horizon": "experience"}),
@@ -63,8 +68,11 @@ OPTIMIZERS = [("sgd", 0.9, 0.05), ("sgd", 0.0, 0.05), ("adam", 0.0, 0.01), ("lar
 
 
 @functools.cache
-def stream(name: str):
+def stream(name: str, lazy: bool = False):
     data = synthetic(n_classes=6, n_features=4, n_per_class=16, spread=0.5, seed=0)
+    if lazy:
+        data = from_dataset(TensorDataset(data.x_train, data.y_train), TensorDataset(data.x_test, data.y_test),
+                            train_targets=data.y_train, test_targets=data.y_test, name=data.name)
     return {"class": lambda: class_incremental(data, 3), "task": lambda: task_incremental(data, 3),
             "recurring": lambda: recurring(data, n_experiences=4, classes_per_experience=2, alpha=0.5, seed=1),
             "blurry": lambda: si_blurry(data, n_experiences=3, disjoint_ratio=0.4, blurry_ratio=0.3, seed=2),
@@ -95,10 +103,11 @@ def check_learning_rates(recorder: StepRecorder, optim: OptimConfig, plans: list
        sampler=st.sampled_from(SAMPLERS), schedule=st.sampled_from(SCHEDULES), reset=st.booleans(),
        budget=st.sampled_from(BUDGETS), batch=st.sampled_from(BATCHES), epochs=st.integers(1, 2),
        optimizer=st.sampled_from(OPTIMIZERS), count_flops=st.booleans(), precision=st.sampled_from(["fp32", "bf16"]),
-       grad_clip=st.sampled_from([None, 1.0]), eval_every=st.sampled_from([None, 3]))
+       grad_clip=st.sampled_from([None, 1.0]), eval_every=st.sampled_from([None, 3]),
+       data=st.sampled_from(["tensors", "lazy samples", "lazy positions"]))
 def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampler, schedule, reset, budget, batch,
                                                         epochs, optimizer, count_flops, precision, grad_clip,
-                                                        eval_every) -> None:
+                                                        eval_every, data) -> None:
     optim = OptimConfig(name=optimizer[0], momentum=optimizer[1], lr=optimizer[2], epochs=epochs, sampler=sampler[0],
                         sampler_fraction=sampler[1], schedule=schedule[0], schedule_params=schedule[1],
                         reset_per_experience=reset, count_flops=count_flops, precision=precision,
@@ -106,13 +115,21 @@ def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampl
     recorder = StepRecorder()
     torch.manual_seed(0)
     model = mlp((4,), 6, hidden=(8,))
-    built = STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy])
+    keeps = {"memory_keeps": data.split()[1]} if data != "tensors" and strategy in KEEPS_POSITIONS else {}
+    built = STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy], **keeps)
     try:
-        result = train(stream(scenario), model, built, optim, seed=0, observers=[recorder],
+        result = train(stream(scenario, lazy=data != "tensors"), model, built, optim, seed=0, observers=[recorder],
                        eval_every_steps=eval_every)
     except LifelongError as error:  # a refused combination says why in one line
         assert "\n" not in str(error), str(error)
         return
+    if data != "tensors" and "max_seconds" not in budget:
+        torch.manual_seed(0)
+        in_memory = train(stream(scenario), mlp((4,), 6, hidden=(8,)),
+                          STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy]), optim, seed=0,
+                          eval_every_steps=eval_every)
+        assert (result.matrix == in_memory.matrix).all()
+        assert [c.steps for c in result.costs] == [c.steps for c in in_memory.costs]
     plans = result.extra["plan"]
     measured = "max_flops" in budget or "max_seconds" in budget
     adaptive = "batch_size_test" in batch

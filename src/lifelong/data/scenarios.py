@@ -21,6 +21,7 @@ from lifelong.data.blurry import si_blurry
 from lifelong.data.datasets import Dataset
 from lifelong.data.fewshot import few_shot
 from lifelong.data.hierarchical import hierarchical
+from lifelong.data.lazy import LazyInputs
 from lifelong.data.recurring import recurring
 from lifelong.data.streams import Experience, Stream, TensorSet
 from lifelong.errors import ConfigError
@@ -100,6 +101,11 @@ def domain_incremental(dataset: Dataset, n_experiences: int = 5, transform: str 
     if transform == "rotation" and len(dataset.input_shape) != 3:
         raise ConfigError(f"scenario.transform='rotation' needs image inputs (C, H, W), "
                           f"dataset {dataset.name} has shape {dataset.input_shape}; use 'permutation'")
+    if isinstance(dataset.x_train, LazyInputs):
+        raise ConfigError(f"scenario domain_incremental transforms every input of {dataset.name}, which is a lazy "
+                          "dataset read when trained on; apply the transform in the Dataset's __getitem__ and "
+                          "build the stream with task_incremental or class_incremental, or hold the data in memory "
+                          "(ll.from_arrays)")
     generator = torch.Generator().manual_seed(seed)
     n_features = int(np.prod(dataset.input_shape))
     classes = tuple(sorted(set(dataset.y_train.tolist())))

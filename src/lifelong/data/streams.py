@@ -23,12 +23,15 @@ from lifelong.errors import DataError
 
 class Batch(NamedTuple):
     """One mini-batch: inputs ``x`` (B, ...), labels ``y`` (B,) and task ids ``task`` (B,); ``raw`` is the
-    inputs before the runner's training augmentation (None when there is none), what a memory stores."""
+    inputs before the runner's training augmentation (None when there is none), what a memory stores;
+    ``view`` the batch's samples as positions in the lazy dataset they were read from (None for data
+    held in memory), what a memory that keeps positions stores."""
 
     x: torch.Tensor
     y: torch.Tensor
     task: torch.Tensor
     raw: torch.Tensor | None = None
+    view: LazyInputs | None = None
 
     @property
     def stored(self) -> torch.Tensor:

@@ -462,7 +462,8 @@ class _Loop:
                     raw, x = x, self.augment(x, self.context.generator)
                 if x.ndim == 4:
                     x = x.contiguous(memory_format=self.memory_format)
-                batch = Batch(x, y_all[batch_index], task_all[batch_index], raw)
+                batch = Batch(x, y_all[batch_index], task_all[batch_index], raw,
+                              None if reader is None else x_all[batch_index.cpu()])
                 if counting:
                     key = (index, len(batch_index), strategy.memory_size())
                     loss, flops = self.meter.step(key, lambda: self._forward_backward(batch, autocast, params))

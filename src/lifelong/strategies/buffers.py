@@ -4,6 +4,11 @@ A buffer holds named tensors with one row per sample (``x``, ``y``, ``task`` and
 ``logits``), allocated at the first insertion. :class:`ReservoirBuffer` keeps a uniform sample of
 everything it was offered (Vitter's algorithm R, 1985); :class:`ClassBalancedBuffer` keeps equal
 counts per class seen so far.
+
+A memory of a stream read lazily from a dataset (:mod:`lifelong.data.lazy`) keeps, by choice
+(:data:`MEMORY_KEEPS`), the samples it chose (read once, when chosen: replay costs no reads) or only
+their positions in the dataset (8 bytes a sample whatever its size: each replay reads its samples
+again, as a memory larger than the host's RAM must; the same values, so the run is the same).
 """
 
 from __future__ import annotations
@@ -13,22 +18,61 @@ import bisect
 import numpy as np
 import torch
 
-from lifelong.data.lazy import Inputs, LazyInputs, as_tensor
+from lifelong.data.lazy import Inputs, LazyInputs, LazySource, as_tensor
+from lifelong.data.streams import Stream
+from lifelong.errors import ConfigError
+
+#: What a memory keeps of each sample: the inputs, or their positions in the lazy dataset they come from.
+MEMORY_KEEPS = ("samples", "positions")
+
+
+def memory_source(keeps: str, stream: Stream) -> LazySource | None:
+    """The dataset a memory that keeps ``positions`` reads its samples from (None for one that keeps the
+    samples); an error naming the fix when the stream is not read from one lazy dataset."""
+    if keeps == "samples":
+        return None
+    sources = {id(e.train.x.source): e.train.x.source for e in stream if isinstance(e.train.x, LazyInputs)}
+    if len(sources) != 1 or not all(e.train.lazy for e in stream):
+        raise ConfigError("strategy.memory_keeps = 'positions' keeps positions in a lazy dataset, but this stream's "
+                          "training data is held in memory; use memory_keeps = 'samples' (or a lazy dataset)")
+    return next(iter(sources.values()))
+
+
+def check_memory_keeps(keeps: str) -> None:
+    if keeps not in MEMORY_KEEPS:
+        raise ConfigError(f"strategy.memory_keeps must be one of {', '.join(MEMORY_KEEPS)}, got {keeps!r}")
 
 
 class _Memory:
-    """Shared storage of a buffer: named row tensors, a fill count and sampling."""
+    """Shared storage of a buffer: named row tensors, a fill count and sampling. With a ``source`` (a lazy
+    dataset) the ``x`` column holds positions in it, read when sampled."""
 
-    def __init__(self, capacity: int, generator: torch.Generator) -> None:
+    def __init__(self, capacity: int, generator: torch.Generator, source: LazySource | None = None) -> None:
         if capacity < 0:
             raise ValueError(f"buffer capacity must be >= 0, got {capacity}")
         self.capacity = capacity
         self.generator = generator
+        self.source = source
         self.data: dict[str, torch.Tensor] = {}
         self.size = 0
 
     def __len__(self) -> int:
         return self.size
+
+    def _kept(self, rows: dict[str, Inputs]) -> dict[str, Inputs]:
+        """The rows as stored: with a source, the inputs' positions in it instead of the inputs."""
+        if self.source is None:
+            return rows
+        x = rows["x"]
+        if not isinstance(x, LazyInputs) or x.source.dataset is not self.source.dataset:
+            raise ConfigError("a memory that keeps positions was offered samples that are not in its dataset; "
+                              "use strategy.memory_keeps = 'samples'")
+        return {**rows, "x": x.positions}
+
+    def _inputs(self, positions: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The inputs at ``positions`` of the source, read now, on ``device``."""
+        assert self.source is not None
+        return as_tensor(LazyInputs(self.source, positions.cpu())).to(device, non_blocking=True)
 
     def _allocate(self, rows: dict[str, Inputs]) -> None:
         """Storage for ``capacity`` rows, on the labels' device (a lazy dataset's inputs are read, and
@@ -66,11 +110,17 @@ class _Memory:
         take = min(n, self.size)
         index = torch.randperm(self.size, generator=self.generator)[:take]
         index = index.to(next(iter(self.data.values())).device, non_blocking=True)  # no stream synchronisation
-        return {k: v.index_select(0, index) for k, v in self.data.items()}
+        rows = {k: v.index_select(0, index) for k, v in self.data.items()}
+        if self.source is not None:
+            rows["x"] = self._inputs(rows["x"], rows["y"].device)
+        return rows
 
-    def contents(self) -> dict[str, torch.Tensor]:
-        """Every stored row (views of the storage)."""
-        return {k: v[: self.size] for k, v in self.data.items()}
+    def contents(self) -> dict[str, Inputs]:
+        """Every stored row (views of the storage; with a source, ``x`` a lazy view of the kept positions)."""
+        rows: dict[str, Inputs] = {k: v[: self.size] for k, v in self.data.items()}
+        if self.source is not None:
+            rows["x"] = LazyInputs(self.source, self.data["x"][: self.size].cpu())
+        return rows
 
     def state_dict(self) -> dict[str, object]:
         return {"size": self.size, "data": dict(self.data), "generator": self.generator.get_state()}
@@ -84,11 +134,11 @@ class _Memory:
 class ReservoirBuffer(_Memory):
     """Reservoir sampling: after ``n`` offers each one is stored with probability ``capacity / n``."""
 
-    def __init__(self, capacity: int, generator: torch.Generator) -> None:
-        super().__init__(capacity, generator)
+    def __init__(self, capacity: int, generator: torch.Generator, source: LazySource | None = None) -> None:
+        super().__init__(capacity, generator, source)
         self.seen = 0
 
-    def add(self, **rows: torch.Tensor) -> None:
+    def add(self, **rows: Inputs) -> None:
         """Offer a batch of rows (all tensors with the same first dimension) to the reservoir.
 
         Algorithm R on the whole batch at once: one uniform draw per row, made in one call; the rows that
@@ -97,6 +147,7 @@ class ReservoirBuffer(_Memory):
         ``capacity / (i + 1)``), all such rows in one scatter per tensor. Where two rows of a batch land
         on one slot the later one stays, as when offered one by one: the memory is the row-by-row
         algorithm's, bit for bit."""
+        rows = self._kept(rows)
         n = len(next(iter(rows.values())))
         if self.capacity == 0 or n == 0:
             self.seen += n
@@ -127,10 +178,11 @@ class ClassBalancedBuffer(_Memory):
     there is room; when full, it replaces a random sample of the currently largest class, unless its
     own class already holds at least as many as any other class. Memory size is total, not per class."""
 
-    def add(self, **rows: torch.Tensor) -> None:
+    def add(self, **rows: Inputs) -> None:
         """Offer a batch of rows in order. While there is room the rows go in as they come, in one block;
         after that the policy runs row by row, since each decision depends on the counts the one before
         left, over a map from each class to its slots rather than a scan of the memory."""
+        rows = self._kept(rows)
         n = len(rows["y"])
         if self.capacity == 0 or n == 0:
             return

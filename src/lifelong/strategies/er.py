@@ -29,5 +29,5 @@ class ER(ReservoirReplay):
             y = torch.cat([y, replay["y"]])
             task = torch.cat([task, replay["task"]])
         loss = F.cross_entropy(self.logits(model, x, task), y)
-        self.buffer.add(x=batch.stored, y=batch.y, task=batch.task)
+        self.remember(batch)
         return loss

@@ -14,7 +14,7 @@ from torch import nn
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import ExperiencePlan, Strategy
-from lifelong.strategies.buffers import ClassBalancedBuffer
+from lifelong.strategies.buffers import ClassBalancedBuffer, check_memory_keeps, memory_source
 
 
 @dataclass
@@ -35,6 +35,9 @@ class GDumb(Strategy):
     """Total number of samples kept (not per class)."""
     memory_passes: int = 5
     """Copies of the memory in one training epoch (the runner's epochs multiply it)."""
+    memory_keeps: str = "samples"
+    """``samples``, or ``positions`` in the lazy dataset the stream is read from (8 bytes a sample; the
+    memory is read through the dataset's loader when trained on), for memories larger than the host's RAM."""
     buffer: ClassBalancedBuffer = field(init=False, repr=False)
     initial_weights: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     current_offered: bool = field(default=False, init=False, repr=False)
@@ -45,10 +48,11 @@ class GDumb(Strategy):
             raise ConfigError(f"strategy.buffer_size must be >= 1, got {self.buffer_size}")
         if self.memory_passes < 1:
             raise ConfigError(f"strategy.memory_passes must be >= 1, got {self.memory_passes}")
+        check_memory_keeps(self.memory_keeps)
 
     def setup(self, stream: Stream, seed: int) -> None:
         super().setup(stream, seed)
-        self.buffer = ClassBalancedBuffer(self.buffer_size, self.generator)
+        self.buffer = ClassBalancedBuffer(self.buffer_size, self.generator, memory_source(self.memory_keeps, stream))
         self.initial_weights = {}
         self.current_offered = False
 

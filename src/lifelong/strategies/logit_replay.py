@@ -35,7 +35,7 @@ class LogitReplay(ReservoirReplay):
         """Cross-entropy on the new batch; its logits (B, C) are offered to the memory."""
         out = model(batch.x)  # (B, C)
         loss = F.cross_entropy(self.mask_logits(out, batch.task), batch.y)
-        self.buffer.add(x=batch.stored, y=batch.y, task=batch.task, logits=out.detach())
+        self.remember(batch, logits=out.detach())
         return loss
 
     def logit_matching(self, model: nn.Module, count: int) -> torch.Tensor:

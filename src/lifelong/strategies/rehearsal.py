@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from lifelong.data.streams import Stream
+from lifelong.data.streams import Batch, Stream
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import Strategy
-from lifelong.strategies.buffers import ReservoirBuffer
+from lifelong.strategies.buffers import ReservoirBuffer, check_memory_keeps, memory_source
 
 
 @dataclass
@@ -28,6 +28,9 @@ class ReservoirReplay(Strategy):
     """Total number of samples kept (not per class)."""
     replay_batch_size: int = 0
     """Replayed samples per step; 0 means as many as the new batch holds."""
+    memory_keeps: str = "samples"
+    """``samples``, or ``positions`` in the lazy dataset the stream is read from (8 bytes a sample; each
+    replay reads its samples again), for memories larger than the host's RAM."""
     buffer: ReservoirBuffer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -35,10 +38,19 @@ class ReservoirReplay(Strategy):
             raise ConfigError(f"strategy.buffer_size must be >= 0, got {self.buffer_size}")
         if self.replay_batch_size < 0:
             raise ConfigError(f"strategy.replay_batch_size must be >= 0, got {self.replay_batch_size}")
+        check_memory_keeps(self.memory_keeps)
 
     def setup(self, stream: Stream, seed: int) -> None:
         super().setup(stream, seed)
-        self.buffer = ReservoirBuffer(self.world.share(self.buffer_size), self.local_generator)
+        self.buffer = ReservoirBuffer(self.world.share(self.buffer_size), self.local_generator,
+                                      memory_source(self.memory_keeps, stream))
+
+    def remember(self, batch: Batch, **extra: torch.Tensor) -> None:
+        """Offer the new batch to the memory: its un-augmented inputs (or its positions in the dataset),
+        labels, task ids and ``extra`` columns (DER's logits)."""
+        inputs = batch.stored if self.buffer.source is None else batch.view
+        assert inputs is not None, "a memory that keeps positions is only set up on a lazy stream"
+        self.buffer.add(x=inputs, y=batch.y, task=batch.task, **extra)
 
     def replay(self, new_samples: int) -> dict[str, torch.Tensor]:
         """A batch from memory: ``replay_batch_size`` rows, or as many as the new batch holds, its inputs

@@ -47,5 +47,5 @@ class UER(ReservoirReplay):
         if len(self.buffer):
             replay = self.replay(len(batch.y))
             loss = loss + F.cross_entropy(self.logits(model, replay["x"], replay["task"]), replay["y"])
-        self.buffer.add(x=batch.stored, y=batch.y, task=batch.task)
+        self.remember(batch)
         return loss
