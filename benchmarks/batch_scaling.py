@@ -12,11 +12,19 @@ experiences of 2 classes, memory 1000). The learning rate is given at batch 16 (
 linearly over its first 5% of steps (Goyal et al. 2017). Prints final accuracy, steps, training wall
 time and the training time until average accuracy first reaches ``--target`` (evaluated ~10 times per
 run; "-" if never).
+
+With ``--probe`` it prints instead what the batch-size and learning-rate probes
+(:mod:`lifelong.optim.probe`, ``lifelong probe``) recommend for the same workload: the gradient noise
+scale and the sharpness of the same MLP at initialization, on the first experience and on the whole
+stream, and on the first two experiences after training on the first (SGD at batch 16, as the grid's base):
+
+    OMP_NUM_THREADS=1 python benchmarks/batch_scaling.py --probe
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 
@@ -24,8 +32,9 @@ import torch
 from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 
-from lifelong import ER, Joint, OptimConfig, class_incremental, from_arrays, mlp, train
+from lifelong import ER, Joint, Naive, OptimConfig, class_incremental, from_arrays, mlp, train
 from lifelong.errors import TrainingError
+from lifelong.optim.probe import probe
 from lifelong.runner.observers import PeriodicEvaluation
 
 BASE_BATCH = 16
@@ -63,6 +72,30 @@ def run(stream, strategy, optimizer: str, batch_size: int, rule: str, epochs: in
             "lr": result.lr}
 
 
+def probe_table(stream, epochs: int, seed: int) -> None:
+    """The probes' numbers, as a markdown table: at initialization (experience 0, the whole stream) and
+    on experiences 0 and 1 after ``epochs`` epochs of SGD on experience 0 at batch 16."""
+    def model():
+        torch.manual_seed(seed)
+        return mlp(stream.input_shape, stream.n_classes, hidden=(128, 128))
+
+    trained = model()
+    first = dataclasses.replace(stream, experiences=stream.experiences[:1])
+    train(first, trained, Naive(), OptimConfig(name="sgd", lr=BASE_LR["sgd"], momentum=0.9, batch_size=BASE_BATCH,
+                                                epochs=epochs), seed=seed)
+    print("| model | probed on | samples | tr(Sigma) | abs(G)^2 | B_simple | batch | lambda_max | 2/lambda_max | "
+          "2(1+0.9)/lambda_max | iterations | s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, net, data, where in (("initial", model(), stream[0].train, "experience 0"),
+                                   ("initial", model(), stream.joined().train, "whole stream"),
+                                   (f"after {epochs} epochs on exp 0", trained, stream[0].train, "experience 0"),
+                                   (f"after {epochs} epochs on exp 0", trained, stream[1].train, "experience 1")):
+        r = probe(net, data)
+        print(f"| {name} | {where} | {r.samples} | {r.trace_covariance:.3g} | {r.squared_gradient_norm:.3g} | "
+              f"{r.noise_scale:.3g} | {r.batch_size} | {r.max_eigenvalue:.3g} | {r.max_stable_lr:.3g} | "
+              f"{r.max_stable_lr_with(0.9):.3g} | {r.iterations} | {r.seconds:.1f} |", flush=True)
+
+
 def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -73,9 +106,15 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256, 1024])
+    parser.add_argument("--probe", action="store_true", help="print the probes' recommendations instead")
     args = parser.parse_args()
     torch.set_num_threads(1)
     stream = class_incremental(dataset(args.seed), 5, seed=args.seed)
+    if args.probe:
+        print(f"Command: `OMP_NUM_THREADS=1 python benchmarks/batch_scaling.py --probe --epochs {args.epochs} "
+              f"--seed {args.seed}`\n")
+        probe_table(stream, args.epochs, args.seed)
+        return
     largest = args.batch_sizes[-2:]
     grid = [(o, b, r) for o in ("sgd", "adam") for b in args.batch_sizes for r in ("none", "linear", "sqrt")
             if b != BASE_BATCH or r == "none"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lifelong.errors import ConfigError, MissingFileError
 
@@ -32,6 +32,9 @@ that the README's commands run in seconds. The capped value is what is validated
 run, and a warning says it was applied; leave it unset in normal use."""
 
 logger = logging.getLogger(__name__)
+
+PROBE = "probe"
+"""The ``optim.batch_size`` that asks the runner to measure the batch size (:mod:`lifelong.optim.probe`)."""
 
 
 class OptimConfig(BaseModel):
@@ -49,7 +52,10 @@ class OptimConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     optimizer_params: dict[str, Any] = Field(default_factory=dict)
     """The optimizer's own settings, e.g. ``{trust_coefficient = 0.02}`` for LARS, ``{betas = [0.9, 0.99]}``."""
-    batch_size: int = Field(16, ge=1)
+    batch_size: int | Literal["probe"] = 16
+    """Samples per step, or ``"probe"``: the batch size the gradient noise scale recommends (McCandlish
+    et al. 2018), measured by the runner on the first experience at initialization, before training
+    (:func:`lifelong.optim.probe.probe`), and recorded with the run as ``metrics.probed_batch_size``."""
     base_batch_size: int | None = Field(None, ge=1)
     """The batch size ``lr`` was tuned at; default: ``batch_size`` (no scaling)."""
     lr_scaling: str = "auto"
@@ -85,6 +91,13 @@ class OptimConfig(BaseModel):
     grad_clip: float | None = Field(None, gt=0)
     reset_per_experience: bool = True
     """Build a fresh optimizer (no momentum or Adam moments carried over) at each experience."""
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size_or_probe(cls, value: Any) -> Any:
+        if value == PROBE or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"must be an integer >= 1, or {PROBE!r} to measure it on the first experience")
 
 
 Tracker = Literal["csv", "tensorboard", "mlflow"]

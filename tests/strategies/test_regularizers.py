@@ -9,7 +9,8 @@ from lifelong.data import TensorSet, class_incremental
 from lifelong.errors import ConfigError
 from lifelong.strategies import EWC, LwF
 from lifelong.models import mlp
-from lifelong.strategies.importance import CPU_CHUNK_BYTES, fisher_diagonal
+from lifelong.models.per_sample import CPU_CHUNK_BYTES
+from lifelong.strategies.importance import fisher_diagonal
 from lifelong.strategies.losses import QuadraticPenalty, distillation
 
 

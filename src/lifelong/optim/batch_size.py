@@ -26,6 +26,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from lifelong.errors import ConfigError
+from lifelong.models.per_sample import functional_state
 
 SampleLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``(outputs (1, C), targets (1,), task ids (1,)) -> scalar loss`` of one sample."""
@@ -39,8 +40,7 @@ def per_sample_gradients(model: nn.Module, loss: SampleLoss, x: torch.Tensor, y:
     batch of one has no batch statistics) and restored to its mode afterwards.
     """
     names = [name for name, p in model.named_parameters() if p.requires_grad]
-    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    buffers = {name: b.detach() for name, b in model.named_buffers()}
+    params, buffers = functional_state(model)
 
     def sample_loss(weights: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor,
                     ti: torch.Tensor) -> torch.Tensor:
@@ -77,8 +77,7 @@ def batch_gradient(model: nn.Module, loss: SampleLoss, x: torch.Tensor, y: torch
     in evaluation mode as :func:`per_sample_gradients` (so the two describe the same function) and
     without touching ``.grad``."""
     names = [name for name, p in model.named_parameters() if p.requires_grad]
-    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    buffers = {name: b.detach() for name, b in model.named_buffers()}
+    params, buffers = functional_state(model)
 
     def batch_loss(weights: dict[str, torch.Tensor]) -> torch.Tensor:
         out = functional_call(model, (weights, buffers), (x,))

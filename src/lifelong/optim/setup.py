@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from lifelong.config import Component, OptimConfig, build
+from lifelong.config import PROBE, Component, OptimConfig, build
 from lifelong.errors import ConfigError
 from lifelong.optim.batch_size import BATCH_SIZE_TESTS, AdaptiveBatchSize
 from lifelong.optim.registry import check_optimizer_name
@@ -47,6 +47,8 @@ class OptimSetup:
     """A pure function ``Position -> multiplier`` (see :mod:`lifelong.optim.schedules`)."""
     rule: str
     """The batch-size scaling rule, ``auto`` resolved."""
+    batch_size: int
+    """The batch size to train at: ``optim.batch_size``, or the probed one (:func:`resolve`)."""
     base_batch_size: int
     sampler: RandomSampler | RS2Sampler | HardBatchSampler
     batch_size_test: AdaptiveBatchSize | None
@@ -117,8 +119,13 @@ class OptimSetup:
         return torch.autocast(device_type=device.type, dtype=self.dtype)
 
 
-def resolve(optim: OptimConfig) -> OptimSetup:
-    """Validate every name and parameter set of ``optim``; mistakes raise :class:`ConfigError`."""
+def resolve(optim: OptimConfig, probed: int | None = None) -> OptimSetup:
+    """Validate every name and parameter set of ``optim``; mistakes raise :class:`ConfigError`.
+
+    With ``optim.batch_size = "probe"`` the batch size is ``probed``, the probe's recommendation, which
+    the runner measures on the model before training; until then (``probed`` None) the setup checks the
+    settings alone and its batch size (and a ``base_batch_size`` left unset) is 1, not one to train at."""
+    batch_size = (probed or 1) if optim.batch_size == PROBE else optim.batch_size
     check_optimizer_name(optim.name)
     if optim.precision not in PRECISIONS:
         raise ConfigError(f"optim.precision must be one of {sorted(PRECISIONS)}, got {optim.precision!r}")
@@ -133,8 +140,8 @@ def resolve(optim: OptimConfig) -> OptimSetup:
         raise ConfigError(f"optim.batch_size_test_params is set ({optim.batch_size_test_params}) but "
                           "optim.batch_size_test is 'none'; set optim.batch_size_test='norm'")
     return OptimSetup(config=optim, schedule=build_schedule(optim.schedule, optim.schedule_params),
-                      rule=resolve_rule(optim.lr_scaling, optim.name),
-                      base_batch_size=optim.base_batch_size or optim.batch_size,
+                      rule=resolve_rule(optim.lr_scaling, optim.name), batch_size=batch_size,
+                      base_batch_size=optim.base_batch_size or batch_size,
                       sampler=build_sampler(optim.sampler, optim.sampler_fraction), batch_size_test=test,
                       dtype=PRECISIONS[optim.precision])
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.config import OptimConfig
+from lifelong.config import PROBE, OptimConfig
 from lifelong.data.augment import Augment
 from lifelong.data.lazy import LazyInputs
 from lifelong.data.loader import derive_seed
@@ -48,6 +48,7 @@ from lifelong.errors import ConfigError, TrainingError
 from lifelong.metrics.accuracy_matrix import summary
 from lifelong.metrics.compute import ExperienceCost, MemoryMeter
 from lifelong.optim.registry import build_optimizer
+from lifelong.optim.probe import probe
 from lifelong.optim.samplers import batch_losses
 from lifelong.optim.schedules import Constant, Position
 from lifelong.optim.setup import OptimSetup, epoch_end, resolve
@@ -203,6 +204,11 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
         else None
     strategy.setup(stream, seed)
     experiences: Sequence[Experience] = (stream.joined(),) if strategy.joint else stream.experiences
+    # optim.batch_size = "probe": the untrained model's probe on the first experience. It draws from its
+    # own seeded generator, so the run's draws are those of a run at the probed batch size, and a resumed
+    # run, whose model is rebuilt from the seed before its checkpoint is loaded, probes the same size again
+    probed = probe(model, experiences[0].train) if optim.batch_size == PROBE else None
+    setup = resolve(optim, probed.batch_size) if probed else setup
     plans = plan_stream(strategy, experiences, setup, budget, world)
     config = config or describe(stream, model, strategy, optim, seed)
     restored = resume_point(store, resume_run, checkpoint, seed) if resume_run is not None else None
@@ -210,7 +216,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
                                                          seed, config, {**environment(), "device": str(dev)}) \
         if store else None
 
-    compile_seconds = _compile(model, experiences[0].train, optim.batch_size, dev, compile)
+    compile_seconds = _compile(model, experiences[0].train, setup.batch_size, dev, compile)
     test_sets = [exp.test.to(dev) for exp in stream]
     initial = restored.initial if restored else accuracies(model, strategy, test_sets, eval_batch_size, world)
     if store and run_id is not None and not restored:
@@ -246,9 +252,12 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
             for observer in observers:
                 observer.on_experience_end(state, row)
         result = RunResult(matrix=np.asarray(rows), initial=initial, metrics={}, costs=costs, config=config,
-                           run_id=run_id, lr=setup.lr_for(optim.batch_size * world.size),
+                           run_id=run_id, lr=setup.lr_for(setup.batch_size * world.size),
                            extra={"plan": plan_records(plans)})
         _summarise(result, [len(t) for t in test_sets], batch_size_changes, world, evaluation)
+        if probed:
+            result.metrics.update(probed_batch_size=probed.batch_size, probed_noise_scale=probed.noise_scale,
+                                  probed_max_stable_lr=probed.max_stable_lr)
         if compile:
             result.metrics["compile_seconds"] = compile_seconds
         if store and run_id is not None:
@@ -355,7 +364,7 @@ class _Loop:
         state.epoch_samples, state.epoch_order, state.stop_experience = 0, None, False
         state.experience_flops, state.step_flops, state.next_step_flops = 0.0, 0.0, 0.0
         state.experience_started, state.excluded_seconds = time.perf_counter(), 0.0
-        state.batch_size, state.epochs = config.batch_size, planned.epochs
+        state.batch_size, state.epochs = self.setup.batch_size, planned.epochs
         state.experience_steps = planned.steps
         self.meter.start_experience()
         self.flop_costs, self.scoring_flops, self.test_flops_per_sample = {}, 0.0, 0.0
@@ -398,7 +407,7 @@ class _Loop:
             groups = self.strategy.parameter_groups(self.model)
             for group in groups:
                 group["default_lr_scale"] = float(group.pop("lr_scale", 1.0))
-            self.optimizer = build_optimizer(config.name, groups, lr=self.setup.lr_for(config.batch_size),
+            self.optimizer = build_optimizer(config.name, groups, lr=self.setup.lr_for(self.setup.batch_size),
                                              momentum=config.momentum, weight_decay=config.weight_decay,
                                              options=config.optimizer_params)
         groups = self.optimizer.param_groups

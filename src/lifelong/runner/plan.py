@@ -47,7 +47,7 @@ def plan_experience(setup: OptimSetup, budget: Budget, world: World, declared: E
     """Steps and samples of one experience the strategy declared ``declared`` for, at the configured
     batch size (per rank) and epochs, with the step and sample budgets applied (their global counts:
     the sample budget is shared by the ranks, which draw equally). The first step always runs."""
-    batch_size = setup.config.batch_size
+    batch_size = setup.batch_size
     epochs = setup.epochs_for(batch_size)
     if not declared.trains:
         return PlannedExperience(declared, 0, 0, epochs)
