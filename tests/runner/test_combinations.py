@@ -60,7 +60,8 @@ SCHEDULES = [("constant", {}), ("cosine", {"horizon": "experience"}), ("cosine",
 BUDGETS = [{}, {"max_steps": 3}, {"max_samples": 40}, {"max_flops": 4e4}, {"max_seconds": 0.02}]
 BATCHES = [{"batch_size": 8}, {"batch_size": 16, "base_batch_size": 8, "keep_updates": True},
            {"batch_size": 4, "batch_size_test": "norm",
-            "batch_size_test_params": {"every_steps": 2, "samples": 4, "max_batch_size": 32, "theta": 0.3}}]
+            "batch_size_test_params": {"every_steps": 2, "samples": 4, "max_batch_size": 32, "theta": 0.3}},
+           {"batch_size": "probe"}]
 SAMPLERS = [("random", 1.0), ("rs2", 0.5), ("hard_batch", 0.5)]
 OPTIMIZERS = [("sgd", 0.9, 0.05), ("sgd", 0.0, 0.05), ("adam", 0.0, 0.01), ("lars", 0.9, 0.5), ("lamb", 0.0, 0.01),
               ("adagradnorm", 0.0, 0.1)]
@@ -79,10 +80,10 @@ def stream(name: str, lazy: bool = False):
             "domain": lambda: domain_incremental(data, 3, transform="permutation", seed=3)}[name]()
 
 
-def check_learning_rates(recorder: StepRecorder, optim: OptimConfig, plans: list[dict]) -> None:
-    setup = resolve(optim)
+def check_learning_rates(recorder: StepRecorder, optim: OptimConfig, plans: list[dict], probed: int | None) -> None:
+    setup = resolve(optim, probed)
     previous: dict[int, dict] = {s["experience"]: s for s in recorder.starts}
-    batch = {s["experience"]: optim.batch_size for s in recorder.starts}
+    batch = {s["experience"]: setup.batch_size for s in recorder.starts}
     for record in recorder.steps:
         index = record["experience"]
         before = previous[index]
@@ -152,7 +153,7 @@ def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampl
     if eval_every is not None:  # the curve ends with the matrix's last row, and is summarised
         assert result.extra["curve"][-1]["accuracies"] == result.matrix[-1].tolist()
         assert "worst_case_accuracy" in result.metrics
-    check_learning_rates(recorder, optim, plans)
+    check_learning_rates(recorder, optim, plans, result.metrics.get("probed_batch_size"))
     if strategy in BUFFERS:
         size = STRATEGY_SETTINGS[strategy]["buffer_size"]
         assert all(s["memory"] <= size for s in recorder.steps) and all(e["memory"] <= size for e in recorder.ends)

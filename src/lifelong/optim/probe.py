@@ -21,7 +21,7 @@ the class-incremental benchmark of ``docs/results/batch-scaling.md`` it grew 45-
 experience and fell back at the next one).
 
 **Learning rate: the sharpness** ``lambda_max``, the top eigenvalue of the Hessian of the training loss,
-found by power iteration on Hessian-vector products (forward-mode ``jvp`` over reverse-mode ``grad``,
+found by power iteration on Hessian-vector products (the vector-Jacobian product of reverse-mode ``grad``,
 from a seeded random start, until the Rayleigh quotient moves by less than ``tol`` relative). Gradient
 descent on a quadratic diverges along the top eigenvector when ``lr > 2 / lambda_max``; with heavy-ball
 momentum ``mu`` the bound is ``2 (1 + mu) / lambda_max``. Cohen et al. 2021 ("Gradient descent on neural
@@ -33,7 +33,7 @@ momentum; :meth:`ProbeResult.max_stable_lr_with` gives it for a momentum.
 Both probes evaluate the model in evaluation mode (normalisation layers use their running statistics,
 so a single sample's gradient is defined), on the plain data loss: a strategy's extra terms (replay,
 distillation, penalties) are not part of it. The cost is reported as samples read (each through a
-forward and a backward pass, or a Hessian-vector product's forward, backward and forward-mode pass) and
+forward and a backward pass, or a Hessian-vector product's forward, backward and second backward pass) and
 seconds; FLOPs are not counted.
 """
 
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, vjp, vmap
 
 from lifelong.data.streams import TensorSet
 from lifelong.errors import ConfigError
@@ -196,10 +196,13 @@ def top_hessian_eigenvalue(model: nn.Module, data: TensorSet, loss: Loss, settin
     def batch_loss(weights: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return loss(functional_call(model, (weights, buffers), (x,)), y)
 
-    def hessian_vector_product(vector: Params) -> Params:  # forward-mode derivative of the gradient along vector
+    def hessian_vector_product(vector: Params) -> Params:
+        """``H v`` as the vector-Jacobian product of the gradient (reverse over reverse; ``H`` is symmetric):
+        forward-mode ``jvp`` would load torch's scripted decompositions for it, a second's start-up."""
         product = {k: torch.zeros_like(v) for k, v in params.items()}
         for x, y, weight in batches:
-            for name, value in jvp(lambda w: grad(batch_loss)(w, x, y), (params,), (vector,))[1].items():
+            _, pull_back = vjp(lambda w: grad(batch_loss)(w, x, y), params)
+            for name, value in pull_back(vector)[0].items():
                 product[name].add_(value, alpha=weight)
         return product
 
