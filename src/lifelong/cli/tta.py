@@ -18,9 +18,9 @@ from lifelong.data.catalog import DATASETS
 from lifelong.experiment import MODEL_SKIP
 from lifelong.models.nets import MODELS
 from lifelong.runner.results import ResultsStore
-from lifelong.tta.corruptions import CORRUPTIONS
+from lifelong.tta.corruptions import CORRUPTIONS, ORDERS
 from lifelong.tta.loop import run_tta
-from lifelong.tta.methods import METHODS
+from lifelong.tta.methods import FILTERED, METHODS
 
 
 def cmd_tta(args: argparse.Namespace, console: Console) -> int:
@@ -47,9 +47,12 @@ def cmd_tta(args: argparse.Namespace, console: Console) -> int:
             bar.update(tasks[stage], completed=done)
 
         results = run_tta(dataset, model, methods, corruptions, args.severity, args.gradual, args.batch_size,
-                          config.optim, config.run.seed, store, progress=advance)
+                          config.optim, config.run.seed, store, progress=advance, order=args.order,
+                          concentration=args.concentration)
     first = next(iter(results.values()))
-    table = Table(title=f"error per domain ({'gradual' if args.gradual else 'abrupt'}, severity {args.severity})")
+    order = args.order + (f" {args.concentration:g}" if args.order == "dirichlet" else "")
+    table = Table(title=f"error per domain ({'gradual' if args.gradual else 'abrupt'}, severity {args.severity}, "
+                        f"{order} order, batch {args.batch_size})")
     table.add_column("method")
     for name in first.domains:
         table.add_column(name, justify="right")
@@ -66,12 +69,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``lifelong tta`` on the CLI's sub-command parser."""
     tta = sub.add_parser("tta", help="continual test-time adaptation over corrupted domains")
     tta.add_argument("--method", default="source,bn_adapt,tent",
-                     help=f"comma-separated methods among {', '.join(METHODS)} (default: source,bn_adapt,tent)")
+                     help=f"comma-separated methods among {', '.join(METHODS)}; a gradient method with "
+                          f"'{FILTERED}' (e.g. tent{FILTERED}) adapts only on samples that pass the open-set "
+                          "filter (default: source,bn_adapt,tent)")
     tta.add_argument("--corruptions", default=",".join(CORRUPTIONS),
                      help=f"comma-separated domains in stream order, among {', '.join(CORRUPTIONS)}")
     tta.add_argument("--severity", type=int, default=5, help="corruption severity 1..5 (default 5)")
     tta.add_argument("--gradual", action="store_true", help="severity ramps 1..S..1 inside each domain")
-    tta.add_argument("--batch-size", type=int, default=64, help="test batch size (default 64)")
+    tta.add_argument("--batch-size", type=int, default=64, help="test batch size, 1 or more (default 64)")
+    tta.add_argument("--order", default="iid",
+                     help=f"label order inside each domain: {', '.join(ORDERS)} (label-correlated; default iid)")
+    tta.add_argument("--concentration", type=float, default=0.1,
+                     help="Dirichlet concentration of --order dirichlet; smaller: more correlated (default 0.1)")
     tta.add_argument("--config", help="TOML file with [dataset], [model], [optim] (source training), [run]")
     tta.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override one field, e.g. --set optim.epochs=10 (repeatable); the model defaults to cnn")

@@ -4,6 +4,13 @@ After Hendrycks & Dietterich 2019 (CIFAR-10-C, the benchmark of Tent and CoTTA),
 images: Gaussian noise, Gaussian blur, contrast loss, rotation and pixel dropout. A stream is abrupt
 (each domain at the set severity, as in CoTTA's continual setting) or gradual (inside each domain the
 severity climbs from 1 to the set severity and back, as in CoTTA's gradual setting).
+
+Inside each domain the samples arrive in a label ``order``: ``iid`` (shuffled), ``sorted`` (by label,
+shuffled within a label: the most correlated stream, each batch of one or two classes) or ``dirichlet``
+(label shift over time as in RoTTA, Yuan et al. 2023, and UnMix-TNS, Tomar et al. 2024: the domain is cut
+into as many time slots as classes, each class spread over the slots by shares drawn from a symmetric
+Dirichlet with ``concentration`` delta; inside a slot the classes come in contiguous runs, in random
+order. Small delta puts each class in few slots; RoTTA's setting is delta = 0.1).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -95,16 +103,60 @@ def gradual_severities(n: int, severity: int) -> torch.Tensor:
     return torch.tensor(ramp).repeat_interleave(math.ceil(n / len(ramp)))[:n]
 
 
+ORDERS = ("iid", "sorted", "dirichlet")
+"""Label orders of the samples inside a domain."""
+
+
+def dirichlet_shares(n_classes: int, concentration: float, generator: torch.Generator) -> torch.Tensor:
+    """(classes, slots) share of each class's samples in each of ``n_classes`` time slots, each row drawn
+    from a symmetric Dirichlet with ``concentration`` (seeded from ``generator``)."""
+    rng = np.random.default_rng(int(torch.randint(2 ** 31, (1,), generator=generator)))
+    return torch.from_numpy(rng.dirichlet([concentration] * n_classes, size=n_classes))
+
+
+def slotted_order(y: torch.Tensor, shares: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A permutation of ``y`` (N,) in time slots: the samples of the i-th class of ``y.unique()`` are cut
+    in order into runs of ``floor(cumsum(shares[i]) * n_i)`` boundaries, run s going to slot s; each slot
+    is its runs in a random class order."""
+    slots: list[list[torch.Tensor]] = [[] for _ in range(shares.shape[1])]
+    for label, share in zip(y.unique().tolist(), shares, strict=True):
+        members = torch.nonzero(y == label).flatten()
+        bounds = (share.cumsum(0) * len(members)).floor().long().clamp(max=len(members))
+        bounds[-1] = len(members)
+        for slot, (begin, end) in enumerate(zip([0, *bounds[:-1].tolist()], bounds.tolist(), strict=True)):
+            slots[slot].append(members[begin:end])
+    return torch.cat([runs[i] for runs in slots for i in torch.randperm(len(runs), generator=generator).tolist()])
+
+
+def label_order(y: torch.Tensor, order: str = "iid", concentration: float = 0.1,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """A seeded permutation of the labels ``y`` (N,) in label ``order`` (one of :data:`ORDERS`)."""
+    if order not in ORDERS:
+        raise ConfigError(f"tta.order must be one of {', '.join(ORDERS)}, got {order!r}")
+    if not (math.isfinite(concentration) and concentration > 0):
+        raise ConfigError(f"tta.concentration must be a finite number > 0 (smaller: labels more correlated "
+                          f"over time; RoTTA uses 0.1), got {concentration}")
+    generator = generator or torch.Generator().manual_seed(0)
+    shuffled = torch.randperm(len(y), generator=generator)
+    if order == "iid":
+        return shuffled
+    if order == "sorted":
+        return shuffled[torch.sort(y[shuffled], stable=True).indices]
+    shares = dirichlet_shares(len(y.unique()), concentration, generator)
+    return shuffled[slotted_order(y[shuffled], shares, generator)]
+
+
 def shifted_stream(data: TensorSet, corruptions: Sequence[str], severity: int = 5, gradual: bool = False,
-                   seed: int = 0) -> list[Domain]:
-    """One domain per corruption, in order, each the whole of ``data`` in a seeded order."""
+                   seed: int = 0, order: str = "iid", concentration: float = 0.1) -> list[Domain]:
+    """One domain per corruption, in order, each the whole of ``data`` in a seeded permutation in label
+    ``order`` (``concentration``: the Dirichlet's, for ``order="dirichlet"``)."""
     if not corruptions:
         raise ConfigError(f"tta corruptions must name at least one of {', '.join(CORRUPTIONS)}")
     generator = torch.Generator().manual_seed(seed)
     domains = []
     for name in corruptions:
-        order = torch.randperm(len(data), generator=generator)
-        x, y = data.x[order], data.y[order]
+        permutation = label_order(data.y, order, concentration, generator)
+        x, y = data.x[permutation], data.y[permutation]
         severities = gradual_severities(len(y), severity) if gradual else torch.full((len(y),), severity)
         out = torch.empty_like(x)
         for level in severities.unique().tolist():

@@ -23,7 +23,7 @@ from lifelong.runner.loop import train
 from lifelong.runner.results import ResultsStore
 from lifelong.strategies.naive import Naive
 from lifelong.tta.corruptions import Domain, shifted_stream
-from lifelong.tta.methods import METHODS, TestTimeMethod
+from lifelong.tta.methods import TestTimeMethod, build_method
 
 
 @dataclass
@@ -40,19 +40,25 @@ class TTAResult:
         return sum(self.errors) / len(self.errors)
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a test batch size below 1."""
+    if batch_size < 1:
+        raise ConfigError(f"tta.batch_size must be >= 1, got {batch_size}")
+
+
 def adapt(model: nn.Module, method: TestTimeMethod, domains: Sequence[Domain], batch_size: int = 64,
           seed: int = 0, store: ResultsStore | None = None, config: dict[str, Any] | None = None,
-          name: str = "tta", progress: Callable[[int, int], None] | None = None) -> TTAResult:
+          name: str = "tta", progress: Callable[[int, int], None] | None = None,
+          source: TensorSet | None = None) -> TTAResult:
     """Stream ``domains`` in order, in batches of ``batch_size``, through ``method`` set up on ``model``.
 
     Each batch is predicted before the method adapts on it (the online protocol of Tent and CoTTA);
     the model is never reset between domains (continual adaptation). ``progress(done, total)`` is
-    called after each domain.
+    called after each domain. ``source``: the source training data, for methods that need it (``rmt``).
     """
-    if batch_size < 1:
-        raise ConfigError(f"tta.batch_size must be >= 1, got {batch_size}")
+    check_batch_size(batch_size)
     torch.manual_seed(seed)
-    method.setup(model, seed)
+    method.setup(model, seed, source)
     config = config or {"method": type(method).__name__.lower(), "batch_size": batch_size}
     run_id = store.start_run(name, str(config.get("method", "")), seed, config) if store else None
     result = TTAResult([d.name for d in domains], [], run_id)
@@ -91,28 +97,35 @@ def train_source(dataset: Dataset, model: nn.Module, optim: OptimConfig, seed: i
 def run_tta(dataset: Dataset, model: nn.Module, methods: Sequence[str], corruptions: Sequence[str],
             severity: int = 5, gradual: bool = False, batch_size: int = 64, optim: OptimConfig | None = None,
             seed: int = 0, store: ResultsStore | None = None,
-            progress: Callable[[str, int, int], None] | None = None) -> dict[str, TTAResult]:
-    """Train ``model`` on clean ``dataset`` once, then adapt a copy of it with each of ``methods`` over the
-    test set under ``corruptions`` (the same corrupted stream for every method). ``progress(stage, done,
-    total)`` is called as the stages advance: ``"source training"`` (0 of 1, then 1 of 1 once the
-    source model is trained), then each method after each of its domains."""
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise ConfigError(f"tta.method: unknown method(s) {unknown or methods}; allowed: {', '.join(METHODS)}")
-    domains = shifted_stream(TensorSet.of(dataset.x_test, dataset.y_test, 0), corruptions, severity, gradual, seed)
+            progress: Callable[[str, int, int], None] | None = None, order: str = "iid",
+            concentration: float = 0.1) -> dict[str, TTAResult]:
+    """Train ``model`` on clean ``dataset`` once, then adapt a copy of it with each of ``methods`` (names
+    for :func:`~lifelong.tta.methods.build_method`) over the test set under ``corruptions`` (the same
+    corrupted stream, in label ``order``, for every method). ``progress(stage, done, total)`` is called as
+    the stages advance: ``"source training"`` (0 of 1, then 1 of 1 once the source model is trained), then
+    each method after each of its domains."""
+    if not methods:
+        raise ConfigError("tta.method must name at least one method, got none")
+    built = {name: build_method(name) for name in methods}
+    check_batch_size(batch_size)
+    domains = shifted_stream(TensorSet.of(dataset.x_test, dataset.y_test, 0), corruptions, severity, gradual, seed,
+                             order, concentration)
     optim = optim or OptimConfig(epochs=10)
     if progress is not None:
         progress("source training", 0, 1)
     train_source(dataset, model, optim, seed)
     if progress is not None:
         progress("source training", 1, 1)
+    source = TensorSet.of(dataset.x_train, dataset.y_train, 0)
     results = {}
-    for method in methods:
+    for method, instance in built.items():
         config = {"dataset": dataset.name, "method": method, "corruptions": list(corruptions),
                   "domains": [domain.name for domain in domains], "severity": severity, "gradual": gradual,
-                  "batch_size": batch_size, "optim": optim.model_dump()}
-        stream_name = f"{dataset.name} tta {'gradual' if gradual else 'abrupt'} {len(domains)} domains"
-        results[method] = adapt(copy.deepcopy(model), METHODS[method](), domains, batch_size, seed, store, config,
+                  "order": order, "concentration": concentration, "batch_size": batch_size,
+                  "optim": optim.model_dump()}
+        kind = ("gradual" if gradual else "abrupt") + ("" if order == "iid" else f" {order}")
+        stream_name = f"{dataset.name} tta {kind} {len(domains)} domains"
+        results[method] = adapt(copy.deepcopy(model), instance, domains, batch_size, seed, store, config,
                                 stream_name, None if progress is None else
-                                lambda done, total, method=method: progress(method, done, total))
+                                lambda done, total, method=method: progress(method, done, total), source)
     return results
