@@ -62,11 +62,11 @@ def main() -> None:
     dataset = digits()
     torch.manual_seed(args.seed)
     started = time.perf_counter()
-    model = train_source(dataset, cnn(dataset.input_shape, dataset.n_classes, channels=(32, 64), batch_norm=True),
+    model = train_source(dataset, cnn(dataset.input_shape, dataset.n_classes, channels=(32, 64), norm="batch"),
                          OptimConfig(epochs=args.epochs, lr=0.05), seed=args.seed)
     print("# Continual test-time adaptation on corrupted digits\n")
     print("```\nOMP_NUM_THREADS=1 .venv/bin/python benchmarks/tta.py > docs/results/tta-digits.md\n```\n")
-    print(f"Source model: `cnn(channels=(32, 64), batch_norm=True)`, {args.epochs} epochs of SGD (lr 0.05, batch 16) "
+    print(f"Source model: `cnn(channels=(32, 64), norm='batch')`, {args.epochs} epochs of SGD (lr 0.05, batch 16) "
           f"on the {len(dataset.y_train)} clean training digits (seed {args.seed}, "
           f"{time.perf_counter() - started:.0f} s). Test stream: the {len(dataset.y_test)} test digits once per "
           f"domain, batches of {args.batch_size} unless the section says otherwise, each batch predicted before the "

@@ -169,7 +169,7 @@ MISTAKES = {
         "set either run.eval_every_steps or run.eval_every_samples"),
     "seeds-before-table": Case(["run", "--db", "{db}", *SMALL, "--seeds", "0,zero"], "--seeds: expected"),
     "field-of-another-model": Case(["run", "--db", "{db}", *SMALL, "--set", "model.name=cnn"],
-                                   "model.hidden: unknown field for model 'cnn'; allowed: batch_norm, channels"),
+                                   "model.hidden: unknown field for model 'cnn'; allowed: channels, norm, norm_groups"),
     "cnn-on-vectors-before-table": Case(["run", "--db", "{db}", "--set", "dataset.name=synthetic", "--set",
                                          "model.name=cnn"], "model.name='cnn' needs image inputs"),
     "runs-status": Case(["runs", "--db", "{db}", "--status", "done"], "--status: unknown status 'done'; allowed:"),

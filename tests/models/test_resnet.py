@@ -16,7 +16,8 @@ from lifelong.config import Component, build
 from lifelong.errors import ConfigError
 from lifelong.models import MODELS, split_model
 from lifelong.models.ghost_batch_norm import GhostBatchNorm2d
-from lifelong.models.resnet import NORMS, ZeroPadShortcut, conv_norm, resnet18, resnet32
+from lifelong.models.norms import NORMS, norm_layer
+from lifelong.models.resnet import ZeroPadShortcut, resnet18, resnet32
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -77,10 +78,10 @@ def test_zero_pad_shortcut_subsamples_and_appends_zero_channels() -> None:
 
 
 def test_group_norm_takes_the_largest_divisor_not_above_the_groups_asked() -> None:
-    assert conv_norm("group", 20, groups=8).num_groups == 5  # 20 = 5 * 4; 8, 7 and 6 do not divide it
-    assert conv_norm("group", 160, groups=8).num_groups == 8
-    assert conv_norm("group", 7, groups=8).num_groups == 7
-    assert conv_norm("layer", 64).num_groups == 1
+    assert norm_layer("group", 20, groups=8).num_groups == 5  # 20 = 5 * 4; 8, 7 and 6 do not divide it
+    assert norm_layer("group", 160, groups=8).num_groups == 8
+    assert norm_layer("group", 7, groups=8).num_groups == 7
+    assert norm_layer("layer", 64).num_groups == 1
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -128,7 +129,8 @@ def test_without_norm_every_block_starts_as_its_shortcut() -> None:
 
 
 def test_bad_settings_raise_config_errors_naming_the_field(tmp_path, capsys) -> None:
-    with pytest.raises(ConfigError, match=r"model\.norm must be one of \['batch', 'ghost', 'group', 'layer', 'none'\], got 'instance'"):
+    with pytest.raises(ConfigError, match=r"model\.norm must be one of \['adab2n', 'batch', 'ghost', 'group', 'layer', "
+                                          r"'none', 'ws_bcn'\], got 'instance'"):
         resnet32((3, 32, 32), 10, norm="instance")
     with pytest.raises(ConfigError, match=r"model.name='resnet18' needs image inputs \(C, H, W\), got shape \(784,\)"):
         resnet18((784,), 10)
@@ -144,8 +146,8 @@ def test_bad_settings_raise_config_errors_naming_the_field(tmp_path, capsys) -> 
     assert built.feature_dim == 48
     assert main(["run", "--db", str(tmp_path / "runs.db"), "--set", "model.name=resnet32",
                  "--set", "model.norm=instance"]) == 2
-    assert capsys.readouterr().err.strip() == ("error: model.norm must be one of "
-                                               "['batch', 'ghost', 'group', 'layer', 'none'], got 'instance'")
+    assert capsys.readouterr().err.strip() == ("error: model.norm must be one of ['adab2n', 'batch', 'ghost', "
+                                               "'group', 'layer', 'none', 'ws_bcn'], got 'instance'")
 
 
 @pytest.mark.parametrize("factory", [resnet18, resnet32])

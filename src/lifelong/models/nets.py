@@ -17,7 +17,7 @@ from torch import nn
 
 from lifelong.errors import ConfigError
 from lifelong.models.classifier import Classifier
-from lifelong.models.ghost_batch_norm import GhostBatchNorm
+from lifelong.models.norms import check_norm, conv_type, linear_type, norm_layer
 from lifelong.models.resnet import resnet18, resnet32
 
 
@@ -34,59 +34,61 @@ def _seeded(seed: int | None) -> Iterator[None]:
 
 
 def mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (256, 256),
-        norm: str = "none", seed: int | None = None) -> Classifier:
+        norm: str = "none", norm_groups: int = 8, seed: int | None = None) -> Classifier:
     """Flatten, then ``Linear -> [norm] -> ReLU`` per hidden width, then a linear head.
 
-    ``norm`` is ``none``, ``batch``, ``layer`` (LayerNorm behaves the same at train and test time,
-    which suits streams) or ``ghost`` (batch norm over virtual batches of 32, for large batches:
-    :class:`~lifelong.models.ghost_batch_norm.GhostBatchNorm`). ``seed`` makes the initial weights a
-    function of it alone (a model built before ``train(..., seed=...)`` is otherwise initialised from
-    whatever the global random state holds, so a script gives a different result every run).
+    ``norm`` and ``norm_groups``: :func:`~lifelong.models.norms.norm_layer` over features, whose module
+    says which scenario each norm suits (``layer`` is ``nn.LayerNorm``; ``ws_bcn`` also standardizes
+    the hidden layers' weights). ``seed`` makes the initial weights a function of it alone (a model
+    built before ``train(..., seed=...)`` is otherwise initialised from whatever the global random
+    state holds, so a script gives a different result every run).
     """
     with _seeded(seed):
-        return _mlp(input_shape, n_classes, hidden, norm)
+        return _mlp(input_shape, n_classes, hidden, norm, norm_groups)
 
 
-def _mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int], norm: str) -> Classifier:
+def _mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int], norm: str, groups: int) -> Classifier:
     if not hidden or any(h < 1 for h in hidden):
         raise ConfigError(f"model.hidden must be a non-empty list of positive widths, got {list(hidden)}")
-    norms = {"none": None, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm, "ghost": GhostBatchNorm}
-    if norm not in norms:
-        raise ConfigError(f"model.norm must be one of {sorted(norms)}, got {norm!r}")
+    check_norm(norm, groups)
+    linear = linear_type(norm)
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
     for h in hidden:
-        layers.append(nn.Linear(width, h))
-        if norms[norm] is not None:
-            layers.append(norms[norm](h))
+        layers.append(linear(width, h))
+        if norm != "none":
+            layers.append(norm_layer(norm, h, groups, maps=False))
         layers.append(nn.ReLU())
         width = h
     return Classifier(nn.Sequential(*layers), width, n_classes)
 
 
-def cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int] = (32, 64),
-        batch_norm: bool = True, seed: int | None = None) -> Classifier:
-    """``Conv3x3 -> [BatchNorm] -> ReLU -> MaxPool2`` per entry of ``channels``, global average pool, head.
+def cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int] = (32, 64), norm: str = "batch",
+        norm_groups: int = 8, seed: int | None = None) -> Classifier:
+    """``Conv3x3 -> [norm] -> ReLU -> MaxPool2`` per entry of ``channels``, global average pool, head.
 
     Needs image inputs (C, H, W); pooling stops once the feature map is 2x2 so small images work.
-    ``seed``: as for :func:`mlp`.
+    ``norm`` and ``norm_groups``: :func:`~lifelong.models.norms.norm_layer` (``ws_bcn`` also
+    standardizes the convolutions' weights). ``seed``: as for :func:`mlp`.
     """
     with _seeded(seed):
-        return _cnn(input_shape, n_classes, channels, batch_norm)
+        return _cnn(input_shape, n_classes, channels, norm, norm_groups)
 
 
-def _cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int], batch_norm: bool) -> Classifier:
+def _cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int], norm: str, groups: int) -> Classifier:
     if len(input_shape) != 3:
         raise ConfigError(f"model.name='cnn' needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
                           "use model.name='mlp'")
     if not channels or any(c < 1 for c in channels):
         raise ConfigError(f"model.channels must be a non-empty list of positive counts, got {list(channels)}")
+    check_norm(norm, groups)
+    conv = conv_type(norm)
     layers: list[nn.Module] = []
     in_ch, size = input_shape[0], min(input_shape[1:])
     for out_ch in channels:
-        layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1)]
-        if batch_norm:
-            layers.append(nn.BatchNorm2d(out_ch))
+        layers += [conv(in_ch, out_ch, 3, padding=1)]
+        if norm != "none":
+            layers.append(norm_layer(norm, out_ch, groups))
         layers.append(nn.ReLU())
         if size >= 4:
             layers.append(nn.MaxPool2d(2))

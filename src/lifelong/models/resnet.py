@@ -4,9 +4,9 @@ GEM, DER and Mammoth (:func:`resnet18`) and the CIFAR ResNet-32 of iCaRL and PyC
 Both are He et al. 2016 ("Deep Residual Learning for Image Recognition") residual networks of
 :class:`BasicBlock` s with a 3x3 stride-1 stem and no max-pool, made for 28x28 and 32x32 images; they
 end in a global average pool, so any image size and any number of input channels works. The norm
-after each convolution is a setting (:func:`conv_norm`): batch statistics suit offline training,
-while ``layer`` and ``group`` behave the same at train and test time and on a batch of one, which suits
-streams and small replay batches.
+after each convolution is a setting (:func:`~lifelong.models.norms.norm_layer`, whose module says
+which scenario each norm suits): batch statistics suit offline training, while ``layer``, ``group`` and
+``ws_bcn`` behave the same on a batch of one, which suits streams and small replay batches.
 """
 
 from __future__ import annotations
@@ -22,32 +22,9 @@ from torch import nn
 
 from lifelong.errors import ConfigError
 from lifelong.models.classifier import Classifier
-from lifelong.models.ghost_batch_norm import GhostBatchNorm2d
-
-NORMS = ("batch", "ghost", "group", "layer", "none")
-"""The allowed values of ``norm``."""
+from lifelong.models.norms import check_norm, conv_type, norm_layer
 
 Shortcut = Literal["projection", "zero_pad"]
-
-
-def conv_norm(norm: str, channels: int, groups: int = 8) -> nn.Module:
-    """The layer that normalizes a convolution's ``channels`` output maps (B, C, H, W).
-
-    ``batch``: ``nn.BatchNorm2d`` (Ioffe & Szegedy 2015). ``ghost``: batch norm over virtual batches
-    of 32 (Hoffer et al. 2017, :class:`~lifelong.models.ghost_batch_norm.GhostBatchNorm2d`).
-    ``group``: GroupNorm (Wu & He 2018) with the largest number of groups that divides ``channels``
-    and is at most ``groups``. ``layer``: GroupNorm with one group, which normalizes each sample over
-    its channels and positions. ``none``: the identity.
-    """
-    if norm == "batch":
-        return nn.BatchNorm2d(channels)
-    if norm == "ghost":
-        return GhostBatchNorm2d(channels)
-    if norm == "group":
-        return nn.GroupNorm(max(g for g in range(1, min(groups, channels) + 1) if channels % g == 0), channels)
-    if norm == "layer":
-        return nn.GroupNorm(1, channels)
-    return nn.Identity()
 
 
 class ZeroPadShortcut(nn.Module):
@@ -67,19 +44,20 @@ class ZeroPadShortcut(nn.Module):
 
 class BasicBlock(nn.Module):
     """``relu(branch(x) + shortcut(x))`` with ``branch`` = conv3x3 (stride) -> norm -> relu -> conv3x3
-    -> norm (He et al. 2016, Fig. 2). Where the shape changes, the shortcut is a strided 1x1
-    convolution and a norm (``projection``, option B) or :class:`ZeroPadShortcut` (``zero_pad``)."""
+    -> norm (He et al. 2016, Fig. 2), convolutions of type ``conv``. Where the shape changes, the shortcut
+    is a strided 1x1 convolution and a norm (``projection``, option B) or :class:`ZeroPadShortcut`
+    (``zero_pad``)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: Shortcut,
-                 make_norm: Callable[[int], nn.Module], bias: bool) -> None:
+                 make_norm: Callable[[int], nn.Module], bias: bool, conv: type[nn.Conv2d]) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
+        self.conv1 = conv(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
         self.norm1 = make_norm(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias)
+        self.conv2 = conv(out_channels, out_channels, 3, padding=1, bias=bias)
         self.norm2 = make_norm(out_channels)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = (nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=bias),
+            self.shortcut = (nn.Sequential(conv(in_channels, out_channels, 1, stride=stride, bias=bias),
                                            make_norm(out_channels))
                              if shortcut == "projection" else ZeroPadShortcut(out_channels - in_channels, stride))
 
@@ -102,18 +80,15 @@ def _resnet(input_shape: Sequence[int], n_classes: int, name: str, stem_width: i
     if len(input_shape) != 3:
         raise ConfigError(f"model.name={name!r} needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
                           "use model.name='mlp'")
-    if norm not in NORMS:
-        raise ConfigError(f"model.norm must be one of {list(NORMS)}, got {norm!r}")
-    if norm_groups < 1:
-        raise ConfigError(f"model.norm_groups must be a positive number of groups, got {norm_groups}")
-    make_norm = partial(conv_norm, norm, groups=norm_groups)
-    bias = norm == "none"
+    check_norm(norm, norm_groups)
+    make_norm = partial(norm_layer, norm, groups=norm_groups)
+    bias, conv = norm == "none", conv_type(norm)
     layers: OrderedDict[str, nn.Module] = OrderedDict(stem=nn.Sequential(
-        nn.Conv2d(input_shape[0], stem_width, 3, padding=1, bias=bias), make_norm(stem_width), nn.ReLU()))
+        conv(input_shape[0], stem_width, 3, padding=1, bias=bias), make_norm(stem_width), nn.ReLU()))
     in_channels = stem_width
     for stage, width in enumerate(widths):
         blocks = [BasicBlock(in_channels if i == 0 else width, width, 2 if stage and i == 0 else 1, shortcut,
-                             make_norm, bias) for i in range(blocks_per_stage)]
+                             make_norm, bias, conv) for i in range(blocks_per_stage)]
         layers[f"stage{stage + 1}"] = nn.Sequential(*blocks)
         in_channels = width
     layers["pool"] = nn.AdaptiveAvgPool2d(1)  # (B, C, H, W) -> (B, C, 1, 1)
@@ -140,7 +115,7 @@ def resnet18(input_shape: Sequence[int], n_classes: int, nf: int = 20, norm: str
     ``nf`` (number of filters) 20 is GEM's reduced ResNet-18 (Lopez-Paz & Ranzato 2017, about 1.09 M
     parameters on 3x32x32 with 10 classes; Mammoth's ``reduced-resnet18``), ``nf`` 64 the full width
     of Mammoth's ``resnet18`` used by DER (Buzzega et al. 2020) (about 11.2 M). ``norm`` and
-    ``norm_groups``: :func:`conv_norm` (``batch`` is the reference's).
+    ``norm_groups``: :func:`~lifelong.models.norms.norm_layer` (``batch`` is the reference's).
 
     Departures from Mammoth's ``backbone/ResNetBlock.py``, all for use beyond 3x32x32 batch-norm
     training, none changing the layout or parameter count at its settings: the stem takes
@@ -160,7 +135,7 @@ def resnet32(input_shape: Sequence[int], n_classes: int, norm: str = "batch", no
     train: a 3x3 stem of 16 channels, three stages of five :class:`BasicBlock` s of widths 16, 32, 64
     (strides 1, 2, 2), parameter-free zero-padding shortcuts (option A, :class:`ZeroPadShortcut`),
     global average pool, 64 features; about 0.46 M parameters. ``norm`` and ``norm_groups``:
-    :func:`conv_norm` (``batch`` is the reference's).
+    :func:`~lifelong.models.norms.norm_layer` (``batch`` is the reference's).
 
     Departures from PyCIL's ``convs/cifar_resnet.py``, none changing the layout or parameter count:
     the stem takes ``input_shape[0]`` channels (PyCIL: 3, or 1 in its MNIST variant); the pool is

@@ -10,7 +10,9 @@ that strategies only say how a batch's loss is computed. A run has three parts:
    experience and of the stream (the two horizons a schedule can take), the sampler's epoch lengths and
    the step and sample budgets, so a schedule anneals where training really ends. FLOP and seconds
    budgets are re-planned after each step from the measured cost (:class:`~lifelong.runner.budget.Budget`).
-2. **Loop** (:class:`_Experience`). For each experience: ``before_experience``; the training set,
+2. **Loop** (:class:`_Experience`). For each experience: the model's modules that define
+   ``begin_experience(index)`` are told its index (:func:`~lifelong.models.norms.begin_experience`,
+   e.g. AdaB2N's task count); ``before_experience``; the training set,
    checked against the plan; the optimizer, rebuilt when the settings or the plan ask, and the plan's
    learning-rate scales applied to its parameter groups at every experience either way; then steps
    until the plan's horizon: ``observe`` → backward (gradients averaged over data-parallel ranks) →
@@ -47,6 +49,7 @@ from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.errors import ConfigError, TrainingError
 from lifelong.metrics.accuracy_matrix import summary
 from lifelong.metrics.compute import ExperienceCost, MemoryMeter
+from lifelong.models.norms import begin_experience
 from lifelong.optim.registry import build_optimizer
 from lifelong.optim.probe import probe
 from lifelong.optim.samplers import batch_losses
@@ -368,6 +371,7 @@ class _Loop:
         state.experience_steps = planned.steps
         self.meter.start_experience()
         self.flop_costs, self.scoring_flops, self.test_flops_per_sample = {}, 0.0, 0.0
+        begin_experience(model, index)
         hook_flops = self.meter.measure(lambda: strategy.before_experience(model, experience))[1]
         data: TensorSet | None = None
         if declared.trains:

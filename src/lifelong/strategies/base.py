@@ -27,6 +27,7 @@ from torch import nn
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.metrics.compute import tensor_bytes
+from lifelong.models.norms import forward_with_tasks
 from lifelong.world import World
 
 
@@ -153,8 +154,9 @@ class Strategy(ABC):
         self.seen_classes = sorted(set(self.seen_classes) | set(experience.classes))
 
     def logits(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        """``model(x)`` (B, C), masked to each sample's task classes when the stream gives task ids."""
-        return self.mask_logits(model(x), task)
+        """``model(x)`` (B, C), masked to each sample's task classes when the stream gives task ids. The
+        model's task-balancing norm layers (AdaB2N) see each sample's task during the call."""
+        return self.mask_logits(forward_with_tasks(model, x, task), task)
 
     def mask_logits(self, out: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) with the classes outside each sample's task set to the lowest value."""
