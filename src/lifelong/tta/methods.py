@@ -175,7 +175,7 @@ class Tent(GradientMethod):
         parameters = normalization_parameters(model)
         if not parameters:
             raise ConfigError("tta.method='tent' needs a model with normalization layers (BatchNorm, "
-                              "LayerNorm, GroupNorm), this one has none; use a model with batch_norm=True")
+                              "LayerNorm, GroupNorm), this one has none; use a model with norm='batch'")
         if self.steps < 1:
             raise ConfigError(f"tta.steps must be >= 1, got {self.steps}")
         model.requires_grad_(False)
@@ -272,7 +272,7 @@ class UnMixTNS(TestTimeMethod):
         if not replace_batch_norm(model, self.components, self.alpha, self.temperature,
                                   torch.Generator().manual_seed(seed)):
             raise ConfigError("tta.method='unmix_tns' needs a model with BatchNorm layers, this one has none; "
-                              "use a model with batch_norm=True")
+                              "use a model with norm='batch'")
 
     @torch.no_grad()
     def step(self, x: torch.Tensor) -> torch.Tensor:
