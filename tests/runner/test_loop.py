@@ -98,3 +98,21 @@ def test_bad_device_and_schedule_are_config_errors(small_data) -> None:
         train(stream, mlp((8,), 6), Naive(), fast(), device="tpu")
     with pytest.raises(ConfigError, match="optim.schedule"):
         train(stream, mlp((8,), 6), Naive(), OptimConfig(schedule="zigzag"))
+
+
+class ByTask(Naive):
+    """A stand-in for a parameter-isolation method: it declares that it needs task ids."""
+
+    requires_task_ids = True
+
+
+def test_a_method_that_needs_task_ids_is_refused_on_a_stream_without_them(small_data) -> None:
+    from lifelong.data import domain_incremental, task_incremental
+
+    for stream in (class_incremental(small_data, 3), domain_incremental(small_data, 2)):
+        with pytest.raises(ConfigError, match="picks its parameters by each sample's task id.*task_aware = true"):
+            run(stream, ByTask())
+    aware = domain_incremental(small_data, 2, task_aware=True)
+    assert aware.task_aware and aware.task_mask().all()  # every class in every task: the mask masks nothing
+    for stream in (task_incremental(small_data, 3), aware):
+        assert run(stream, ByTask()).matrix.shape == (len(stream), len(stream))

@@ -87,12 +87,14 @@ def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
 
 
 def domain_incremental(dataset: Dataset, n_experiences: int = 5, transform: str = "permutation",
-                       max_rotation: float = 180.0, seed: int = 0) -> Stream:
+                       max_rotation: float = 180.0, seed: int = 0, task_aware: bool = False) -> Stream:
     """All classes in every experience, each experience under its own input transform.
 
     ``permutation``: experience 0 sees the original inputs, each later one a seeded fixed permutation
     of the input features. ``rotation``: experience k rotates images by ``k * max_rotation / n``
-    degrees (inputs must be images (C, H, W)).
+    degrees (inputs must be images (C, H, W)). ``task_aware``: each sample's experience index is given
+    at test time too (the task-incremental permuted/rotated MNIST of the parameter-isolation papers), for
+    methods that pick parameters by task; otherwise the model must serve every domain unaided.
     """
     if n_experiences < 1:
         raise ConfigError(f"scenario.n_experiences must be >= 1, got {n_experiences}")
@@ -128,8 +130,9 @@ def domain_incremental(dataset: Dataset, n_experiences: int = 5, transform: str 
             test=TensorSet.of(apply(dataset.x_test), dataset.y_test, task_id),
             classes=classes, task_id=task_id, name=name,
         ))
-    return Stream(tuple(experiences), dataset.n_classes, dataset.input_shape, task_aware=False,
-                  name=f"{dataset.name} domain-incremental {transform} {n_experiences}")
+    kind = "task-aware domain-incremental" if task_aware else "domain-incremental"
+    return Stream(tuple(experiences), dataset.n_classes, dataset.input_shape, task_aware=task_aware,
+                  name=f"{dataset.name} {kind} {transform} {n_experiences}")
 
 
 SCENARIOS = {

@@ -63,7 +63,7 @@ from lifelong.runner.flops import FlopMeter
 from lifelong.runner.observers import Observer, PeriodicEvaluation, ProgressBar, RunContext, TrainState
 from lifelong.runner.plan import PlannedExperience, check_lr_scales, check_training_set, plan_records, plan_stream
 from lifelong.runner.results import ResultsStore, RunRecord, environment
-from lifelong.runner.validation import check_arguments, check_model, warn_about_combination
+from lifelong.runner.validation import check_arguments, check_model, check_task_ids, warn_about_combination
 from lifelong.strategies.base import ExperiencePlan, Strategy
 from lifelong.world import World
 
@@ -200,6 +200,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     if channels_last:
         model.to(memory_format=torch.channels_last)
     check_model(model, stream, dev)
+    check_task_ids(strategy, stream)
     world.broadcast(model.state_dict().values())
     stream, generator = _augmentation(stream, augment, seed, world)
     strategy.world = world

@@ -66,3 +66,12 @@ def warn_about_combination(strategy: Strategy, optim: OptimConfig) -> None:
                       f"optim.name={optim.name!r} the update carries {carried}, which hold directions the "
                       "projection removed; set optim.name='sgd' and optim.momentum=0 for the paper's update",
                       UserWarning, stacklevel=3)
+
+
+def check_task_ids(strategy: Strategy, stream: Stream) -> None:
+    """A strategy that chooses its parameters by task id gets a stream that gives task ids."""
+    if strategy.requires_task_ids and not stream.task_aware:
+        raise ConfigError(f"strategy {type(strategy).__name__} picks its parameters by each sample's task id, which "
+                          f"stream {stream.name!r} does not give at test time (the method has no task inference); "
+                          "use scenario task_incremental, or domain_incremental with scenario.task_aware = true")
+

@@ -81,6 +81,10 @@ class Strategy(ABC):
     #: an optimizer that keeps a velocity or moments applies directions the projection removed, so
     #: the runner warns when one is configured.
     projects_gradients: ClassVar[bool] = False
+    #: True for a method that chooses its parameters (a mask, a task's own maps or generated weights) by
+    #: the task id of each sample, at test time too: it has no task inference, so the runner refuses
+    #: streams that do not give task ids (class-incremental and plain domain-incremental ones).
+    requires_task_ids: ClassVar[bool] = False
     #: This process among the data-parallel ranks; set by the runner before :meth:`setup`.
     world: World = World()
     #: The run's training augmentation for the samples a strategy replays from its memory (random
