@@ -49,6 +49,7 @@ STRATEGY_SETTINGS = {
     "icarl": {"buffer_size": 12}, "ewc": {"lam": 1.0}, "si": {}, "mas": {}, "l2": {}, "lwf": {},
     "ncm": {"adapt_experiences": 1}, "fetril": {"adapt_experiences": 1},
     "slca": {"samples_per_class": 4, "backbone_lr_scale": 0.1},
+    "gpm": {"samples": 8}, "cuber": {"samples": 8},
 }
 BUFFERS = {"er", "er_ace", "der", "derpp", "uer", "agem", "gdumb", "icarl"}
 KEEPS_POSITIONS = BUFFERS - {"icarl"}

@@ -15,7 +15,9 @@ from lifelong.strategies.agem import AGEM
 from lifelong.strategies.der import DER
 from lifelong.strategies.derpp import DERpp
 from lifelong.strategies.er_ace import ERACE
+from lifelong.strategies.cuber import CUBER
 from lifelong.strategies.fetril import FeTrIL
+from lifelong.strategies.gpm import GPM
 from lifelong.strategies.gdumb import GDumb
 from lifelong.strategies.icarl import ICaRL
 from lifelong.strategies.l2 import L2
@@ -45,7 +47,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "slca": SLCA,
     "fetril": FeTrIL,
     "uer": UER,
+    "gpm": GPM, "cuber": CUBER,
 }
 
-__all__ = ["AGEM", "DER", "ER", "ERACE", "EWC", "L2", "MAS", "NCM", "SI", "SLCA", "STRATEGIES", "UER", "Cumulative",
+__all__ = ["AGEM", "CUBER", "GPM", "DER", "ER", "ERACE", "EWC", "L2", "MAS", "NCM", "SI", "SLCA", "STRATEGIES", "UER", "Cumulative",
            "DERpp", "FeTrIL", "GDumb", "ICaRL", "Joint", "LwF", "Naive", "Strategy"]

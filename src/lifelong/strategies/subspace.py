@@ -1,0 +1,163 @@
+"""Input subspaces of a network's layers, the machinery of the gradient-projection methods (GPM, CUBER).
+
+A linear layer ``y = W x + b`` maps an input ``x`` the same way after an update ``dW, db`` exactly when
+``[dW db] [x; 1] = 0``. So if every update of a layer is orthogonal to the span of the inputs ``[x; 1]``
+an old task fed it, the layer's outputs on that task do not move (Saha et al., ICLR 2021). A convolution
+is the same linear map on each patch its kernel covers, so its inputs are the unfolded patches. Here a
+layer's weight and bias are one matrix ``[W b]`` of shape (out, d) over inputs ``[x; 1]`` of size d (no
+bias column for a layer without a bias), and its input subspace is an orthonormal basis ``M`` (d, K).
+
+Representations are summarized by their Gram matrix ``C = sum x x^T`` (d, d), accumulated batch by
+batch in float64: the squared singular values of the representation matrix are the eigenvalues of ``C``,
+so the energy criterion of the paper's SVD reads the same from ``C``, whose size does not grow with
+the number of samples (or of patches)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong.errors import ConfigError
+
+#: Relative slack on the energy criterion, so that a threshold met exactly is met in floating point too.
+ENERGY_SLACK = 1e-9
+
+
+def projected_layers(model: nn.Module) -> dict[str, nn.Linear | nn.Conv2d]:
+    """The model's linear and (ungrouped) 2-D convolution layers whose weights train, by module name."""
+    layers: dict[str, nn.Linear | nn.Conv2d] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.groups != 1:
+            raise ConfigError(f"strategy: gradient projection handles ungrouped convolutions only; layer {name!r} "
+                              f"has groups={module.groups}")
+        if isinstance(module, nn.Linear | nn.Conv2d) and module.weight.requires_grad:
+            layers[name] = module
+    return layers
+
+
+def layer_inputs(layer: nn.Linear | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The rows ``[x; 1]`` (N, d) that ``layer`` multiplies by ``[W b]^T`` given its input ``x``: every
+    position of a linear layer's input, every patch of a convolution's."""
+    if isinstance(layer, nn.Conv2d):
+        patches = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)  # (B, d0, L)
+        rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
+    else:
+        rows = x.reshape(-1, x.shape[-1])
+    rows = rows.double()
+    if layer.bias is not None:
+        rows = torch.cat([rows, rows.new_ones(len(rows), 1)], dim=1)
+    return rows
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode (normalisation layers use their running statistics, as at test time) for
+    the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def input_grams(model: nn.Module, layers: dict[str, nn.Linear | nn.Conv2d],
+                forward: Callable[[], object]) -> dict[str, torch.Tensor]:
+    """Gram matrices ``sum [x; 1][x; 1]^T`` (d, d), float64, of each layer's inputs during ``forward()``,
+    which runs the model on the samples (read by forward hooks), in eval mode."""
+    grams: dict[str, torch.Tensor] = {}
+
+    def hook(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
+            rows = layer_inputs(layers[name], inputs[0])
+            grams[name] = grams[name] + rows.T @ rows if name in grams else rows.T @ rows
+        return record
+
+    handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
+    try:
+        with eval_mode(model):
+            forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return grams
+
+
+def gradient_matrix(layer: nn.Linear | nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``[dW db]`` (out, d) from a weight-shaped and a bias-shaped tensor (gradients; a layer with a bias
+    whose gradient is None gets a zero column)."""
+    matrix = weight.reshape(weight.shape[0], -1)
+    if layer.bias is None:
+        return matrix
+    return torch.cat([matrix, (torch.zeros_like(layer.bias) if bias is None else bias).unsqueeze(1)], dim=1)
+
+
+def layer_gradients(layers: dict[str, nn.Linear | nn.Conv2d], loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``[dW db]`` (out, d) of ``loss`` for each layer, by name, leaving every ``.grad`` untouched."""
+    params = [p for layer in layers.values() for p in (layer.weight, layer.bias) if p is not None and p.requires_grad]
+    grads = dict(zip(map(id, params), torch.autograd.grad(loss, params, allow_unused=True), strict=True))
+    matrices = {}
+    for name, layer in layers.items():
+        weight = grads.get(id(layer.weight))
+        bias = None if layer.bias is None else grads.get(id(layer.bias))
+        matrices[name] = gradient_matrix(layer, torch.zeros_like(layer.weight) if weight is None else weight, bias)
+    return matrices
+
+
+def write_gradient(layer: nn.Linear | nn.Conv2d, matrix: torch.Tensor) -> None:
+    """Copy ``[dW db]`` (out, d) back into the layer's ``.grad`` tensors."""
+    assert layer.weight.grad is not None
+    width = layer.weight.grad[0].numel()
+    layer.weight.grad.copy_(matrix[:, :width].reshape_as(layer.weight.grad))
+    if layer.bias is not None and layer.bias.grad is not None:
+        layer.bias.grad.copy_(matrix[:, width])
+
+
+def project_out(gradient: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """``G - G M M^T``: the gradient (out, d) with its component in the span of ``basis`` (d, K, orthonormal
+    columns) removed, so the update leaves the layer's outputs on inputs in that span unchanged."""
+    return gradient - (gradient @ basis) @ basis.T
+
+
+def fewest_reaching(energies: torch.Tensor, needed: float, total: float) -> int:
+    """How many of ``energies`` (descending) must be summed to reach ``needed``: the paper's "fewest
+    directions whose energy reaches the threshold" (0 when ``needed <= 0``; all of them if they never do)."""
+    if needed <= ENERGY_SLACK * total:
+        return 0
+    short = torch.cumsum(energies, 0) < needed - ENERGY_SLACK * total
+    return min(int(short.sum()) + 1, len(energies))
+
+
+def grow_basis(basis: torch.Tensor | None, gram: torch.Tensor, threshold: float) -> torch.Tensor:
+    """GPM's memory update (Saha et al. 2021, Eqs. 5 and 8-9) from a task's representation Gram ``C``
+    (d, d): the energy ``trace(M^T C M)`` the basis ``M`` (d, K) already captures counts first, then the
+    fewest top eigenvectors of the residual ``(I - M M^T) C (I - M M^T)`` are appended so that the captured
+    energy reaches ``threshold * trace(C)``. Returns the new basis (d, K + k), float32 on ``gram``'s device,
+    the old columns unchanged and the new ones orthonormal to them."""
+    gram = gram.double()
+    d = gram.shape[0]
+    old = gram.new_zeros(d, 0) if basis is None else basis.to(gram)
+    total = float(gram.trace())
+    kept = float((old.T @ gram @ old).trace())
+    complement = torch.eye(d, dtype=gram.dtype, device=gram.device) - old @ old.T
+    values, vectors = torch.linalg.eigh(complement @ gram @ complement)  # ascending
+    values, vectors = values.flip(0).clamp_min(0.0), vectors.flip(1)
+    rank = int((values > ENERGY_SLACK * max(total, 1e-300)).sum())
+    k = min(fewest_reaching(values[:rank], threshold * total - kept, total), d - old.shape[1])
+    if k == 0:
+        return old.float()
+    new = vectors[:, :k]
+    new, _ = torch.linalg.qr(new - old @ (old.T @ new))  # orthogonal to the old columns to working precision
+    return torch.cat([old, new], dim=1).float()
+
+
+def column_energies(basis: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+    """``u_i^T C u_i`` (K,) for each column ``u_i`` of ``basis`` (d, K): how much of a task's
+    representation energy each basis direction carries."""
+    basis = basis.to(gram)
+    return ((gram @ basis) * basis).sum(dim=0)
