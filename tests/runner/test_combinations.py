@@ -50,6 +50,7 @@ STRATEGY_SETTINGS = {
     "ncm": {"adapt_experiences": 1}, "fetril": {"adapt_experiences": 1},
     "slca": {"samples_per_class": 4, "backbone_lr_scale": 0.1},
     "gpm": {"samples": 8}, "cuber": {"samples": 8},
+    "dst": {"update_every": 2}, "clr": {}, "bn_only": {},
 }
 BUFFERS = {"er", "er_ace", "der", "derpp", "uer", "agem", "gdumb", "icarl"}
 KEEPS_POSITIONS = BUFFERS - {"icarl"}
@@ -169,6 +170,8 @@ def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampl
 def test_every_strategy_trains_under_bf16_autocast(strategy) -> None:
     """Mixed precision hands strategies bfloat16 outputs (old-model targets, replayed logits)."""
     torch.manual_seed(0)
-    result = train(stream("class"), mlp((4,), 6, hidden=(8,)), STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy]),
+    scenario = "task" if STRATEGIES[strategy].requires_task_ids else "class"  # parameter isolation needs task ids
+    model = mlp((4,), 6, hidden=(8,), norm="batch" if strategy == "bn_only" else "none")
+    result = train(stream(scenario), model, STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy]),
                    OptimConfig(epochs=1, batch_size=8, precision="bf16", momentum=0.0), seed=0)
     assert result.matrix.shape[1] == 3

@@ -59,6 +59,8 @@ SEARCH_SPACES: dict[str, dict[str, Parameter]] = {
     "fetril": {"strategy.weight_decay": FloatRange(1e-6, 1e-2, log=True)},  # Petit et al. 2023
     "slca": {"strategy.backbone_lr_scale": FloatRange(1e-3, 0.1, log=True)},  # Zhang et al. 2023
     "gpm": {"strategy.threshold": FloatRange(0.9, 0.99)}, "cuber": {"strategy.threshold": FloatRange(0.9, 0.99)},
+    "dst": {"strategy.sparsity": FloatRange(0.5, 0.95), "strategy.init": Choice(("erk", "uniform"))},  # Yildirim 2024
+    "clr": {}, "bn_only": {},
 }
 
 

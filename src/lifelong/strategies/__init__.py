@@ -26,6 +26,9 @@ from lifelong.strategies.ncm import NCM
 from lifelong.strategies.si import SI
 from lifelong.strategies.slca import SLCA
 from lifelong.strategies.uer import UER
+from lifelong.strategies.bn_only import BNOnly
+from lifelong.strategies.clr import CLR
+from lifelong.strategies.dst import DST
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "naive": Naive,
@@ -47,8 +50,9 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "slca": SLCA,
     "fetril": FeTrIL,
     "uer": UER,
-    "gpm": GPM, "cuber": CUBER,
+    "gpm": GPM, "cuber": CUBER, "dst": DST, "clr": CLR, "bn_only": BNOnly,
 }
 
-__all__ = ["AGEM", "CUBER", "GPM", "DER", "ER", "ERACE", "EWC", "L2", "MAS", "NCM", "SI", "SLCA", "STRATEGIES", "UER", "Cumulative",
+__all__ = ["AGEM", "CLR", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "L2", "MAS", "NCM", "SI", "SLCA",
+           "STRATEGIES", "UER", "BNOnly", "Cumulative",
            "DERpp", "FeTrIL", "GDumb", "ICaRL", "Joint", "LwF", "Naive", "Strategy"]

@@ -1,0 +1,66 @@
+"""DST-CL: old tasks' masks and the weights under them never change; ERK and uniform densities."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lifelong import OptimConfig
+from lifelong.errors import ConfigError
+from lifelong.strategies import DST
+from lifelong.strategies.dst import layer_densities
+from tests.strategies.isolation import forgetting_against_naive, run_tasks, task_tensors
+
+ADAM = OptimConfig(name="adam", lr=0.01, epochs=2, batch_size=16, weight_decay=1e-3)
+
+
+@pytest.mark.parametrize("growth", ["random", "gradient"])
+@pytest.mark.parametrize("optim", ["momentum", "adam"])
+def test_old_masks_and_the_weights_under_them_stay_bit_identical(small_data, growth, optim) -> None:
+    strategy = DST(sparsity=0.5, update_every=2, prune_fraction=0.5, growth=growth)
+    model, snapshots, _ = run_tasks(small_data, strategy, **({"optim": ADAM} if optim == "adam" else {}))
+    weight = model.state_dict()["backbone.1.weight"]
+    final = task_tensors(strategy.state_dict(), "masks")
+    for later in (1, 2):
+        earlier = task_tensors(snapshots.states[later], "masks")
+        old_weight = snapshots.models[later]["backbone.1.weight"]
+        for task in range(later):
+            mask = earlier[task]["backbone.1.weight"]
+            assert torch.equal(mask, final[task]["backbone.1.weight"])
+            assert torch.equal(old_weight[mask], weight[mask])
+            own = task_tensors(snapshots.states[later])[task]
+            assert all(torch.equal(v, task_tensors(strategy.state_dict())[task][k]) for k, v in own.items())
+    # the masks moved while their task trained: task 2's final mask differs from the one it started with
+    assert not torch.equal(task_tensors(snapshots.states[2], "masks")[2]["backbone.1.weight"],
+                           final[2]["backbone.1.weight"])
+
+
+def test_sparsity_and_extra_parameters_per_task(small_data) -> None:
+    strategy = DST(sparsity=0.75, init="uniform", update_every=3)
+    run_tasks(small_data, strategy)
+    assert strategy.task_sparsity() == {0: 0.75, 1: 0.75, 2: 0.75}  # round(0.25 * 128) = 32 kept of Linear(8, 16)
+    # per task: the mask's 128 entries, the linear bias 16, BatchNorm1d(16) 4 * 16, the head 16 * 6 + 6
+    assert strategy.extra_parameters() == 3 * (128 + 16 + 64 + 102) == 930
+
+
+def test_erk_keeps_small_layers_denser_at_the_same_overall_density() -> None:
+    shapes = [torch.Size([16, 8]), torch.Size([4, 16])]
+    # raw densities (16 + 8) / 128 and (4 + 16) / 64; eps = 0.5 * 192 / (24 + 20)
+    erk = layer_densities(shapes, 0.5, "erk")
+    assert erk == pytest.approx([96 / 44 * 24 / 128, 96 / 44 * 20 / 64])
+    assert erk[0] * 128 + erk[1] * 64 == pytest.approx(96)
+    assert layer_densities(shapes, 0.5, "uniform") == [0.5, 0.5]
+    assert layer_densities([torch.Size([2, 2]), torch.Size([64, 64])], 0.5, "erk")[0] == 1.0  # capped, dense
+
+
+def test_bad_settings_name_the_field() -> None:
+    for settings, field in [({"sparsity": 1.0}, "sparsity"), ({"init": "dense"}, "init"),
+                            ({"growth": "magic"}, "growth"), ({"update_every": 0}, "update_every"),
+                            ({"prune_fraction": 1.0}, "prune_fraction")]:
+        with pytest.raises(ConfigError, match=f"strategy.{field} must be"):
+            DST(**settings)
+
+
+def test_forgets_clearly_less_than_naive(digits_data) -> None:
+    ours, naive = forgetting_against_naive(digits_data, DST(update_every=10))
+    assert ours < 0.02 and naive > 0.3, (ours, naive)
