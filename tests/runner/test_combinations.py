@@ -49,6 +49,7 @@ STRATEGY_SETTINGS = {
     "icarl": {"buffer_size": 12}, "ewc": {"lam": 1.0}, "si": {}, "mas": {}, "l2": {}, "lwf": {},
     "ncm": {"adapt_experiences": 1}, "fetril": {"adapt_experiences": 1},
     "slca": {"samples_per_class": 4, "backbone_lr_scale": 0.1},
+    "hypernetwork": {"hidden": (8,), "chunk_size": 16, "embedding_dim": 4, "chunk_embedding_dim": 4},
 }
 BUFFERS = {"er", "er_ace", "der", "derpp", "uer", "agem", "gdumb", "icarl"}
 KEEPS_POSITIONS = BUFFERS - {"icarl"}
@@ -168,6 +169,7 @@ def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampl
 def test_every_strategy_trains_under_bf16_autocast(strategy) -> None:
     """Mixed precision hands strategies bfloat16 outputs (old-model targets, replayed logits)."""
     torch.manual_seed(0)
-    result = train(stream("class"), mlp((4,), 6, hidden=(8,)), STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy]),
+    scenario = "task" if STRATEGIES[strategy].requires_task_ids else "class"
+    result = train(stream(scenario), mlp((4,), 6, hidden=(8,)), STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy]),
                    OptimConfig(epochs=1, batch_size=8, precision="bf16", momentum=0.0), seed=0)
     assert result.matrix.shape[1] == 3

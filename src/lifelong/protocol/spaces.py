@@ -58,6 +58,7 @@ SEARCH_SPACES: dict[str, dict[str, Parameter]] = {
     "ncm": {},
     "fetril": {"strategy.weight_decay": FloatRange(1e-6, 1e-2, log=True)},  # Petit et al. 2023
     "slca": {"strategy.backbone_lr_scale": FloatRange(1e-3, 0.1, log=True)},  # Zhang et al. 2023
+    "hypernetwork": {"strategy.beta": FloatRange(1e-3, 1.0, log=True)},  # von Oswald et al. 2020
 }
 
 

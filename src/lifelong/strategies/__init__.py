@@ -17,6 +17,7 @@ from lifelong.strategies.derpp import DERpp
 from lifelong.strategies.er_ace import ERACE
 from lifelong.strategies.fetril import FeTrIL
 from lifelong.strategies.gdumb import GDumb
+from lifelong.strategies.hypernetwork import Hypernetwork
 from lifelong.strategies.icarl import ICaRL
 from lifelong.strategies.l2 import L2
 from lifelong.strategies.mas import MAS
@@ -45,7 +46,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "slca": SLCA,
     "fetril": FeTrIL,
     "uer": UER,
+    "hypernetwork": Hypernetwork,
 }
 
 __all__ = ["AGEM", "DER", "ER", "ERACE", "EWC", "L2", "MAS", "NCM", "SI", "SLCA", "STRATEGIES", "UER", "Cumulative",
-           "DERpp", "FeTrIL", "GDumb", "ICaRL", "Joint", "LwF", "Naive", "Strategy"]
+           "DERpp", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint", "LwF", "Naive", "Strategy"]
