@@ -51,6 +51,7 @@ STRATEGY_SETTINGS = {
     "slca": {"samples_per_class": 4, "backbone_lr_scale": 0.1},
     "gpm": {"samples": 8}, "cuber": {"samples": 8},
     "dst": {"update_every": 2}, "clr": {}, "bn_only": {},
+    "hypernetwork": {"hidden": (8,), "chunk_size": 16, "embedding_dim": 4, "chunk_embedding_dim": 4},
 }
 BUFFERS = {"er", "er_ace", "der", "derpp", "uer", "agem", "gdumb", "icarl"}
 KEEPS_POSITIONS = BUFFERS - {"icarl"}

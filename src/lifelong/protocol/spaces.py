@@ -61,6 +61,7 @@ SEARCH_SPACES: dict[str, dict[str, Parameter]] = {
     "gpm": {"strategy.threshold": FloatRange(0.9, 0.99)}, "cuber": {"strategy.threshold": FloatRange(0.9, 0.99)},
     "dst": {"strategy.sparsity": FloatRange(0.5, 0.95), "strategy.init": Choice(("erk", "uniform"))},  # Yildirim 2024
     "clr": {}, "bn_only": {},
+    "hypernetwork": {"strategy.beta": FloatRange(1e-3, 1.0, log=True)},  # von Oswald et al. 2020
 }
 
 

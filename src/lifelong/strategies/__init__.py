@@ -19,6 +19,7 @@ from lifelong.strategies.cuber import CUBER
 from lifelong.strategies.fetril import FeTrIL
 from lifelong.strategies.gpm import GPM
 from lifelong.strategies.gdumb import GDumb
+from lifelong.strategies.hypernetwork import Hypernetwork
 from lifelong.strategies.icarl import ICaRL
 from lifelong.strategies.l2 import L2
 from lifelong.strategies.mas import MAS
@@ -50,9 +51,9 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "slca": SLCA,
     "fetril": FeTrIL,
     "uer": UER,
-    "gpm": GPM, "cuber": CUBER, "dst": DST, "clr": CLR, "bn_only": BNOnly,
+    "gpm": GPM, "cuber": CUBER, "dst": DST, "clr": CLR, "bn_only": BNOnly, "hypernetwork": Hypernetwork,
 }
 
 __all__ = ["AGEM", "CLR", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "L2", "MAS", "NCM", "SI", "SLCA",
-           "STRATEGIES", "UER", "BNOnly", "Cumulative",
-           "DERpp", "FeTrIL", "GDumb", "ICaRL", "Joint", "LwF", "Naive", "Strategy"]
+           "STRATEGIES", "UER", "BNOnly", "Cumulative", "DERpp", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint",
+           "LwF", "Naive", "Strategy"]

@@ -1,0 +1,245 @@
+"""Continual learning with a hypernetwork that generates the model's weights from a task embedding."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from lifelong.data.loader import derive_seed
+from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.errors import ConfigError
+from lifelong.strategies.base import Strategy
+
+
+class WeightGenerator(nn.Module):
+    """An MLP hypernetwork ``h(e, Θ)``: task embeddings (N, E) to flat target weights (N, P).
+
+    Chunked (``chunk_size > 0``, von Oswald et al. 2020, Sec. 3): one MLP, shared by all chunks, maps
+    ``[e, c_j]`` (the task embedding beside the learned embedding ``c_j`` of chunk j) to ``chunk_size``
+    weights; the chunks are concatenated and cut to P, so the hypernetwork can be far smaller than the
+    model it generates. Unchunked (0): one output layer of all P weights."""
+
+    def __init__(self, n_outputs: int, embedding_dim: int, hidden: tuple[int, ...], chunk_size: int,
+                 chunk_embedding_dim: int, zero_output: bool) -> None:
+        super().__init__()
+        self.n_outputs = n_outputs
+        n_chunks = math.ceil(n_outputs / chunk_size) if chunk_size else 1
+        self.chunk_embeddings = nn.Parameter(torch.randn(n_chunks, chunk_embedding_dim)) if chunk_size else None
+        widths = (embedding_dim + (chunk_embedding_dim if chunk_size else 0), *hidden)
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        output = nn.Linear(widths[-1], chunk_size or n_outputs)
+        if zero_output:
+            nn.init.zeros_(output.weight)
+            nn.init.zeros_(output.bias)
+        self.mlp = nn.Sequential(*layers, output)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        if self.chunk_embeddings is None:
+            return self.mlp(embeddings)
+        n, chunks = len(embeddings), self.chunk_embeddings
+        inputs = torch.cat([embeddings[:, None].expand(n, len(chunks), -1), chunks.expand(n, -1, -1)], dim=2)
+        return self.mlp(inputs).flatten(1)[:, :self.n_outputs]
+
+
+@dataclass
+class Hypernetwork(Strategy):
+    """Continual learning with hypernetworks (von Oswald, Henning, Grewe & Sacramento, ICLR 2020): a
+    hypernetwork ``h(e_t, Θ)`` generates every parameter of the user's model (the model serves as the
+    architecture: it is called through ``torch.func.functional_call`` with the generated weights) from a
+    learned embedding ``e_t`` of each task. Only Θ and the current task's embedding are trained; the
+    loss is the task's cross-entropy plus the output regularizer
+    ``beta / T_old * sum_{t old} ||h(e_t, Θ) - h(e_t, Θ*)||²``, Θ* being the hypernetwork before the
+    current task (its outputs for the old tasks are computed once, at the start of the task, as in the
+    paper's code). The old embeddings stay fixed. At test time each sample gets its task's weights, so
+    the method needs task ids (task-incremental and task-aware domain-incremental streams).
+
+    The hypernetwork and the embeddings live in the strategy, not in the model: they are not the
+    model's weights but what makes them, the model's own parameters are never trained, and the model's
+    state dict (checkpoints, evaluation, FLOP counting) keeps its shape. :meth:`parameter_groups` hands
+    them to the runner's optimizer instead of the model's parameters. The embeddings of every task of
+    the stream are made at the start, so that an optimizer kept across experiences holds each of them;
+    an embedding without a gradient (a task not yet seen, an old one) is left alone by the optimizer.
+
+    Departures from the paper: the simple regularizer, without the look-ahead ``ΔΘ`` of Eq. 2 and
+    without sampling a subset of the old tasks. ``residual`` (on by default) generates the *change*
+    of the model's own initial weights, ``W_t = W_0 + h(e_t, Θ)`` with the output layer started at zero,
+    so that every task starts from a well-initialised network: the additive output of Magnitude
+    Invariant Parametrizations (Ortiz, Guttag & Dalca, ICLR 2024), with the base ``W_0`` frozen, as a
+    learned base shared by all tasks would escape the output regularizer. MIP's other half, encoding
+    the hypernetwork's input to a constant norm, is meant for bounded scalar inputs (hyperparameters)
+    and is not applied to learned embeddings. ``residual=False`` is the paper's direct generation.
+    Buffers (normalisation statistics) are not generated: each task keeps its own copy, started from
+    the model's, updated while the task trains and used for its samples at test time, so a model with
+    BatchNorm serves every task with its own statistics.
+    HyperInterval's interval embeddings (Krukowski et al. 2024) are not implemented.
+    """
+
+    requires_task_ids: ClassVar[bool] = True
+
+    beta: float = 0.01
+    """Weight of the output regularizer (0.01 in the paper)."""
+    embedding_dim: int = 32
+    """Size of each task embedding."""
+    hidden: tuple[int, ...] = (100, 100)
+    """Hidden widths of the hypernetwork's MLP."""
+    chunk_size: int = 2000
+    """Weights generated per chunk; 0 generates all of them from one output layer."""
+    chunk_embedding_dim: int = 32
+    """Size of each chunk's learned embedding (chunked hypernetwork only)."""
+    residual: bool = True
+    """Generate the change of the model's initial weights rather than the weights themselves."""
+    generator_net: WeightGenerator | None = field(default=None, init=False, repr=False)
+    embeddings: nn.ParameterDict | None = field(default=None, init=False, repr=False)
+    tasks: list[int] = field(default_factory=list, init=False, repr=False)
+    """The tasks begun, in order: their embeddings are the trained ones."""
+    targets: torch.Tensor | None = field(default=None, init=False, repr=False)
+    """``h(e_t, Θ*)`` (T_old, P) of the old tasks ``target_tasks``, taken at the start of the task."""
+    target_tasks: list[int] = field(default_factory=list, init=False, repr=False)
+    init_seed: int = field(default=0, init=False, repr=False)
+    """Seeds the hypernetwork and the embeddings (from the run's seed)."""
+    stream_tasks: list[int] = field(default_factory=list, init=False, repr=False)
+    names: list[str] = field(default_factory=list, init=False, repr=False)
+    """The model's parameters, in the order of the generated vector, and their shapes."""
+    shapes: list[torch.Size] = field(default_factory=list, init=False, repr=False)
+    task_buffers: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
+    """Each begun task's copy of the model's buffers."""
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(self.hidden)
+        if not self.beta >= 0:
+            raise ConfigError(f"strategy.beta must be >= 0, got {self.beta}")
+        if self.embedding_dim < 1:
+            raise ConfigError(f"strategy.embedding_dim must be >= 1, got {self.embedding_dim}")
+        if any(width < 1 for width in self.hidden):
+            raise ConfigError(f"strategy.hidden must be widths >= 1, got {list(self.hidden)}")
+        if self.chunk_size < 0:
+            raise ConfigError(f"strategy.chunk_size must be >= 0 (0: no chunks), got {self.chunk_size}")
+        if self.chunk_embedding_dim < 1:
+            raise ConfigError(f"strategy.chunk_embedding_dim must be >= 1, got {self.chunk_embedding_dim}")
+
+    def setup(self, stream: Stream, seed: int) -> None:
+        super().setup(stream, seed)
+        self.init_seed = derive_seed(seed, 0x4E7)
+        self.stream_tasks = sorted({experience.task_id for experience in stream})
+        self.generator_net, self.embeddings, self.targets = None, None, None
+        self.tasks, self.target_tasks, self.task_buffers = [], [], {}
+
+    def build(self, model: nn.Module) -> None:
+        """Make the hypernetwork and the embeddings of every task of the stream for ``model``, on its
+        device, from the run's seed alone (neither the global random state nor the strategy's generators
+        are drawn from, so that a resumed run builds them alike)."""
+        device = next(model.parameters()).device
+        self.names = [name for name, _ in model.named_parameters()]
+        self.shapes = [p.shape for _, p in model.named_parameters()]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.init_seed)
+            self.generator_net = WeightGenerator(sum(shape.numel() for shape in self.shapes), self.embedding_dim,
+                                                 self.hidden, self.chunk_size, self.chunk_embedding_dim,
+                                                 zero_output=self.residual).to(device)
+            self.embeddings = nn.ParameterDict(
+                {str(task): nn.Parameter(torch.randn(self.embedding_dim)) for task in self.stream_tasks}).to(device)
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        if self.generator_net is None:
+            self.build(model)
+        task = experience.task_id
+        if task not in self.tasks:
+            self.tasks.append(task)
+            self.task_buffers[task] = {name: b.detach().clone() for name, b in model.named_buffers()}
+        self.target_tasks = [t for t in self.tasks if t != task]
+        self.targets = self.generate(self.target_tasks).detach() if self.target_tasks else None
+
+    def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        if self.generator_net is None:
+            self.build(model)
+        assert self.generator_net is not None and self.embeddings is not None
+        return [{"params": [*self.generator_net.parameters(), *self.embeddings.parameters()]}]
+
+    def generate(self, tasks: list[int]) -> torch.Tensor:
+        """The flat weights' part made by the hypernetwork, ``h(e_t, Θ)`` (len(tasks), P)."""
+        assert self.generator_net is not None and self.embeddings is not None
+        return self.generator_net(torch.stack([self.embeddings[str(t)] for t in tasks]))
+
+    def weights(self, model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's parameters by name from one task's generated vector (P,)."""
+        parts = flat.split([shape.numel() for shape in self.shapes])
+        own = dict(model.named_parameters())
+        return {name: part.view(shape) + own[name].detach() if self.residual else part.view(shape)
+                for name, part, shape in zip(self.names, parts, self.shapes, strict=True)}
+
+    def task_model(self, model: nn.Module, task: int, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``model(x)`` with ``task``'s generated weights (``flat``) and its own buffers (updated in place
+        by a normalisation layer in training mode)."""
+        return functional_call(model, {**self.weights(model, flat), **self.task_buffers[task]}, (x,))
+
+    def logits(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """Each sample through the model with its task's generated weights, masked to the task's
+        classes; a task not begun yet (the evaluation before it) goes through the model's own weights."""
+        tasks = task.unique().tolist()
+        known = [t for t in tasks if t in self.tasks]
+        if not known:
+            return super().logits(model, x, task)
+        generated = dict(zip(known, self.generate(known), strict=True))
+        rows, outs = [], []
+        for t in tasks:
+            index = (task == t).nonzero().squeeze(1) if len(tasks) > 1 else None
+            part = x if index is None else x[index]
+            outs.append(self.task_model(model, t, generated[t], part) if t in generated else model(part))
+            rows.append(index)
+        if len(tasks) == 1:
+            return self.mask_logits(outs[0], task)
+        out = torch.cat([o.to(outs[0].dtype) for o in outs])[torch.cat(rows).argsort()]
+        return self.mask_logits(out, task)
+
+    def regularizer(self) -> torch.Tensor | None:
+        """``beta / T_old * sum_t ||h(e_t, Θ) - h(e_t, Θ*)||²`` over the old tasks (None without any)."""
+        if self.targets is None:
+            return None
+        difference = self.generate(self.target_tasks).float() - self.targets.float()
+        return self.beta * difference.pow(2).sum() / len(self.target_tasks)
+
+    def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        loss = F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
+        penalty = self.regularizer() if self.beta > 0 else None
+        return loss if penalty is None else loss + penalty
+
+    def extra_parameters(self) -> int:
+        """Parameters kept beyond the model: the hypernetwork (chunk embeddings included), the task
+        embeddings (``embedding_dim`` per task) and each begun task's floating-point buffers (running
+        statistics); 0 before the first experience."""
+        if self.generator_net is None or self.embeddings is None:
+            return 0
+        buffers = sum(b.numel() for kept in self.task_buffers.values() for b in kept.values() if b.is_floating_point())
+        return sum(p.numel() for p in self.generator_net.parameters()) + \
+            sum(p.numel() for p in self.embeddings.parameters()) + buffers
+
+    def state_dict(self) -> dict[str, Any]:
+        built = self.generator_net is not None and self.embeddings is not None
+        return {**super().state_dict(), "tasks": list(self.tasks), "target_tasks": list(self.target_tasks),
+                "generator_net": self.generator_net.state_dict() if built else None,  # type: ignore[union-attr]
+                "embeddings": self.embeddings.state_dict() if built else None,  # type: ignore[union-attr]
+                "targets": self.targets, "task_buffers": self.task_buffers}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        """Restore in place: the optimizer the runner built from :meth:`parameter_groups` keeps stepping
+        the same parameter objects."""
+        super().load_state_dict(state, model)
+        self.tasks, self.target_tasks = list(state["tasks"]), list(state["target_tasks"])
+        if state["generator_net"] is not None:
+            if self.generator_net is None:
+                self.build(model)
+            assert self.generator_net is not None and self.embeddings is not None
+            self.generator_net.load_state_dict(state["generator_net"])
+            self.embeddings.load_state_dict(state["embeddings"])
+        device = next(model.parameters()).device
+        self.targets = None if state["targets"] is None else state["targets"].to(device)
+        self.task_buffers = {int(task): {name: b.to(device, copy=True) for name, b in kept.items()}
+                             for task, kept in state["task_buffers"].items()}
