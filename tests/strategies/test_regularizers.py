@@ -9,6 +9,7 @@ from lifelong.data import TensorSet, class_incremental
 from lifelong.errors import ConfigError
 from lifelong.strategies import EWC, LwF
 from lifelong.models import mlp
+from lifelong.models import per_sample
 from lifelong.models.per_sample import CPU_CHUNK_BYTES
 from lifelong.strategies.importance import fisher_diagonal
 from lifelong.strategies.losses import QuadraticPenalty, distillation
@@ -50,16 +51,18 @@ def test_sampled_fisher_uses_labels_drawn_from_the_model() -> None:
         assert torch.allclose(fisher[k], expected[k], atol=1e-6)
 
 
-def test_chunked_fisher_of_an_mlp_equals_the_per_sample_loop(digits_data) -> None:
+def test_chunked_fisher_of_an_mlp_equals_the_per_sample_loop(digits_data, monkeypatch) -> None:
     # The digits MLP has 64*256 + 256 + 256*256 + 256 + 256*10 + 10 = 85,002 parameters (340,008 bytes
-    # of float32 per sample), so per-sample gradients go through vmap in chunks of
-    # 4,194,304 // 340,008 = 12 samples: 70 samples in label batches of 32 make the chunks
-    # 12 + 12 + 8 | 12 + 12 + 8 | 6. Every chunk and batch boundary must give what one backward pass per
-    # sample gives, with the same labels drawn from the model, restricted to the task's four classes.
+    # of float32 per sample), so per-sample gradients would go through vmap in chunks of
+    # 4,194,304 // 340,008 = 12 samples; the floor of 32 rows makes them one label batch. With the floor
+    # at 1, 70 samples in label batches of 32 make the chunks 12 + 12 + 8 | 12 + 12 + 8 | 6. Every chunk
+    # and batch boundary must give what one backward pass per sample gives, with the same labels drawn
+    # from the model, restricted to the task's four classes.
     torch.manual_seed(0)
     model = mlp((1, 8, 8), 10)
     assert sum(p.numel() for p in model.parameters()) == 85_002
-    assert CPU_CHUNK_BYTES // (85_002 * 4) == 12
+    assert CPU_CHUNK_BYTES // (85_002 * 4) == 12 and per_sample.MIN_CHUNK_ROWS == 32
+    monkeypatch.setattr(per_sample, "MIN_CHUNK_ROWS", 1)
     data = TensorSet.of(digits_data.x_train[:70], digits_data.y_train[:70], 0)
     mask = torch.tensor([True, True, True, True] + [False] * 6)
     fisher = fisher_diagonal(model, data, class_mask=mask, generator=torch.Generator().manual_seed(3), batch_size=32)
