@@ -10,7 +10,8 @@ momentum 0.9, batch 32, constant learning rate, gradient norm clipped to 1 (with
 penalties diverge at their default strengths), ``--epochs`` per task, no augmentation; the hypernetwork
 alone is trained with Adam at lr 0.001 without clipping, as in its paper (under this SGD its output
 regularizer, a sum over every generated weight, diverges on the MLP unclipped and learns slowly clipped;
-Adam after clipping forgot three times more on the MLP). Permuted: an MLP
+Adam after clipping forgot three times more on the MLP); GPM and CUBER use SGD without momentum, as in
+their papers (a velocity carries directions the projection removed). Permuted: an MLP
 784-100-100-10 with BatchNorm; rotated: the ``cnn`` of ``--channels`` with BatchNorm (every row gets the
 same model; BatchNorm because task-specific normalisation, ``bn_only``, needs one). Each task trains on
 the first ``--per-class`` training images of each class in the fixed shuffle of ``benchmarks/fmnist.py``
@@ -55,8 +56,9 @@ from lifelong.protocol.seeds import parse_seeds  # noqa: E402
 from lifelong.strategies import STRATEGIES  # noqa: E402
 
 TASKS = 5
-STREAMS = {"permutation": "Permuted Fashion-MNIST, MLP 784-100-100-10 with BatchNorm",
-           "rotation": "Rotated Fashion-MNIST (k x 36 degrees), CNN with BatchNorm"}
+STREAMS = {"permutation": "Permuted Fashion-MNIST, MLP 784-100-100-10",
+           "rotation": "Rotated Fashion-MNIST (k x 36 degrees), CNN"}
+NORMS = {"batch": "with BatchNorm", "none": "without normalization"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,9 @@ class Row:
 
 
 ROWS = [Row("naive", "naive"), Row("ewc", "ewc"), Row("si", "si"), Row("er (200)", "er", (("buffer_size", 200),)),
-        Row("gpm", "gpm"), Row("cuber", "cuber"), Row("dst", "dst"), Row("clr", "clr"), Row("bn_only", "bn_only"),
+        Row("gpm (SGD, no momentum)", "gpm", optim=(("momentum", 0.0),)),
+        Row("cuber (SGD, no momentum)", "cuber", optim=(("momentum", 0.0),)), Row("dst", "dst"), Row("clr", "clr"),
+        Row("bn_only", "bn_only"),
         Row("hypernetwork (Adam 0.001, no clip)", "hypernetwork",
             optim=(("name", "adam"), ("lr", 0.001), ("momentum", 0.0), ("grad_clip", None)))]
 OPTIM = {"lr": 0.05, "momentum": 0.9, "batch_size": 32, "grad_clip": 1.0}
@@ -85,8 +89,8 @@ def run(row: Row, transform: str, seed: int, args: argparse.Namespace) -> dict[s
     data = subset(fashion_mnist(PATH), args.per_class, args.test_per_class)
     stream = domain_incremental(data, TASKS, transform=transform, seed=7, task_aware=task_aware(row))
     torch.manual_seed(seed)
-    model = mlp(stream.input_shape, stream.n_classes, hidden=(100, 100), norm="batch") if transform == "permutation" \
-        else cnn(stream.input_shape, stream.n_classes, channels=args.channels, norm="batch")
+    model = mlp(stream.input_shape, stream.n_classes, hidden=(100, 100), norm=args.norm) if transform == "permutation" \
+        else cnn(stream.input_shape, stream.n_classes, channels=args.channels, norm=args.norm)
     strategy = STRATEGIES[row.strategy](**dict(row.settings))
     optim = OptimConfig(**{**OPTIM, **dict(row.optim)}, epochs=args.epochs)
     try:
@@ -121,6 +125,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--channels", default="16,32", help="the rotated stream's cnn widths")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--norm", choices=sorted(NORMS), default="batch",
+                        help="both models' normalization (bn_only needs one)")
     args = parser.parse_args()
     channels = args.channels
     args.channels = tuple(int(c) for c in channels.split(","))
@@ -137,7 +143,8 @@ def main() -> None:
         print("# Permuted and rotated Fashion-MNIST: parameter isolation, gradient projection, hypernetworks\n")
         print(f"`python benchmarks/isolation.py --rows {args.rows} --streams {args.streams} --seeds {args.seeds} "
               f"--per-class {args.per_class} --test-per-class {args.test_per_class} --epochs {args.epochs} "
-              f"--channels {channels} --workers {args.workers}` (torch {torch.__version__}, one thread per run)\n")
+              f"--channels {channels} --norm {args.norm} --workers {args.workers}` "
+              f"(torch {torch.__version__}, one thread per run)\n")
         print(f"{TASKS} tasks, each all 10 classes under its own transform: {args.per_class} training and "
               f"{args.test_per_class} test images per class and task. SGD lr 0.05, momentum 0.9 (unless the row "
               f"says otherwise), batch 32, constant learning rate, gradient norm clipped to 1, {args.epochs} epochs "
@@ -148,7 +155,7 @@ def main() -> None:
               "std over seeds; extra parameters: what the method keeps beyond the model (`extra_parameters()`), "
               "per task; seconds: training per run.\n")
         for transform in streams:
-            print(f"\n## {STREAMS[transform]}\n")
+            print(f"\n## {STREAMS[transform]} {NORMS[args.norm]}\n")
             print("| strategy | stream | final accuracy | forgetting | BWT | extra parameters per task | seconds |")
             print("|---|---|---|---|---|---|---|")
             for row in rows:
