@@ -41,8 +41,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +51,7 @@ from torch.func import functional_call, grad, vjp, vmap
 
 from lifelong.data.streams import TensorSet
 from lifelong.errors import ConfigError
+from lifelong.models.modes import eval_mode
 from lifelong.models.per_sample import functional_state, summed_per_sample
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -137,7 +137,7 @@ def probe(model: nn.Module, data: TensorSet, loss: Loss = F.cross_entropy,
     generator = torch.Generator().manual_seed(settings.seed)
     noise_set = data.subset(torch.randperm(len(data), generator=generator)[:settings.samples])
     hessian_set = data.subset(torch.randperm(len(data), generator=generator)[:settings.hessian_samples])
-    with _evaluation_mode(model):
+    with eval_mode(model):
         trace, squared_norm = gradient_noise(model, noise_set, loss, settings.batch_size)
         eigenvalue, iterations, converged = top_hessian_eigenvalue(model, hessian_set, loss, settings, generator)
     noise_scale = trace / squared_norm if squared_norm > 0 else math.inf
@@ -219,16 +219,6 @@ def top_hessian_eigenvalue(model: nn.Module, data: TensorSet, loss: Loss, settin
             return estimate, iteration, True
         eigenvalue = estimate
     return eigenvalue, settings.max_iterations, False
-
-
-@contextmanager
-def _evaluation_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _device(params: Params) -> torch.device:

@@ -10,9 +10,9 @@ from torch import nn
 
 from lifelong.data.streams import Experience, Stream
 from lifelong.errors import ConfigError
+from lifelong.models.modes import eval_mode
 from lifelong.strategies.gpm import GPM
-from lifelong.strategies.subspace import (column_energies, eval_mode, fewest_reaching, layer_gradients,
-                                          projected_layers)
+from lifelong.strategies.subspace import column_energies, fewest_reaching, layer_gradients, projected_layers
 
 
 @dataclass

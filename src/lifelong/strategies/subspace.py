@@ -14,14 +14,14 @@ the number of samples (or of patches)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lifelong.errors import ConfigError
+from lifelong.models.modes import eval_mode
 
 #: Relative slack on the energy criterion, so that a threshold met exactly is met in floating point too.
 ENERGY_SLACK = 1e-9
@@ -51,18 +51,6 @@ def layer_inputs(layer: nn.Linear | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if layer.bias is not None:
         rows = torch.cat([rows, rows.new_ones(len(rows), 1)], dim=1)
     return rows
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """The model in eval mode (normalisation layers use their running statistics, as at test time) for
-    the block, then back in the mode it was in."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @torch.no_grad()
