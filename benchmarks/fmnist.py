@@ -24,11 +24,14 @@ experiences) and average forgetting, training seconds and FLOPs per run.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +41,7 @@ from lifelong.data import class_incremental, domain_incremental
 from lifelong.data.augment import PRESETS
 from lifelong.data.datasets import Dataset
 from lifelong.data.files import fashion_mnist
+from lifelong.errors import LifelongError
 from lifelong.models.resnet import resnet18
 from lifelong.protocol.seeds import parse_seeds
 from lifelong.strategies import STRATEGIES
@@ -78,7 +82,8 @@ def subset(dataset: Dataset, per_class: int, test_per_class: int | None = None) 
                        dataset.x_test[tested].numpy(), dataset.y_test[tested].numpy())
 
 
-def run(row: Row, seed: int, args: argparse.Namespace) -> dict[str, float | None]:
+def run(row: Row, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One configuration's figures, or its one-line error (a diverged run is reported in its row)."""
     torch.set_num_threads(1)
     full = fashion_mnist(PATH)
     if row.scenario == "class":
@@ -93,10 +98,30 @@ def run(row: Row, seed: int, args: argparse.Namespace) -> dict[str, float | None
     augment = PRESETS["fashion_mnist"]
     if row.scenario == "domain":  # a mirrored rotation is another rotation's neighbour: crops only
         augment = type(augment)(crop_padding=augment.crop_padding, mean=augment.mean, std=augment.std)
-    result = train(stream, model, STRATEGIES[row.strategy](**dict(row.settings)), optim, seed=seed, device="cpu",
-                   augment=augment, channels_last=True)
+    try:
+        result = train(stream, model, STRATEGIES[row.strategy](**dict(row.settings)), optim, seed=seed,
+                       device="cpu", augment=augment, channels_last=True)
+    except LifelongError as error:
+        return {"error": str(error)}
     return {"final": result.metrics["final_accuracy"], "forgetting": result.metrics["forgetting"],
             "seconds": sum(c.seconds for c in result.costs), "flops": sum(c.flops for c in result.costs)}
+
+
+def finished_runs(path: Path, settings: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The runs recorded in ``path`` with these settings, by (scenario, row label, seed)."""
+    if not path.exists():
+        return {}
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["scenario"], r["row"], r["seed"]): r["result"] for r in records if r["settings"] == settings}
+
+
+def record(path: Path, settings: dict[str, Any], row: Row, seed: int, future: Future) -> None:
+    """Append a finished run to ``path`` as it ends, so that a crash or an interrupt loses no finished run."""
+    if future.exception() is None:
+        line = {"settings": settings, "scenario": row.scenario, "row": row.label, "seed": seed,
+                "result": future.result()}
+        with path.open("a") as file:
+            file.write(json.dumps(line) + "\n")
 
 
 def spread(values: list[float | None]) -> str:
@@ -118,17 +143,24 @@ def main() -> None:
     parser.add_argument("--rotation", type=float, default=180.0, help="largest rotation of the domain set")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rows", default="class,domain")
+    parser.add_argument("--results", type=Path, default=Path("fmnist-runs.jsonl"),
+                        help="each finished run is appended here, and a rerun with the same settings reuses it")
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
     rows = [r for r in CLASS_ROWS + DOMAIN_ROWS if r.scenario in args.rows.split(",")]
     started = time.perf_counter()
+    settings = {k: v for k, v in vars(args).items() if k not in ("seeds", "workers", "rows", "results")}
+    done = finished_runs(args.results, settings)
     with ProcessPoolExecutor(args.workers) as pool:
-        futures = {(row, seed): pool.submit(run, row, seed, args) for row in rows for seed in seeds}
+        futures = {(row, seed): pool.submit(run, row, seed, args) for row in rows for seed in seeds
+                   if (row.scenario, row.label, seed) not in done}
+        for (row, seed), future in futures.items():
+            future.add_done_callback(lambda f, row=row, seed=seed: record(args.results, settings, row, seed, f))
         print("# Split Fashion-MNIST: reduced ResNet-18, augmentation, every strategy family\n")
         print(f"`python benchmarks/fmnist.py --seeds {args.seeds} --per-class {args.per_class} "
               f"--domain-per-class {args.domain_per_class} --domain-test {args.domain_test} --epochs {args.epochs} "
-              f"--width {args.width} --rotation {args.rotation:g} --workers {args.workers}` (torch {torch.__version__}, "
-              "one thread per run)\n")
+              f"--width {args.width} --rotation {args.rotation:g} --workers {args.workers}` "
+              f"(torch {torch.__version__}, one thread per run)\n")
         print(f"Class-incremental: {args.per_class} training images per class (of 6,000), the full 10,000-image test "
               f"set. SGD lr 0.05, momentum 0.9, batch 32, cosine decay over each experience, {args.epochs} epochs per "
               f"experience; reduced ResNet-18 nf={args.width}, channels-last; augmentation preset `fashion_mnist`. "
@@ -145,7 +177,12 @@ def main() -> None:
             print("| strategy | final accuracy | forgetting | seconds | GFLOPs |")
             print("|---|---|---|---|---|")
             for row in chosen:
-                results = [futures[row, seed].result() for seed in seeds]
+                results = [done.get((row.scenario, row.label, seed)) or futures[row, seed].result() for seed in seeds]
+                errors = [r["error"] for r in results if "error" in r]
+                if errors:
+                    print(f"| {row.label} | failed in {len(errors)} of {len(results)} seeds: {errors[0]} | | | |",
+                          flush=True)
+                    continue
                 print(f"| {row.label} | {spread([r['final'] for r in results])} | "
                       f"{spread([r['forgetting'] for r in results])} | "
                       f"{statistics.mean(r['seconds'] for r in results):.0f} | "
