@@ -208,13 +208,29 @@ def ema_update(teacher: nn.Module, student: nn.Module, ema: float) -> None:
 
 
 @dataclass
-class CoTTA(GradientMethod):
-    """Mean teacher with augmentation-averaged pseudo-labels and stochastic restore (Wang et al. 2022)."""
+class MeanTeacher(GradientMethod):
+    """A student (all parameters, Adam) and an EMA copy of it, the teacher, with the method's own draws:
+    what CoTTA and RMT share."""
 
     lr: float = 1e-3
-    """Adam learning rate of the student (all parameters are updated)."""
+    """Adam learning rate of the student (and of the modules the method adds, RMT's projector)."""
     ema: float = 0.999
     """Teacher update ``teacher = ema * teacher + (1 - ema) * student``."""
+
+    def setup(self, model: nn.Module, seed: int, source: TensorSet | None = None) -> None:
+        super().setup(model, seed, source)
+        self.generator = torch.Generator().manual_seed(seed)
+        model.requires_grad_(True)
+        self.teacher = copy.deepcopy(model).requires_grad_(False)
+
+    def update_teacher(self) -> None:
+        ema_update(self.teacher, self.model, self.ema)
+
+
+@dataclass
+class CoTTA(MeanTeacher):
+    """Mean teacher with augmentation-averaged pseudo-labels and stochastic restore (Wang et al. 2022)."""
+
     restore_probability: float = 0.01
     """Chance that each weight is reset to its source value after a step."""
     confidence_threshold: float = 0.92
@@ -223,10 +239,7 @@ class CoTTA(GradientMethod):
 
     def setup(self, model: nn.Module, seed: int, source: TensorSet | None = None) -> None:
         super().setup(model, seed, source)
-        self.generator = torch.Generator().manual_seed(seed)
-        model.requires_grad_(True)
         self.source_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.teacher = copy.deepcopy(model).requires_grad_(False)
         self.anchor = copy.deepcopy(model).requires_grad_(False)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=self.lr, betas=(0.9, 0.999))
 
@@ -240,7 +253,7 @@ class CoTTA(GradientMethod):
                 teacher_probs = torch.stack(views).mean(dim=0)
         student_logits = self.model(x)
         self.descend(-(teacher_probs * student_logits.log_softmax(dim=1)).sum(dim=1), x, student_logits)
-        ema_update(self.teacher, self.model, self.ema)
+        self.update_teacher()
         with torch.no_grad():
             for name, p in self.model.named_parameters():
                 restore = torch.rand(p.shape, generator=self.generator) < self.restore_probability
@@ -303,7 +316,7 @@ def contrastive_loss(views: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 @dataclass
-class RMT(GradientMethod):
+class RMT(MeanTeacher):
     """Robust Mean Teacher (Doebler, Marsden & Yang 2023, CVPR).
 
     The student (all parameters, Adam) learns from an EMA teacher through the symmetric cross-entropy of
@@ -318,10 +331,6 @@ class RMT(GradientMethod):
     source samples).
     """
 
-    lr: float = 1e-3
-    """Adam learning rate of the student and the projector."""
-    ema: float = 0.999
-    """Teacher update ``teacher = ema * teacher + (1 - ema) * student``."""
     temperature: float = 0.1
     """Temperature of the contrastive loss."""
     contrast_weight: float = 1.0
@@ -339,9 +348,6 @@ class RMT(GradientMethod):
         self.backbone, self.head = split_model(model)
         self.prototypes = self.source_prototypes(source)
         super().setup(model, seed, source)
-        self.generator = torch.Generator().manual_seed(seed)
-        model.requires_grad_(True)
-        self.teacher = copy.deepcopy(model).requires_grad_(False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             width = self.prototypes.shape[1]
@@ -369,7 +375,7 @@ class RMT(GradientMethod):
         views = torch.stack([self.prototypes[nearest], features, augmented], dim=1)  # (B, 3, D)
         contrast = contrastive_loss(F.normalize(self.projector(views), dim=2), self.temperature)
         self.descend(consistency + self.contrast_weight * contrast, x, logits)
-        ema_update(self.teacher, self.model, self.ema)
+        self.update_teacher()
         return (logits + teacher_logits).detach()
 
 
