@@ -122,17 +122,24 @@ def test_bad_settings_name_the_field() -> None:
 def test_forgets_clearly_less_than_naive_on_permuted_digits(digits_data) -> None:
     """Four permutations of the digits, task ids given: naive fine-tuning overwrites the shared MLP,
     the hypernetwork keeps each task's weights (measured: forgetting 0.61 for naive, 0.19 here)."""
+    naive, ours = beside_naive(digits_data, Hypernetwork(hidden=(32,), chunk_size=500, embedding_dim=8,
+                                                         chunk_embedding_dim=8),
+                               OptimConfig(lr=0.05, momentum=0.9, batch_size=32, epochs=3))
+    assert naive["forgetting"] > 0.4
+    assert ours["forgetting"] < naive["forgetting"] - 0.25
+    assert ours["final_accuracy"] > naive["final_accuracy"] + 0.15
+
+
+def beside_naive(digits_data, strategy: Hypernetwork, optim: OptimConfig) -> tuple[dict, dict]:
+    """The metrics of naive fine-tuning and of ``strategy`` on four permutations of the digits with task
+    ids, each from the same seeded MLP."""
     stream = domain_incremental(digits_data, 4, transform="permutation", task_aware=True, seed=1)
-    optim = OptimConfig(lr=0.05, momentum=0.9, batch_size=32, epochs=3)
-    results = {}
-    for name, strategy in (("naive", Naive()), ("hypernetwork", Hypernetwork(
-            hidden=(32,), chunk_size=500, embedding_dim=8, chunk_embedding_dim=8))):
+    results = []
+    for method in (Naive(), strategy):
         torch.manual_seed(0)
-        results[name] = train(stream, mlp(stream.input_shape, stream.n_classes, hidden=(32,)), strategy, optim,
-                              seed=0).metrics
-    assert results["naive"]["forgetting"] > 0.4
-    assert results["hypernetwork"]["forgetting"] < results["naive"]["forgetting"] - 0.25
-    assert results["hypernetwork"]["final_accuracy"] > results["naive"]["final_accuracy"] + 0.15
+        results.append(train(stream, mlp(stream.input_shape, stream.n_classes, hidden=(32,)), method, optim,
+                             seed=0).metrics)
+    return results[0], results[1]
 
 
 def test_resume_after_sigkill_equals_uninterrupted_run(small_data, tmp_path) -> None:

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from lifelong import OptimConfig, ResultsStore, cnn, mlp
+from lifelong import ResultsStore, mlp
 from lifelong.cli import main
 from lifelong.data.streams import TensorSet
 from lifelong.errors import ConfigError
 from lifelong.tta.corruptions import dirichlet_shares, label_order, rotation, shifted_stream, slotted_order
-from lifelong.tta.loop import adapt, train_source
+from lifelong.tta.loop import adapt
 from lifelong.tta.methods import (
     RMT, OpenSetFilter, Tent, UnMixTNS, build_method, contrastive_loss, symmetric_cross_entropy,
 )
@@ -58,13 +58,6 @@ def test_unmix_tns_components_start_around_the_source_statistics() -> None:
     assert torch.allclose(layer.means.mean(dim=0), bn.running_mean, atol=0.05)
     mixture_var = layer.variances.mean(dim=0) + layer.means.var(dim=0, unbiased=False)
     assert torch.allclose(mixture_var, bn.running_var, rtol=0.06)
-
-
-@pytest.fixture(scope="module")
-def source_model(digits_data):
-    torch.manual_seed(0)
-    return train_source(digits_data, cnn(digits_data.input_shape, 10, channels=(8, 16)),
-                        OptimConfig(epochs=4, lr=0.05), seed=0)
 
 
 def test_unmix_tns_model_at_batch_size_one_is_finite_and_ignores_the_batch(source_model, digits_data) -> None:

@@ -12,7 +12,7 @@ from lifelong.cli import main
 from lifelong.data.streams import TensorSet
 from lifelong.errors import ConfigError
 from lifelong.tta.corruptions import contrast, corrupt, gradual_severities, pixel_dropout, shifted_stream
-from lifelong.tta.loop import adapt, run_tta, train_source
+from lifelong.tta.loop import adapt, run_tta
 from lifelong.tta.methods import BNAdapt, CoTTA, Source, Tent
 
 
@@ -39,13 +39,6 @@ def test_shifted_stream_keeps_labels_and_order_is_seeded(digits_data) -> None:
     assert all(torch.equal(a.x, b.x) for a, b in zip(domains, again, strict=True))
     assert sorted(domains[0].y.tolist()) == sorted(digits_data.y_test.tolist())
     assert domains[1].severity.tolist().count(2) > 0
-
-
-@pytest.fixture(scope="module")
-def source_model(digits_data):
-    torch.manual_seed(0)
-    return train_source(digits_data, cnn(digits_data.input_shape, 10, channels=(8, 16)),
-                        OptimConfig(epochs=4, lr=0.05), seed=0)
 
 
 def test_methods_change_only_what_they_should(source_model, digits_data) -> None:
