@@ -140,6 +140,12 @@ class Stream:
 
     ``task_aware`` marks a task-incremental stream: the task id of each sample is known at training
     and test time, and logits are masked to the classes of that task.
+
+    ``objective`` says what is learned and measured (:mod:`lifelong.metrics.objectives`):
+    ``"classification"`` (labels ``y``, accuracy) or ``"language_model"`` (inputs are windows of
+    ``L + 1`` token ids, the model predicts each next token, measured by the validation loss; ``y`` and
+    ``task`` are the domain of each window, ``n_classes`` the number of domains and ``vocab_size`` the
+    tokenizer's vocabulary).
     """
 
     experiences: tuple[Experience, ...]
@@ -147,6 +153,8 @@ class Stream:
     input_shape: tuple[int, ...]
     task_aware: bool = False
     name: str = ""
+    objective: str = "classification"
+    vocab_size: int = 0
 
     def __post_init__(self) -> None:
         check_stream(self)

@@ -17,8 +17,8 @@ from lifelong.errors import DataError
 
 
 def check_tensors(x: object, y: object, task: object) -> None:
-    """The types a :class:`TensorSet` needs: tensors (or a lazy dataset's inputs), float inputs, integer
-    labels and task ids."""
+    """The types a :class:`TensorSet` needs: tensors (or a lazy dataset's inputs), floating-point inputs or
+    integer ones (token ids of a text stream, (N, L)), integer labels and task ids."""
     if isinstance(x, LazyInputs):
         x = torch.zeros((0, *x.shape[1:]))  # its type and shape are what a dataset view declares
     for name, value in (("x", x), ("y", y), ("task", task)):
@@ -26,9 +26,9 @@ def check_tensors(x: object, y: object, task: object) -> None:
             raise DataError(f"{name} must be a torch.Tensor, got {type(value).__name__}; convert it with "
                             "torch.as_tensor or build the dataset with from_arrays")
     assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and isinstance(task, torch.Tensor)
-    if not x.is_floating_point() or x.ndim < 1:
-        raise DataError(f"inputs x must be a floating-point tensor (N, ...), got dtype {x.dtype} and shape "
-                        f"{tuple(x.shape)}; convert with x.float()")
+    if x.dtype.is_complex or x.dtype == torch.bool or x.ndim < 1:
+        raise DataError(f"inputs x must be a floating-point tensor (N, ...) or integer token ids (N, L), got dtype "
+                        f"{x.dtype} and shape {tuple(x.shape)}; convert with x.float()")
     for name, value in (("labels y", y), ("task ids", task)):
         if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
             raise DataError(f"{name} must be an integer tensor, got dtype {value.dtype}; convert with .long()")
@@ -47,7 +47,7 @@ def check_set(x: torch.Tensor, y: torch.Tensor, where: str, n_classes: int, inpu
     if tuple(x.shape[1:]) != tuple(input_shape):
         raise DataError(f"{where} inputs have shape {tuple(x.shape[1:])}, the stream declares "
                         f"{tuple(input_shape)}")
-    if isinstance(x, torch.Tensor) and not bool(torch.isfinite(x).all()):
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise DataError(f"{where} inputs contain NaN or infinite values; clean or impute them before building "
                         "the stream")
 
