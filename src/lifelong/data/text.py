@@ -108,6 +108,8 @@ def token_windows(tokens: torch.Tensor, context: int, n_windows: int | None = No
     count = available if n_windows is None else n_windows
     if count > available:
         raise DataError(f"{len(tokens)} tokens make {available} windows of {context + 1} tokens, not {count}")
+    if count == 0:
+        return tokens.new_zeros((0, context + 1))
     return tokens[:count * context + 1].unfold(0, context + 1, context).clone()
 
 
