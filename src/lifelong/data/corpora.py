@@ -110,8 +110,10 @@ def roff_to_text(source: str) -> str:
         if defining:
             defining = raw.strip() != ".."
             continue
-        if raw.startswith((".\\\"", "'\\\"", "\\\"")):
-            continue
+        line = re.sub(r'\\".*', "", raw)  # a comment runs to the end of the line
+        if line != raw and not line.strip(".' \t"):
+            continue  # a comment line
+        raw = line
         if raw.startswith((".", "'")):
             name, _, rest = raw[1:].strip().partition(" ")
             if name == "so":
