@@ -72,7 +72,8 @@ def test_fortune_files_split_at_percent_lines_and_lose_overstrike() -> None:
 def test_roff_becomes_plain_text() -> None:
     source = "\n".join([
         '.\\" a comment', '.TH LS 1 "2022"', ".SH NAME", "ls \\- list \\fBdirectory\\fR contents", ".PP",
-        ".BR open (2),", '.IP "\\(bu" 4', "Tab\\(emdash \\e and \\[aq]quote\\[aq] \\" a comment", ".de XX", "ignored", "..",
+        ".BR open (2),", '.IP "\\(bu" 4', 'Tab\\(emdash \\e and \\[aq]quote\\[aq] \\" a comment', ".de XX",
+        "ignored", "..",
         ".I end",
     ])
     expected = "NAME\nls - list directory contents\nopen(2),\n\u2022\nTab\u2014dash \\ and 'quote'\nend"
