@@ -10,12 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from lifelong.config import RunConfig, build, resolved, validate_config
+from lifelong.config import RunConfig, build, parameters, resolved, validate_config
 from lifelong.data.augment import Augment, resolved_config
 from lifelong.data.catalog import DATASETS
 from lifelong.data.datasets import Dataset
 from lifelong.data.scenarios import SCENARIOS
 from lifelong.data.streams import Stream
+from lifelong.data.text import TextCorpus
 from lifelong.errors import ConfigError, ResumeError
 from lifelong.models.nets import MODELS
 from lifelong.optim.setup import resolve
@@ -27,9 +28,10 @@ from lifelong.runner.tracking import trackers
 from lifelong.runner.validation import check_model
 from lifelong.strategies import STRATEGIES, Strategy
 
-MODEL_SKIP = ("input_shape", "n_classes", "seed")
-"""Model-builder arguments a configuration does not set: the stream gives the shape and classes, and
-the run seed the initial weights (:func:`build_model` seeds before building)."""
+MODEL_SKIP = ("input_shape", "n_classes", "seed", "vocab_size")
+"""Model-builder arguments a configuration does not set: the stream gives the shape, classes and (to a
+builder that takes one, a language model) the vocabulary size, and the run seed the initial weights
+(:func:`build_model` seeds before building)."""
 
 
 def _scenario_component(config: RunConfig) -> Any:
@@ -44,13 +46,19 @@ def build_stream(config: RunConfig, dataset: Dataset | None = None) -> Stream:
     """The dataset (the configured one unless ``dataset`` is given, e.g. a validation split for
     tuning), split into a stream by the configured scenario."""
     dataset = dataset or build("dataset", DATASETS, config.dataset)
+    if isinstance(dataset, TextCorpus) and config.scenario.name != "text_domains":
+        raise ConfigError(f"scenario.name: the text dataset is cut into token windows by scenario.name='text_domains', "
+                          f"not {config.scenario.name!r}")
     return build("scenario", SCENARIOS, _scenario_component(config), dataset, skip=("dataset",))
 
 
 def build_model(config: RunConfig, stream: Stream) -> nn.Module:
-    """The configured model for the stream's input shape and classes, initialised from the run seed."""
+    """The configured model for the stream's input shape and classes (and vocabulary size, where the
+    builder takes one), initialised from the run seed."""
     torch.manual_seed(config.run.seed)
-    return build("model", MODELS, config.model, stream.input_shape, stream.n_classes, skip=MODEL_SKIP)
+    factory = MODELS.get(config.model.name)
+    vocabulary = (stream.vocab_size,) if factory is not None and "vocab_size" in parameters(factory) else ()
+    return build("model", MODELS, config.model, stream.input_shape, stream.n_classes, *vocabulary, skip=MODEL_SKIP)
 
 
 def build_strategy(config: RunConfig) -> Strategy:

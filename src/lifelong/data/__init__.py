@@ -10,9 +10,13 @@ from lifelong.data.files import split_arrays
 from lifelong.data.hierarchical import hierarchical
 from lifelong.data.recurring import recurring
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
+from lifelong.data.corpora import TEXT_DOMAINS, TextDomain
+from lifelong.data.text import text_stream
+from lifelong.data.tokenizers import BPETokenizer, ByteTokenizer, Tokenizer
 
 __all__ = [
     "DATASETS", "SCENARIOS", "Batch", "Dataset", "Experience", "Stream", "TensorSet", "class_incremental",
     "digits", "domain_incremental", "from_arrays", "synthetic", "task_incremental",
     "few_shot", "from_dataset", "hierarchical", "recurring", "si_blurry", "split_arrays",
+    "BPETokenizer", "ByteTokenizer", "TEXT_DOMAINS", "TextDomain", "Tokenizer", "text_stream",
 ]

@@ -5,7 +5,9 @@
 * task-incremental: the same split, with the task id given at training and test time so logits are
   masked to the task's classes;
 * domain-incremental: every experience holds all classes under its own input transform (pixel
-  permutation, as in permuted MNIST, Goodfellow et al. 2013; or rotation).
+  permutation, as in permuted MNIST, Goodfellow et al. 2013; or rotation);
+* text_domains: one language-modelling experience per text domain, a budget of tokens each
+  (:mod:`lifelong.data.text`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from lifelong.data.hierarchical import hierarchical
 from lifelong.data.lazy import LazyInputs
 from lifelong.data.recurring import recurring
 from lifelong.data.streams import Experience, Stream, TensorSet
+from lifelong.data.text import text_domains
 from lifelong.errors import ConfigError
 
 
@@ -143,4 +146,5 @@ SCENARIOS = {
     "few_shot": few_shot,
     "hierarchical": hierarchical,
     "recurring": recurring,
+    "text_domains": text_domains,
 }

@@ -8,29 +8,18 @@ feature methods a user model needs ``backbone`` and ``head`` attributes too (see
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from lifelong.errors import ConfigError
 from lifelong.models.classifier import Classifier
+from lifelong.models.gpt import gpt
 from lifelong.models.norms import check_norm, conv_type, linear_type, norm_layer
 from lifelong.models.resnet import resnet18, resnet32
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None) -> Iterator[None]:
-    """Draw initial weights from ``seed`` without touching the global random state, or (None) from the
-    global state as any ``nn.Module`` does."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
+from lifelong.models.seeding import seeded
 
 
 def mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (256, 256),
@@ -43,7 +32,7 @@ def mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (256
     built before ``train(..., seed=...)`` is otherwise initialised from whatever the global random
     state holds, so a script gives a different result every run).
     """
-    with _seeded(seed):
+    with seeded(seed):
         return _mlp(input_shape, n_classes, hidden, norm, norm_groups)
 
 
@@ -71,7 +60,7 @@ def cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int] = (3
     ``norm`` and ``norm_groups``: :func:`~lifelong.models.norms.norm_layer` (``ws_bcn`` also
     standardizes the convolutions' weights). ``seed``: as for :func:`mlp`.
     """
-    with _seeded(seed):
+    with seeded(seed):
         return _cnn(input_shape, n_classes, channels, norm, norm_groups)
 
 
@@ -98,7 +87,7 @@ def _cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int], no
     return Classifier(nn.Sequential(*layers), in_ch, n_classes)
 
 
-MODELS = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18, "resnet32": resnet32}
+MODELS = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18, "resnet32": resnet32, "gpt": gpt}
 
 
 def split_model(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
