@@ -31,14 +31,14 @@ def ema_step(average: list[torch.Tensor], current: list[torch.Tensor], weight: f
 def interpolate(before: torch.Tensor, after: torch.Tensor, coefficient: float) -> torch.Tensor:
     """``(1 - coefficient) * before + coefficient * after``: WiSE-FT's weight-space ensemble (Wortsman
     et al. 2022, "Robust fine-tuning of zero-shot models", Eq. 1) between consecutive experiences, the
-    checkpoint averaging of Dynamic Y-KD (Pelosin & Torsello 2022)."""
+    checkpoint averaging of Dynamic Y-KD (Pagé-Fortin & Chaib-draa 2023)."""
     return torch.lerp(before, after, coefficient)
 
 
 def split_rank(singular_values: torch.Tensor, alpha: float) -> int:
     """How many leading singular directions of the merged update the projection protects: those before
-    the first at which the cumulative share of the singular values exceeds ``alpha`` (OPCM, Tang et al.
-    2025, Sec. 3.2; 0 when the first one does, or when none does)."""
+    the first at which the cumulative share of the singular values exceeds ``alpha``, as OPCM's reference
+    code splits the rank (Tang et al. 2025, arXiv:2501.09522); 0 when the first one does, or none does."""
     share = singular_values.cumsum(0) / singular_values.sum()
     return int((share > alpha).to(torch.int64).argmax())
 
@@ -46,7 +46,7 @@ def split_rank(singular_values: torch.Tensor, alpha: float) -> int:
 @torch.no_grad()
 def project_out(update: torch.Tensor, merged: torch.Tensor, alpha: float) -> torch.Tensor:
     """``update`` with the directions of ``merged`` (the update merged so far) projected out, the
-    projection of "Merging Models on the Fly" (OPCM, Tang et al. 2025, Sec. 3.2), for one tensor.
+    projection of "Merging Models on the Fly" (OPCM, Tang et al. 2025), for one tensor.
 
     A weight of two or more dimensions is a matrix ``(out, rest)``: with ``merged = U S V^T`` (full SVD)
     the update is written in the singular bases, ``C = U^T update V``; its diagonal (the component along

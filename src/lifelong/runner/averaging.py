@@ -16,6 +16,10 @@ Its state (the average, the weights before the experience, the merge's origin an
 checkpoint, so a resumed run is the same bit for bit. A data-parallel run needs nothing more: every rank
 holds the same parameters after each step (averaged gradients, broadcast normalisation statistics), so
 every rank computes the same average and the same merge.
+
+Cost: ``ema`` and ``interpolate`` keep one more copy of the model's state, ``merge`` two (the initial
+parameters and the experience's start); the EMA update and the merge's SVDs run inside the experience's
+training time, and are not in its FLOP count nor in the strategy's ``memory_bytes``.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ class Averaging(Observer):
     floating-point buffers included; training continues from it (WiSE-FT, Wortsman et al. 2022, between
     consecutive experiences; Dynamic Y-KD's checkpoint averaging).
 
-    ``merge``: "Merging Models on the Fly" (OPCM, Tang et al. 2025, Algorithm 1) with the run's initial
+    ``merge``: "Merging Models on the Fly" (OPCM, Tang et al. 2025, arXiv:2501.09522) with the run's initial
     weights ``theta_0`` as the pretrained model and each experience's update ``tau_t = after - before``
     as its task vector: with ``M`` the merged task vector (``before - theta_0``), every weight of two or
     more dimensions has the directions of ``M`` projected out of ``tau_t``

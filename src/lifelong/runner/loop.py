@@ -237,7 +237,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     costs: list[ExperienceCost] = restored.costs() if restored else []
     context = RunContext(model, strategy, stream, test_sets, eval_batch_size, initial, rows, costs, world=world,
                          generator=generator)
-    observers = [*([averaging] if averaging else []), *observers, *([evaluation] if evaluation else []), *([ProgressBar(len(stream))] if progress else [])]
+    observers = [*([averaging] if averaging else []),  # first: the curve and checkpoints see its step
+                 *observers, *([evaluation] if evaluation else []), *([ProgressBar(len(stream))] if progress else [])]
     checkpointer = Checkpointer(checkpoint, checkpoint.folder(store.path if store else None, run_id), run_id, seed,
                                 observers=list(observers)) if checkpoint else None
     observers += [checkpointer] if checkpointer else []  # last: it saves what the others did at the step
