@@ -24,11 +24,10 @@ experiences) and average forgetting, training seconds and FLOPs per run.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,9 @@ from lifelong.errors import LifelongError
 from lifelong.models.resnet import resnet18
 from lifelong.protocol.seeds import parse_seeds
 from lifelong.strategies import STRATEGIES
+
+sys.path.insert(0, str(Path(__file__).parent))
+from runs import finished_runs, record, spread  # noqa: E402
 
 PATH = "/usr/share/datasets/fashion-mnist"
 
@@ -107,31 +109,6 @@ def run(row: Row, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             "seconds": sum(c.seconds for c in result.costs), "flops": sum(c.flops for c in result.costs)}
 
 
-def finished_runs(path: Path, settings: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """The runs recorded in ``path`` with these settings, by (scenario, row label, seed)."""
-    if not path.exists():
-        return {}
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["scenario"], r["row"], r["seed"]): r["result"] for r in records if r["settings"] == settings}
-
-
-def record(path: Path, settings: dict[str, Any], row: Row, seed: int, future: Future) -> None:
-    """Append a finished run to ``path`` as it ends, so that a crash or an interrupt loses no finished run."""
-    if future.exception() is None:
-        line = {"settings": settings, "scenario": row.scenario, "row": row.label, "seed": seed,
-                "result": future.result()}
-        with path.open("a") as file:
-            file.write(json.dumps(line) + "\n")
-
-
-def spread(values: list[float | None]) -> str:
-    """Mean ± std over seeds, ``-`` for a metric a run does not have (a joint run's forgetting)."""
-    if any(value is None for value in values):
-        return "-"
-    deviation = statistics.stdev(values) if len(values) > 1 else 0.0  # type: ignore[arg-type]
-    return f"{statistics.mean(values):.3f} ± {deviation:.3f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -155,7 +132,8 @@ def main() -> None:
         futures = {(row, seed): pool.submit(run, row, seed, args) for row in rows for seed in seeds
                    if (row.scenario, row.label, seed) not in done}
         for (row, seed), future in futures.items():
-            future.add_done_callback(lambda f, row=row, seed=seed: record(args.results, settings, row, seed, f))
+            future.add_done_callback(lambda f, row=row, seed=seed: record(args.results, settings, row.scenario, row.label,
+                                                                          seed, f))
         print("# Split Fashion-MNIST: reduced ResNet-18, augmentation, every strategy family\n")
         print(f"`python benchmarks/fmnist.py --seeds {args.seeds} --per-class {args.per_class} "
               f"--domain-per-class {args.domain_per_class} --domain-test {args.domain_test} --epochs {args.epochs} "

@@ -88,7 +88,7 @@ def _set(n: int, label: int = 0) -> TensorSet:
      DataError, "x must be a torch.Tensor, got list"),
     (lambda: TensorSet(torch.zeros(2, 3), torch.zeros(2), torch.zeros(2, dtype=torch.long)),
      DataError, "labels y must be an integer tensor, got dtype torch.float32"),
-    (lambda: TensorSet(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, dtype=torch.long),
+    (lambda: TensorSet(torch.zeros(2, 3, dtype=torch.bool), torch.zeros(2, dtype=torch.long),
                        torch.zeros(2, dtype=torch.long)), DataError, "inputs x must be a floating-point tensor"),
     (lambda: Experience(_set(0), _set(2), (0,), 0, "empty"), DataError,
      "experience 0 (empty) has an empty training set"),

@@ -15,7 +15,7 @@ from lifelong.errors import ConfigError
 from lifelong.models.averaging import ema_weight, project_out, split_rank
 from lifelong.runner.averaging import Averaging
 from lifelong.runner.checkpoint import checkpoint_files, read
-from lifelong.runner.evaluation import accuracies
+from lifelong.runner.evaluation import evaluate
 from lifelong.runner.observers import Observer, RunContext, TrainState
 from lifelong.strategies import STRATEGIES
 from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
@@ -179,7 +179,7 @@ def test_ema_run_evaluates_the_average_and_trains_as_without(small_data) -> None
     probe.load_state_dict(average)
     naive = STRATEGIES["naive"]()
     naive.setup(stream, 0)
-    expected = accuracies(probe, naive, [e.test for e in stream])
+    expected = evaluate(probe, naive, [e.test for e in stream])
     assert averaged.matrix[-1].tolist() == pytest.approx(expected, abs=1e-12)
     assert averaged.extra["curve"][-1]["accuracies"] == averaged.matrix[-1].tolist()
     assert averaged.config["average"]["method"] == "ema" and averaged.metrics["average"]["decay"] == 0.9
@@ -240,11 +240,16 @@ def test_resume_after_sigkill_equals_uninterrupted_run(small_data, tmp_path, met
                                                                       ends[1]["norms"])
 
 
-def test_gdumb_is_refused_in_one_line(small_data) -> None:
+def test_gdumb_and_ema_with_a_decayed_branch_are_refused_in_one_line(small_data) -> None:
+    """GDumb retrains from the initial weights at each experience; EMA and WSD-S's decayed branch would
+    each be the weights evaluated."""
     stream = class_incremental(small_data, 2)
     with pytest.raises(ConfigError, match="average.method='ema'.*GDumb"):
         train(stream, mlp(stream.input_shape, stream.n_classes), STRATEGIES["gdumb"](buffer_size=20), OPTIM,
               average=AverageConfig(method="ema"))
+    with pytest.raises(ConfigError, match="optim.branch_decay"):
+        train(stream, mlp(stream.input_shape, stream.n_classes), STRATEGIES["naive"](),
+              OPTIM.model_copy(update={"branch_decay": 0.2}), average=AverageConfig(method="ema"))
 
 
 @pytest.mark.parametrize("strategy", ["naive", "er"])

@@ -45,7 +45,7 @@ from tests.runner.recorder import StepRecorder
 EXAMPLES = int(os.environ.get("LIFELONG_COMBINATIONS", "120"))
 
 STRATEGY_SETTINGS = {
-    "naive": {}, "joint": {}, "cumulative": {}, "er": {"buffer_size": 12}, "er_ace": {"buffer_size": 12},
+    "naive": {}, "joint": {}, "cumulative": {}, "er": {"buffer_size": 12}, "replay": {"buffer_size": 12, "replay_fraction": 0.25}, "er_ace": {"buffer_size": 12},
     "der": {"buffer_size": 12}, "derpp": {"buffer_size": 12}, "uer": {"buffer_size": 12},
     "agem": {"buffer_size": 12, "reference_batch_size": 8}, "gdumb": {"buffer_size": 18, "memory_passes": 2},
     "icarl": {"buffer_size": 12}, "ewc": {"lam": 1.0}, "si": {}, "mas": {}, "l2": {}, "lwf": {},

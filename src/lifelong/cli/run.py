@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lifelong.cli.interrupts import continue_with, resume_command
-from lifelong.cli.tables import fmt, first_sentence, matrix_table, metric_names, metrics_table, stream_table
+from lifelong.cli.tables import (fmt, first_sentence, matrix_table, matrix_title, metric_names, metrics_table,
+                                 stream_table)
 from lifelong.config import RunSettings, load_config, parameters
 from lifelong.errors import ConfigError
 from lifelong.runner.results import GroupRecord, ResultsStore, RunRecord
@@ -70,7 +71,7 @@ def resume_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def print_result(result: RunResult, db: str, console: Console) -> None:
-    console.print(matrix_table(result.matrix.tolist()))
+    console.print(matrix_table(result.matrix.tolist(), matrix_title(result.metrics)))
     console.print(metrics_table(result.metrics, [c.as_dict() for c in result.costs]))
     console.print(f"run {result.run_id} stored in {db}")
 
@@ -115,7 +116,7 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
         console.print(matrix_table([accuracies], "accuracy per domain (online predictions, in stream order)",
                                    columns=domains, rows=["accuracy"]))
     elif record.rows:
-        console.print(matrix_table(record.rows))
+        console.print(matrix_table(record.rows, matrix_title(record.metrics or {})))
     console.print(metrics_table(record.metrics or {}, [e["cost"] for e in record.experiences]))
     config = Table(title="configuration")
     config.add_column("field")

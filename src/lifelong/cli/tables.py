@@ -20,6 +20,10 @@ METRIC_NAMES = ("final_accuracy", "average_incremental_accuracy", "forgetting", 
                 "forward_transfer", "final_accuracy_pooled", "average_incremental_accuracy_per_experience")
 """The accuracy-matrix metrics every run has (the first three head sweep tables)."""
 
+LOSS_METRIC_NAMES = ("final_loss", "final_perplexity", "average_loss", "tokens", "replayed_tokens")
+"""The loss-matrix metrics of a language model's run (:func:`lifelong.metrics.objectives.loss_summary`), shown
+before the metrics it shares with a classifier's (forgetting and transfer, in nats per token)."""
+
 CURVE_METRIC_NAMES = ("stability_gap", "relative_stability_gap", "min_old_accuracy", "worst_case_accuracy",
                       "recovered_fraction", "a_auc", "last_accuracy")
 """Metrics of a continual-evaluation curve, shown when the run kept one."""
@@ -42,7 +46,7 @@ def metric_names(metrics: Sequence[Mapping[str, Any]]) -> list[str]:
     metrics first, then the curve's, then any other (a test-time adaptation run's errors per domain)."""
     stored = dict.fromkeys(name for values in metrics for name, value in values.items()
                            if name not in NOT_METRICS and (value is None or _is_number(value)))
-    known = [name for name in (*METRIC_NAMES, *CURVE_METRIC_NAMES) if name in stored]
+    known = [name for name in (*LOSS_METRIC_NAMES, *METRIC_NAMES, *CURVE_METRIC_NAMES) if name in stored]
     return known + [name for name in stored if name not in known]
 
 
@@ -66,6 +70,11 @@ def first_sentence(doc: str | None) -> str:
             if text[:i + 1].rsplit(" ", 1)[-1].lower() not in _ABBREVIATIONS:
                 return text[:i + 1]
     return text
+
+
+def matrix_title(metrics: Mapping[str, Any]) -> str:
+    """What a run's matrix holds, read from its metrics: accuracies, or a language model's losses."""
+    return "loss matrix (validation loss, nats per token)" if "final_loss" in metrics else "accuracy matrix"
 
 
 def matrix_table(matrix: Sequence[Sequence[float]], title: str = "accuracy matrix",

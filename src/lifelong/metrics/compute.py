@@ -43,6 +43,9 @@ class ExperienceCost:
     """Forward and backward floating-point operations of training: the first step's count
     (``torch.utils.flop_counter.FlopCounterMode``) per drawn sample, times the samples drawn; 0 unless
     ``optim.count_flops`` (or a FLOP budget) is on."""
+    replayed: int = 0
+    """Samples the strategy replayed from its memory into the experience's training (a language
+    model's: windows, each of ``L`` predicted tokens)."""
 
     @property
     def samples_per_second(self) -> float:

@@ -42,6 +42,7 @@ SEARCH_SPACES: dict[str, dict[str, Parameter]] = {
     "joint": {},
     "cumulative": {},
     "er": {},
+    "replay": {"strategy.replay_fraction": FloatRange(0.01, 0.5, log=True)},  # Ibrahim et al. 2024
     "er_ace": {},
     "agem": {},
     "gdumb": {},

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lifelong.config import AverageConfig
+from lifelong.config import AverageConfig, OptimConfig
 from lifelong.errors import ConfigError
 from lifelong.models.averaging import ema_step, ema_weight, interpolate, project_out
 from lifelong.runner.observers import Observer, RunContext, TrainState
@@ -82,10 +82,15 @@ class Averaging(Observer):
         """The norm of every merged task vector."""
 
     @classmethod
-    def build(cls, config: AverageConfig | None, strategy: Strategy) -> Averaging | None:
-        """The run's averaging, None for ``method = "none"``; refuses a strategy that resets the model."""
+    def build(cls, config: AverageConfig | None, strategy: Strategy, optim: OptimConfig) -> Averaging | None:
+        """The run's averaging, None for ``method = "none"``; refuses a strategy that resets the model, and
+        EMA beside WSD-S's decayed branch (each would be the weights evaluated)."""
         if config is None or config.method == "none":
             return None
+        if config.method == "ema" and optim.branch_decay is not None:
+            raise ConfigError("average.method='ema' evaluates the moving average, optim.branch_decay a decayed "
+                              "branch of the model; set one of them (average.method='none' or "
+                              "optim.branch_decay=None)")
         if isinstance(strategy, GDumb):
             raise ConfigError(f"average.method={config.method!r} averages the model across steps or experiences, "
                               "but strategy GDumb retrains it from its initial weights at each experience; use "

@@ -28,6 +28,8 @@ allocation beyond the strategy's own), which ``benchmarks/overhead.py`` checks.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import hashlib
 import math
@@ -47,8 +49,8 @@ from lifelong.data.lazy import LazyInputs
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.errors import ConfigError, TrainingError
-from lifelong.metrics.accuracy_matrix import summary
 from lifelong.metrics.compute import ExperienceCost, MemoryMeter
+from lifelong.metrics.objectives import LANGUAGE_MODEL, matrix_summary
 from lifelong.models.norms import begin_experience
 from lifelong.optim.registry import build_optimizer
 from lifelong.optim.probe import probe
@@ -59,18 +61,21 @@ from lifelong.runner.averaging import Averaging
 from lifelong.runner.budget import Budget
 from lifelong.runner.checkpoint import CheckpointSettings, Checkpointer, Restored, resume_point
 from lifelong.runner.distributed import check_distributed, init_from_environment, local_device
-from lifelong.runner.evaluation import accuracies
+from lifelong.runner.evaluation import evaluate
 from lifelong.runner.flops import FlopMeter
 from lifelong.runner.observers import Observer, PeriodicEvaluation, ProgressBar, RunContext, TrainState
 from lifelong.runner.plan import PlannedExperience, check_lr_scales, check_training_set, plan_records, plan_stream
 from lifelong.runner.results import ResultsStore, RunRecord, environment
-from lifelong.runner.validation import check_arguments, check_model, check_task_ids, warn_about_combination
+from lifelong.runner.validation import (check_arguments, check_model, check_objective, check_task_ids,
+                                       warn_about_combination)
 from lifelong.strategies.base import ExperiencePlan, Strategy
 from lifelong.world import World
 
 
 AUGMENT_TAG = 0xA116
 """Mixed into the run's seed for the augmentation draws, so they do not repeat the epoch orders'."""
+BRANCH_TAG = 0xB4A7
+"""Mixed into the run's seed (and the experience) for the order of a decayed branch's samples."""
 
 
 @dataclass
@@ -207,6 +212,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
         model.to(memory_format=torch.channels_last)
     check_model(model, stream, dev)
     check_task_ids(strategy, stream)
+    check_objective(strategy, stream, optim)
     world.broadcast(model.state_dict().values())
     stream, generator = _augmentation(stream, augment, seed, world)
     strategy.world = world
@@ -220,7 +226,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     probed = probe(model, experiences[0].train) if optim.batch_size == PROBE else None
     setup = resolve(optim, probed.batch_size) if probed else setup
     plans = plan_stream(strategy, experiences, setup, budget, world)
-    averaging = Averaging.build(average, strategy)
+    averaging = Averaging.build(average, strategy, optim)
     config = config or describe(stream, model, strategy, optim, seed)
     config = {**config, "average": averaging.config.model_dump()} if averaging else config
     restored = resume_point(store, resume_run, checkpoint, seed) if resume_run is not None else None
@@ -230,7 +236,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
 
     compile_seconds = _compile(model, experiences[0].train, setup.batch_size, dev, compile)
     test_sets = [exp.test.to(dev) for exp in stream]
-    initial = restored.initial if restored else accuracies(model, strategy, test_sets, eval_batch_size, world)
+    initial = restored.initial if restored else evaluate(model, strategy, test_sets, eval_batch_size, world)
     if store and run_id is not None and not restored:
         store.record_initial(run_id, initial)
     rows: list[list[float]] = restored.rows() if restored else []
@@ -257,8 +263,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
                 continue
             loop.train_experience(index, experience.to(dev), plans[index],
                                   restored if restored and index == restored.experience else None)
-            with context.evaluation_weights():
-                row = accuracies(model, strategy, test_sets, eval_batch_size, world)
+            with loop.decayed_branch(index), context.evaluation_weights():
+                row = evaluate(model, strategy, test_sets, eval_batch_size, world)
             rows.append(row)
             costs.append(loop.cost())
             if store and run_id is not None:
@@ -268,7 +274,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
         result = RunResult(matrix=np.asarray(rows), initial=initial, metrics={}, costs=costs, config=config,
                            run_id=run_id, lr=setup.lr_for(setup.batch_size * world.size),
                            extra={"plan": plan_records(plans)})
-        _summarise(result, [len(t) for t in test_sets], batch_size_changes, world, evaluation)
+        _summarise(result, stream, [len(t) for t in test_sets], batch_size_changes, world, evaluation)
         if probed:
             result.metrics.update(probed_batch_size=probed.batch_size, probed_noise_scale=probed.noise_scale,
                                   probed_max_stable_lr=probed.max_stable_lr)
@@ -328,16 +334,22 @@ def _compile(model: nn.Module, data: TensorSet, batch_size: int, device: torch.d
     return time.perf_counter() - started
 
 
-def _summarise(result: RunResult, test_sizes: list[int], batch_size_changes: list[dict[str, Any]], world: World,
-               evaluation: PeriodicEvaluation | None) -> None:
-    """The run's metrics from its accuracy matrix (and its evaluation curve, with its points and
-    stability gaps in ``extra``)."""
-    result.metrics = {**summary(result.matrix, result.initial, test_sizes), "effective_lr": result.lr,
-                      "batch_size_changes": batch_size_changes, "world_size": world.size}
+def _summarise(result: RunResult, stream: Stream, test_sizes: list[int], batch_size_changes: list[dict[str, Any]],
+               world: World, evaluation: PeriodicEvaluation | None) -> None:
+    """The run's metrics from its matrix of accuracies or losses (and its evaluation curve, with its
+    points and stability gaps in ``extra``); a language model's also count the tokens trained on and
+    replayed (windows of ``L + 1`` tokens: ``L`` predicted each)."""
+    result.metrics = {**matrix_summary(stream.objective, result.matrix, result.initial, test_sizes),
+                      "effective_lr": result.lr, "batch_size_changes": batch_size_changes, "world_size": world.size,
+                      "replayed_samples": sum(cost.replayed for cost in result.costs)}
+    if stream.objective == LANGUAGE_MODEL:
+        predicted = stream.input_shape[0] - 1
+        result.metrics.update(tokens=predicted * sum(cost.samples for cost in result.costs),
+                              replayed_tokens=predicted * result.metrics["replayed_samples"])
     if evaluation is not None:
         result.metrics.update(evaluation.summary(test_sizes))
         result.extra.update(curve=[dataclasses.asdict(point) for point in evaluation.points],
-                            stability_gaps=[gap.as_dict() for gap in evaluation.gaps()])
+                            stability_gaps=evaluation.gap_records())
 
 
 class _Loop:
@@ -367,6 +379,10 @@ class _Loop:
         """FLOPs per differentiated sample of the last norm test, over all ranks."""
         self.seconds = 0.0
         """Training seconds of the experience last closed."""
+        self.data: TensorSet | None = None
+        """The training set of the current experience (None when its plan does not train)."""
+        self.branch_steps, self.branch_samples, self.branch_seconds = 0, 0, 0.0
+        """What the decayed branch of the experience last closed took (``optim.branch_decay``)."""
         self.buffers = [b for b in model.buffers() if b.is_floating_point()]
         """Normalisation statistics: kept equal over data-parallel ranks after every step, as
         DistributedDataParallel's ``broadcast_buffers`` does."""
@@ -383,6 +399,8 @@ class _Loop:
         state.batch_size, state.epochs = self.setup.batch_size, planned.epochs
         state.experience_steps = planned.steps
         self.meter.start_experience()
+        if restored is None:  # a resumed experience keeps the count its checkpoint holds
+            strategy.replayed = 0
         self.flop_costs, self.scoring_flops, self.test_flops_per_sample = {}, 0.0, 0.0
         begin_experience(model, index)
         hook_flops = self.meter.measure(lambda: strategy.before_experience(model, experience))[1]
@@ -399,6 +417,7 @@ class _Loop:
         self.context.optimizer = self.optimizer
         for observer in self.observers:
             observer.on_experience_start(state)
+        self.data = data
         if data is not None and state.experience_step < state.experience_steps:
             self._steps(data, index)
         for observer in self.observers:
@@ -411,12 +430,67 @@ class _Loop:
         state.seconds_before += self.seconds
         state.experience_started = None
 
+    @contextlib.contextmanager
+    def decayed_branch(self, index: int) -> Iterator[None]:
+        """With ``optim.branch_decay``, the model decayed on a branch for the block (WSD-S): the model,
+        the optimizer and the strategy are saved, the model trains ``branch_decay`` times the experience's
+        steps more on its training set (its own seeded order) at a learning rate falling linearly from the
+        last one to 0, and all three are restored after the block. Without it, nothing happens."""
+        fraction, state, data = self.setup.config.branch_decay, self.state, self.data
+        self.branch_steps = self.branch_samples = 0
+        if fraction is None or data is None or self.optimizer is None or state.experience_step == 0:
+            yield
+            return
+        model, optimizer, strategy, world = self.model, self.optimizer, self.strategy, self.world
+        augment, draws = self.augment, self.context.generator
+        saved = copy.deepcopy((model.state_dict(), optimizer.state_dict(), strategy.state_dict(),
+                               None if draws is None else draws.get_state()))
+        steps = max(1, round(fraction * state.experience_step))
+        started = time.perf_counter()
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, BRANCH_TAG, index))
+        order = world.shard(torch.randperm(len(data), generator=generator)).to(data.y.device)
+        size = min(state.batch_size, len(order))
+        autocast = self.setup.autocast(self.device)
+        model.train()
+        for step in range(steps):
+            rows = order[(torch.arange(size, device=order.device) + step * size) % len(order)]  # the order, cycled
+            batch = data.subset(rows).batch()
+            x = batch.x.to(self.device)
+            if augment is not None:
+                assert draws is not None
+                x = augment(x, draws)
+            self._forward_backward(Batch(x, batch.y, batch.task, batch.x), autocast, params)
+            if self.setup.config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, self.setup.config.grad_clip)
+            for group in optimizer.param_groups:
+                group["lr"] = state.lr * (1 - (step + 1) / steps) * group["lr_scale"]
+            optimizer.step()
+            if world.distributed and self.buffers:
+                world.broadcast(self.buffers)
+        self.branch_steps, self.branch_samples = steps, steps * size * world.size
+        self.branch_seconds = time.perf_counter() - started
+        try:
+            yield
+        finally:
+            model_state, optimizer_state, strategy_state, draws_state = saved
+            model.load_state_dict(model_state)
+            optimizer.load_state_dict(optimizer_state)
+            strategy.load_state_dict(strategy_state, model)
+            if draws is not None:
+                draws.set_state(draws_state)
+
     def cost(self) -> ExperienceCost:
-        """What the experience just closed took."""
+        """What the experience just closed took (with a decayed branch's steps, samples, seconds and
+        FLOPs, at the cost of a step of the experience)."""
         state = self.state
-        return ExperienceCost(seconds=self.seconds, samples=state.experience_samples, steps=state.experience_step,
+        flops = state.experience_flops + self.branch_steps * state.step_flops
+        return ExperienceCost(seconds=self.seconds + (self.branch_seconds if self.branch_steps else 0.0),
+                              samples=state.experience_samples + self.branch_samples,
+                              steps=state.experience_step + self.branch_steps,
                               memory_increase_mb=self.memory.increase_mb(), buffer_size=self.strategy.memory_size(),
-                              memory_bytes=self.strategy.memory_bytes(), flops=state.experience_flops)
+                              memory_bytes=self.strategy.memory_bytes(), flops=flops,
+                              replayed=self.strategy.replayed)
 
     def _prepare_optimizer(self, declared: ExperiencePlan, rebuild: bool) -> None:
         """Build the optimizer when there is none, the settings reset it at each experience or the plan

@@ -21,9 +21,10 @@ from rich.progress import (
 )
 
 from lifelong.errors import ConfigError
+from lifelong.metrics.objectives import as_scores, gap_record, higher_is_better
 from lifelong.metrics.online import online_metrics
 from lifelong.metrics.stability import StabilityGap, stability_gaps, stability_summary
-from lifelong.runner.evaluation import accuracies
+from lifelong.runner.evaluation import evaluate
 from lifelong.world import World
 
 if TYPE_CHECKING:
@@ -245,8 +246,8 @@ class PeriodicEvaluation(Observer):
         started = time.perf_counter()
         seconds = state.train_seconds
         with self.context.evaluation_weights():
-            row = accuracies(self.context.model, self.context.strategy, self.context.test_sets,
-                             self.context.eval_batch_size, self.context.world)
+            row = evaluate(self.context.model, self.context.strategy, self.context.test_sets,
+                           self.context.eval_batch_size, self.context.world)
         self.points.append(CurvePoint(state.step, state.samples, seconds, state.experience, row))
         state.excluded_seconds += time.perf_counter() - started
 
@@ -276,17 +277,32 @@ class PeriodicEvaluation(Observer):
         self.points = [CurvePoint(**point) for point in state["points"]]
         self.samples_mark = int(state["samples_mark"])
 
+    @property
+    def objective(self) -> str:
+        assert self.context is not None, "on_run_start was not called"
+        return self.context.stream.objective
+
     def gaps(self) -> list[StabilityGap]:
-        """The stability gap of each experience switch of the curve."""
+        """The stability gap of each experience switch of the curve, measured on the curve's scores
+        (accuracies, or negated losses: a language model's gap is the rise of its loss on earlier
+        domains, in nats per token)."""
         if not self.points:
             return []
         return stability_gaps([p.step for p in self.points], [p.experience for p in self.points],
-                              [p.accuracies for p in self.points])
+                              as_scores(self.objective, [p.accuracies for p in self.points]))
+
+    def gap_records(self) -> list[dict[str, Any]]:
+        """Each switch's gap as stored with the run, in the metric's own units (:func:`gap_record`)."""
+        return [gap_record(self.objective, gap) for gap in self.gaps()]
 
     def summary(self, test_sizes: Sequence[int]) -> dict[str, Any]:
-        """The run metrics of the curve: its stability gaps' summary and, when evaluated every few
-        samples (the online protocol), the anytime accuracy ``a_auc`` and ``last_accuracy``."""
+        """The run metrics of the curve: its stability gaps' summary and, when a classifier is evaluated
+        every few samples (the online protocol), the anytime accuracy ``a_auc`` and ``last_accuracy``. A
+        language model's: ``stability_gap`` (the mean rise of the loss on earlier domains after a switch)
+        and ``recovered_fraction``."""
         metrics: dict[str, Any] = dict(stability_summary(self.gaps()))
+        if not higher_is_better(self.objective):
+            return {key: metrics[key] for key in ("stability_gap", "recovered_fraction")}
         if self.every_samples is not None:
             metrics.update(online_metrics(self.points, test_sizes))
         return metrics

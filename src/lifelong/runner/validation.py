@@ -14,6 +14,8 @@ from torch import nn
 from lifelong.config import OptimConfig
 from lifelong.data.streams import Stream
 from lifelong.errors import ConfigError, DataError
+from lifelong.metrics.objectives import LANGUAGE_MODEL, logits_of
+from lifelong.models.modes import eval_mode
 from lifelong.strategies.base import Strategy
 
 STATEFUL_UPDATES = {"adam": "Adam's moments", "adamw": "Adam's moments", "lamb": "LAMB's moments"}
@@ -21,21 +23,48 @@ STATEFUL_UPDATES = {"adam": "Adam's moments", "adamw": "Adam's moments", "lamb":
 
 
 def check_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
-    """The model takes the stream's inputs and outputs one logit per class of the stream."""
+    """The model takes the stream's inputs and outputs one logit per class of the stream (a language
+    model: one logit per token of the vocabulary at every position of a window)."""
     first = stream[0].train
     sample = next(first.subset(torch.arange(min(2, len(first)))).batches(2)).x.to(device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    language_model = stream.objective == LANGUAGE_MODEL
+    with torch.no_grad(), eval_mode(model):
         try:
-            out = model(sample)
-        except (RuntimeError, ValueError, TypeError) as error:
+            out = logits_of(model(sample[:, :-1] if language_model else sample))
+        except (RuntimeError, ValueError, TypeError, IndexError, AttributeError) as error:
             raise DataError(f"the model cannot take inputs of shape {tuple(stream.input_shape)}: {error}") from None
-    model.train(was_training)
+    if language_model:
+        expected = (len(sample), stream.input_shape[0] - 1, stream.vocab_size)
+        if tuple(out.shape) != expected:
+            raise DataError(f"the language model maps windows {tuple(sample[:, :-1].shape)} to logits "
+                            f"{tuple(out.shape)}; expected {expected} (one logit per token of the stream's "
+                            f"vocabulary of {stream.vocab_size} at every position)")
+        return
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != stream.n_classes:
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
         raise DataError(f"the model outputs {shape} per sample but the stream has {stream.n_classes} classes "
                         f"(labels 0..{stream.n_classes - 1}); give the model a head of {stream.n_classes} outputs")
+
+
+def check_objective(strategy: Strategy, stream: Stream, optim: OptimConfig) -> None:
+    """The strategy and the optimization settings are defined for the stream's objective. A language
+    model's samples have no label to score or test per sample, so the settings that rank samples by
+    their classification loss (the hard-batch sampler), test gradient noise on labelled samples (the norm
+    test, the batch-size probe) are refused on a token stream."""
+    from lifelong.strategies import STRATEGIES  # the registry imports every strategy; the checks need none
+
+    if stream.objective not in strategy.objectives:
+        able = sorted(name for name, cls in STRATEGIES.items() if stream.objective in cls.objectives)
+        raise ConfigError(f"strategy {type(strategy).__name__} cannot train a {stream.objective.replace('_', ' ')} "
+                          f"stream (it is defined on class labels); use one of: {', '.join(able)}")
+    if stream.objective != LANGUAGE_MODEL:
+        return
+    refused = {"optim.sampler": optim.sampler == "hard_batch", "optim.batch_size_test": optim.batch_size_test != "none",
+               "optim.batch_size": optim.batch_size == "probe"}
+    for field, set_ in refused.items():
+        if set_:
+            raise ConfigError(f"{field}={getattr(optim, field.split('.')[1])!r} ranks or tests samples by a "
+                              "classifier's loss and is not defined for a language model; leave it at its default")
 
 
 def check_arguments(model: nn.Module, seed: int, eval_batch_size: int, compile: bool | str) -> None:

@@ -7,6 +7,7 @@ hyperparameters), one line in :data:`STRATEGIES`, one test file.
 from lifelong.strategies.base import Strategy
 from lifelong.strategies.cumulative import Cumulative
 from lifelong.strategies.er import ER
+from lifelong.strategies.replay import ReplayMixture
 from lifelong.strategies.ewc import EWC
 from lifelong.strategies.joint import Joint
 from lifelong.strategies.lwf import LwF
@@ -36,6 +37,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "joint": Joint,
     "cumulative": Cumulative,
     "er": ER,
+    "replay": ReplayMixture,
     "ewc": EWC,
     "lwf": LwF,
     "er_ace": ERACE,
@@ -55,5 +57,5 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 __all__ = ["AGEM", "CLR", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "L2", "MAS", "NCM", "SI", "SLCA",
-           "STRATEGIES", "UER", "BNOnly", "Cumulative", "DERpp", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint",
+           "STRATEGIES", "UER", "BNOnly", "Cumulative", "DERpp", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint", "ReplayMixture",
            "LwF", "Naive", "Strategy"]

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.streams import Batch, Stream
@@ -56,7 +55,7 @@ class AnchoredPenalty(Strategy):
         self.importance, self.anchor, self.penalty = {}, {}, None
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        loss = F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
+        loss = self.loss(model, batch.x, batch.y, batch.task)
         if self.penalty is not None:
             loss = loss + self.penalty_scale * self.lam * self.penalty(model)
         return loss

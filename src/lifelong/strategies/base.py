@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.metrics.compute import tensor_bytes
+from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL, logits_of, next_token_loss
 from lifelong.models.norms import forward_with_tasks
 from lifelong.world import World
 
@@ -85,6 +87,11 @@ class Strategy(ABC):
     #: the task id of each sample, at test time too: it has no task inference, so the runner refuses
     #: streams that do not give task ids (class-incremental and plain domain-incremental ones).
     requires_task_ids: ClassVar[bool] = False
+    #: The stream objectives the method is defined for (:mod:`lifelong.metrics.objectives`). A method that
+    #: computes its loss through :meth:`loss` and keeps no per-class state (fine-tuning, replay, weight
+    #: penalties, distillation of logits) trains a language model as well; one built on class labels
+    #: (prototypes, class-balanced memories, classifier-head tricks) is refused on a token stream.
+    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION})
     #: This process among the data-parallel ranks; set by the runner before :meth:`setup`.
     world: World = World()
     #: The run's training augmentation for the samples a strategy replays from its memory (random
@@ -94,6 +101,11 @@ class Strategy(ABC):
 
     task_mask: torch.Tensor | None
     n_classes: int
+    language_model: bool
+    """Whether the stream is a language model's token windows (set by :meth:`setup`)."""
+    replayed: int = 0
+    """Samples replayed from memory into training in the current experience (the runner zeroes it at
+    each experience's start and records it with the experience's cost)."""
     seen_classes: list[int]
     generator: torch.Generator
     """The strategy's draws that every data-parallel rank makes alike (a class-balanced memory filled
@@ -109,6 +121,7 @@ class Strategy(ABC):
         (``seed`` is the run's seed, the same on every rank)."""
         self.task_mask = stream.task_mask()
         self.n_classes = stream.n_classes
+        self.language_model = stream.objective == LANGUAGE_MODEL
         self.seen_classes = []
         self.device_cache = {}
         self.generator = torch.Generator().manual_seed(derive_seed(seed, 0x5EED))
@@ -162,6 +175,14 @@ class Strategy(ABC):
         model's task-balancing norm layers (AdaB2N) see each sample's task during the call."""
         return self.mask_logits(forward_with_tasks(model, x, task), task)
 
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """The objective's training loss of samples ``(x, y, task)``: cross-entropy of :meth:`logits`
+        against ``y``, or, on a token stream, the mean next-token cross-entropy of the windows ``x``
+        ``(B, L + 1)`` (the model reads ``x[:, :-1]``)."""
+        if self.language_model:
+            return next_token_loss(logits_of(model(x[:, :-1])), x[:, 1:])
+        return F.cross_entropy(self.logits(model, x, task), y)
+
     def mask_logits(self, out: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) with the classes outside each sample's task set to the lowest value."""
         if self.task_mask is None:
@@ -204,11 +225,13 @@ class Strategy(ABC):
     def state_dict(self) -> dict[str, Any]:
         """Learned state as plain tensors and numbers (loadable with ``torch.load(weights_only=True)``)."""
         return {"seen_classes": list(self.seen_classes), "generator": self.generator.get_state(),
-                "local_generator": self.local_generator.get_state()}
+                "local_generator": self.local_generator.get_state(), "replayed": self.replayed}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         """Restore :meth:`state_dict` after :meth:`setup`; ``model`` is the restored model, a template
         for strategies that keep a copy of an earlier model."""
         self.seen_classes = list(state["seen_classes"])
+        self.replayed = int(state["replayed"])
         self.generator.set_state(state["generator"])
         self.local_generator.set_state(state["local_generator"])
+

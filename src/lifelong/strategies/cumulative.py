@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
+from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL
 from lifelong.strategies.base import ExperiencePlan, Strategy
 
 
@@ -20,6 +21,7 @@ class Cumulative(Strategy):
     (used as a reference in e.g. Lomonaco et al. 2021, Avalanche). Memory grows with the stream."""
 
     supports_distributed: ClassVar[bool] = True
+    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
 
     seen: list[TensorSet] = field(default_factory=list, init=False, repr=False)
     stream: Stream | None = field(default=None, init=False, repr=False)
@@ -47,7 +49,7 @@ class Cumulative(Strategy):
         self.current_added = False
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
+        return self.loss(model, batch.x, batch.y, batch.task)
 
     def memory_size(self) -> int:
         return sum(len(s) for s in self.seen[:-1])

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.streams import Batch
+from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL
 from lifelong.strategies.rehearsal import ReservoirReplay
 
 
@@ -20,6 +20,7 @@ class ER(ReservoirReplay):
     model is trained with cross-entropy on both; the new samples are then offered to the reservoir."""
 
     supports_distributed: ClassVar[bool] = True
+    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         x, y, task = batch.x, batch.y, batch.task
@@ -28,6 +29,6 @@ class ER(ReservoirReplay):
             x = torch.cat([x, replay["x"]])
             y = torch.cat([y, replay["y"]])
             task = torch.cat([task, replay["task"]])
-        loss = F.cross_entropy(self.logits(model, x, task), y)
+        loss = self.loss(model, x, y, task)
         self.remember(batch)
         return loss

@@ -9,6 +9,7 @@ from torch import nn
 
 from lifelong.data.streams import Experience
 from lifelong.errors import ConfigError
+from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL
 from lifelong.strategies.anchoring import AnchoredPenalty
 from lifelong.strategies.importance import fisher_diagonal
 
@@ -23,6 +24,7 @@ class EWC(AnchoredPenalty):
     averaged, so every rank holds the same Fisher."""
 
     penalty_scale: ClassVar[float] = 0.5
+    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
 
     lam: float = 100.0
     """Strength of the quadratic penalty (lambda in the paper; chosen on a validation split of the
@@ -39,7 +41,8 @@ class EWC(AnchoredPenalty):
         super().after_experience(model, experience)
         mask = None if self.task_mask is None else self.task_mask[experience.task_id]
         part = experience.train.subset(self.world.portion(len(experience.train)))
-        new = self.world.average(fisher_diagonal(model, part, class_mask=mask, generator=self.generator),
+        new = self.world.average(fisher_diagonal(model, part, class_mask=mask, generator=self.generator,
+                                                 language_model=self.language_model),
                                  weight=len(part))
         old = self.importance
         self.consolidate(model, {k: self.decay * old[k] + v if k in old else v for k, v in new.items()})

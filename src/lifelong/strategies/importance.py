@@ -8,12 +8,13 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from lifelong.data.streams import TensorSet
+from lifelong.metrics.objectives import logits_of
 from lifelong.models.per_sample import functional_state, summed_per_sample
 
 
 def fisher_diagonal(model: nn.Module, data: TensorSet, class_mask: torch.Tensor | None = None,
                     generator: torch.Generator | None = None, empirical: bool = False,
-                    batch_size: int = 256) -> dict[str, torch.Tensor]:
+                    batch_size: int = 256, language_model: bool = False) -> dict[str, torch.Tensor]:
     """Diagonal Fisher information of the model's predictive distribution, averaged over ``data``.
 
     The default is the Fisher as EWC estimates it (Kirkpatrick et al. 2017): the squared gradient of
@@ -28,6 +29,11 @@ def fisher_diagonal(model: nn.Module, data: TensorSet, class_mask: torch.Tensor 
     labels are drawn a batch of ``batch_size`` at a time. The model is put in eval mode so normalisation
     layers use their running statistics. ``class_mask`` (C,) restricts the softmax to a task's classes
     (task-incremental streams).
+
+    ``language_model``: ``data`` holds token windows (N, L + 1) and a sample's log-likelihood is the mean
+    over its ``L`` positions of ``log p(y_t | x_<=t)``, each ``y_t`` drawn from the model's prediction at
+    that position (or the true next token, ``empirical``): the Fisher of a window, as a causal LM factorises
+    its likelihood.
     """
     was_training = model.training
     model.eval()
@@ -39,18 +45,29 @@ def fisher_diagonal(model: nn.Module, data: TensorSet, class_mask: torch.Tensor 
         return out.masked_fill(~class_mask.to(out.device), torch.finfo(out.dtype).min)
 
     def nll(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if language_model:  # x (L + 1,), y (L,)
+            out = logits_of(functional_call(model, (p, buffers), (x[:-1].unsqueeze(0),)))[0]  # (L, V)
+            return -F.log_softmax(out, dim=-1).gather(1, y.unsqueeze(1)).mean()
         out = masked(functional_call(model, (p, buffers), (x.unsqueeze(0),)))  # (1, C)
         return -F.log_softmax(out, dim=1)[0].gather(0, y.unsqueeze(0))[0]
+
+    def predictive(x: torch.Tensor) -> torch.Tensor:
+        """The model's predictive distribution of each label to draw: (B, C), or (B * L, V) per token."""
+        if language_model:
+            return F.softmax(logits_of(model(x[:, :-1])).flatten(0, 1), dim=-1)
+        return F.softmax(masked(model(x)), dim=1)
 
     per_sample_grad = vmap(grad(nll), in_dims=(None, 0, 0))
     fisher = {k: torch.zeros_like(v) for k, v in params.items()}
     device = next(iter(params.values())).device
     for batch in data.batches(batch_size):
-        x, y = batch.x.to(device), batch.y.to(device)
+        x = batch.x.to(device)
+        y = x[:, 1:] if language_model else batch.y.to(device)
         if not empirical:  # the labels of a batch are drawn at once, with the strategy's (CPU) generator
             with torch.no_grad():
-                probs = F.softmax(masked(model(x)), dim=1)  # (B, C)
-            y = torch.multinomial(probs.cpu(), 1, generator=generator).flatten().to(x.device, non_blocking=True)
+                probs = predictive(x)
+            drawn = torch.multinomial(probs.cpu(), 1, generator=generator).to(x.device, non_blocking=True)
+            y = drawn.view(y.shape)
         summed_per_sample(lambda xs, ys: per_sample_grad(params, xs, ys), params,
                           lambda name, g: fisher[name].add_(g.square_().sum(dim=0)), x, y)
     model.train(was_training)

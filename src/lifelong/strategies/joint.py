@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.streams import Batch
+from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL
 from lifelong.strategies.base import Strategy
 
 
@@ -21,6 +21,7 @@ class Joint(Strategy):
 
     joint: ClassVar[bool] = True
     supports_distributed: ClassVar[bool] = True
+    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
+        return self.loss(model, batch.x, batch.y, batch.task)

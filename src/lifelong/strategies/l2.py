@@ -8,6 +8,7 @@ from typing import ClassVar
 from torch import nn
 
 from lifelong.data.streams import Experience
+from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL
 from lifelong.strategies.anchoring import AnchoredPenalty
 
 
@@ -19,6 +20,7 @@ class L2(AnchoredPenalty):
     when the model starts from pretrained weights."""
 
     penalty_scale: ClassVar[float] = 0.5
+    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
 
     lam: float = 0.1
     """Strength of the penalty (chosen on a digits validation split, ``benchmarks/strategy_defaults.py``)."""

@@ -12,6 +12,7 @@ from torch import nn
 
 from lifelong.data.streams import Batch, Experience, Stream
 from lifelong.errors import ConfigError
+from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL, logits_of, next_token_loss
 from lifelong.strategies.base import Strategy
 from lifelong.strategies.losses import distillation
 
@@ -20,9 +21,14 @@ from lifelong.strategies.losses import distillation
 class LwF(Strategy):
     """Learning without Forgetting (Li & Hoiem 2017): cross-entropy on the new data plus
     ``alpha * KD_T`` between the previous model's and the current model's logits on the classes
-    seen before, computed on the new data (no memory of old samples)."""
+    seen before, computed on the new data (no memory of old samples).
+
+    On a token stream the distillation covers the whole vocabulary at every position of the new windows
+    (the previous model's next-token distributions), the form LwF takes in continual pre-training of
+    language models, where there are no "old classes" to restrict it to."""
 
     supports_distributed: ClassVar[bool] = True
+    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
 
     alpha: float = 1.0
     """Weight of the distillation term."""
@@ -41,6 +47,8 @@ class LwF(Strategy):
         self.old_model = None
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        if self.language_model:
+            return self._language_model_loss(model, batch.x)
         out = model(batch.x)
         loss = F.cross_entropy(self.mask_logits(out, batch.task), batch.y)
         if self.old_model is not None and self.seen_classes:
@@ -48,6 +56,18 @@ class LwF(Strategy):
             with torch.no_grad():
                 old = self.old_model(batch.x).index_select(1, seen)
             loss = loss + self.alpha * distillation(out.index_select(1, seen), old, self.temperature)
+        return loss
+
+    def _language_model_loss(self, model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy of ``windows`` (B, L + 1) plus ``alpha * KD_T`` to the previous model's
+        logits (B, L, V), every position a sample of the distillation."""
+        inputs = windows[:, :-1]
+        out = logits_of(model(inputs))  # (B, L, V)
+        loss = next_token_loss(out, windows[:, 1:])
+        if self.old_model is not None:
+            with torch.no_grad():
+                old = logits_of(self.old_model(inputs))
+            loss = loss + self.alpha * distillation(out.flatten(0, 1), old.flatten(0, 1), self.temperature)
         return loss
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:

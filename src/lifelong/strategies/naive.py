@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.streams import Batch
+from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL
 from lifelong.strategies.base import Strategy
 
 
@@ -19,6 +19,7 @@ class Naive(Strategy):
     (catastrophic forgetting: McCloskey & Cohen 1989; French 1999)."""
 
     supports_distributed: ClassVar[bool] = True
+    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
+        return self.loss(model, batch.x, batch.y, batch.task)

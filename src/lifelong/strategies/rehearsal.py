@@ -56,6 +56,7 @@ class ReservoirReplay(Strategy):
         """A batch from memory: ``replay_batch_size`` rows, or as many as the new batch holds, its inputs
         augmented as the run's training batches are (:meth:`Strategy.augment`)."""
         rows = self.buffer.sample(self.replay_batch_size or new_samples)
+        self.replayed += len(rows["y"])
         return {**rows, "x": self.augment(rows["x"])}
 
     def memory_size(self) -> int:

@@ -1,0 +1,161 @@
+"""Continual pre-training of a small GPT: English fortunes, then German (then, with ``--domains en,de,es``,
+Spanish), every schedule and replay fraction of the papers on the same runner.
+
+    apt-get install -y fortunes fortunes-de fortunes-es     # the text, in /usr/share/games/fortunes
+    python benchmarks/pretraining.py --seeds 0,1,2 --workers 2 > docs/results/continual-pretraining.md
+
+Rows (settings fixed before any run, the same model, optimizer, batch and token budget for every row; no
+value was chosen by looking at the validation losses reported):
+
+* ``union (reference)``: one model trained from scratch on the union of the domains (``joint``), a cosine
+  decay over all of it: the re-training Ibrahim et al. 2024 compare against;
+* ``naive, constant``: continuation at a constant learning rate, no re-warm, no replay;
+* ``rewarm + redecay, replay p``: every domain re-warms the learning rate (``rewarm``: linear warmup, cosine
+  to 0 over the domain; Gupta et al. 2023) with ``p`` of every batch replayed from the earlier domains
+  (``replay``; Ibrahim et al. 2024): 0, 1 %, 5 %, 25 %;
+* ``infinite``: the infinite schedule (Singh et al. 2025: one warmup, a cooldown to a constant, a short
+  anneal at the end of each domain, no re-warm), no replay;
+* ``wsd, branch-off``: the run stays at its constant rate and a copy decays over the last 10 % more steps
+  of each domain (``optim.branch_decay``, WSD-S: Wen et al. 2024); the decayed copy is evaluated.
+
+Columns: validation loss (nats per byte) on each domain after the last one, forgetting of the first domain
+(its final loss minus its loss right after its own training), the stability gap (mean rise of the earlier
+domains' loss after a switch, from an evaluation every ``--eval-every`` steps), the tokens trained on
+after the first domain (what continuing costs; the union's: all of its tokens) and in all, and seconds.
+Mean ± std over seeds; the seed draws the model, the batches and the document split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lifelong import OptimConfig, train
+from lifelong.data.text import text_stream
+from lifelong.errors import LifelongError
+from lifelong.models.gpt import gpt
+from lifelong.protocol.seeds import parse_seeds
+from lifelong.strategies import STRATEGIES
+
+sys.path.insert(0, str(Path(__file__).parent))
+from runs import finished_runs, record, spread  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    strategy: str
+    schedule: str
+    settings: tuple[tuple[str, object], ...] = ()
+    schedule_params: tuple[tuple[str, object], ...] = ()
+    branch_decay: float | None = None
+
+
+ROWS = [
+    Row("union (reference)", "joint", "cosine", schedule_params=(("warmup_steps", 20),)),
+    Row("naive, constant", "naive", "warmup", schedule_params=(("warmup_steps", 20), ("horizon", "stream"))),
+    *(Row(f"rewarm + redecay, replay {fraction:.0%}", "replay" if fraction else "naive", "rewarm",
+          (("replay_fraction", fraction), ("buffer_size", 4000)) if fraction else (),
+          (("warmup_steps", 20),)) for fraction in (0.0, 0.01, 0.05, 0.25)),
+    Row("infinite", "naive", "infinite", schedule_params=(("warmup_steps", 20), ("cooldown_steps", 100),
+                                                          ("constant", 0.25), ("anneal_fraction", 0.1))),
+    Row("wsd, branch-off", "naive", "warmup", schedule_params=(("warmup_steps", 20), ("horizon", "stream")),
+        branch_decay=0.1),
+]
+
+
+def run(row: Row, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One row's figures for one seed, or its one-line error."""
+    torch.set_num_threads(1)
+    stream = text_stream(args.domains.split(","), context=args.context, train_tokens=args.train_tokens,
+                         validation_tokens=args.validation_tokens, seed=seed)
+    torch.manual_seed(seed)
+    model = gpt(stream.input_shape, stream.n_classes, stream.vocab_size, d_model=args.width, n_layers=args.layers,
+                n_heads=args.heads)
+    optim = OptimConfig(name="adamw", lr=args.lr, batch_size=args.batch, epochs=1, weight_decay=0.1, grad_clip=1.0,
+                        schedule=row.schedule, schedule_params=dict(row.schedule_params),
+                        branch_decay=row.branch_decay)
+    try:
+        result = train(stream, model, STRATEGIES[row.strategy](**dict(row.settings)), optim, seed=seed, device="cpu",
+                       eval_every_steps=args.eval_every, eval_batch_size=256)
+    except LifelongError as error:
+        return {"error": str(error)}
+    context = stream.input_shape[0] - 1
+    first = result.matrix[0, 0] if len(result.matrix) > 1 else None
+    return {"final": list(map(float, result.matrix[-1])), "after_first": first,
+            "forgetting": None if first is None else float(result.matrix[-1, 0] - first),
+            "gap": result.metrics.get("stability_gap"),
+            "later_tokens": context * sum(c.samples for c in result.costs[1:]) if len(result.costs) > 1
+            else context * result.costs[0].samples,
+            "tokens": context * sum(c.samples for c in result.costs),
+            "replayed_tokens": result.metrics["replayed_tokens"], "seconds": sum(c.seconds for c in result.costs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--domains", default="en,de")
+    parser.add_argument("--context", type=int, default=64)
+    parser.add_argument("--train-tokens", type=int, default=300_000, help="per domain")
+    parser.add_argument("--validation-tokens", type=int, default=20_000, help="per domain")
+    parser.add_argument("--width", type=int, default=96)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--eval-every", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=Path("pretraining-runs.jsonl"),
+                        help="each finished run is appended here, and a rerun with the same settings reuses it")
+    args = parser.parse_args()
+    seeds = parse_seeds(args.seeds)
+    domains = args.domains.split(",")
+    started = time.perf_counter()
+    settings = {k: v for k, v in vars(args).items() if k not in ("seeds", "workers", "results")}
+    done = finished_runs(args.results, settings)
+    with ProcessPoolExecutor(args.workers) as pool:
+        futures = {(row, seed): pool.submit(run, row, seed, args) for row in ROWS for seed in seeds
+                   if ("text", row.label, seed) not in done}
+        for (row, seed), future in futures.items():
+            future.add_done_callback(lambda f, row=row, seed=seed: record(args.results, settings, "text", row.label,
+                                                                          seed, f))
+        print(f"# Continual pre-training: {' -> '.join(domains)} fortunes, a small GPT\n")
+        print(f"`python benchmarks/pretraining.py --seeds {args.seeds} --domains {args.domains} --context {args.context} "
+              f"--train-tokens {args.train_tokens} --validation-tokens {args.validation_tokens} --width {args.width} "
+              f"--layers {args.layers} --heads {args.heads} --batch {args.batch} --lr {args.lr:g} "
+              f"--eval-every {args.eval_every} --workers {args.workers}` (torch {torch.__version__}, one thread a run)\n")
+        print(f"GPT (byte tokens, context {args.context}, d_model {args.width}, {args.layers} layers, {args.heads} heads, "
+              f"tied embeddings); AdamW lr {args.lr:g}, weight decay 0.1, clipping 1.0, batch {args.batch} windows; "
+              f"{args.train_tokens:,} training tokens per domain (one pass), {args.validation_tokens:,} validation "
+              "tokens per domain, split by document; a fresh AdamW state at each domain (as a run restarted from a "
+              "checkpoint has). Losses in nats per byte, lower is better; mean ± std over "
+              f"{len(seeds)} seeds.\n")
+        loss_columns = " | ".join(f"final loss {d}" for d in domains)
+        print(f"| row | {loss_columns} | forgetting {domains[0]} | stability gap | tokens after {domains[0]} | "
+              "tokens | replayed tokens | seconds |")
+        print("|---|" + "---|" * (len(domains) + 6))
+        for row in ROWS:
+            results = [done.get(("text", row.label, seed)) or futures[row, seed].result() for seed in seeds]
+            errors = [r["error"] for r in results if "error" in r]
+            if errors:
+                print(f"| {row.label} | failed in {len(errors)} of {len(results)} seeds: {errors[0]} |", flush=True)
+                continue
+            losses = " | ".join(spread([r["final"][j] for r in results]) for j in range(len(domains)))
+            print(f"| {row.label} | {losses} | {spread([r['forgetting'] for r in results])} | "
+                  f"{spread([r['gap'] for r in results])} | {statistics.mean(r['later_tokens'] for r in results):,.0f} | "
+                  f"{statistics.mean(r['tokens'] for r in results):,.0f} | "
+                  f"{statistics.mean(r['replayed_tokens'] for r in results):,.0f} | "
+                  f"{statistics.mean(r['seconds'] for r in results):.0f} |", flush=True)
+    print(f"\nWall time {time.perf_counter() - started:.0f} s.", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""What the long benchmarks share: every finished run appended to a JSON-lines file as it ends (a crash
+or an interrupt loses no finished run, and a rerun with the same settings reuses them), and mean ± std
+over seeds for the tables."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+
+def finished_runs(path: Path, settings: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The runs recorded in ``path`` with these settings, by (group, row label, seed)."""
+    if not path.exists():
+        return {}
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["scenario"], r["row"], r["seed"]): r["result"] for r in records if r["settings"] == settings}
+
+
+def record(path: Path, settings: dict[str, Any], group: str, label: str, seed: int, future: Future) -> None:
+    """Append a finished run to ``path`` as it ends."""
+    if future.exception() is None:
+        line = {"settings": settings, "scenario": group, "row": label, "seed": seed, "result": future.result()}
+        with path.open("a") as file:
+            file.write(json.dumps(line) + "\n")
+
+
+def spread(values: list[float | None], digits: int = 3) -> str:
+    """Mean ± std over seeds, ``-`` for a metric a run does not have (a joint run's forgetting)."""
+    if any(value is None for value in values):
+        return "-"
+    deviation = statistics.stdev(values) if len(values) > 1 else 0.0  # type: ignore[arg-type]
+    return f"{statistics.mean(values):.{digits}f} ± {deviation:.{digits}f}"
