@@ -196,6 +196,29 @@ class AugmentConfig(BaseModel):
     """Augment the samples a strategy replays from its memory too, as Mammoth and PyCIL do."""
 
 
+class AverageConfig(BaseModel):
+    """The ``[average]`` table: weight averaging or merging of the model, whatever the strategy
+    (:class:`lifelong.runner.averaging.Averaging`). The default averages nothing."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    method: Literal["none", "ema", "interpolate", "merge"] = "none"
+    """``ema``: evaluate an exponential moving average of the weights, updated after every optimizer step;
+    ``interpolate``: after each experience continue from ``(1 - coefficient) * before + coefficient * after``;
+    ``merge``: after each experience merge its update orthogonally to the earlier ones ("Merging Models on
+    the Fly", Tang et al. 2025)."""
+    decay: float = Field(0.999, gt=0, lt=1)
+    """``ema``: the weight the average keeps at each step."""
+    bias_correction: bool = True
+    """``ema``: correct the average as Adam does its moments, so it starts at the first step's weights
+    instead of leaning on the initial ones for about ``1 / (1 - decay)`` steps."""
+    coefficient: float = Field(0.5, gt=0, le=1)
+    """``interpolate``: the weight of the weights after the experience (1: no interpolation)."""
+    alpha: float = Field(0.5, gt=0, le=1)
+    """``merge``: the share of the merged update's singular values whose leading directions the new
+    update is kept out of (the paper's alpha, 0.5 in its experiments)."""
+
+
 class RunConfig(BaseModel):
     """A whole run: the default is class-incremental digits, 5 experiences of 2 classes, ER with a
     memory of 200, an MLP trained with SGD."""
@@ -207,6 +230,7 @@ class RunConfig(BaseModel):
     model: Component = Component(name="mlp")
     strategy: Component = Component(name="er", buffer_size=200)
     augment: AugmentConfig = AugmentConfig()
+    average: AverageConfig = AverageConfig()
     optim: OptimConfig = OptimConfig()
     run: RunSettings = RunSettings()
 

@@ -73,6 +73,7 @@ def resolve_config(config: RunConfig) -> dict[str, Any]:
         "model": resolved("model", MODELS, config.model, skip=MODEL_SKIP),
         "strategy": resolved("strategy", STRATEGIES, config.strategy),
         "augment": resolved_config(config.augment).model_dump(),
+        "average": config.average.model_dump(),
         "optim": config.optim.model_dump(),
         "run": config.run.model_dump(),
     }
@@ -162,4 +163,4 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
                  eval_every_samples=config.run.eval_every_samples, checkpoint=checkpoint_settings(config, store),
                  resume_run=resume_run, channels_last=config.run.channels_last, compile=config.run.compile,
                  augment=Augment.from_config(config.augment), augment_replay=config.augment.replay,
-                 observers=tracking_observers(config))
+                 observers=tracking_observers(config), average=config.average)

@@ -2,7 +2,8 @@
 
 Hypothesis draws a strategy x scenario (recurring and blurry included) x sampler x schedule and its
 horizon x optimizer (SGD, Adam, LARS, LAMB, AdaGradNorm) and its reset x budget x batch-size option x FLOP
-counting x precision x clipping x continual evaluation x data held as tensors or read lazily from a
+counting x precision x clipping x continual evaluation x weight averaging (EMA, interpolation, merging) x
+data held as tensors or read lazily from a
 ``Dataset`` (memories keeping samples or positions) on tiny streams, trains, and checks the runner's
 invariants on every draw:
 
@@ -33,6 +34,7 @@ from hypothesis import strategies as st
 from torch.utils.data import TensorDataset
 
 from lifelong import OptimConfig, from_dataset, mlp, synthetic, train
+from lifelong.config import AverageConfig
 from lifelong.data import class_incremental, domain_incremental, recurring, si_blurry, task_incremental
 from lifelong.errors import LifelongError
 from lifelong.optim.schedules import Position
@@ -69,6 +71,8 @@ SAMPLERS = [("random", 1.0), ("rs2", 0.5), ("hard_batch", 0.5)]
 OPTIMIZERS = [("sgd", 0.9, 0.05), ("sgd", 0.0, 0.05), ("adam", 0.0, 0.01), ("lars", 0.9, 0.5), ("lamb", 0.0, 0.01),
               ("adagradnorm", 0.0, 0.1)]
 """(name, momentum, learning rate)."""
+AVERAGES = [None, AverageConfig(method="ema", decay=0.9), AverageConfig(method="interpolate", coefficient=0.5),
+            AverageConfig(method="merge")]
 
 
 @functools.cache
@@ -108,10 +112,10 @@ def check_learning_rates(recorder: StepRecorder, optim: OptimConfig, plans: list
        budget=st.sampled_from(BUDGETS), batch=st.sampled_from(BATCHES), epochs=st.integers(1, 2),
        optimizer=st.sampled_from(OPTIMIZERS), count_flops=st.booleans(), precision=st.sampled_from(["fp32", "bf16"]),
        grad_clip=st.sampled_from([None, 1.0]), eval_every=st.sampled_from([None, 3]),
-       data=st.sampled_from(["tensors", "lazy samples", "lazy positions"]))
+       data=st.sampled_from(["tensors", "lazy samples", "lazy positions"]), average=st.sampled_from(AVERAGES))
 def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampler, schedule, reset, budget, batch,
                                                         epochs, optimizer, count_flops, precision, grad_clip,
-                                                        eval_every, data) -> None:
+                                                        eval_every, data, average) -> None:
     optim = OptimConfig(name=optimizer[0], momentum=optimizer[1], lr=optimizer[2], epochs=epochs, sampler=sampler[0],
                         sampler_fraction=sampler[1], schedule=schedule[0], schedule_params=schedule[1],
                         reset_per_experience=reset, count_flops=count_flops, precision=precision,
@@ -123,7 +127,7 @@ def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampl
     built = STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy], **keeps)
     try:
         result = train(stream(scenario, lazy=data != "tensors"), model, built, optim, seed=0, observers=[recorder],
-                       eval_every_steps=eval_every)
+                       eval_every_steps=eval_every, average=average)
     except LifelongError as error:  # a refused combination says why in one line
         assert "\n" not in str(error), str(error)
         return
@@ -131,7 +135,7 @@ def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampl
         torch.manual_seed(0)
         in_memory = train(stream(scenario), mlp((4,), 6, hidden=(8,)),
                           STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy]), optim, seed=0,
-                          eval_every_steps=eval_every)
+                          eval_every_steps=eval_every, average=average)
         assert (result.matrix == in_memory.matrix).all()
         assert [c.steps for c in result.costs] == [c.steps for c in in_memory.costs]
     plans = result.extra["plan"]

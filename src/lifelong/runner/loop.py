@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.config import PROBE, OptimConfig
+from lifelong.config import PROBE, AverageConfig, OptimConfig
 from lifelong.data.augment import Augment
 from lifelong.data.lazy import LazyInputs
 from lifelong.data.loader import derive_seed
@@ -57,6 +57,7 @@ from lifelong.optim.probe import probe
 from lifelong.optim.samplers import batch_losses
 from lifelong.optim.schedules import Constant, Position
 from lifelong.optim.setup import OptimSetup, epoch_end, resolve
+from lifelong.runner.averaging import Averaging
 from lifelong.runner.budget import Budget
 from lifelong.runner.checkpoint import CheckpointSettings, Checkpointer, Restored, resume_point
 from lifelong.runner.distributed import check_distributed, init_from_environment, local_device
@@ -153,7 +154,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
           eval_batch_size: int | None = None, eval_every_steps: int | None = None,
           eval_every_samples: int | None = None, checkpoint: CheckpointSettings | None = None,
           resume_run: int | None = None, world: World | None = None, channels_last: bool = False,
-          compile: bool | str = False, augment: Augment | None = None, augment_replay: bool = True) -> RunResult:
+          compile: bool | str = False, augment: Augment | None = None, augment_replay: bool = True,
+          average: AverageConfig | None = None) -> RunResult:
     """Train ``model`` on ``stream`` with ``strategy``; evaluate on every test set after each experience.
 
     Returns the accuracy matrix, metrics and cost; with a ``store`` the run is recorded as it goes
@@ -182,6 +184,10 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     (:mod:`lifelong.runner.distributed`): each rank trains on its shard of every experience with
     ``optim.batch_size`` samples per step, gradients are averaged, the learning rate is scaled to the
     global batch, evaluation is sharded, and only rank 0 writes the store, checkpoints and progress.
+
+    ``average`` (:class:`~lifelong.config.AverageConfig`) averages or merges the weights whatever the
+    strategy (:mod:`lifelong.runner.averaging`): evaluated on an EMA copy, or interpolated or merged after
+    each experience; the settings are recorded in the config and ``metrics["average"]``.
     """
     optim = optim or OptimConfig()
     setup = resolve(optim)
@@ -220,7 +226,9 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     probed = probe(model, experiences[0].train) if optim.batch_size == PROBE else None
     setup = resolve(optim, probed.batch_size) if probed else setup
     plans = plan_stream(strategy, experiences, setup, budget, world)
+    averaging = Averaging.build(average, strategy, optim)
     config = config or describe(stream, model, strategy, optim, seed)
+    config = {**config, "average": averaging.config.model_dump()} if averaging else config
     restored = resume_point(store, resume_run, checkpoint, seed) if resume_run is not None else None
     run_id = resume_run if restored else store.start_run(stream.name, str(config.get("strategy", {}).get("name", "")),
                                                          seed, config, {**environment(), "device": str(dev)}) \
@@ -235,7 +243,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     costs: list[ExperienceCost] = restored.costs() if restored else []
     context = RunContext(model, strategy, stream, test_sets, eval_batch_size, initial, rows, costs, world=world,
                          generator=generator)
-    observers = [*observers, *([evaluation] if evaluation else []), *([ProgressBar(len(stream))] if progress else [])]
+    observers = [*([averaging] if averaging else []),  # first: the curve and checkpoints see its step
+                 *observers, *([evaluation] if evaluation else []), *([ProgressBar(len(stream))] if progress else [])]
     checkpointer = Checkpointer(checkpoint, checkpoint.folder(store.path if store else None, run_id), run_id, seed,
                                 observers=list(observers)) if checkpoint else None
     observers += [checkpointer] if checkpointer else []  # last: it saves what the others did at the step
@@ -254,7 +263,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
                 continue
             loop.train_experience(index, experience.to(dev), plans[index],
                                   restored if restored and index == restored.experience else None)
-            with loop.decayed_branch(index):
+            with loop.decayed_branch(index), context.evaluation_weights():
                 row = evaluate(model, strategy, test_sets, eval_batch_size, world)
             rows.append(row)
             costs.append(loop.cost())
@@ -271,6 +280,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
                                   probed_max_stable_lr=probed.max_stable_lr)
         if compile:
             result.metrics["compile_seconds"] = compile_seconds
+        if averaging:
+            result.metrics["average"] = averaging.summary()
         if store and run_id is not None:
             store.finish_run(run_id, rows, result.metrics, result.extra.get("curve"))
         if checkpointer:
@@ -409,6 +420,8 @@ class _Loop:
         self.data = data
         if data is not None and state.experience_step < state.experience_steps:
             self._steps(data, index)
+        for observer in self.observers:
+            observer.on_training_end(state)
         hook_flops = self.meter.measure(lambda: strategy.after_experience(model, experience))[1]
         state.experience_flops += self.meter.total(hook_flops)[0]
         if self.world.distributed:  # whatever the hooks computed, every rank evaluates the same model

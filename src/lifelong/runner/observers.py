@@ -3,8 +3,9 @@ budgets, periodic evaluation, checkpoints). The runner calls them with its :clas
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,9 @@ class RunContext:
     """This process among the data-parallel ranks (evaluation is sharded over them)."""
     generator: torch.Generator | None = None
     """The runner's own draws (training augmentation), checkpointed with the run; None without any."""
+    evaluation_weights: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+    """A context in which the model holds the weights every evaluation uses (an EMA copy,
+    :mod:`lifelong.runner.averaging`); by default the training weights."""
 
 
 @dataclass
@@ -137,6 +141,9 @@ class Observer:
 
     def on_step(self, state: TrainState) -> None:
         """After each optimizer step."""
+
+    def on_training_end(self, state: TrainState) -> None:
+        """After an experience's last step, before the strategy's ``after_experience``."""
 
     def on_experience_end(self, state: TrainState, accuracies: list[float]) -> None:
         """After an experience is trained and evaluated (``accuracies``: its row of the matrix)."""
@@ -238,8 +245,9 @@ class PeriodicEvaluation(Observer):
         assert self.context is not None, "on_run_start was not called"
         started = time.perf_counter()
         seconds = state.train_seconds
-        row = evaluate(self.context.model, self.context.strategy, self.context.test_sets,
-                       self.context.eval_batch_size, self.context.world)
+        with self.context.evaluation_weights():
+            row = evaluate(self.context.model, self.context.strategy, self.context.test_sets,
+                           self.context.eval_batch_size, self.context.world)
         self.points.append(CurvePoint(state.step, state.samples, seconds, state.experience, row))
         state.excluded_seconds += time.perf_counter() - started
 
