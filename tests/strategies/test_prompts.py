@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from lifelong import OptimConfig, ResultsStore, class_incremental, mlp, train
-from lifelong.errors import ConfigError
+from lifelong.errors import ConfigError, MissingFileError
 from lifelong.runner.observers import Observer
 from lifelong.models import vit
 from lifelong.strategies import STRATEGIES, CODAPrompt, DualPrompt, L2P, Naive
 from lifelong.strategies.coda_prompt import attention_weights
-from lifelong.strategies.prompts import orthogonal_rows, pull_loss, query, select_prompts
+from lifelong.strategies.prompts import cosine, orthogonal_rows, orthogonality_penalty, pull_loss, query, select_prompts
 from tests.runner.test_checkpoint_resume import KILL_AT_STEP, SETTINGS, KillAt, assert_same_run
 from tests.strategies.test_strategy_state import same
 
@@ -63,6 +63,9 @@ def test_new_components_start_orthogonal_to_the_earlier_ones() -> None:
     new = orthogonal_rows(earlier, 3, generator)
     rows = torch.cat([earlier, new])
     assert torch.allclose(rows @ rows.T, torch.eye(5), atol=1e-5)
+    assert orthogonality_penalty(rows).item() == pytest.approx(0.0, abs=1e-10)
+    # Gram of two equal unit rows: [[1, 1], [1, 1]]; minus I leaves two ones among four entries
+    assert orthogonality_penalty(torch.tensor([[1.0, 0.0], [1.0, 0.0]])).item() == 0.5
 
 
 def test_dualprompt_chooses_the_expert_prompt_whose_key_matches_at_test(small_data) -> None:
@@ -78,7 +81,22 @@ def test_dualprompt_chooses_the_expert_prompt_whose_key_matches_at_test(small_da
     strategy.finished = 3
     assert strategy.choose(queries).tolist() == [1, 2, 0]
     strategy.finished = 2  # only the trained tasks compete: the second sample's own key (task 2) is out
-    assert strategy.choose(queries).tolist()[0] == 1 and strategy.choose(queries).tolist()[1] != 2
+    closer = int(cosine(queries[1:2], queries[0:1]) > cosine(queries[1:2], queries[2:3]))  # task 1 if q0 nearer
+    assert strategy.choose(queries).tolist() == [1, closer, 0]
+
+
+def test_backbone_path_loads_the_pretrained_backbone_then_keeps_it(small_data, tmp_path) -> None:
+    stream = images(small_data)
+    source = tiny_vit()
+    torch.nn.init.normal_(source.backbone.pos_embed)  # differs from a fresh model's
+    torch.save(source.backbone.state_dict(), tmp_path / "backbone.pt")
+    model = tiny_vit()
+    train(stream, model, DualPrompt(**TINY["dualprompt"], backbone_path=str(tmp_path / "backbone.pt")),
+          OptimConfig(name="adam", lr=0.01, epochs=1), seed=0)
+    for key, value in source.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[key], value), key
+    with pytest.raises(MissingFileError, match="strategy.backbone_path"):
+        L2P(backbone_path=str(tmp_path / "missing.pt"))
 
 
 class PromptSnapshots(Observer):
@@ -121,6 +139,18 @@ def test_only_prompts_and_head_train_and_earlier_tasks_stay(name, small_data) ->
             assert not torch.equal(ends[t][key], before[key]), key  # a task trains its own prompts ...
             assert all(torch.equal(ends[s][key], ends[t][key]) for s in range(t + 1, 3)), key  # ... then frozen
     assert sum(v.numel() for v in ends[-1].values()) * 4 <= strategy.memory_bytes()
+
+
+def test_coda_starts_each_task_orthogonal_to_the_learned_components(small_data) -> None:
+    stream = images(small_data)
+    model, strategy = tiny_vit(), CODAPrompt(**TINY["coda_prompt"])
+    observer = PromptSnapshots(strategy)
+    train(stream, model, strategy, OptimConfig(name="adam", lr=0.01, epochs=1), seed=0, observers=[observer])
+    after_first = observer.snapshots[1]
+    for layer in range(2):  # components of 2 x 8 = 16 numbers, 2 per task
+        learned, new = after_first["components_0"][layer].flatten(1), after_first["components_1"][layer].flatten(1)
+        assert not torch.allclose(learned @ learned.T, torch.eye(2), atol=1e-3)  # training moved them
+        assert torch.allclose(new @ learned.T, torch.zeros(2, 2), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

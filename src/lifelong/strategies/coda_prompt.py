@@ -117,8 +117,8 @@ class CODAPrompt(PromptStrategy):
         pairs = prompts.unflatten(2, (2, half))  # (B, layers, 2, L / 2, D): keys then values
         extra = queries.new_zeros(())
         if task is not None and self.orthogonality > 0:
-            extra = self.orthogonality * sum(orthogonality_penalty(t.flatten(1)) for kind in (components, keys, attention)
-                                             for t in kind)
+            per_layer = [t.flatten(1) for kind in (components, keys, attention) for t in kind]  # (M, ...) each
+            extra = self.orthogonality * sum(orthogonality_penalty(rows) for rows in per_layer)
         return vit(x, prefixes=prefixes(pairs, self.layers)), extra
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:

@@ -86,6 +86,9 @@ class PromptStrategy(Strategy):
     """Abstract: a frozen ViT, prompts owned by the strategy, cross-entropy on the current classes plus
     the method's own loss, prediction among the classes seen.
 
+    The backbone is frozen by the strategy itself (``requires_grad`` off from the first experience on,
+    and out of the optimizer's groups), so it stays bit for bit as pretrained; the head trains.
+
     Training logits are masked to the current experience's classes (the L2P/DualPrompt ``train_mask``
     and CODA-Prompt's masking of past classes), so a head row is trained only by its own classes'
     samples and the prompts never push old classes down."""
