@@ -23,6 +23,7 @@ instead of the default (e.g. 2000 before a release).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -37,6 +38,7 @@ from lifelong import OptimConfig, from_dataset, mlp, synthetic, train
 from lifelong.config import AverageConfig
 from lifelong.data import class_incremental, domain_incremental, recurring, si_blurry, task_incremental
 from lifelong.errors import LifelongError
+from lifelong.models import vit
 from lifelong.optim.schedules import Position
 from lifelong.optim.setup import resolve
 from lifelong.strategies import STRATEGIES
@@ -54,7 +56,12 @@ STRATEGY_SETTINGS = {
     "gpm": {"samples": 8}, "cuber": {"samples": 8},
     "dst": {"update_every": 2}, "clr": {}, "bn_only": {},
     "hypernetwork": {"hidden": (8,), "chunk_size": 16, "embedding_dim": 4, "chunk_embedding_dim": 4},
+    "l2p": {"pool_size": 4, "prompt_length": 2, "top": 2},
+    "dualprompt": {"g_layers": (0,), "e_layers": (1,), "g_length": 2, "e_length": 2},
+    "coda_prompt": {"pool_size": 6, "prompt_length": 2, "layers": (0, 1)},
 }
+PROMPTS = {"l2p", "dualprompt", "coda_prompt"}
+"""Prompt methods: with the MLP of the combination test they must refuse in one line; they train a ViT."""
 BUFFERS = {"er", "er_ace", "der", "derpp", "uer", "agem", "gdumb", "icarl"}
 KEEPS_POSITIONS = BUFFERS - {"icarl"}
 
@@ -73,6 +80,12 @@ OPTIMIZERS = [("sgd", 0.9, 0.05), ("sgd", 0.0, 0.05), ("adam", 0.0, 0.01), ("lar
 """(name, momentum, learning rate)."""
 AVERAGES = [None, AverageConfig(method="ema", decay=0.9), AverageConfig(method="interpolate", coefficient=0.5),
             AverageConfig(method="merge")]
+
+
+@functools.cache
+def image_data():
+    data = synthetic(n_classes=6, n_features=4, n_per_class=16, spread=0.5, seed=0)
+    return dataclasses.replace(data, x_train=data.x_train.view(-1, 1, 2, 2), x_test=data.x_test.view(-1, 1, 2, 2))
 
 
 @functools.cache
@@ -177,6 +190,10 @@ def test_every_strategy_trains_under_bf16_autocast(strategy) -> None:
     torch.manual_seed(0)
     scenario = "task" if STRATEGIES[strategy].requires_task_ids else "class"  # parameter isolation needs task ids
     model = mlp((4,), 6, hidden=(8,), norm="batch" if strategy == "bn_only" else "none")
-    result = train(stream(scenario), model, STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy]),
+    data = stream(scenario)
+    if strategy in PROMPTS:  # the 4 features as 1x2x2 images for a tiny ViT
+        data = class_incremental(image_data(), 3)
+        model = vit((1, 2, 2), 6, dim=8, depth=2, heads=2, patch=1)
+    result = train(data, model, STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy]),
                    OptimConfig(epochs=1, batch_size=8, precision="bf16", momentum=0.0), seed=0)
     assert result.matrix.shape[1] == 3

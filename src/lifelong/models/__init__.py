@@ -1,9 +1,11 @@
-"""Models built from a stream's shape (:func:`mlp`, :func:`cnn`, :func:`resnet18`, :func:`resnet32`, the
-language model :func:`gpt`), the backbone/head split, and :func:`causal_lm` for any tokens -> logits module."""
+"""Models built from a stream's shape (:func:`mlp`, :func:`cnn`, :func:`resnet18`, :func:`resnet32`, :func:`vit`,
+the language model :func:`gpt`), the backbone/head split, and :func:`causal_lm` for any tokens -> logits module."""
 
 from lifelong.models.classifier import Classifier
 from lifelong.models.gpt import GPT, causal_lm, gpt
 from lifelong.models.nets import MODELS, cnn, mlp, split_model
 from lifelong.models.resnet import resnet18, resnet32
+from lifelong.models.vit import VisionTransformer, vit
 
-__all__ = ["GPT", "MODELS", "Classifier", "causal_lm", "cnn", "gpt", "mlp", "resnet18", "resnet32", "split_model"]
+__all__ = ["GPT", "MODELS", "Classifier", "VisionTransformer", "causal_lm", "cnn", "gpt", "mlp", "resnet18", "resnet32",
+           "split_model", "vit"]

@@ -1,5 +1,6 @@
 """Networks built from a stream's input shape, each split into ``backbone`` and ``head``; the
-registry :data:`MODELS` holds these and the ResNets of :mod:`lifelong.models.resnet`.
+registry :data:`MODELS` holds these, the ResNets of :mod:`lifelong.models.resnet` and the Vision
+Transformer of :mod:`lifelong.models.vit`.
 
 The split matters to methods that work on features (nearest class mean, iCaRL, FeTrIL, SLCA): they
 read ``model.backbone(x)`` and refit or replace ``model.head``. Any ``nn.Module`` can be trained; for
@@ -20,6 +21,7 @@ from lifelong.models.gpt import gpt
 from lifelong.models.norms import check_norm, conv_type, linear_type, norm_layer
 from lifelong.models.resnet import resnet18, resnet32
 from lifelong.models.seeding import seeded
+from lifelong.models.vit import vit
 
 
 def mlp(input_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (256, 256),
@@ -87,7 +89,7 @@ def _cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int], no
     return Classifier(nn.Sequential(*layers), in_ch, n_classes)
 
 
-MODELS = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18, "resnet32": resnet32, "gpt": gpt}
+MODELS = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18, "resnet32": resnet32, "gpt": gpt, "vit": vit}
 
 
 def split_model(model: nn.Module) -> tuple[nn.Module, nn.Linear]:

@@ -63,6 +63,9 @@ SEARCH_SPACES: dict[str, dict[str, Parameter]] = {
     "dst": {"strategy.sparsity": FloatRange(0.5, 0.95), "strategy.init": Choice(("erk", "uniform"))},  # Yildirim 2024
     "clr": {}, "bn_only": {},
     "hypernetwork": {"strategy.beta": FloatRange(1e-3, 1.0, log=True)},  # von Oswald et al. 2020
+    "l2p": {"strategy.pull_weight": FloatRange(0.01, 1.0, log=True)},  # Wang et al. 2022
+    "dualprompt": {"strategy.pull_weight": FloatRange(0.1, 10.0, log=True)},  # Wang et al. 2022
+    "coda_prompt": {"strategy.orthogonality": Choice((0.0, 1e-4, 1e-2))},  # Smith et al. 2023
 }
 
 

@@ -31,6 +31,9 @@ from lifelong.strategies.uer import UER
 from lifelong.strategies.bn_only import BNOnly
 from lifelong.strategies.clr import CLR
 from lifelong.strategies.dst import DST
+from lifelong.strategies.l2p import L2P
+from lifelong.strategies.dualprompt import DualPrompt
+from lifelong.strategies.coda_prompt import CODAPrompt
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "naive": Naive,
@@ -54,8 +57,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "fetril": FeTrIL,
     "uer": UER,
     "gpm": GPM, "cuber": CUBER, "dst": DST, "clr": CLR, "bn_only": BNOnly, "hypernetwork": Hypernetwork,
+    "l2p": L2P, "dualprompt": DualPrompt, "coda_prompt": CODAPrompt,
 }
 
-__all__ = ["AGEM", "CLR", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "L2", "MAS", "NCM", "SI", "SLCA",
+__all__ = ["AGEM", "CLR", "CODAPrompt", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "L2", "L2P", "MAS", "NCM",
+           "SI", "SLCA", "DualPrompt",
            "STRATEGIES", "UER", "BNOnly", "Cumulative", "DERpp", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint", "ReplayMixture",
            "LwF", "Naive", "Strategy"]

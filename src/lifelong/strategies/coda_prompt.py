@@ -1,0 +1,128 @@
+"""CODA-Prompt: decomposed attention-based prompting (Smith et al., CVPR 2023)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong.data.streams import Experience
+from lifelong.errors import ConfigError
+from lifelong.models.vit import VisionTransformer
+from lifelong.strategies.prompts import (
+    PromptStrategy,
+    check_layers,
+    check_positive,
+    orthogonal_rows,
+    orthogonality_penalty,
+    prefixes,
+    query,
+)
+
+
+def attention_weights(queries: torch.Tensor, keys: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """CODA-Prompt's component weights (B, M): the cosine similarity of each query (B, D), scaled
+    feature-wise by each component's attention vector (M, D), with that component's key (M, D) (Eq. 4-5)."""
+    attended = F.normalize(queries.unsqueeze(1) * attention, dim=-1)  # (B, M, D)
+    return (attended * F.normalize(keys, dim=-1)).sum(-1)
+
+
+@dataclass
+class CODAPrompt(PromptStrategy):
+    """CODA-Prompt (Smith et al., CVPR 2023, "CODA-Prompt: COntinual Decomposed Attention-based Prompting
+    for Rehearsal-Free Continual Learning").
+
+    Every block of ``layers`` has a pool of ``pool_size`` prompt components (``prompt_length`` tokens),
+    each with a key and an attention vector. A sample's prompt is the sum of the components weighted by
+    :func:`attention_weights` of its query (the frozen backbone's class token), with no top-k choice, so
+    the whole pipeline trains end to end. The prompt's first half is the key prefix, the second half the
+    value prefix (prefix tuning). The pool is split evenly over the stream's tasks: task t trains its own
+    components, keys and attention vectors; those of earlier tasks are used but frozen, later ones unused.
+    A task's new components are initialised orthogonal to the earlier (learned) ones by Gram-Schmidt, and
+    ``orthogonality`` weighs a penalty keeping the components, keys and attention vectors in use
+    orthogonal. The head reads the class token.
+
+    Departures: see :mod:`lifelong.strategies.prompts`; the layers default to the first three blocks of
+    the small ViT (the paper: 0-4 of 12); with more components than a key's dimension they cannot all be
+    orthogonal, and each task's new ones are then orthogonal among themselves only
+    (:func:`~lifelong.strategies.prompts.orthogonal_rows`).
+    """
+
+    method: ClassVar[str] = "coda_prompt"
+
+    pool_size: int = 100
+    """Components per block, over all tasks (100 in the paper)."""
+    prompt_length: int = 8
+    """Tokens per component, half key prefix and half value prefix (8 in the paper)."""
+    layers: tuple[int, ...] = (0, 1, 2)
+    """Blocks given the prompt (0-4 of 12 in the paper)."""
+    orthogonality: float = 0.0
+    """Weight of the orthogonality penalty (the reference code's ``ortho_mu``, 0 in its CIFAR and
+    ImageNet-R configurations, which rely on the orthogonal initialisation)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(pool_size=self.pool_size, prompt_length=self.prompt_length)
+        if self.prompt_length % 2:
+            raise ConfigError(f"strategy.prompt_length must be even (half keys, half values), got {self.prompt_length}")
+        if self.orthogonality < 0:
+            raise ConfigError(f"strategy.orthogonality must be >= 0, got {self.orthogonality}")
+
+    def per_task(self) -> int:
+        """Components each task adds."""
+        count = self.pool_size // self.n_tasks
+        if count < 1:
+            raise ConfigError(f"strategy.pool_size ({self.pool_size}) must be at least the number of experiences "
+                              f"({self.n_tasks})")
+        return count
+
+    def create(self, vit: VisionTransformer) -> dict[str, torch.Tensor]:
+        check_layers("layers", self.layers, vit.depth)
+        count, layers = self.per_task(), len(self.layers)
+        tensors = {f"components_{task}": torch.zeros(layers, count, self.prompt_length, vit.dim)
+                   for task in range(self.n_tasks)}
+        for kind in ("keys", "attention"):
+            tensors.update({f"{kind}_{task}": torch.zeros(layers, count, vit.dim) for task in range(self.n_tasks)})
+        self.initialise(tensors, 0)
+        return tensors
+
+    def initialise(self, tensors: dict[str, torch.Tensor], task: int) -> None:
+        """Draw task ``task``'s components, keys and attention vectors, orthogonal to the earlier tasks'."""
+        with torch.no_grad():
+            for kind in ("components", "keys", "attention"):
+                for layer in range(len(self.layers)):
+                    earlier = torch.cat([tensors[f"{kind}_{t}"][layer].flatten(1) for t in range(task)]) if task \
+                        else tensors[f"{kind}_0"][layer].flatten(1)[:0]
+                    new = tensors[f"{kind}_{task}"][layer]
+                    new.copy_(orthogonal_rows(earlier.cpu(), len(new), self.generator).view_as(new))
+
+    def trainable(self) -> list[str]:
+        return [f"{kind}_{self.task()}" for kind in ("components", "keys", "attention")]
+
+    def in_use(self, kind: str) -> torch.Tensor:
+        """The ``kind`` tensors of the tasks in use, concatenated over components (layers, M, ...)."""
+        assert self.prompts is not None
+        return torch.cat([self.prompts[f"{kind}_{task}"] for task in range(self.active_tasks())], dim=1)
+
+    def features(self, vit: VisionTransformer, x: torch.Tensor, task: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        queries = query(vit, x)  # (B, D)
+        components, keys, attention = self.in_use("components"), self.in_use("keys"), self.in_use("attention")
+        weights = torch.stack([attention_weights(queries, k, a) for k, a in zip(keys, attention, strict=True)],
+                              dim=1)  # (B, layers, M)
+        prompts = torch.einsum("blm,lmtd->bltd", weights, components)  # (B, layers, L, D)
+        half = self.prompt_length // 2
+        pairs = prompts.unflatten(2, (2, half))  # (B, layers, 2, L / 2, D): keys then values
+        extra = queries.new_zeros(())
+        if task is not None and self.orthogonality > 0:
+            per_layer = [t.flatten(1) for kind in (components, keys, attention) for t in kind]  # (M, ...) each
+            extra = self.orthogonality * sum(orthogonality_penalty(rows) for rows in per_layer)
+        return vit(x, prefixes=prefixes(pairs, self.layers)), extra
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        super().after_experience(model, experience)
+        if self.finished < self.n_tasks:  # the next task starts orthogonal to the components learned so far
+            assert self.prompts is not None
+            self.initialise(dict(self.prompts.items()), self.finished)
