@@ -40,10 +40,14 @@ class KillAt(Observer):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def start(stream, name, store, settings=STRATEGY_SETTINGS, **kwargs):
+def small_mlp(stream):
+    return mlp(stream.input_shape, stream.n_classes, hidden=(16,))
+
+
+def start(stream, name, store, settings=STRATEGY_SETTINGS, model_for=small_mlp, optim=OPTIM, **kwargs):
     torch.manual_seed(0)
-    model = mlp(stream.input_shape, stream.n_classes, hidden=(16,))
-    result = train(stream, model, STRATEGIES[name](**settings[name]), OPTIM, seed=2, store=store,
+    model = model_for(stream)
+    result = train(stream, model, STRATEGIES[name](**settings[name]), optim, seed=2, store=store,
                    checkpoint=SETTINGS, **kwargs)
     return result, model
 
