@@ -41,9 +41,10 @@ if TYPE_CHECKING:
         split_arrays,
         synthetic,
         task_incremental,
+        text_stream,
     )
     from lifelong.experiment import run_config
-    from lifelong.models import cnn, mlp, resnet18, resnet32
+    from lifelong.models import causal_lm, cnn, gpt, mlp, resnet18, resnet32, vit
     from lifelong.runner import Observer, ResultsStore, RunResult, TrainState, train
     from lifelong.runner.checkpoint import CheckpointSettings
     from lifelong.runner.online import train_online
@@ -76,9 +77,9 @@ _EXPORTS = {
     **dict.fromkeys(("OptimConfig", "RunConfig", "RunSettings"), "lifelong.config"),
     **dict.fromkeys(("Batch", "Dataset", "Experience", "Stream", "TensorSet", "class_incremental", "digits",
                      "domain_incremental", "few_shot", "from_arrays", "from_dataset", "hierarchical", "recurring", "si_blurry",
-                     "split_arrays", "synthetic", "task_incremental"), "lifelong.data"),
+                     "split_arrays", "synthetic", "task_incremental", "text_stream"), "lifelong.data"),
     "run_config": "lifelong.experiment",
-    **dict.fromkeys(("cnn", "mlp", "resnet18", "resnet32"), "lifelong.models"),
+    **dict.fromkeys(("causal_lm", "cnn", "gpt", "mlp", "resnet18", "resnet32", "vit"), "lifelong.models"),
     **dict.fromkeys(("Observer", "ResultsStore", "RunResult", "TrainState", "train"), "lifelong.runner"),
     "CheckpointSettings": "lifelong.runner.checkpoint",
     "train_online": "lifelong.runner.online",
