@@ -20,6 +20,7 @@ class Cumulative(Strategy):
     (used as a reference in e.g. Lomonaco et al. 2021, Avalanche). Memory grows with the stream."""
 
     supports_distributed: ClassVar[bool] = True
+    supports_sharding: ClassVar[bool] = True
 
     seen: list[TensorSet] = field(default_factory=list, init=False, repr=False)
     stream: Stream | None = field(default=None, init=False, repr=False)

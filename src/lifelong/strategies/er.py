@@ -20,6 +20,7 @@ class ER(ReservoirReplay):
     model is trained with cross-entropy on both; the new samples are then offered to the reservoir."""
 
     supports_distributed: ClassVar[bool] = True
+    supports_sharding: ClassVar[bool] = True
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         x, y, task = batch.x, batch.y, batch.task

@@ -21,6 +21,7 @@ class Joint(Strategy):
 
     joint: ClassVar[bool] = True
     supports_distributed: ClassVar[bool] = True
+    supports_sharding: ClassVar[bool] = True
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)

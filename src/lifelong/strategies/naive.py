@@ -19,6 +19,7 @@ class Naive(Strategy):
     (catastrophic forgetting: McCloskey & Cohen 1989; French 1999)."""
 
     supports_distributed: ClassVar[bool] = True
+    supports_sharding: ClassVar[bool] = True
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
