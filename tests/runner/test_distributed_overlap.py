@@ -52,14 +52,17 @@ def _stream():
     return class_incremental(synthetic(n_classes=6, n_features=8, n_per_class=40, spread=0.5), 3)
 
 
-def _run(rank: int, strategy: str, parallel: Parallelism | None, world: World | None, batch_size: int = 8):
+def _run(strategy: str, parallel: Parallelism | None, world: World | None, batch_size: int = 8) -> dict:
+    """A run's accuracy matrix, its loss at every step and its trained weights (gathered when sharded)."""
     losses = Losses()
     torch.manual_seed(0)
     model = mlp((8,), 6, hidden=(32, 32))
     settings = {"buffer_size": 20} if strategy == "er" else {}
-    result = train(_stream(), model, STRATEGIES[strategy](**settings), OptimConfig(**{**OPTIM, "batch_size": batch_size}),
-                   seed=0, world=world, parallel=parallel, observers=[losses])
-    return {"matrix": result.matrix, "losses": losses.values, "state": {k: v.clone() for k, v in full_state_dict(model).items()}}
+    result = train(_stream(), model, STRATEGIES[strategy](**settings),
+                   OptimConfig(**{**OPTIM, "batch_size": batch_size}), seed=0, world=world, parallel=parallel,
+                   observers=[losses])
+    state = {k: v.clone() for k, v in full_state_dict(model).items()}
+    return {"matrix": result.matrix, "losses": losses.values, "state": state}
 
 
 def _hooks(rank: int) -> dict:
@@ -114,11 +117,11 @@ def _rank(rank: int, init_file: str, results: dict) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     world = World(rank, 2)
     out = {"hooks": _hooks(rank)}
-    out["overlap"] = _run(rank, "naive", Parallelism(bucket_mb=TINY), world)
-    out["after"] = _run(rank, "naive", Parallelism(overlap_grad_sync=False), world)
-    out["fsdp"] = _run(rank, "naive", Parallelism(shard="fsdp"), world)
-    out["er"] = _run(rank, "er", None, world)
-    out["fsdp_er"] = _run(rank, "er", Parallelism(shard="fsdp"), world)
+    out["overlap"] = _run("naive", Parallelism(bucket_mb=TINY), world)
+    out["after"] = _run("naive", Parallelism(overlap_grad_sync=False), world)
+    out["fsdp"] = _run("naive", Parallelism(shard="fsdp"), world)
+    out["er"] = _run("er", None, world)
+    out["fsdp_er"] = _run("er", Parallelism(shard="fsdp"), world)
     try:
         train(_stream(), mlp((8,), 6), STRATEGIES["ewc"](), world=world, parallel=Parallelism(shard="fsdp"))
     except ConfigError as error:
@@ -136,7 +139,7 @@ def two_ranks(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def one_process() -> dict:
-    return _run(0, "naive", None, None, batch_size=16)
+    return _run("naive", None, None, batch_size=16)
 
 
 def test_bucketed_hooks_give_exactly_the_averaged_gradients(two_ranks) -> None:
@@ -227,6 +230,7 @@ def test_sync_choice_and_settings() -> None:
 
 def test_fsdp_blocks_policy() -> None:
     model = mlp((8,), 6, hidden=(16, 16))
-    assert [type(b).__name__ for b in blocks(model)] == ["Linear", "Linear"]  # the backbone's; the head stays at the root
+    # the backbone's layers with parameters; the head stays with the root
+    assert [type(b).__name__ for b in blocks(model)] == ["Linear", "Linear"]
     stack = nn.Sequential(nn.Embedding(5, 4), nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)]), nn.ReLU())
     assert [type(b).__name__ for b in blocks(stack)] == ["Embedding", "Linear", "Linear"]

@@ -33,6 +33,7 @@ makes it 1 MB); gradients are copied into the bucket and back rather than being 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -117,7 +118,7 @@ class OverlappedAllReduce(Backward):
             loss.backward()
         finally:
             self.armed = False
-        self._launch(len(self.buckets))
+        self._launch()
         for bucket in self.buckets:
             assert bucket.handle is not None
             bucket.handle.wait()
@@ -158,24 +159,25 @@ class OverlappedAllReduce(Backward):
                 self.hooks.append(p.register_post_accumulate_grad_hook(self._hook(index)))
         self.params = trainable
 
-    def _hook(self, index: int):  # noqa: ANN202 - a closure over the bucket's index
+    def _hook(self, index: int) -> Callable[[torch.Tensor], None]:
+        """The hook of bucket ``index``'s parameters: counts them in, and launches when the bucket is complete."""
         def ready(p: torch.Tensor) -> None:
             if not self.armed:  # a backward a strategy runs inside observe: not communicated
                 return
             bucket = self.buckets[index]
-            if id(p) in bucket.arrived:
+            if id(p) in bucket.arrived:  # its bucket may be on its way already, with the first part
                 raise TrainingError("a parameter's gradient was accumulated twice in one backward pass (reentrant "
                                     "checkpointing?); set run.overlap_grad_sync=false")
             bucket.arrived.add(id(p))
             if len(bucket.arrived) == len(bucket.params) and index == self.next:
-                self._launch(len(self.buckets), complete_only=True)
+                self._launch(complete_only=True)
         return ready
 
-    def _launch(self, stop: int, complete_only: bool = False) -> None:
-        """Start the all-reduce of the buckets from ``next`` on, in order, up to ``stop`` (or, with
-        ``complete_only``, up to the first whose gradients are not all there), each with its gradients
-        as they are (zero for a parameter without one)."""
-        while self.next < stop:
+    def _launch(self, complete_only: bool = False) -> None:
+        """Start the all-reduce of the buckets from ``next`` on, in order (with ``complete_only``, up to
+        the first whose gradients are not all there), each with its gradients as they are (zero for a
+        parameter without one)."""
+        while self.next < len(self.buckets):
             bucket = self.buckets[self.next]
             if complete_only and len(bucket.arrived) < len(bucket.params):
                 return
