@@ -158,6 +158,15 @@ class RunSettings(BaseModel):
     """Folder of the tracking logs; default: ``<db name>-logs`` next to the results database."""
     log_every_steps: int = Field(10, ge=1)
     """Log the loss, the learning rate and the batch size every this many optimizer steps."""
+    overlap_grad_sync: bool = True
+    """Data-parallel runs: average gradients with bucketed asynchronous all-reduces started during
+    backward, as each bucket's gradients are ready (false: one all-reduce after backward; the same
+    result). See ``lifelong.runner.gradsync``."""
+    bucket_mb: float = Field(25.0, gt=0)
+    """Megabytes of gradients per bucket of the overlapped all-reduce."""
+    shard: Literal["none", "fsdp"] = "none"
+    """Data-parallel runs: ``fsdp`` shards the model's blocks over the ranks with FSDP2 (a model too
+    large for one device; strategies that change only the data or the loss, no checkpoints yet)."""
 
 
 class Component(BaseModel):

@@ -21,6 +21,7 @@ from lifelong.errors import ConfigError, ResumeError
 from lifelong.models.nets import MODELS
 from lifelong.optim.setup import resolve
 from lifelong.runner.checkpoint import CheckpointSettings
+from lifelong.runner.distributed import Parallelism
 from lifelong.runner.loop import RunResult, resolve_device, train
 from lifelong.runner.observers import Observer
 from lifelong.runner.results import ResultsStore
@@ -163,4 +164,5 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
                  eval_every_samples=config.run.eval_every_samples, checkpoint=checkpoint_settings(config, store),
                  resume_run=resume_run, channels_last=config.run.channels_last, compile=config.run.compile,
                  augment=Augment.from_config(config.augment), augment_replay=config.augment.replay,
-                 observers=tracking_observers(config), average=config.average)
+                 observers=tracking_observers(config), average=config.average,
+                 parallel=Parallelism(config.run.overlap_grad_sync, config.run.bucket_mb, config.run.shard))

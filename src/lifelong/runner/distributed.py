@@ -4,16 +4,16 @@ data and the collectives the runner and strategies need are :class:`lifelong.wor
 
 Launched with ``torchrun --nproc_per_node=N -m lifelong run ...`` (multi-node with torchrun's usual
 ``--nnodes``/``--rdzv_*`` arguments), each process trains the same model on its own shard of every
-experience. Gradients are averaged over processes after every backward pass with one all-reduce of a
-flat buffer, which is the arithmetic DistributedDataParallel performs; the runner does it itself so
-that strategies keep seeing the plain model (DDP's wrapper renames every parameter ``module.*`` and
-requires each forward pass to go through it, which the regularisers that index parameters by name,
-and the feature methods that call ``model.backbone`` directly, would silently break).
+experience. Gradients are averaged over processes during every backward pass, by bucketed
+all-reduces that overlap it, or after it with one all-reduce (:mod:`lifelong.runner.gradsync`, which
+says why the runner does it itself rather than through DistributedDataParallel); or the model's blocks
+are sharded with FSDP2 (:mod:`lifelong.runner.sharding`). :class:`Parallelism` holds these settings.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,6 +25,29 @@ from lifelong.world import World
 if TYPE_CHECKING:
     from lifelong.config import OptimConfig
     from lifelong.strategies.base import Strategy
+
+
+SHARDING = ("none", "fsdp")
+"""Values of ``run.shard``."""
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How a data-parallel run communicates (``run.overlap_grad_sync``, ``run.bucket_mb``, ``run.shard``)."""
+
+    overlap_grad_sync: bool = True
+    """Start each bucket's all-reduce during backward
+    (:class:`~lifelong.runner.gradsync.OverlappedAllReduce`); False: one all-reduce after backward."""
+    bucket_mb: float = 25.0
+    """Megabytes of gradients per bucket of the overlapped all-reduce."""
+    shard: str = "none"
+    """``fsdp``: shard the model's blocks over the ranks with FSDP2 (:mod:`lifelong.runner.sharding`)."""
+
+    def __post_init__(self) -> None:
+        if not self.bucket_mb > 0:
+            raise ConfigError(f"run.bucket_mb must be a positive number of megabytes, got {self.bucket_mb!r}")
+        if self.shard not in SHARDING:
+            raise ConfigError(f"run.shard must be one of {', '.join(SHARDING)}, got {self.shard!r}")
 
 
 def check_distributed(strategy: Strategy, optim: OptimConfig, resume_run: int | None) -> None:

@@ -60,12 +60,14 @@ from lifelong.optim.setup import OptimSetup, epoch_end, resolve
 from lifelong.runner.averaging import Averaging
 from lifelong.runner.budget import Budget
 from lifelong.runner.checkpoint import CheckpointSettings, Checkpointer, Restored, resume_point
-from lifelong.runner.distributed import check_distributed, init_from_environment, local_device
+from lifelong.runner.distributed import Parallelism, check_distributed, init_from_environment, local_device
 from lifelong.runner.evaluation import evaluate
 from lifelong.runner.flops import FlopMeter
+from lifelong.runner.gradsync import Backward, gradient_sync
 from lifelong.runner.observers import Observer, PeriodicEvaluation, ProgressBar, RunContext, TrainState
 from lifelong.runner.plan import PlannedExperience, check_lr_scales, check_training_set, plan_records, plan_stream
 from lifelong.runner.results import ResultsStore, RunRecord, environment
+from lifelong.runner.sharding import check_sharding, shard_model
 from lifelong.runner.validation import (check_arguments, check_model, check_objective, check_task_ids,
                                        warn_about_combination)
 from lifelong.strategies.base import ExperiencePlan, Strategy
@@ -155,7 +157,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
           eval_every_samples: int | None = None, checkpoint: CheckpointSettings | None = None,
           resume_run: int | None = None, world: World | None = None, channels_last: bool = False,
           compile: bool | str = False, augment: Augment | None = None, augment_replay: bool = True,
-          average: AverageConfig | None = None) -> RunResult:
+          average: AverageConfig | None = None, parallel: Parallelism | None = None) -> RunResult:
     """Train ``model`` on ``stream`` with ``strategy``; evaluate on every test set after each experience.
 
     Returns the accuracy matrix, metrics and cost; with a ``store`` the run is recorded as it goes
@@ -188,6 +190,9 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     ``average`` (:class:`~lifelong.config.AverageConfig`) averages or merges the weights whatever the
     strategy (:mod:`lifelong.runner.averaging`): evaluated on an EMA copy, or interpolated or merged after
     each experience; the settings are recorded in the config and ``metrics["average"]``.
+
+    ``parallel`` (:class:`~lifelong.runner.distributed.Parallelism`) says how gradients are averaged
+    (bucketed all-reduces overlapping backward by default) or whether the model is sharded with FSDP2.
     """
     optim = optim or OptimConfig()
     setup = resolve(optim)
@@ -199,9 +204,15 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     # here so that it is not counted as the first experience's training time
     import torch._dynamo  # noqa: F401
     world = world or init_from_environment(dev)
+    parallel = parallel or Parallelism()
+    sharded = world.distributed and parallel.shard == "fsdp"
+    evaluated = World() if sharded else world  # a sharded model's forward is collective: every rank runs every batch
     if world.distributed:
         dev = local_device(dev)
         check_distributed(strategy, optim, resume_run)
+        if sharded:
+            check_sharding(strategy, checkpoint is not None, evaluation is not None,
+                           optim.branch_decay is not None or (average is not None and average.method != "none"))
         store, progress, checkpoint = (store, progress, checkpoint) if world.is_main else (None, False, None)
     eval_batch_size = eval_batch_size if eval_batch_size is not None else 1024 if dev.type == "cuda" else 128
     check_arguments(model, seed, eval_batch_size, compile)
@@ -229,6 +240,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     averaging = Averaging.build(average, strategy, optim)
     config = config or describe(stream, model, strategy, optim, seed)
     config = {**config, "average": averaging.config.model_dump()} if averaging else config
+    if sharded:
+        shard_model(model)
     restored = resume_point(store, resume_run, checkpoint, seed) if resume_run is not None else None
     run_id = resume_run if restored else store.start_run(stream.name, str(config.get("strategy", {}).get("name", "")),
                                                          seed, config, {**environment(), "device": str(dev)}) \
@@ -236,7 +249,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
 
     compile_seconds = _compile(model, experiences[0].train, setup.batch_size, dev, compile)
     test_sets = [exp.test.to(dev) for exp in stream]
-    initial = restored.initial if restored else evaluate(model, strategy, test_sets, eval_batch_size, world)
+    initial = restored.initial if restored else evaluate(model, strategy, test_sets, eval_batch_size, evaluated)
     if store and run_id is not None and not restored:
         store.record_initial(run_id, initial)
     rows: list[list[float]] = restored.rows() if restored else []
@@ -256,7 +269,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
         restored.restore(model, strategy, state, observers=observers, generator=generator)
     loop = _Loop(model, strategy, setup, budget, world, seed, dev, state, observers, batch_size_changes,
                  FlopMeter(setup.count_flops, world), context, MemoryMeter(dev), channels_last,
-                 augment if augment is not None and augment.augments else None)
+                 augment if augment is not None and augment.augments else None, gradient_sync(world, model, parallel),
+                 sharded)
     try:
         for index, experience in enumerate(experiences):
             if restored and index < restored.experience:
@@ -264,7 +278,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
             loop.train_experience(index, experience.to(dev), plans[index],
                                   restored if restored and index == restored.experience else None)
             with loop.decayed_branch(index), context.evaluation_weights():
-                row = evaluate(model, strategy, test_sets, eval_batch_size, world)
+                row = evaluate(model, strategy, test_sets, eval_batch_size, evaluated)
             rows.append(row)
             costs.append(loop.cost())
             if store and run_id is not None:
@@ -295,6 +309,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
             store.set_status(run_id, "failed", f"{type(error).__name__}: {error}")
         raise
     finally:
+        loop.backward.close()
         if checkpointer:
             checkpointer.close()
     return result
@@ -358,7 +373,8 @@ class _Loop:
     def __init__(self, model: nn.Module, strategy: Strategy, setup: OptimSetup, budget: Budget, world: World,
                  seed: int, device: torch.device, state: TrainState, observers: list[Observer],
                  batch_size_changes: list[dict[str, Any]], meter: FlopMeter, context: RunContext,
-                 memory: MemoryMeter, channels_last: bool = False, augment: Augment | None = None) -> None:
+                 memory: MemoryMeter, channels_last: bool = False, augment: Augment | None = None,
+                 backward: Backward | None = None, sharded: bool = False) -> None:
         self.model, self.strategy, self.setup, self.budget, self.world = model, strategy, setup, budget, world
         self.seed = seed
         self.device, self.state, self.observers, self.meter, self.context = device, state, observers, meter, context
@@ -368,6 +384,10 @@ class _Loop:
         first evaluation are in the baseline)."""
         self.augment = augment
         """Crops and flips of every training batch (with ``context.generator``), or None."""
+        self.backward = backward or Backward()
+        """Back-propagates a loss and averages the gradients over data-parallel ranks."""
+        self.sharded = sharded
+        """The model is sharded with FSDP2: its ranks hold different shards, kept consistent by FSDP."""
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         """Of the image batches (4-D inputs) the model is fed."""
         self.optimizer: torch.optim.Optimizer | None = None
@@ -424,7 +444,7 @@ class _Loop:
             observer.on_training_end(state)
         hook_flops = self.meter.measure(lambda: strategy.after_experience(model, experience))[1]
         state.experience_flops += self.meter.total(hook_flops)[0]
-        if self.world.distributed:  # whatever the hooks computed, every rank evaluates the same model
+        if self.world.distributed and not self.sharded:  # whatever the hooks computed, every rank has the same model
             self.world.broadcast(model.state_dict().values())
         self.seconds = state.experience_seconds
         state.seconds_before += self.seconds
@@ -673,9 +693,7 @@ class _Loop:
             with autocast:
                 loss = self.strategy.observe(self.model, batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.world.size > 1:
-            self.world.average_gradients(params)
+        self.backward(loss, params)
         self.strategy.after_backward(self.model)
         return loss
 

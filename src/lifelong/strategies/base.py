@@ -79,6 +79,9 @@ class Strategy(ABC):
     #: or split on purpose (a replay memory of which each rank keeps its share). The runner refuses
     #: the others when distributed.
     supports_distributed: ClassVar[bool] = False
+    #: True when the method reads and copies no whole parameter (it changes the data or the loss alone),
+    #: so it runs on a model sharded over the ranks with FSDP2 (``run.shard``); the runner refuses the others.
+    supports_sharding: ClassVar[bool] = False
     #: True for a method that rewrites the gradient into a constrained direction (A-GEM's projection):
     #: an optimizer that keeps a velocity or moments applies directions the projection removed, so
     #: the runner warns when one is configured.

@@ -22,6 +22,7 @@ class Cumulative(Strategy):
 
     supports_distributed: ClassVar[bool] = True
     objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
+    supports_sharding: ClassVar[bool] = True
 
     seen: list[TensorSet] = field(default_factory=list, init=False, repr=False)
     stream: Stream | None = field(default=None, init=False, repr=False)

@@ -21,6 +21,7 @@ class ER(ReservoirReplay):
 
     supports_distributed: ClassVar[bool] = True
     objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
+    supports_sharding: ClassVar[bool] = True
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         x, y, task = batch.x, batch.y, batch.task

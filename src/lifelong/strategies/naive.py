@@ -20,6 +20,7 @@ class Naive(Strategy):
 
     supports_distributed: ClassVar[bool] = True
     objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
+    supports_sharding: ClassVar[bool] = True
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return self.loss(model, batch.x, batch.y, batch.task)
