@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lifelong.config import RunConfig, build
+from lifelong.config import Component, RunConfig, build
 from lifelong.data.catalog import DATASETS
 from lifelong.data.sampling import present_classes
 from lifelong.data.split import train_test_indices
@@ -55,7 +55,10 @@ def pretrain(config: RunConfig, output: str | Path, classes: Sequence[int] | Non
     """Train the configured model on ``classes`` of the configured dataset (default: all) for
     ``optim.epochs`` epochs and write its backbone to ``output`` (``.safetensors`` by the suffix, else
     ``torch.save``) with a sidecar ``<stem>.json``. The head covers every class of the dataset; only the
-    backbone is saved."""
+    backbone is saved. ``model.freeze`` is the continual run's and is ignored here (the whole model trains);
+    ``model.weights`` is honoured (pretraining continues from the file)."""
+    model_params = {k: v for k, v in config.model.params.items() if k != "freeze"}
+    config = config.model_copy(update={"model": Component(name=config.model.name, **model_params)})
     check_settings(config)
     if not 0.0 < validation_fraction < 1.0:
         raise ConfigError(f"--validation-fraction must lie in (0, 1), got {validation_fraction}")
