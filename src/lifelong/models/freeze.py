@@ -10,6 +10,12 @@ default takes every parameter with ``requires_grad``, so a frozen parameter gets
 * ``norm-only``: the affine parameters of the backbone's normalization layers and the head train
   ("Training BatchNorm and only BatchNorm", Frankle et al. 2021, which freezes the output layer too;
   here the head trains, since a class-incremental head must learn the classes the pretraining never saw).
+
+Freezing acts on parameters only: a BatchNorm layer in training mode still updates its running statistics
+(buffers), so the evaluated features follow the new data's statistics. A strictly fixed feature extractor
+is what the frozen-feature strategies (``ncm``, ``fetril``) use: they read features in evaluation mode.
+Strategies that train tensors of their own whatever ``requires_grad`` says refuse a freeze
+(:func:`lifelong.experiment.build_strategy`).
 """
 
 from __future__ import annotations
