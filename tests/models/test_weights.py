@@ -62,8 +62,8 @@ def test_missing_files_and_pickled_modules_are_refused_in_one_line(tmp_path) -> 
 def test_a_backbone_file_loads_the_backbone_and_leaves_a_head_of_other_classes_as_initialised(tmp_path,
                                                                                              suffix) -> None:
     pretrained = mlp((4,), 5, hidden=(6,), seed=1)  # pretrained on 5 classes
-    sidecar = save_backbone(pretrained, tmp_path / f"backbone{suffix}", {"model": {"name": "mlp"}, "dataset": {"name": "synthetic"},
-                                                                              "input_shape": [4], "classes": [0, 1]})
+    description = {"model": {"name": "mlp"}, "dataset": {"name": "synthetic"}, "input_shape": [4], "classes": [0, 1]}
+    sidecar = save_backbone(pretrained, tmp_path / f"backbone{suffix}", description)
     assert json.loads(sidecar.read_text())["format"] == "lifelong-backbone" and sidecar.name == "backbone.json"
     model = mlp((4,), 9, hidden=(6,), seed=2)  # continues on 9 classes
     head = model.head.weight.detach().clone()

@@ -31,7 +31,7 @@ from lifelong.errors import ConfigError
 def transfer(dataset: Dataset, target: dict[str, Any], source_experiences: int = 1, n_experiences: int = 1,
              input_shape: Sequence[int] | None = None, shuffle: bool = False, seed: int = 0) -> Stream:
     """The source's classes (``dataset``) in ``source_experiences`` experiences, then the classes of the
-    ``target`` dataset (a table like ``[dataset]``, e.g. ``{name = "digits"}``) in ``n_experiences``, all
+    ``target`` dataset (a table like the dataset section, e.g. ``{name = "digits"}``) in ``n_experiences``, all
     at ``input_shape`` (default: the source's); target labels offset by the source's class count (none
     when ``source_experiences`` is 0 and the stream is the target alone). ``shuffle``: each dataset's
     classes in a seeded order."""
