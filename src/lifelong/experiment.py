@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lifelong.config import RunConfig, build, parameters, resolved, validate_config
+from lifelong.config import Component, RunConfig, build, parameters, resolved, validate_config
 from lifelong.data.augment import Augment, resolved_config
 from lifelong.data.catalog import DATASETS
 from lifelong.data.datasets import Dataset
@@ -18,7 +18,9 @@ from lifelong.data.scenarios import SCENARIOS
 from lifelong.data.streams import Stream
 from lifelong.data.text import TextCorpus
 from lifelong.errors import ConfigError, ResumeError
+from lifelong.models.freeze import check_mode, freeze
 from lifelong.models.nets import MODELS
+from lifelong.models.weights import load_weights
 from lifelong.optim.setup import resolve
 from lifelong.runner.checkpoint import CheckpointSettings
 from lifelong.runner.distributed import Parallelism
@@ -28,11 +30,19 @@ from lifelong.runner.results import ResultsStore
 from lifelong.runner.tracking import trackers
 from lifelong.runner.validation import check_model
 from lifelong.strategies import STRATEGIES, Strategy
+from lifelong.strategies.frozen import FrozenBackbone
+from lifelong.strategies.hypernetwork import Hypernetwork
+from lifelong.strategies.task_params import TaskIsolation
 
 MODEL_SKIP = ("input_shape", "n_classes", "seed", "vocab_size")
 """Model-builder arguments a configuration does not set: the stream gives the shape, classes and (to a
 builder that takes one, a language model) the vocabulary size, and the run seed the initial weights
 (:func:`build_model` seeds before building)."""
+
+MODEL_OWN = ("weights", "freeze")
+"""Model settings of every model, applied to the built network rather than passed to its builder:
+``model.weights`` (a local weights file, loaded strictly) and ``model.freeze`` (``none``, ``backbone``,
+``norm-only``)."""
 
 
 def _scenario_component(config: RunConfig) -> Any:
@@ -53,17 +63,46 @@ def build_stream(config: RunConfig, dataset: Dataset | None = None) -> Stream:
     return build("scenario", SCENARIOS, _scenario_component(config), dataset, skip=("dataset",))
 
 
+def model_settings(config: RunConfig) -> tuple[str, str]:
+    """The checked ``model.weights`` (a path, or empty) and ``model.freeze`` of :data:`MODEL_OWN`."""
+    weights, mode = config.model.params.get("weights", ""), config.model.params.get("freeze", "none")
+    if not isinstance(weights, str):
+        raise ConfigError(f"model.weights must be the path of a weights file (a string), got {weights!r}")
+    return weights, check_mode(mode)
+
+
 def build_model(config: RunConfig, stream: Stream) -> nn.Module:
     """The configured model for the stream's input shape and classes (and vocabulary size, where the
-    builder takes one), initialised from the run seed."""
+    builder takes one), initialised from the run seed, then loaded from ``model.weights``
+    (:mod:`lifelong.models.weights`) and frozen as ``model.freeze`` says (:mod:`lifelong.models.freeze`)."""
+    weights, mode = model_settings(config)
+    builder = Component(name=config.model.name,
+                        **{k: v for k, v in config.model.params.items() if k not in MODEL_OWN})
     torch.manual_seed(config.run.seed)
     factory = MODELS.get(config.model.name)
     vocabulary = (stream.vocab_size,) if factory is not None and "vocab_size" in parameters(factory) else ()
-    return build("model", MODELS, config.model, stream.input_shape, stream.n_classes, *vocabulary, skip=MODEL_SKIP)
+    model = build("model", MODELS, builder, stream.input_shape, stream.n_classes, *vocabulary, skip=MODEL_SKIP)
+    if weights:
+        load_weights(model, weights)
+    freeze(model, mode)
+    return model
 
 
 def build_strategy(config: RunConfig) -> Strategy:
-    return build("strategy", STRATEGIES, config.strategy)
+    """The configured strategy, refused with ``model.freeze`` where freezing contradicts it: methods that
+    train tensors of their own (per-task copies, generated weights) whatever ``requires_grad`` says, and
+    frozen-feature methods told to adapt their backbone."""
+    strategy: Strategy = build("strategy", STRATEGIES, config.strategy)
+    mode = model_settings(config)[1]
+    name = config.strategy.name
+    if mode != "none" and isinstance(strategy, TaskIsolation | Hypernetwork):
+        raise ConfigError(f"model.freeze={mode!r} does not apply to strategy {name!r}, which trains tensors of its "
+                          "own whatever requires_grad says; set model.freeze='none'")
+    if mode != "none" and isinstance(strategy, FrozenBackbone) and strategy.adapt_experiences > 0:
+        raise ConfigError(f"model.freeze={mode!r} contradicts strategy.adapt_experiences="
+                          f"{strategy.adapt_experiences} ({name} trains its backbone on its first experiences); "
+                          "set strategy.adapt_experiences=0 to keep the loaded backbone as it is")
+    return strategy
 
 
 def resolve_config(config: RunConfig) -> dict[str, Any]:

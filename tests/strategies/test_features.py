@@ -61,14 +61,15 @@ def test_fit_linear_head_changes_only_the_given_rows_and_separates_them() -> Non
     assert predicted.tolist() == [1, 1, 3, 3]
 
 
-def test_load_backbone_from_state_dict_or_module_and_clear_errors(tmp_path) -> None:
+def test_load_backbone_from_a_state_dict_and_clear_errors(tmp_path) -> None:
     source = nn.Linear(3, 2)
     target = nn.Linear(3, 2)
     torch.save(source.state_dict(), tmp_path / "state.pt")
     load_backbone(target, str(tmp_path / "state.pt"))
     assert torch.equal(target.weight, source.weight)
-    torch.save(nn.Linear(3, 2), tmp_path / "module.pt")
-    load_backbone(target, str(tmp_path / "module.pt"))
+    torch.save(nn.Linear(3, 2), tmp_path / "module.pt")  # read with weights_only=True: no code runs on load
+    with pytest.raises(ConfigError, match="strategy.backbone_path: .*pickled module"):
+        load_backbone(target, str(tmp_path / "module.pt"))
     with pytest.raises(MissingFileError, match="strategy.backbone_path"):
         load_backbone(target, str(tmp_path / "absent.pt"))
     torch.save(nn.Linear(5, 2).state_dict(), tmp_path / "wrong.pt")

@@ -7,7 +7,8 @@ The ``cli`` layer holds all command wiring and sits above every package it drive
 protocol, report, tta), below only the public facade ``lifelong/__init__.py``: this module builds the
 parser and runs a command; each group of subcommands registers itself from its own module
 (:mod:`~lifelong.cli.run`, :mod:`~lifelong.cli.protocol`, :mod:`~lifelong.cli.scenarios`,
-:mod:`~lifelong.cli.tta`, :mod:`~lifelong.cli.probe`), with the tables they print in :mod:`~lifelong.cli.tables`.
+:mod:`~lifelong.cli.tta`, :mod:`~lifelong.cli.probe`,
+:mod:`~lifelong.cli.pretrain`), with the tables they print in :mod:`~lifelong.cli.tables`.
 
 Start-up time is part of the interface: a command imports only its own module, and each module
 imports torch, scipy, Optuna or matplotlib inside the handlers that need them, so ``lifelong runs``,
@@ -33,6 +34,7 @@ COMMAND_MODULES = {
     "scenarios": "scenarios",
     "tta": "tta",
     "probe": "probe",
+    "pretrain": "pretrain",
 }
 """The module of :mod:`lifelong.cli` that registers each command. A command line naming one of these
 builds its parser from that module alone; any other (``--help``, a command missing here) builds the

@@ -4,6 +4,10 @@
   time (van de Ven & Tolias, "Three scenarios for continual learning", 2019);
 * task-incremental: the same split, with the task id given at training and test time so logits are
   masked to the task's classes;
+* base session + increments ("B-k Inc-m" of PyCIL/PILOT): class-incremental with a larger first
+  experience, the usual protocol of methods that start from a pretrained or base-trained backbone;
+* transfer (:mod:`lifelong.data.transfer`): the classes of one dataset, then those of another, resized
+  to one input shape;
 * domain-incremental: every experience holds all classes under its own input transform (pixel
   permutation, as in permuted MNIST, Goodfellow et al. 2013; or rotation);
 * text_domains: one language-modelling experience per text domain, a budget of tokens each
@@ -25,59 +29,50 @@ from lifelong.data.fewshot import few_shot
 from lifelong.data.hierarchical import hierarchical
 from lifelong.data.lazy import LazyInputs
 from lifelong.data.recurring import recurring
+from lifelong.data.sampling import class_experiences, ordered_classes, split_classes
 from lifelong.data.streams import Experience, Stream, TensorSet
 from lifelong.data.text import text_domains
+from lifelong.data.transfer import transfer
 from lifelong.errors import ConfigError
 
 
-def class_order(dataset: Dataset, order: Sequence[int] | None, shuffle: bool, seed: int) -> list[int]:
-    """The order in which classes arrive: ``order`` as given, a seeded permutation, or 0..C-1."""
-    present = sorted(set(dataset.y_train.tolist()))
-    if order is not None:
-        if sorted(order) != present:
-            raise ConfigError(f"scenario.class_order must be a permutation of the dataset's classes {present}, "
-                              f"got {list(order)}")
-        return list(order)
-    if shuffle:
-        return [present[i] for i in np.random.default_rng(seed).permutation(len(present))]
-    return present
-
-
-def split_classes(classes: Sequence[int], n_experiences: int) -> list[tuple[int, ...]]:
-    """Split ordered classes into ``n_experiences`` contiguous groups, sizes differing by at most one."""
-    if not 1 <= n_experiences <= len(classes):
-        raise ConfigError(f"scenario.n_experiences must lie in [1, {len(classes)}] (the number of classes), "
-                          f"got {n_experiences}")
-    groups = np.array_split(np.asarray(classes), n_experiences)
-    return [tuple(int(c) for c in g) for g in groups]
-
-
-def _by_classes(dataset: Dataset, n_experiences: int, order: Sequence[int] | None, shuffle: bool,
-                seed: int, task_aware: bool) -> Stream:
-    experiences = []
-    for task_id, group in enumerate(split_classes(class_order(dataset, order, shuffle, seed), n_experiences)):
-        train_mask = torch.isin(dataset.y_train, torch.tensor(group))
-        test_mask = torch.isin(dataset.y_test, torch.tensor(group))
-        experiences.append(Experience(
-            train=TensorSet.of(dataset.x_train[train_mask], dataset.y_train[train_mask], task_id),
-            test=TensorSet.of(dataset.x_test[test_mask], dataset.y_test[test_mask], task_id),
-            classes=group, task_id=task_id, name="classes " + ",".join(map(str, group)),
-        ))
+def _by_classes(dataset: Dataset, groups: Sequence[tuple[int, ...]], task_aware: bool, label: str) -> Stream:
     kind = "task" if task_aware else "class"
-    return Stream(tuple(experiences), dataset.n_classes, dataset.input_shape, task_aware,
-                  name=f"{dataset.name} {kind}-incremental {n_experiences}")
+    return Stream(class_experiences(dataset, groups), dataset.n_classes, dataset.input_shape, task_aware,
+                  name=f"{dataset.name} {kind}-incremental {label}")
 
 
 def class_incremental(dataset: Dataset, n_experiences: int = 5, class_order: Sequence[int] | None = None,
                       shuffle: bool = False, seed: int = 0) -> Stream:
     """New classes in every experience; one head over all classes; no task id at test time."""
-    return _by_classes(dataset, n_experiences, class_order, shuffle, seed, task_aware=False)
+    groups = split_classes(ordered_classes(dataset, class_order, shuffle, seed), n_experiences)
+    return _by_classes(dataset, groups, task_aware=False, label=str(n_experiences))
 
 
 def task_incremental(dataset: Dataset, n_experiences: int = 5, class_order: Sequence[int] | None = None,
                      shuffle: bool = False, seed: int = 0) -> Stream:
     """The class-incremental split with task ids known at training and test time (masked logits)."""
-    return _by_classes(dataset, n_experiences, class_order, shuffle, seed, task_aware=True)
+    groups = split_classes(ordered_classes(dataset, class_order, shuffle, seed), n_experiences)
+    return _by_classes(dataset, groups, task_aware=True, label=str(n_experiences))
+
+
+def base_increment(dataset: Dataset, base_classes: int, increment: int, class_order: Sequence[int] | None = None,
+                   shuffle: bool = True, seed: int = 0, task_aware: bool = False) -> Stream:
+    """"B-k Inc-m": a base session of ``base_classes`` classes, then ``increment`` new classes per experience,
+    the last taking what remains when the rest does not divide (PyCIL's ``DataManager``, Zhou et al. 2023;
+    PILOT). The order is a seeded permutation of the classes by default, as in PyCIL (which fixes seed
+    1993 and shuffles by it); ``class_order`` gives it explicitly. ``task_aware``: the task-incremental
+    variant (task ids at test time)."""
+    order = ordered_classes(dataset, class_order, shuffle, seed)
+    if not 1 <= base_classes <= len(order):
+        raise ConfigError(f"scenario.base_classes must lie in [1, {len(order)}] (the number of classes), "
+                          f"got {base_classes}")
+    if increment < 1:
+        raise ConfigError(f"scenario.increment must be >= 1 (new classes per experience after the base session), "
+                          f"got {increment}")
+    groups = [tuple(order[:base_classes])] + [tuple(order[start:start + increment])
+                                              for start in range(base_classes, len(order), increment)]
+    return _by_classes(dataset, groups, task_aware, label=f"B{base_classes} Inc{increment}")
 
 
 def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -147,4 +142,6 @@ SCENARIOS = {
     "hierarchical": hierarchical,
     "recurring": recurring,
     "text_domains": text_domains,
+    "base_increment": base_increment,
+    "transfer": transfer,
 }

@@ -311,3 +311,10 @@ def forward_with_tasks(model: nn.Module, x: torch.Tensor, task: torch.Tensor) ->
     finally:
         for layer in layers:
             layer.sample_tasks = None
+
+
+NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,
+                                           BatchChannelNorm, AdaB2N)
+"""Normalization layers (BatchNorm and its ghost variant, InstanceNorm, GroupNorm, LayerNorm, the
+library's BCN and AdaB2N): the per-task tensors of BN-only and CLR, the trainable part of
+``model.freeze = "norm-only"``."""

@@ -9,7 +9,6 @@ also be loaded from a local file (a pretrained feature extractor).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.lazy import Inputs, input_batches
-from lifelong.errors import ConfigError, MissingFileError
+from lifelong.models.weights import check_weights_file, load_weights
 from lifelong.world import World
 
 
@@ -201,23 +200,12 @@ def fit_linear_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tenso
 
 def check_backbone_path(path: str) -> None:
     """Raise :class:`MissingFileError` unless ``path`` is empty (no pretrained backbone) or a file."""
-    if path and not Path(path).is_file():
-        raise MissingFileError(f"strategy.backbone_path: no such file {path!r}; give a torch.save'd backbone "
-                               "module or state dict, or leave it empty")
+    if path:
+        check_weights_file(path, "strategy.backbone_path")
 
 
 def load_backbone(backbone: nn.Module, path: str) -> None:
-    """Load a pretrained feature extractor into ``backbone`` from a file written by ``torch.save``: a
-    state dict of the backbone, or a whole ``nn.Module`` whose state dict is taken. A whole module is
-    unpickled, so the file must be one you trust."""
-    check_backbone_path(path)
-    loaded = torch.load(Path(path), map_location="cpu", weights_only=False)
-    state = loaded.state_dict() if isinstance(loaded, nn.Module) else loaded
-    if not isinstance(state, dict):
-        raise ConfigError(f"strategy.backbone_path: {path!r} holds a {type(loaded).__name__}; expected an "
-                          "nn.Module or a state dict")
-    try:
-        backbone.load_state_dict(state)
-    except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise ConfigError(f"strategy.backbone_path: {path!r} does not fit the model's backbone: {first}") from None
+    """Load a pretrained feature extractor into ``backbone`` strictly, by the one loader of ``model.weights``
+    (:func:`~lifelong.models.weights.load_weights`): a state dict of the backbone (``torch.save``, read with
+    ``weights_only=True``, or ``.safetensors``), or a backbone file written by ``lifelong pretrain``."""
+    load_weights(backbone, path, "strategy.backbone_path")

@@ -39,7 +39,8 @@ class FrozenBackbone(Strategy):
     """Experiences whose data train the backbone (cross-entropy, merged into one session); 0 keeps the
     initial or loaded backbone as it is."""
     backbone_path: str = ""
-    """A ``torch.save``'d backbone (module or state dict) loaded before the first experience; empty: none."""
+    """A backbone state dict (``torch.save`` or ``.safetensors``, or a ``lifelong pretrain`` file) loaded before
+    the first experience (:mod:`lifelong.models.weights`); empty: none."""
     experience_index: int = field(default=0, init=False, repr=False)
     adaptation_data: list[TensorSet] = field(default_factory=list, init=False, repr=False)
     stream: Stream | None = field(default=None, init=False, repr=False)

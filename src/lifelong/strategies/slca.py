@@ -55,7 +55,8 @@ class SLCA(Strategy):
     weight_decay: float = 1e-4
     """L2 penalty of the head refit."""
     backbone_path: str = ""
-    """A ``torch.save``'d backbone (module or state dict) loaded before the first experience; empty: none."""
+    """A backbone state dict (``torch.save`` or ``.safetensors``, or a ``lifelong pretrain`` file) loaded before
+    the first experience (:mod:`lifelong.models.weights`); empty: none."""
     statistics: ClassStatistics = field(default_factory=lambda: ClassStatistics(covariance=True), init=False,
                                         repr=False)
     experience_index: int = field(default=0, init=False, repr=False)

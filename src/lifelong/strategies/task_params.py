@@ -28,13 +28,8 @@ from torch.func import functional_call
 
 from lifelong.data.streams import Batch, Experience, Stream
 from lifelong.models.nets import split_model
-from lifelong.models.norms import AdaB2N, BatchChannelNorm
+from lifelong.models.norms import NORM_TYPES
 from lifelong.strategies.base import ExperiencePlan, Strategy
-
-NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,
-                                           BatchChannelNorm, AdaB2N)
-"""Normalization layers (BatchNorm and its ghost variant, InstanceNorm, GroupNorm, LayerNorm, the
-library's BCN and AdaB2N) whose affine parameters and statistics are kept per task."""
 
 
 def prefix_of(model: nn.Module, module: nn.Module) -> str:
