@@ -26,7 +26,7 @@ from typing import Any, get_args
 
 from lifelong.config import Tracker
 from lifelong.errors import ConfigError
-from lifelong.metrics.accuracy_matrix import summary
+from lifelong.metrics.objectives import matrix_summary, metric_name
 from lifelong.runner.observers import Observer, RunContext, TrainState
 
 Record = tuple[int, str, float]
@@ -72,13 +72,14 @@ class ScalarLog(Observer):
         context = self.context
         assert context is not None, "on_run_start was not called"
         step = state.step
-        self.records += [(step, f"accuracy/exp_{j}", float(a)) for j, a in enumerate(accuracies)]
+        objective = context.stream.objective
+        self.records += [(step, f"{metric_name(objective)}/exp_{j}", float(a)) for j, a in enumerate(accuracies)]
         self.records += [(step, f"cost/{name}", float(value)) for name, value in context.costs[-1].as_dict().items()]
         last = len(context.rows) == (1 if context.strategy.joint else len(context.stream))
         if last:
-            metrics = summary(context.rows, context.initial, [len(test) for test in context.test_sets])
+            metrics = matrix_summary(objective, context.rows, context.initial, [len(test) for test in context.test_sets])
             self.records += [(step, f"metrics/{name}", float(value)) for name, value in metrics.items()
-                             if value is not None]
+                             if isinstance(value, float | int)]
         self.write(self.records)
         self.records = []
         if last:
