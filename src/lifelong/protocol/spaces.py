@@ -62,6 +62,7 @@ SEARCH_SPACES: dict[str, dict[str, Parameter]] = {
     "dst": {"strategy.sparsity": FloatRange(0.5, 0.95), "strategy.init": Choice(("erk", "uniform"))},  # Yildirim 2024
     "clr": {}, "bn_only": {},
     "hypernetwork": {"strategy.beta": FloatRange(1e-3, 1.0, log=True)},  # von Oswald et al. 2020
+    "lora": {}, "adapter": {}, "ranpac": {}, "lae": {"strategy.ema_decay": Choice((0.9, 0.99, 0.999))},  # Gao 2023
 }
 
 

@@ -30,6 +30,10 @@ from lifelong.strategies.uer import UER
 from lifelong.strategies.bn_only import BNOnly
 from lifelong.strategies.clr import CLR
 from lifelong.strategies.dst import DST
+from lifelong.strategies.lora import LoRA
+from lifelong.strategies.adapter import Adapter
+from lifelong.strategies.lae import LAE
+from lifelong.strategies.ranpac import RanPAC
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "naive": Naive,
@@ -52,8 +56,9 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "fetril": FeTrIL,
     "uer": UER,
     "gpm": GPM, "cuber": CUBER, "dst": DST, "clr": CLR, "bn_only": BNOnly, "hypernetwork": Hypernetwork,
+    "lora": LoRA, "adapter": Adapter, "lae": LAE, "ranpac": RanPAC,
 }
 
 __all__ = ["AGEM", "CLR", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "L2", "MAS", "NCM", "SI", "SLCA",
            "STRATEGIES", "UER", "BNOnly", "Cumulative", "DERpp", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint",
-           "LwF", "Naive", "Strategy"]
+           "LwF", "Naive", "Strategy", "LoRA", "Adapter", "LAE", "RanPAC"]
