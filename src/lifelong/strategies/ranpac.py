@@ -20,13 +20,19 @@ RIDGES = tuple(10.0**power for power in range(-8, 14))
 """The candidate ridge strengths, as in the reference code (10^-8 ... 10^13)."""
 
 
-def ridge_solutions(gram: torch.Tensor, targets: torch.Tensor, ridges: tuple[float, ...]) -> torch.Tensor:
-    """``(G + lambda I)^-1 C`` (R, M, C) for each lambda of ``ridges``, from one eigendecomposition of the
-    symmetric ``gram`` G (M, M); ``targets`` C (M, C)."""
-    values, vectors = torch.linalg.eigh(gram)  # (M,), (M, M)
-    rotated = vectors.T @ targets  # (M, C)
-    ridge = torch.tensor(ridges, dtype=gram.dtype).unsqueeze(1)  # (R, 1)
-    return vectors @ (rotated / (values + ridge).unsqueeze(2))  # (R, M, C)
+def held_out_errors(fit: torch.Tensor, fit_targets: torch.Tensor, check: torch.Tensor, check_targets: torch.Tensor,
+                    ridges: tuple[float, ...]) -> torch.Tensor:
+    """Mean squared error (R,) on ``check`` (n, M) against ``check_targets`` (n, C) of the ridge solution
+    ``(X^T X + lambda I)^-1 X^T Y`` fitted on ``fit`` X (N, M), ``fit_targets`` Y (N, C), for each lambda,
+    from one eigendecomposition: of ``X^T X`` (M, M), or of the kernel ``X X^T`` (N, N) when N < M, by
+    the identity ``(X^T X + lambda I)^-1 X^T = X^T (X X^T + lambda I)^-1``."""
+    dual = len(fit) < fit.shape[1]
+    values, vectors = torch.linalg.eigh(fit @ fit.T if dual else fit.T @ fit)  # (K,), (K, K)
+    rotated = vectors.T @ (fit_targets if dual else fit.T @ fit_targets)  # (K, C)
+    ridge = torch.tensor(ridges, dtype=fit.dtype).view(-1, 1, 1)  # (R, 1, 1)
+    solutions = vectors @ (rotated / (values.unsqueeze(1) + ridge))  # (R, K, C)
+    predictions = (check @ fit.T if dual else check) @ solutions  # (R, n, C)
+    return ((predictions - check_targets) ** 2).mean(dim=(1, 2))
 
 
 @dataclass
@@ -98,7 +104,8 @@ class RanPAC(FrozenBackbone):
         self.targets += projected.T @ onehot
         ridge = self.ridge or self.choose_ridge(projected, onehot)
         self.chosen_ridges.append(ridge)
-        self.weights = ridge_solutions(self.gram, self.targets, (ridge,))[0].to(torch.float32)
+        identity = torch.eye(self.projection_dim, dtype=torch.float64)
+        self.weights = torch.linalg.solve(self.gram + ridge * identity, self.targets).to(torch.float32)
 
     def choose_ridge(self, projected: torch.Tensor, onehot: torch.Tensor) -> float:
         """The candidate of :data:`RIDGES` whose solution on a random ``1 - validation_fraction`` of
@@ -106,8 +113,7 @@ class RanPAC(FrozenBackbone):
         order = torch.randperm(len(projected), generator=self.generator)
         held_out = max(1, round(self.validation_fraction * len(projected)))
         fit, check = order[held_out:], order[:held_out]
-        solutions = ridge_solutions(projected[fit].T @ projected[fit], projected[fit].T @ onehot[fit], RIDGES)
-        errors = ((projected[check] @ solutions - onehot[check]) ** 2).mean(dim=(1, 2))  # (R,)
+        errors = held_out_errors(projected[fit], onehot[fit], projected[check], onehot[check], RIDGES)  # (R,)
         return RIDGES[int(errors.argmin())]
 
     @torch.no_grad()
