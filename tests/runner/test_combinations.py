@@ -52,7 +52,8 @@ STRATEGY_SETTINGS = {
     "gpm": {"samples": 8}, "cuber": {"samples": 8},
     "dst": {"update_every": 2}, "clr": {}, "bn_only": {},
     "hypernetwork": {"hidden": (8,), "chunk_size": 16, "embedding_dim": 4, "chunk_embedding_dim": 4},
-    "lora": {"rank": 2}, "adapter": {"rank": 2}, "lae": {"rank": 2}, "ranpac": {"projection_dim": 16},
+    "lora": {"rank": 2, "alpha": 2.0}, "adapter": {"rank": 2, "alpha": 2.0}, "lae": {"rank": 2, "alpha": 2.0},
+    "ranpac": {"projection_dim": 16},
 }
 BUFFERS = {"er", "er_ace", "der", "derpp", "uer", "agem", "gdumb", "icarl"}
 KEEPS_POSITIONS = BUFFERS - {"icarl"}
