@@ -162,3 +162,21 @@ def test_resume_after_sigkill_equals_uninterrupted_run(small_data, tmp_path, nam
                                 strict=True):
         assert torch.equal(a, b), key
     assert isinstance(resumed_model.backbone[1].tuning, Tuning)
+
+
+def test_memory_counts_the_offline_copy_not_the_models_own_tuning_modules(small_data) -> None:
+    stream = class_incremental(small_data, 2)
+    model = mlp(stream.input_shape, stream.n_classes, hidden=(16,), seed=0)
+    for strategy, expected in ((LoRA(rank=2), 0), (LAE(module="lora", rank=2), 4 * (2 * 8 + 16 * 2))):
+        strategy.setup(stream, seed=0)
+        strategy.before_experience(model, stream[0])
+        strategy.after_experience(model, stream[0])
+        assert strategy.memory_bytes() == expected  # LAE: the offline A (2, 8) and B (16, 2) in float32
+
+
+def test_a_model_tuned_otherwise_is_refused() -> None:
+    model = one_layer_model()
+    inject(model, "adapter", rank=2, alpha=2.0, targets=("*",), seed=0)
+    inject(model, "adapter", rank=2, alpha=2.0, targets=("*",), seed=1)  # the same kind: kept as it is
+    with pytest.raises(ConfigError, match="already carries a rank-2 adapter module"):
+        inject(model, "lora", rank=2, alpha=2.0, targets=("*",), seed=0)

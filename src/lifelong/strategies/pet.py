@@ -42,6 +42,7 @@ from torch import nn
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream
 from lifelong.errors import ConfigError
+from lifelong.metrics.compute import tensor_bytes
 from lifelong.models.nets import split_model
 from lifelong.strategies.base import Strategy
 
@@ -84,7 +85,8 @@ def _add_tuning(layer: nn.Module, args: tuple[torch.Tensor, ...], output: torch.
 
 def inject(model: nn.Module, kind: str, rank: int, alpha: float, targets: Sequence[str], seed: int) -> None:
     """Give every ``nn.Linear`` of the model's backbone whose name (inside the backbone) matches one of
-    the glob ``targets`` a tuning module, drawn from ``seed`` alone; a layer that has one keeps it."""
+    the glob ``targets`` a tuning module, drawn from ``seed`` alone; a layer that has one of this kind and
+    rank keeps it (a resumed run injects before its first hook), one of another is refused."""
     backbone = split_model(model)[0]
     layers = [(name, module) for name, module in backbone.named_modules()
               if isinstance(module, nn.Linear) and any(fnmatchcase(name, pattern) for pattern in targets)]
@@ -92,16 +94,20 @@ def inject(model: nn.Module, kind: str, rank: int, alpha: float, targets: Sequen
         raise ConfigError(f"strategy.targets {list(targets)} match no nn.Linear layer of the model's backbone "
                           "(a ResNet's only linear layer is its head); use a model with linear layers (mlp, vit)")
     generator = torch.Generator().manual_seed(seed)
-    for _, layer in layers:
-        if not isinstance(getattr(layer, "tuning", None), Tuning):
+    for name, layer in layers:
+        existing = getattr(layer, "tuning", None)
+        if not isinstance(existing, Tuning):
             layer.tuning = Tuning(kind, layer, rank, alpha, generator)
             layer.register_forward_hook(_add_tuning)
+        elif (existing.kind, len(existing.down)) != (kind, rank):
+            raise ConfigError(f"strategy: the backbone's layer {name!r} already carries a rank-{len(existing.down)} "
+                              f"{existing.kind} module, not a rank-{rank} {kind} one; start from a model without one")
 
 
 def tuning_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The tuning modules' parameters by qualified name, in the model's order."""
-    tuned = {f"{name}." if name else "" for name, module in model.named_modules() if isinstance(module, Tuning)}
-    return {name: p for name, p in model.named_parameters() if name.rsplit(".", 1)[0] + "." in tuned}
+    return {f"{prefix}.{name}": p for prefix, module in model.named_modules() if isinstance(module, Tuning)
+            for name, p in module.named_parameters()}
 
 
 @contextmanager
@@ -174,6 +180,10 @@ class EfficientTuning(Strategy):
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
+
+    def memory_bytes(self) -> int:
+        """The strategy's tensors beyond the model: the tuning modules are the model's."""
+        return tensor_bytes(self.state_dict(), skip=("generator", "local_generator", "tuning"))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "tuning": {name: p.detach() for name, p in self.tuned.items()}}

@@ -29,7 +29,7 @@ def held_out_errors(fit: torch.Tensor, fit_targets: torch.Tensor, check: torch.T
     dual = len(fit) < fit.shape[1]
     values, vectors = torch.linalg.eigh(fit @ fit.T if dual else fit.T @ fit)  # (K,), (K, K)
     rotated = vectors.T @ (fit_targets if dual else fit.T @ fit_targets)  # (K, C)
-    ridge = torch.tensor(ridges, dtype=fit.dtype).view(-1, 1, 1)  # (R, 1, 1)
+    ridge = torch.tensor(ridges, dtype=fit.dtype, device=fit.device).view(-1, 1, 1)  # (R, 1, 1)
     solutions = vectors @ (rotated / (values.unsqueeze(1) + ridge))  # (R, K, C)
     predictions = (check @ fit.T if dual else check) @ solutions  # (R, n, C)
     return ((predictions - check_targets) ** 2).mean(dim=(1, 2))
@@ -88,23 +88,26 @@ class RanPAC(FrozenBackbone):
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """``ReLU(f W)`` (N, M) of features (N, D)."""
         assert self.projection is not None
-        return F.relu(features @ self.projection.to(features.device, features.dtype))
+        return F.relu(features @ self.projection.to(features.dtype))
 
     def fit_classes(self, model: nn.Module, data: TensorSet) -> None:
-        features = extract_features(split_model(model)[0], data.x).cpu()  # (N, D)
+        """Add the data to G and C and solve for the classifier, on the backbone's device, where the
+        projection, G, C and the classifier stay (drawn on the CPU: the same on every device)."""
+        features = extract_features(split_model(model)[0], data.x)  # (N, D)
+        device = features.device
         if self.projection is None:
             generator = torch.Generator().manual_seed(self.projection_seed)
-            self.projection = torch.randn(features.shape[1], self.projection_dim, generator=generator)
-            self.gram = torch.zeros(self.projection_dim, self.projection_dim, dtype=torch.float64)
-            self.targets = torch.zeros(self.projection_dim, self.n_classes, dtype=torch.float64)
+            self.projection = torch.randn(features.shape[1], self.projection_dim, generator=generator).to(device)
+            self.gram = torch.zeros(self.projection_dim, self.projection_dim, dtype=torch.float64, device=device)
+            self.targets = torch.zeros(self.projection_dim, self.n_classes, dtype=torch.float64, device=device)
         assert self.gram is not None and self.targets is not None
         projected = self.project(features).to(torch.float64)  # (N, M)
-        onehot = F.one_hot(data.y.cpu(), self.n_classes).to(torch.float64)  # (N, classes)
+        onehot = F.one_hot(data.y.to(device), self.n_classes).to(torch.float64)  # (N, classes)
         self.gram += projected.T @ projected
         self.targets += projected.T @ onehot
         ridge = self.ridge or self.choose_ridge(projected, onehot)
         self.chosen_ridges.append(ridge)
-        identity = torch.eye(self.projection_dim, dtype=torch.float64)
+        identity = torch.eye(self.projection_dim, dtype=torch.float64, device=device)
         self.weights = torch.linalg.solve(self.gram + ridge * identity, self.targets).to(torch.float32)
 
     def choose_ridge(self, projected: torch.Tensor, onehot: torch.Tensor) -> float:
@@ -121,7 +124,7 @@ class RanPAC(FrozenBackbone):
         if self.weights is None:
             return super().predict(model, x, task)
         projected = self.project(extract_features(split_model(model)[0], x))  # (B, M)
-        logits = projected @ self.weights.to(projected.device, projected.dtype)  # (B, classes)
+        logits = projected @ self.weights.to(projected.dtype)  # (B, classes)
         return restrict_to_classes(self.mask_logits(logits, task), self.seen_classes).argmax(dim=1)
 
     def state_dict(self) -> dict[str, Any]:
@@ -130,6 +133,8 @@ class RanPAC(FrozenBackbone):
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
-        self.projection, self.gram, self.targets, self.weights = (state[name] for name in
-                                                                  ("projection", "gram", "targets", "weights"))
+        device = next(model.parameters()).device  # a checkpoint is read onto the CPU
+        self.projection, self.gram, self.targets, self.weights = (
+            None if state[name] is None else state[name].to(device)
+            for name in ("projection", "gram", "targets", "weights"))
         self.chosen_ridges = list(state["chosen_ridges"])
