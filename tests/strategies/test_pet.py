@@ -50,6 +50,26 @@ def test_injection_leaves_outputs_unchanged_then_adds_the_hand_computed_term(kin
     assert model[0](x).tolist() == [expected]
 
 
+class Block(nn.Module):
+    """The linear layers of a transformer block, named as the library's ViT names them."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.fc1, self.fc2 = nn.Linear(width, 2 * width), nn.Linear(2 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.relu(self.fc1(x + self.proj(self.qkv(x)[:, : x.shape[1]]))))
+
+
+def test_targets_pick_layers_by_name() -> None:
+    model = nn.Sequential(nn.Sequential(Block(4), Block(4)), nn.Linear(4, 3))
+    inject(model, "lora", rank=2, alpha=2.0, targets=("*qkv", "0.1.fc1"), seed=0)
+    assert sorted({name.rsplit(".tuning", 1)[0] for name in tuning_parameters(model)}) == \
+        ["0.0.qkv", "0.1.fc1", "0.1.qkv"]
+    assert model(torch.ones(2, 4)).shape == (2, 3)
+
+
 def test_tuning_tensors_stay_out_of_the_model_state_dict_and_copies_use_their_own() -> None:
     model = one_layer_model()
     keys = list(model.state_dict())

@@ -10,10 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong import ResultsStore
 from lifelong.data import TensorSet, class_incremental, recurring
 from lifelong.errors import ConfigError
 from lifelong.strategies import RanPAC
 from lifelong.strategies.ranpac import RIDGES, held_out_errors
+from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
 
 
 def identity_features_model(n_features: int = 8, n_classes: int = 6) -> nn.Sequential:
@@ -100,3 +102,15 @@ def test_bad_settings_name_the_field() -> None:
     for bad in ({"projection_dim": 0}, {"ridge": -1.0}, {"validation_fraction": 1.0}):
         with pytest.raises(ConfigError, match=f"strategy.{next(iter(bad))}"):
             RanPAC(**bad)
+
+
+def test_resume_inside_the_adaptation_equals_the_uninterrupted_run(small_data, tmp_path) -> None:
+    stream = class_incremental(small_data, 3)
+    settings = {"ranpac": {"adapt_experiences": 2, "projection_dim": 32}}
+    reference, reference_model = start(stream, "ranpac", ResultsStore(tmp_path / "reference.db"), settings)
+    assert [cost.steps > 0 for cost in reference.costs] == [True, True, False]  # frozen after two experiences
+    store = ResultsStore(tmp_path / "runs.db")
+    killed_run(stream, "ranpac", store, kill_at=reference.costs[0].steps + 5, settings=settings)
+    resumed, resumed_model = start(stream, "ranpac", store, settings, resume_run=1)
+    assert_same_run(resumed, resumed_model, reference, reference_model)
+    assert reference.matrix[-1].min() >= 0.8  # the ridge classifier keeps every experience
