@@ -10,8 +10,7 @@ child ``tuning`` and a forward hook adds the tuning module's term to the layer's
 
 * LoRA (Hu et al., ICLR 2022, "LoRA: Low-Rank Adaptation of Large Language Models"): ``W x + b + (alpha /
   r) B A x``, ``A`` (r, in) Kaiming-uniform as in the reference code, ``B`` (out, r) zeros, so the model's
-  outputs are unchanged at injection. No dropout (the paper's is 0.1 on attention inputs; 0 suits small
-  backbones).
+  outputs are unchanged at injection. No dropout on LoRA's input (the reference ``loralib``'s default).
 * Adapter (Houlsby et al., ICML 2019, "Parameter-Efficient Transfer Learning for NLP"): a sequential
   bottleneck on the layer's output with a residual, ``h + (alpha / r) up(ReLU(down(h)))``, ``h = W x + b``,
   ``down`` (r, out) Kaiming-uniform, ``up`` (out, r) zeros (identity at injection). Sequential, on the
@@ -129,7 +128,8 @@ class EfficientTuning(Strategy):
     """Abstract: a frozen backbone tuned through LoRA or adapters, and a trainable head.
 
     The tuning modules are injected before the first experience (and when a checkpoint is loaded), from
-    the run's seed alone; every other parameter of the backbone stops training. :meth:`parameter_groups`
+    the run's seed alone; every other parameter of the backbone stops training (``requires_grad`` off, left
+    so after the run; normalization statistics, which are buffers, still follow the data in training mode). :meth:`parameter_groups`
     gives two groups, the tuning parameters then the head's, and nothing else, so the parameters that
     train are exactly those of the groups."""
 
