@@ -128,8 +128,9 @@ class EfficientTuning(Strategy):
     """Abstract: a frozen backbone tuned through LoRA or adapters, and a trainable head.
 
     The tuning modules are injected before the first experience (and when a checkpoint is loaded), from
-    the run's seed alone; every other parameter of the backbone stops training (``requires_grad`` off, left
-    so after the run; normalization statistics, which are buffers, still follow the data in training mode). :meth:`parameter_groups`
+    the run's seed alone; every other parameter of the backbone stops training (``requires_grad`` off,
+    left so after the run; normalization statistics, which are buffers, still follow the data in training
+    mode). :meth:`parameter_groups`
     gives two groups, the tuning parameters then the head's, and nothing else, so the parameters that
     train are exactly those of the groups."""
 
