@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lifelong import Naive, OptimConfig, class_incremental, mlp, train
+from lifelong.errors import TrainingError
 from lifelong.optim.batch_size import AdaptiveBatchSize, norm_test, per_sample_gradients
 
 
@@ -109,3 +110,14 @@ def test_the_batch_grows_to_the_size_the_test_asks_for() -> None:
     assert test.propose(model, squared_error, x, y, task, batch_size=8) == required
     assert AdaptiveBatchSize(theta=0.1, samples=4, max_batch_size=12).propose(
         model, squared_error, x, y, task, batch_size=8) == min(required, 12)
+
+
+def test_diverged_weights_stop_the_run_in_one_line() -> None:
+    """A step that made the weights infinite (a loss still finite before it) is a TrainingError, not a NaN
+    batch size."""
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(math.inf)
+    x, y, task = torch.ones(4, 2), torch.zeros(4), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(TrainingError, match="optim.lr"):
+        AdaptiveBatchSize(samples=4).propose(model, squared_error, x, y, task, batch_size=4)

@@ -59,6 +59,8 @@ STRATEGY_SETTINGS = {
     "l2p": {"pool_size": 4, "prompt_length": 2, "top": 2},
     "dualprompt": {"g_layers": (0,), "e_layers": (1,), "g_length": 2, "e_length": 2},
     "coda_prompt": {"pool_size": 6, "prompt_length": 2, "layers": (0, 1)},
+    "lora": {"rank": 2, "alpha": 2.0}, "adapter": {"rank": 2, "alpha": 2.0}, "lae": {"rank": 2, "alpha": 2.0},
+    "ranpac": {"projection_dim": 16},
 }
 PROMPTS = {"l2p", "dualprompt", "coda_prompt"}
 """Prompt methods: with the MLP of the combination test they must refuse in one line; they train a ViT."""

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from lifelong.errors import ConfigError
+from lifelong.errors import ConfigError, TrainingError
 from lifelong.models.per_sample import functional_state
 
 SampleLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -133,6 +133,9 @@ class AdaptiveBatchSize:
         gradients = per_sample_gradients(model, loss, x[:count], y[:count], task[:count])  # (count, P)
         variance = float((gradients - gradients.mean(dim=0)).square().sum()) / (count - 1)
         squared_norm = float(batch_gradient(model, loss, x, y, task).square().sum())
+        if not math.isfinite(variance) or not math.isfinite(squared_norm):  # the step just taken diverged
+            raise TrainingError("the batch-size norm test met non-finite gradients (the weights diverged); "
+                                "lower optim.lr or set optim.grad_clip")
         required = required_batch_size(variance, squared_norm, self.theta)
         if required <= batch_size:
             return batch_size

@@ -66,6 +66,7 @@ SEARCH_SPACES: dict[str, dict[str, Parameter]] = {
     "l2p": {"strategy.pull_weight": FloatRange(0.01, 1.0, log=True)},  # Wang et al. 2022
     "dualprompt": {"strategy.pull_weight": FloatRange(0.1, 10.0, log=True)},  # Wang et al. 2022
     "coda_prompt": {"strategy.orthogonality": Choice((0.0, 1e-4, 1e-2))},  # Smith et al. 2023
+    "lora": {}, "adapter": {}, "ranpac": {}, "lae": {"strategy.ema_decay": Choice((0.9, 0.99, 0.999))},  # Gao 2023
 }
 
 

@@ -34,6 +34,10 @@ from lifelong.strategies.dst import DST
 from lifelong.strategies.l2p import L2P
 from lifelong.strategies.dualprompt import DualPrompt
 from lifelong.strategies.coda_prompt import CODAPrompt
+from lifelong.strategies.lora import LoRA
+from lifelong.strategies.adapter import Adapter
+from lifelong.strategies.lae import LAE
+from lifelong.strategies.ranpac import RanPAC
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "naive": Naive,
@@ -58,9 +62,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "uer": UER,
     "gpm": GPM, "cuber": CUBER, "dst": DST, "clr": CLR, "bn_only": BNOnly, "hypernetwork": Hypernetwork,
     "l2p": L2P, "dualprompt": DualPrompt, "coda_prompt": CODAPrompt,
+    "lora": LoRA, "adapter": Adapter, "lae": LAE, "ranpac": RanPAC,
 }
 
-__all__ = ["AGEM", "CLR", "CODAPrompt", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "L2", "L2P", "MAS", "NCM",
-           "SI", "SLCA", "DualPrompt",
-           "STRATEGIES", "UER", "BNOnly", "Cumulative", "DERpp", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint", "ReplayMixture",
-           "LwF", "Naive", "Strategy"]
+__all__ = ["AGEM", "CLR", "CODAPrompt", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "L2", "L2P", "LAE", "MAS",
+           "NCM", "SI", "SLCA", "Adapter", "BNOnly", "Cumulative", "DERpp", "DualPrompt", "FeTrIL", "GDumb",
+           "Hypernetwork", "ICaRL", "Joint", "LoRA", "LwF", "Naive", "RanPAC", "ReplayMixture", "STRATEGIES", "Strategy",
+           "UER"]

@@ -1,0 +1,140 @@
+"""RanPAC: random projection of frozen features and a ridge classifier from accumulated Gram matrices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong.data.loader import derive_seed
+from lifelong.data.streams import Stream, TensorSet
+from lifelong.errors import ConfigError
+from lifelong.models.nets import split_model
+from lifelong.strategies.features import extract_features, restrict_to_classes
+from lifelong.strategies.frozen import FrozenBackbone
+
+RIDGES = tuple(10.0**power for power in range(-8, 14))
+"""The candidate ridge strengths, as in the reference code (10^-8 ... 10^13)."""
+
+
+def held_out_errors(fit: torch.Tensor, fit_targets: torch.Tensor, check: torch.Tensor, check_targets: torch.Tensor,
+                    ridges: tuple[float, ...]) -> torch.Tensor:
+    """Mean squared error (R,) on ``check`` (n, M) against ``check_targets`` (n, C) of the ridge solution
+    ``(X^T X + lambda I)^-1 X^T Y`` fitted on ``fit`` X (N, M), ``fit_targets`` Y (N, C), for each lambda,
+    from one eigendecomposition: of ``X^T X`` (M, M), or of the kernel ``X X^T`` (N, N) when N < M, by
+    the identity ``(X^T X + lambda I)^-1 X^T = X^T (X X^T + lambda I)^-1``."""
+    dual = len(fit) < fit.shape[1]
+    values, vectors = torch.linalg.eigh(fit @ fit.T if dual else fit.T @ fit)  # (K,), (K, K)
+    rotated = vectors.T @ (fit_targets if dual else fit.T @ fit_targets)  # (K, C)
+    ridge = torch.tensor(ridges, dtype=fit.dtype, device=fit.device).view(-1, 1, 1)  # (R, 1, 1)
+    solutions = vectors @ (rotated / (values.unsqueeze(1) + ridge))  # (R, K, C)
+    predictions = (check @ fit.T if dual else check) @ solutions  # (R, n, C)
+    return ((predictions - check_targets) ** 2).mean(dim=(1, 2))
+
+
+@dataclass
+class RanPAC(FrozenBackbone):
+    """RanPAC (McDonnell, Gong, Parvaneh, Abbasnejad & van den Hengel, NeurIPS 2023, "RanPAC: Random
+    Projections and Pre-trained Models for Continual Learning").
+
+    After the backbone is frozen, each sample's features f (D,) are projected by a fixed random matrix
+    W (D, M), N(0, 1) entries, through a ReLU, ``h = ReLU(f W)``, and the class prototypes are kept as the
+    Gram matrix ``G += H^T H`` (M, M) and ``C += H^T Y`` (M, classes) with one-hot targets Y, added to at
+    every experience (a class that returns adds to its column). The classifier is the ridge solution
+    ``W_out = (G + lambda I)^-1 C`` and a sample's logits ``h W_out`` over the seen classes. ``lambda`` is
+    chosen at every experience as the reference code does: fit on the first 80 % of the experience's
+    projected features, pick the candidate with the least mean squared error to the one-hot targets of
+    the other 20 % (drawn at random here, not the first samples, which may be ordered by class); the test
+    set is never used. No gradient step after the backbone is frozen.
+
+    First-session adaptation (the paper's Phase 1) is that of
+    :class:`~lifelong.strategies.frozen.FrozenBackbone`: the whole backbone trains with cross-entropy on
+    the first ``adapt_experiences`` experiences (the paper tunes a parameter-efficient module of a
+    pretrained ViT instead) and/or is loaded from ``backbone_path``; 0 keeps the backbone as it is.
+    """
+
+    supports_distributed: ClassVar[bool] = False  # the held-out split needs every sample on one rank
+
+    projection_dim: int = 2048
+    """M, the width of the random projection (10000 in the paper, for 768-dimensional ViT features)."""
+    ridge: float = 0.0
+    """A fixed ridge strength lambda > 0; 0 chooses it at each experience on a held-out split."""
+    validation_fraction: float = 0.2
+    """Part of each experience's training samples held out to choose lambda (0.2 in the reference code)."""
+    projection: torch.Tensor | None = field(default=None, init=False, repr=False)  # (D, M)
+    gram: torch.Tensor | None = field(default=None, init=False, repr=False)  # (M, M), float64
+    targets: torch.Tensor | None = field(default=None, init=False, repr=False)  # (M, classes), float64
+    weights: torch.Tensor | None = field(default=None, init=False, repr=False)  # (M, classes)
+    chosen_ridges: list[float] = field(default_factory=list, init=False, repr=False)
+    projection_seed: int = field(default=0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.projection_dim < 1:
+            raise ConfigError(f"strategy.projection_dim must be >= 1, got {self.projection_dim}")
+        if self.ridge < 0:
+            raise ConfigError(f"strategy.ridge must be >= 0 (0 chooses it on held-out data), got {self.ridge}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(f"strategy.validation_fraction must lie in (0, 1), got {self.validation_fraction}")
+
+    def setup(self, stream: Stream, seed: int) -> None:
+        super().setup(stream, seed)
+        self.projection, self.gram, self.targets, self.weights, self.chosen_ridges = None, None, None, None, []
+        self.projection_seed = derive_seed(seed, 0x2A9)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """``ReLU(f W)`` (N, M) of features (N, D)."""
+        assert self.projection is not None
+        return F.relu(features @ self.projection.to(features.dtype))
+
+    def fit_classes(self, model: nn.Module, data: TensorSet) -> None:
+        """Add the data to G and C and solve for the classifier, on the backbone's device, where the
+        projection, G, C and the classifier stay (drawn on the CPU: the same on every device)."""
+        features = extract_features(split_model(model)[0], data.x)  # (N, D)
+        device = features.device
+        if self.projection is None:
+            generator = torch.Generator().manual_seed(self.projection_seed)
+            self.projection = torch.randn(features.shape[1], self.projection_dim, generator=generator).to(device)
+            self.gram = torch.zeros(self.projection_dim, self.projection_dim, dtype=torch.float64, device=device)
+            self.targets = torch.zeros(self.projection_dim, self.n_classes, dtype=torch.float64, device=device)
+        assert self.gram is not None and self.targets is not None
+        projected = self.project(features).to(torch.float64)  # (N, M)
+        onehot = F.one_hot(data.y.to(device), self.n_classes).to(torch.float64)  # (N, classes)
+        self.gram += projected.T @ projected
+        self.targets += projected.T @ onehot
+        ridge = self.ridge or self.choose_ridge(projected, onehot)
+        self.chosen_ridges.append(ridge)
+        identity = torch.eye(self.projection_dim, dtype=torch.float64, device=device)
+        self.weights = torch.linalg.solve(self.gram + ridge * identity, self.targets).to(torch.float32)
+
+    def choose_ridge(self, projected: torch.Tensor, onehot: torch.Tensor) -> float:
+        """The candidate of :data:`RIDGES` whose solution on a random ``1 - validation_fraction`` of
+        ``projected`` (N, M) predicts the held-out rest's one-hot targets with the least squared error."""
+        order = torch.randperm(len(projected), generator=self.generator)
+        held_out = max(1, round(self.validation_fraction * len(projected)))
+        fit, check = order[held_out:], order[:held_out]
+        errors = held_out_errors(projected[fit], onehot[fit], projected[check], onehot[check], RIDGES)  # (R,)
+        return RIDGES[int(errors.argmin())]
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        if self.weights is None:
+            return super().predict(model, x, task)
+        projected = self.project(extract_features(split_model(model)[0], x))  # (B, M)
+        logits = projected @ self.weights.to(projected.dtype)  # (B, classes)
+        return restrict_to_classes(self.mask_logits(logits, task), self.seen_classes).argmax(dim=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        learned = {"projection": self.projection, "gram": self.gram, "targets": self.targets, "weights": self.weights}
+        return {**super().state_dict(), **learned, "chosen_ridges": list(self.chosen_ridges)}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        super().load_state_dict(state, model)
+        device = next(model.parameters()).device  # a checkpoint is read onto the CPU
+        self.projection, self.gram, self.targets, self.weights = (
+            None if state[name] is None else state[name].to(device)
+            for name in ("projection", "gram", "targets", "weights"))
+        self.chosen_ridges = list(state["chosen_ridges"])
