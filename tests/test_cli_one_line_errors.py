@@ -150,7 +150,7 @@ MISTAKES = {
     "unknown-run-field": Case(["run", "--db", "{db}", "--set", "run.colour=1"],
                               "run.colour: unknown field; allowed: seed, device, db, progress"),
     "unknown-section": Case(["run", "--db", "{db}", "--set", "colour.x=1"],
-                            "colour: unknown section; allowed: dataset, scenario, model, strategy, augment, optim, run"),
+                            "colour: unknown section; allowed: dataset, scenario, model, strategy, augment, average, optim, run"),
     "unknown-sweep-field": Case(["sweep", "--db", "{db}", "--config", "{folder}/sweep.toml"],
                                 "sweep.seed: unknown field; allowed: name, config, set, seeds, grid, strategies",
                                 prepare=lambda f: (f / "sweep.toml").write_text("seed = 1\n[strategies.naive]\n")),
