@@ -274,3 +274,12 @@ def test_digits_averaging_reduces_forgetting(digits_data, strategy) -> None:
     for method in ("ema", "interpolate", "merge"):
         assert results[method]["forgetting"] < results["none"]["forgetting"], method
     assert results["interpolate"]["final_accuracy"] > results["none"]["final_accuracy"]
+
+
+@pytest.mark.parametrize(("name", "method"), [("lora", "ema"), ("l2p", "merge"), ("ncm", "ema"), ("slca", "ema")])
+def test_averaging_refuses_what_it_would_not_average_or_would_mismatch(name, method) -> None:
+    """Adapters and prompts live in the strategy's own tensors (an average of the model would leave them
+    out); class statistics of the trained model's features would not match an EMA's features."""
+    with pytest.raises(ConfigError, match=f"average.method='{method}'") as error:
+        Averaging.build(AverageConfig(method=method), STRATEGIES[name](), OptimConfig())
+    assert "\n" not in str(error.value)

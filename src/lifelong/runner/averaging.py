@@ -37,7 +37,11 @@ from lifelong.errors import ConfigError
 from lifelong.models.averaging import ema_step, ema_weight, interpolate, project_out
 from lifelong.runner.observers import Observer, RunContext, TrainState
 from lifelong.strategies.base import Strategy
+from lifelong.strategies.frozen import FrozenBackbone
 from lifelong.strategies.gdumb import GDumb
+from lifelong.strategies.pet import EfficientTuning
+from lifelong.strategies.prompts import PromptStrategy
+from lifelong.strategies.slca import SLCA
 
 
 class Averaging(Observer):
@@ -95,6 +99,14 @@ class Averaging(Observer):
             raise ConfigError(f"average.method={config.method!r} averages the model across steps or experiences, "
                               "but strategy GDumb retrains it from its initial weights at each experience; use "
                               "average.method='none'")
+        if isinstance(strategy, EfficientTuning | PromptStrategy):
+            raise ConfigError(f"average.method={config.method!r} averages the model's weights, but strategy "
+                              f"{type(strategy).__name__} keeps what it trains in its own tensors (adapters, prompts), "
+                              "which would not be averaged; use average.method='none'")
+        if config.method == "ema" and isinstance(strategy, FrozenBackbone | SLCA):
+            raise ConfigError(f"average.method='ema' evaluates averaged weights, but strategy {type(strategy).__name__} "
+                              "classifies with statistics of the trained model's features, which the average's "
+                              "features would not match; use average.method='none', 'interpolate' or 'merge'")
         return cls(config)
 
     def on_run_start(self, context: RunContext) -> None:
