@@ -46,7 +46,7 @@ from lifelong.protocol.seeds import parse_seeds
 from lifelong.strategies import STRATEGIES
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runs import finished_runs, record, spread  # noqa: E402
+from runs import finished_runs, record, row_results, spread  # noqa: E402
 
 PATH = "/usr/share/datasets/fashion-mnist"
 
@@ -155,11 +155,8 @@ def main() -> None:
             print("| strategy | final accuracy | forgetting | seconds | GFLOPs |")
             print("|---|---|---|---|---|")
             for row in chosen:
-                results = [done.get((row.scenario, row.label, seed)) or futures[row, seed].result() for seed in seeds]
-                errors = [r["error"] for r in results if "error" in r]
-                if errors:
-                    print(f"| {row.label} | failed in {len(errors)} of {len(results)} seeds: {errors[0]} | | | |",
-                          flush=True)
+                results = row_results(done, futures, row.scenario, row, row.label, seeds, 5)
+                if results is None:
                     continue
                 print(f"| {row.label} | {spread([r['final'] for r in results])} | "
                       f"{spread([r['forgetting'] for r in results])} | "

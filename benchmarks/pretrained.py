@@ -41,7 +41,7 @@ from lifelong.protocol.pretrain import pretrain
 from lifelong.protocol.seeds import parse_seeds
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runs import finished_runs, record, spread  # noqa: E402
+from runs import finished_runs, record, row_results, spread  # noqa: E402
 
 PATH = "/usr/share/datasets/fashion-mnist"
 SMALL_LR, FULL_LR = 1e-2, 1e-3
@@ -151,11 +151,8 @@ def main() -> None:
         print("| row | final accuracy | forgetting | trainable parameters | seconds | GFLOPs |")
         print("|---|---|---|---|---|---|")
         for row in ROWS:
-            results = [done.get(("digits", row.label, seed)) or futures[row, seed].result() for seed in seeds]
-            errors = [r["error"] for r in results if "error" in r]
-            if errors:
-                print(f"| {row.label} | failed in {len(errors)} of {len(results)} seeds: {errors[0]} | | | | |",
-                      flush=True)
+            results = row_results(done, futures, "digits", row, row.label, seeds, 6)
+            if results is None:
                 continue
             print(f"| {row.label} | {spread([r['final'] for r in results])} | "
                   f"{spread([r['forgetting'] for r in results])} | {results[0]['trainable']:,} | "

@@ -46,7 +46,7 @@ from lifelong.protocol.seeds import parse_seeds
 from lifelong.strategies import STRATEGIES
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runs import finished_runs, record, spread  # noqa: E402
+from runs import finished_runs, record, row_results, spread  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -143,10 +143,8 @@ def main() -> None:
               "tokens | replayed tokens | seconds |")
         print("|---|" + "---|" * (len(domains) + 6))
         for row in ROWS:
-            results = [done.get(("text", row.label, seed)) or futures[row, seed].result() for seed in seeds]
-            errors = [r["error"] for r in results if "error" in r]
-            if errors:
-                print(f"| {row.label} | failed in {len(errors)} of {len(results)} seeds: {errors[0]} |", flush=True)
+            results = row_results(done, futures, "text", row, row.label, seeds, len(domains) + 7)
+            if results is None:
                 continue
             losses = " | ".join(spread([r["final"][j] for r in results]) for j in range(len(domains)))
             print(f"| {row.label} | {losses} | {spread([r['forgetting'] for r in results])} | "

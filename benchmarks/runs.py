@@ -27,6 +27,19 @@ def record(path: Path, settings: dict[str, Any], group: str, label: str, seed: i
             file.write(json.dumps(line) + "\n")
 
 
+def row_results(done: dict[tuple[str, str, int], dict[str, Any]], futures: dict[Any, Future], group: str,
+                row: Any, label: str, seeds: list[int], columns: int) -> list[dict[str, Any]] | None:
+    """A row's result for every seed (recorded earlier or just run), or None after printing the row's
+    failure (its first error, in a table of ``columns`` columns)."""
+    results = [done.get((group, label, seed)) or futures[row, seed].result() for seed in seeds]
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        print(f"| {label} | failed in {len(errors)} of {len(results)} seeds: {errors[0]} |" + " |" * (columns - 2),
+              flush=True)
+        return None
+    return results
+
+
 def spread(values: list[float | None], digits: int = 3) -> str:
     """Mean ± std over seeds, ``-`` for a metric a run does not have (a joint run's forgetting)."""
     if any(value is None for value in values):

@@ -65,6 +65,17 @@ def killed_run(stream, name, store, kill_at=KILL_AT_STEP, settings=STRATEGY_SETT
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
 
+def resumed_and_reference(stream, name, folder, settings, kill_at=KILL_AT_STEP, **kwargs):
+    """A run of ``name`` killed with SIGKILL after step ``kill_at`` and resumed, and the same run never
+    stopped, checked equal (:func:`assert_same_run`): ``(resumed, resumed_model, reference, reference_model)``."""
+    store = ResultsStore(folder / "runs.db")
+    killed_run(stream, name, store, kill_at=kill_at, settings=settings, **kwargs)
+    resumed, resumed_model = start(stream, name, store, settings, resume_run=1, **kwargs)
+    reference, reference_model = start(stream, name, ResultsStore(folder / "reference.db"), settings, **kwargs)
+    assert_same_run(resumed, resumed_model, reference, reference_model)
+    return resumed, resumed_model, reference, reference_model
+
+
 def assert_same_run(resumed, resumed_model, reference, reference_model) -> None:
     """A resumed run equals the uninterrupted one: matrix, per-experience cost counts and every tensor
     of the final model, bit for bit."""

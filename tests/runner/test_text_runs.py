@@ -13,7 +13,7 @@ from lifelong.data.corpora import TextDomain
 from lifelong.data.text import text_stream
 from lifelong.models.gpt import gpt
 from lifelong.strategies import STRATEGIES
-from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
+from tests.runner.test_checkpoint_resume import resumed_and_reference
 
 
 def documents(alphabet: str, count: int, seed: int) -> tuple[str, ...]:
@@ -89,14 +89,10 @@ def test_a_text_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path) -> None:
     text = stream()
     optim = OptimConfig(name="adam", lr=0.01, epochs=2, batch_size=16, reset_per_experience=False)
     settings = {"replay": {"replay_fraction": 0.25, "buffer_size": 40}}
-    store = ResultsStore(tmp_path / "runs.db")
-    kwargs = {"settings": settings, "model_for": tiny_gpt, "optim": optim}
     # 100 windows a domain: 7 steps an epoch, 14 a domain; killed in the second domain, after the checkpoint
     # of step 18 (every 3 steps), with replayed windows in its batches since
-    killed_run(text, "replay", store, kill_at=20, **kwargs)
-    resumed, resumed_model = start(text, "replay", store, resume_run=1, **kwargs)
-    reference, reference_model = start(text, "replay", ResultsStore(tmp_path / "reference.db"), **kwargs)
-    assert_same_run(resumed, resumed_model, reference, reference_model)
+    resumed, _, reference, _ = resumed_and_reference(text, "replay", tmp_path, settings, kill_at=20,
+                                                     model_for=tiny_gpt, optim=optim)
     assert [c.replayed for c in resumed.costs] == [c.replayed for c in reference.costs]
     # a quarter of each batch: 4 of the 6 full batches of 16 an epoch, 1 of its last batch of 4
     assert [c.steps for c in reference.costs] == [14, 14] and reference.costs[1].replayed == 2 * (6 * 4 + 1)

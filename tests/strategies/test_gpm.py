@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lifelong import OptimConfig, ResultsStore, class_incremental, cnn, mlp, train
+from lifelong import OptimConfig, class_incremental, cnn, mlp, train
 from lifelong.data import domain_incremental, task_incremental
 from lifelong.data.streams import Experience, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.strategies import CUBER, GPM, STRATEGIES, Naive
 from lifelong.strategies.subspace import gradient_matrix, grow_basis, projected_layers
-from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
+from tests.runner.test_checkpoint_resume import resumed_and_reference
 from tests.strategies.test_strategy_state import same
 
 
@@ -140,12 +140,7 @@ def test_state_survives_torch_save_and_weights_only_load(name, small_data) -> No
 @pytest.mark.parametrize("name", ["gpm", "cuber"])
 def test_resume_after_sigkill_equals_uninterrupted_run(small_data, tmp_path, name) -> None:
     stream = class_incremental(small_data, 3)
-    settings = {name: {"samples": 20}}
-    store = ResultsStore(tmp_path / "runs.db")
-    killed_run(stream, name, store, settings=settings)
-    resumed, resumed_model = start(stream, name, store, settings, resume_run=1)
-    reference, reference_model = start(stream, name, ResultsStore(tmp_path / "reference.db"), settings)
-    assert_same_run(resumed, resumed_model, reference, reference_model)
+    resumed_and_reference(stream, name, tmp_path, {name: {"samples": 20}})
 
 
 def forgetting(stream, strategy) -> float:

@@ -3,12 +3,12 @@ import io
 import pytest
 import torch
 
-from lifelong import OptimConfig, ResultsStore, train
+from lifelong import OptimConfig, train
 from lifelong.data import class_incremental, domain_incremental, task_incremental
 from lifelong.errors import ConfigError, LifelongError
 from lifelong.models import mlp
 from lifelong.strategies import Hypernetwork, Naive, Strategy
-from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
+from tests.runner.test_checkpoint_resume import resumed_and_reference
 
 TINY = {"hidden": (8,), "chunk_size": 16, "embedding_dim": 4, "chunk_embedding_dim": 4}
 
@@ -147,12 +147,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(small_data, tmp_path) -> 
     for bit (the hypernetwork, the embeddings, the old tasks' targets and the optimizer kept across
     experiences, which must still step the restored parameters)."""
     stream = task_incremental(small_data, 3)
-    settings = {"hypernetwork": TINY}
-    store = ResultsStore(tmp_path / "runs.db")
-    killed_run(stream, "hypernetwork", store, settings=settings)
-    resumed, resumed_model = start(stream, "hypernetwork", store, settings, resume_run=1)
-    reference, reference_model = start(stream, "hypernetwork", ResultsStore(tmp_path / "reference.db"), settings)
-    assert_same_run(resumed, resumed_model, reference, reference_model)
+    _, _, reference, _ = resumed_and_reference(stream, "hypernetwork", tmp_path, {"hypernetwork": TINY})
     assert reference.matrix.diagonal().min() > 0.9  # each task learned through its generated weights
 
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from lifelong import OptimConfig, ResultsStore, class_incremental, mlp, train
+from lifelong import OptimConfig, class_incremental, mlp, train
 from lifelong.data import Batch
 from lifelong.errors import ConfigError
 from lifelong.models import MODELS
 from lifelong.strategies import LAE, Adapter, LoRA
 from lifelong.strategies.pet import Tuning, inject, substituted, tuning_parameters
-from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
+from tests.runner.test_checkpoint_resume import resumed_and_reference
 
 
 def one_layer_model() -> nn.Module:
@@ -172,12 +172,7 @@ def test_lae_ensemble_takes_the_more_confident_expert_per_class(small_data) -> N
 @pytest.mark.parametrize("name", ["lora", "adapter", "lae"])
 def test_resume_after_sigkill_equals_uninterrupted_run(small_data, tmp_path, name) -> None:
     stream = class_incremental(small_data, 3)
-    settings = {name: {"rank": 2}}
-    store = ResultsStore(tmp_path / "runs.db")
-    killed_run(stream, name, store, settings=settings)
-    resumed, resumed_model = start(stream, name, store, settings, resume_run=1)
-    reference, reference_model = start(stream, name, ResultsStore(tmp_path / "reference.db"), settings)
-    assert_same_run(resumed, resumed_model, reference, reference_model)
+    _, resumed_model, _, reference_model = resumed_and_reference(stream, name, tmp_path, {name: {"rank": 2}})
     for (key, a), (_, b) in zip(tuning_parameters(resumed_model).items(), tuning_parameters(reference_model).items(),
                                 strict=True):
         assert torch.equal(a, b), key

@@ -70,12 +70,6 @@ def test_a_mixed_batch_runs_each_task_on_its_own_samples_in_batch_order() -> Non
 @pytest.mark.parametrize("name", ["dst", "clr"])
 def test_resume_after_sigkill_inside_an_experience_equals_the_uninterrupted_run(name, small_data, tmp_path) -> None:
     """The checkpoint restored inside experience 2 is loaded into the tensors its rebuilt optimizer steps."""
-    from lifelong import ResultsStore
-    from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
+    from tests.runner.test_checkpoint_resume import resumed_and_reference
 
-    stream, settings = task_incremental(small_data, 3), {name: SETTINGS[name]}
-    store = ResultsStore(tmp_path / "runs.db")
-    killed_run(stream, name, store, settings=settings)
-    resumed, resumed_model = start(stream, name, store, settings, resume_run=1)
-    reference, reference_model = start(stream, name, ResultsStore(tmp_path / "reference.db"), settings)
-    assert_same_run(resumed, resumed_model, reference, reference_model)
+    resumed_and_reference(task_incremental(small_data, 3), name, tmp_path, {name: SETTINGS[name]})
