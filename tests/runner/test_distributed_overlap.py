@@ -18,6 +18,8 @@ from lifelong.runner.observers import Observer, TrainState
 from lifelong.runner.sharding import blocks, full_state_dict
 from lifelong.strategies import STRATEGIES
 from lifelong.world import World
+from tests.runner.test_text_runs import stream as text_stream
+from tests.runner.test_text_runs import tiny_gpt
 
 OPTIM = {"epochs": 2, "batch_size": 8, "base_batch_size": 16, "momentum": 0.9}
 """8 samples per rank; the one-process reference trains on batches of 16 (the same samples per step)."""
@@ -63,6 +65,17 @@ def _run(strategy: str, parallel: Parallelism | None, world: World | None, batch
                    observers=[losses])
     state = {k: v.clone() for k, v in full_state_dict(model).items()}
     return {"matrix": result.matrix, "losses": losses.values, "state": state}
+
+
+def _text_run(parallel: Parallelism | None, world: World | None, batch_size: int = 8) -> dict:
+    """A two-domain text run of a small GPT (naive): its loss matrix and its loss at every step."""
+    losses = Losses()
+    text = text_stream()
+    torch.manual_seed(0)
+    result = train(text, tiny_gpt(text), STRATEGIES["naive"](),
+                   OptimConfig(name="adam", lr=0.01, epochs=1, batch_size=batch_size, base_batch_size=16), seed=0,
+                   world=world, parallel=parallel, observers=[losses])
+    return {"matrix": result.matrix, "losses": losses.values}
 
 
 def _hooks(rank: int) -> dict:
@@ -122,6 +135,8 @@ def _rank(rank: int, init_file: str, results: dict) -> None:
     out["fsdp"] = _run("naive", Parallelism(shard="fsdp"), world)
     out["er"] = _run("er", None, world)
     out["fsdp_er"] = _run("er", Parallelism(shard="fsdp"), world)
+    out["text"] = _text_run(None, world)
+    out["fsdp_text"] = _text_run(Parallelism(shard="fsdp"), world)
     try:
         train(_stream(), mlp((8,), 6), STRATEGIES["ewc"](), world=world, parallel=Parallelism(shard="fsdp"))
     except ConfigError as error:
@@ -234,3 +249,18 @@ def test_fsdp_blocks_policy() -> None:
     assert [type(b).__name__ for b in blocks(model)] == ["Linear", "Linear"]
     stack = nn.Sequential(nn.Embedding(5, 4), nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)]), nn.ReLU())
     assert [type(b).__name__ for b in blocks(stack)] == ["Embedding", "Linear", "Linear"]
+
+
+def test_a_text_run_on_two_ranks_matches_one_process(two_ranks) -> None:
+    """A language model under data parallelism (overlapped gradient sync) and sharded with FSDP2: the
+    loss matrix, whose validation losses are summed over the ranks' shards of every test set, and the
+    training losses (each rank's mean over its half of the batch) within 1e-5 of one process at the same
+    global batch of 16 windows."""
+    reference = _text_run(None, None, batch_size=16)
+    for key in ("text", "fsdp_text"):
+        runs = [two_ranks[rank][key] for rank in (0, 1)]
+        assert np.allclose(runs[0]["matrix"], reference["matrix"], atol=1e-5), key
+        assert np.array_equal(runs[0]["matrix"], runs[1]["matrix"])
+        mean = (np.asarray(runs[0]["losses"]) + np.asarray(runs[1]["losses"])) / 2
+        assert np.allclose(mean, reference["losses"], atol=1e-5), key
+    assert reference["matrix"][1, 0] > reference["matrix"][0, 0]  # the first domain forgotten, as in one process

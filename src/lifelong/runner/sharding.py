@@ -55,12 +55,18 @@ def check_sharding(strategy: Strategy, checkpointing: bool, periodic_evaluation:
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     """The modules sharded one by one (each all-gathered on its own): every module of an
-    ``nn.ModuleList`` and every other direct child of ``model.backbone`` (or ``model``) with parameters."""
+    ``nn.ModuleList`` and every other direct child of ``model.backbone`` (or ``model``) with parameters,
+    except a module holding a parameter tied to another module (a language model's token embedding and
+    output layer): FSDP2 needs tied parameters in one group, so those stay in the root's."""
     root = model.backbone if isinstance(getattr(model, "backbone", None), nn.Module) else model
+    uses: dict[int, int] = {}
+    for _, parameter in model.named_parameters(remove_duplicate=False):
+        uses[id(parameter)] = uses.get(id(parameter), 0) + 1
     out: list[nn.Module] = []
     for child in root.children():
         members = list(child) if isinstance(child, nn.ModuleList) else [child]
-        out += [m for m in members if next(m.parameters(), None) is not None]
+        out += [m for m in members if next(m.parameters(), None) is not None
+                and all(uses[id(p)] == 1 for p in m.parameters())]
     return out
 
 
