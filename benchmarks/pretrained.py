@@ -20,7 +20,8 @@ their classifiers on frozen features, without a first-session adaptation). Batch
 experience. Columns: final accuracy (mean over experiences) and average forgetting, mean ± std over
 seeds; trained parameters (over the whole run: every tensor of the model that changed, whole, plus the
 parameters a strategy adds and trains, its adapters and prompts; 0 for a method that fits its classifier
-in closed form on frozen features, whose fitted statistics are not counted); training seconds and GFLOPs per run (``optim.count_flops``).
+in closed form on frozen features, whose fitted statistics are not counted); training seconds and GFLOPs per
+run (``optim.count_flops``).
 """
 
 from __future__ import annotations

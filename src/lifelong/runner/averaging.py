@@ -104,7 +104,8 @@ class Averaging(Observer):
                               f"{type(strategy).__name__} keeps what it trains in its own tensors (adapters, prompts), "
                               "which would not be averaged; use average.method='none'")
         if config.method == "ema" and isinstance(strategy, FrozenBackbone | SLCA):
-            raise ConfigError(f"average.method='ema' evaluates averaged weights, but strategy {type(strategy).__name__} "
+            raise ConfigError("average.method='ema' evaluates averaged weights, but strategy "
+                              f"{type(strategy).__name__} "
                               "classifies with statistics of the trained model's features, which the average's "
                               "features would not match; use average.method='none', 'interpolate' or 'merge'")
         return cls(config)

@@ -77,7 +77,8 @@ class ScalarLog(Observer):
         self.records += [(step, f"cost/{name}", float(value)) for name, value in context.costs[-1].as_dict().items()]
         last = len(context.rows) == (1 if context.strategy.joint else len(context.stream))
         if last:
-            metrics = matrix_summary(objective, context.rows, context.initial, [len(test) for test in context.test_sets])
+            sizes = [len(test) for test in context.test_sets]
+            metrics = matrix_summary(objective, context.rows, context.initial, sizes)
             self.records += [(step, f"metrics/{name}", float(value)) for name, value in metrics.items()
                              if isinstance(value, float | int)]
         self.write(self.records)

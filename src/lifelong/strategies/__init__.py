@@ -67,5 +67,5 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 __all__ = ["AGEM", "CLR", "CODAPrompt", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "L2", "L2P", "LAE", "MAS",
            "NCM", "SI", "SLCA", "Adapter", "BNOnly", "Cumulative", "DERpp", "DualPrompt", "FeTrIL", "GDumb",
-           "Hypernetwork", "ICaRL", "Joint", "LoRA", "LwF", "Naive", "RanPAC", "ReplayMixture", "STRATEGIES", "Strategy",
-           "UER"]
+           "Hypernetwork", "ICaRL", "Joint", "LoRA", "LwF", "Naive", "RanPAC", "ReplayMixture", "STRATEGIES",
+           "Strategy", "UER"]
