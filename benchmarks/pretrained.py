@@ -17,8 +17,9 @@ scale of it), 1e-2 where only small modules and the head train (prompts, LoRA, a
 parameter-efficient papers use larger rates for their modules; nothing was chosen by looking at test
 accuracy. SimpleCIL (``ncm``) and RanPAC keep the pretrained backbone frozen (``adapt_experiences = 0``:
 their classifiers on frozen features, without a first-session adaptation). Batch 32, ``--epochs`` per
-experience. Columns: final accuracy (mean over experiences) and average forgetting, mean ± std over
-seeds; trained parameters (over the whole run: every tensor of the model that changed, whole, plus the
+experience. Columns: final accuracy (mean over experiences), average forgetting and the accuracy on
+each experience right after training on it (the mean of the matrix's diagonal: what the method could
+learn), mean ± std over seeds; trained parameters (over the whole run: every tensor of the model that changed, whole, plus the
 parameters a strategy adds and trains, its adapters and prompts; 0 for a method that fits its classifier
 in closed form on frozen features, whose fitted statistics are not counted); training seconds and GFLOPs per
 run (``optim.count_flops``).
@@ -122,6 +123,7 @@ def run(row: Row, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     except LifelongError as error:
         return {"error": str(error)}
     return {"final": result.metrics["final_accuracy"], "forgetting": result.metrics["forgetting"],
+            "learned": float(result.matrix.diagonal().mean()),
             "trainable": trained(strategy, model, before), "seconds": sum(c.seconds for c in result.costs),
             "flops": sum(c.flops for c in result.costs)}
 
@@ -156,14 +158,15 @@ def main() -> None:
         print(f"Backbone: `lifelong pretrain` of the ViT on Fashion-MNIST, classes {described['classes']}, "
               f"{described['optim']['epochs']} epochs, validation accuracy {described['validation_accuracy']:.3f} "
               f"(6,000 held-out training images).\n")
-        print("| row | final accuracy | forgetting | trained parameters | seconds | GFLOPs |")
-        print("|---|---|---|---|---|---|")
+        print("| row | final accuracy | forgetting | accuracy just learned | trained parameters | seconds | GFLOPs |")
+        print("|---|---|---|---|---|---|---|")
         for row in ROWS:
-            results = row_results(done, futures, "digits", row, row.label, seeds, 6)
+            results = row_results(done, futures, "digits", row, row.label, seeds, 7)
             if results is None:
                 continue
             print(f"| {row.label} | {spread([r['final'] for r in results])} | "
-                  f"{spread([r['forgetting'] for r in results])} | {results[0]['trainable']:,} | "
+                  f"{spread([r['forgetting'] for r in results])} | {spread([r['learned'] for r in results])} | "
+                  f"{results[0]['trainable']:,} | "
                   f"{statistics.mean(r['seconds'] for r in results):.0f} | "
                   f"{statistics.mean(r['flops'] for r in results) / 1e9:.1f} |", flush=True)
     print(f"\nWall time {time.perf_counter() - started:.0f} s.", file=sys.stderr)
