@@ -184,8 +184,10 @@ def test_the_interrupt_hint_is_a_command_that_works(tmp_path, monkeypatch, capsy
                                         '"scenario.n_experiences=2", "optim.epochs=5", "run.progress=false", '
                                         '"run.checkpoint_every_steps=1"]\n[strategies.naive]\n[strategies.er]\n')
     run = start_cli(["run", "--db", str(run_db), *SMALL, "--set", "optim.epochs=5", *every], tmp_path)
-    sweep = start_cli(["sweep", "--config", "grid.toml", "--db", str(sweep_db)], tmp_path)
     run_err = interrupt_after_first_checkpoint(run, tmp_path / "mine-checkpoints")
+    # started once the run is stopped: a sweep left running while the run handles its interrupt could
+    # finish (and remove its checkpoints) before it is watched
+    sweep = start_cli(["sweep", "--config", "grid.toml", "--db", str(sweep_db)], tmp_path)
     sweep_err = interrupt_after_first_checkpoint(sweep, tmp_path / "sweep-checkpoints")
     hint = re.fullmatch(r"interrupted: SIGINT at experience \d, step \d+: checkpoint saved in '[^']+'; "
                         r"continue with `lifelong (.+)`\n", run_err)
