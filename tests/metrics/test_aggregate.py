@@ -21,3 +21,14 @@ def test_metrics_missing_in_a_run_are_left_out() -> None:
             {"final_accuracy": 0.7, "forgetting": 0.1, "per_experience": [2]}]
     summary = aggregate_metrics(runs)
     assert list(summary) == ["final_accuracy"] and summary["final_accuracy"].mean == pytest.approx(0.6)
+
+
+def test_a_language_models_metrics_are_not_clipped_to_the_accuracy_ranges() -> None:
+    """Losses and their differences are in nats: forgetting of 2 nats is not clipped to 1, nor a loss above 1."""
+    runs = [{"final_loss": 3.0, "forgetting": 1.5, "stability_gap": 1.8},
+            {"final_loss": 3.4, "forgetting": 2.5, "stability_gap": 2.2}]
+    summary = aggregate_metrics(runs)
+    assert summary["forgetting"].mean == 2.0 and summary["forgetting"].high > 2.5
+    assert summary["stability_gap"].high > 2.2 and summary["final_loss"].high > 3.4
+    accuracy_runs = [{"final_accuracy": 0.5, "forgetting": 0.9}, {"final_accuracy": 0.6, "forgetting": 0.95}]
+    assert aggregate_metrics(accuracy_runs)["forgetting"].high == 1.0  # a classifier's stays clipped

@@ -3,6 +3,8 @@ through the command line, and a text run killed with SIGKILL and resumed, bit fo
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -49,13 +51,14 @@ def test_two_text_domains_through_the_api_learn_each_domain_and_forget_the_first
     assert result.metrics["tokens"] == 16 * sum(cost.samples for cost in result.costs)
 
 
-def test_two_text_domains_through_the_command_line(tmp_path, capsys) -> None:
+def write_config(folder) -> str:
+    """A text job over the two generated domains, written as files, with a replay mixture."""
     for domain in DOMAINS:
-        (tmp_path / f"{domain.name}.txt").write_text("\n\n".join(domain.documents))
-    (tmp_path / "text.toml").write_text(f'''
+        (folder / f"{domain.name}.txt").write_text("\n\n".join(domain.documents))
+    (folder / "text.toml").write_text(f'''
 [dataset]
 name = "text"
-domains = ["{tmp_path / 'abc.txt'}", "{tmp_path / 'xyz.txt'}"]
+domains = ["{folder / 'abc.txt'}", "{folder / 'xyz.txt'}"]
 [scenario]
 name = "text_domains"
 context = 16
@@ -74,15 +77,34 @@ buffer_size = 50
 name = "adam"
 lr = 0.01
 epochs = 2
+[run]
+db = "{folder / 'runs.db'}"
 ''')
-    db = tmp_path / "runs.db"
-    assert main(["run", "--config", str(tmp_path / "text.toml"), "--set", f"run.db={db}"]) == 0
+    return str(folder / "text.toml")
+
+
+def test_two_text_domains_through_the_command_line(tmp_path, capsys) -> None:
+    assert main(["run", "--config", write_config(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "loss matrix" in printed and "final_perplexity" in printed
-    record = ResultsStore(db).get(1)
+    record = ResultsStore(tmp_path / "runs.db").get(1)
     assert record.status == "finished" and np.asarray(record.rows).shape == (2, 2)
     assert record.metrics["replayed_tokens"] > 0
     assert record.config["strategy"]["replay_fraction"] == 0.25
+
+
+def test_seeds_and_groups_of_text_runs_report_losses(tmp_path, capsys) -> None:
+    """Over seeds the headline is the final loss, and its interval is not clipped to an accuracy's range;
+    tuning, which maximises an accuracy on a split of a labelled training set, is refused in one line."""
+    config = write_config(tmp_path)
+    assert main(["run", "--config", config, "--seeds", "0,1"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"run 1 \(seed 0\): final_loss \d\.\d{3}", printed)
+    assert main(["groups", "--db", str(tmp_path / "runs.db")]) == 0
+    assert re.search(r"final_loss \d\.\d{3} ± \d\.\d{3} over 2 seeds", capsys.readouterr().out)
+    assert main(["tune", "--config", config, "--trials", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "lifelong tune carves its validation split" in error and error.count("\n") == 1
 
 
 def test_a_text_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from lifelong.cli.interrupts import continue_with
-from lifelong.cli.tables import METRIC_NAMES
+from lifelong.cli.tables import METRIC_NAMES, headline
 from lifelong.config import RunConfig, load_config
 from lifelong.errors import ConfigError
 from lifelong.runner.results import ResultsStore
@@ -25,8 +25,8 @@ def run_with_seeds(config: RunConfig, seeds: list[int], store: ResultsStore, con
 
     result = run_seeds(config, seeds, store=store, progress=config.run.progress)
     for run in result.runs:
-        console.print(f"run {run.run_id} (seed {run.config['run']['seed']}): "
-                      f"final_accuracy {run.metrics['final_accuracy']:.3f}")
+        final = headline(run.metrics)[0]
+        console.print(f"run {run.run_id} (seed {run.config['run']['seed']}): {final} {run.metrics[final]:.3f}")
     console.print(summary_table(result.summary, f"{len(result.runs)} seeds"))
     console.print(f"runs {', '.join(str(r.run_id) for r in result.runs)} stored in {config.run.db} "
                   f"as group {result.group_id}")
@@ -41,7 +41,7 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     rerun = f"`lifelong sweep --config {args.config} --db {db}` (it skips the cells already finished)"
     with continue_with(lambda run_id: rerun):
         group_id, outcomes = run_sweep(sweep, ResultsStore(db), console=Console(stderr=True))
-    console.print(sweep_table(outcomes, METRIC_NAMES[:3]))
+    console.print(sweep_table(outcomes, headline(outcomes[0].metrics) if outcomes else METRIC_NAMES[:3]))
     trained = sum(outcome.trained for outcome in outcomes)
     console.print(f"sweep {sweep.name!r}: {len(outcomes)} cells, {trained} trained now, "
                   f"{len(outcomes) - trained} already in {db}; group {group_id}")

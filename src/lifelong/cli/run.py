@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lifelong.cli.interrupts import continue_with, resume_command
-from lifelong.cli.tables import (fmt, first_sentence, matrix_table, matrix_title, metric_names, metrics_table,
-                                 stream_table)
+from lifelong.cli.tables import (fmt, first_sentence, headline, matrix_table, matrix_title, metric_names,
+                                 metrics_table, stream_table)
 from lifelong.config import RunSettings, load_config, parameters
 from lifelong.errors import ConfigError
 from lifelong.runner.results import GroupRecord, ResultsStore, RunRecord
@@ -86,13 +86,15 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     records = records[-args.last:] if args.last is not None else records
     # one line per run: no vertical rules, the creation time to the minute (UTC), nothing wrapped
     table = Table(title=f"runs in {args.db}", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
-    for column in ("id", "created (UTC)", "status", "stream", "strategy", "seed", "final_accuracy", "forgetting"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis",
-                         justify="right" if column in ("id", "seed", "final_accuracy", "forgetting") else "left")
+    # a language model's final loss gets its own column when a listed run has one
+    finals = ["final_accuracy", *(["final_loss"] if any("final_loss" in (r.metrics or {}) for r in records) else [])]
+    numbers = ("id", "seed", *finals, "forgetting")
+    for column in ("id", "created (UTC)", "status", "stream", "strategy", "seed", *finals, "forgetting"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis", justify="right" if column in numbers else "left")
     for r in records:
         metrics = r.metrics or {}
         table.add_row(str(r.id), r.created[:16].replace("T", " "), r.status, r.name, r.strategy, str(r.seed),
-                      fmt(metrics.get("final_accuracy")), fmt(metrics.get("forgetting")))
+                      *(fmt(metrics.get(name)) for name in finals), fmt(metrics.get("forgetting")))
     console.print(table)
     if not records:
         console.print("no run matches" if args.strategy or args.status else "no runs yet")
@@ -173,9 +175,10 @@ def group_summary(group: GroupRecord) -> str:
     """One line on what a group found: the mean final accuracy over seeds, the best tuned setting, or the
     size of a sweep."""
     summary = group.summary or {}
-    if group.kind == "seeds" and "final_accuracy" in summary:
-        value = summary["final_accuracy"]
-        return f"final_accuracy {_mean_std(value)} over {value['n']} seeds"
+    final = headline(summary)[0]
+    if group.kind == "seeds" and final in summary:
+        value = summary[final]
+        return f"{final} {_mean_std(value)} over {value['n']} seeds"
     if group.kind == "protocol" and "best_value" in summary:
         final = summary.get("evaluation", {}).get("final_accuracy")
         return f"best {summary['objective']} {summary['best_value']:.3f} on validation" + \
@@ -195,23 +198,24 @@ def show_group(store: ResultsStore, group: GroupRecord, console: Console) -> int
     from lifelong.protocol.seeds import summary_table
 
     console.print(f"group {group.id}: {group.kind} {group.name!r}, created {group.created}")
+    records = [store.get(member["run_id"]) for member in group.members]
+    final = headline(next((r.metrics for r in records if r.metrics), {}))[0]
     members = Table(title="runs")
-    for column in ("run", "role", "label", "status", "final_accuracy"):
-        members.add_column(column, justify="right" if column in ("run", "final_accuracy") else "left")
-    for member in group.members:
-        record = store.get(member["run_id"])
+    for column in ("run", "role", "label", "status", final):
+        members.add_column(column, justify="right" if column in ("run", final) else "left")
+    for member, record in zip(group.members, records, strict=True):
         members.add_row(str(record.id), member["role"], member["label"], record.status,
-                        fmt((record.metrics or {}).get("final_accuracy")))
+                        fmt((record.metrics or {}).get(final)))
     console.print(members)
     summary = group.summary or {}
     if group.kind == "sweep":
         table = Table(title="sweep (mean ± std over seeds)")
-        for column in ("configuration", "seeds", "final_accuracy", "average_incremental_accuracy", "forgetting"):
+        columns = headline(next(iter(summary.values()), {}))
+        for column in ("configuration", "seeds", *columns):
             table.add_column(column, justify="left" if column == "configuration" else "right")
         for label, values in summary.items():
             n = max((value["n"] for value in values.values()), default=0)
-            table.add_row(label, str(n), *(_mean_std(values[m]) if m in values else "-"
-                                           for m in ("final_accuracy", "average_incremental_accuracy", "forgetting")))
+            table.add_row(label, str(n), *(_mean_std(values[m]) if m in values else "-" for m in columns))
         console.print(table)
         return 0
     if group.kind == "protocol" and "best_params" in summary:

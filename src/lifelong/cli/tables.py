@@ -72,6 +72,14 @@ def first_sentence(doc: str | None) -> str:
     return text
 
 
+def headline(metrics: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The three metrics that head a table of runs or groups, read from one run's (or a summary's) metrics:
+    a classifier's accuracies and forgetting, or a language model's losses and forgetting (in nats)."""
+    if "final_loss" in metrics and "final_accuracy" not in metrics:
+        return "final_loss", "average_loss", "forgetting"
+    return "final_accuracy", "average_incremental_accuracy", "forgetting"
+
+
 def matrix_title(metrics: Mapping[str, Any]) -> str:
     """What a run's matrix holds, read from its metrics: accuracies, or a language model's losses."""
     return "loss matrix (validation loss, nats per token)" if "final_loss" in metrics else "accuracy matrix"

@@ -35,8 +35,18 @@ accuracies (forgetting, BWT, FWT) in [-1, 1], a learning rate above 0. A test-ti
 ``error <domain>`` metrics are errors too."""
 
 
-def bounds(name: str) -> tuple[float, float]:
-    """The range of metric ``name`` (unbounded when unknown)."""
+LOSS_BOUNDS: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(("final_loss", "average_loss"), (0.0, math.inf)), "final_perplexity": (1.0, math.inf),
+    **dict.fromkeys(_DIFFERENCES, (-math.inf, math.inf)), "stability_gap": (0.0, math.inf),
+    "recovered_fraction": (0.0, 1.0), "effective_lr": (0.0, math.inf)}
+"""The ranges of a language model's metrics (:func:`lifelong.metrics.objectives.loss_summary`): losses in
+nats are not bounded above, and their differences (forgetting, BWT, FWT, the stability gap) not by 1."""
+
+
+def bounds(name: str, language_model: bool = False) -> tuple[float, float]:
+    """The range of metric ``name`` (unbounded when unknown), of a language model's run or a classifier's."""
+    if language_model:
+        return LOSS_BOUNDS.get(name, (-math.inf, math.inf))
     return BOUNDS.get(name, (0.0, 1.0) if name.startswith("error ") else (-math.inf, math.inf))
 
 
@@ -84,9 +94,10 @@ def _is_number(value: object) -> bool:
 
 def aggregate_metrics(runs: Sequence[Mapping[str, float | None]]) -> dict[str, Aggregate]:
     """Each numeric metric that every run has a value for, aggregated over the runs with its interval
-    clipped to the metric's :func:`bounds` (lists such as per-experience values, and :data:`NOT_METRICS`,
-    are left out)."""
+    clipped to the metric's :func:`bounds` (a language model's when the runs have a ``final_loss``; lists
+    such as per-experience values, and :data:`NOT_METRICS`, are left out)."""
     names = [name for name in runs[0] if name not in NOT_METRICS and all(_is_number(run.get(name)) for run in runs)] \
         if runs else []
-    return {name: aggregate([float(run[name]) for run in runs], limits=bounds(name))  # type: ignore[arg-type]
-            for name in names}
+    language_model = bool(runs) and "final_loss" in runs[0]
+    return {name: aggregate([float(run[name]) for run in runs],  # type: ignore[arg-type]
+                            limits=bounds(name, language_model)) for name in names}

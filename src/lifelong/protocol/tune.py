@@ -75,11 +75,21 @@ def validation_split(dataset: Dataset, fraction: float, seed: int) -> Dataset:
     that part removed from training): what tuning may score on without seeing test data."""
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"validation_fraction must lie in (0, 1), got {fraction}")
+    check_tunable(dataset)
     index = list(range(len(dataset.y_train)))
     train_index, validation_index = train_test_split(index, test_size=fraction, random_state=seed,
                                                      stratify=dataset.y_train.numpy())
     return Dataset(f"{dataset.name}-validation", dataset.x_train[train_index], dataset.y_train[train_index],
                    dataset.x_train[validation_index], dataset.y_train[validation_index], dataset.n_classes)
+
+
+def check_tunable(dataset: object) -> None:
+    """The protocol carves its validation split out of a labelled dataset's training set and maximises an
+    accuracy: a text corpus, scored by its loss, is refused in one line."""
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"lifelong tune carves its validation split out of a labelled dataset's training set and "
+                          f"maximises an accuracy; dataset {getattr(dataset, 'name', dataset)!r} is not one (a text "
+                          "corpus is scored by its loss): compare settings with lifelong sweep or --seeds instead")
 
 
 def sampler_seed(seed: int, existing_trials: int) -> int:
@@ -107,6 +117,7 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
         raise ConfigError(f"--validation-fraction must lie in (0, 1), got {settings.validation_fraction}")
     base = load_config(settings.config, [*settings.overrides, *settings.tune_overrides])
     load_config(settings.config, [*settings.overrides, *settings.eval_overrides])  # fail before tuning
+    check_tunable(build("dataset", DATASETS, base.dataset))
     space = search_space(base.strategy.name)
     group_id = store.find_group("protocol", settings.study) or store.create_group(
         "protocol", settings.study, {**settings.__dict__, "search_space": {k: repr(v) for k, v in space.items()}})
