@@ -118,3 +118,13 @@ def test_a_text_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path) -> None:
     assert [c.replayed for c in resumed.costs] == [c.replayed for c in reference.costs]
     # a quarter of each batch: 4 of the 6 full batches of 16 an epoch, 1 of its last batch of 4
     assert [c.steps for c in reference.costs] == [14, 14] and reference.costs[1].replayed == 2 * (6 * 4 + 1)
+
+
+def test_the_html_report_refuses_a_language_models_run_in_one_line(tmp_path, capsys) -> None:
+    assert main(["run", "--config", write_config(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["report", "1", "--db", str(tmp_path / "runs.db"), "-o", str(tmp_path / "r.html")]) == 2
+    error = capsys.readouterr().err
+    assert "is a language model's" in error and error.count("\n") == 1
+    assert main(["compare", "1", "--db", str(tmp_path / "runs.db")]) == 0
+    assert "final_perplexity" in capsys.readouterr().out

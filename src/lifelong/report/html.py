@@ -32,6 +32,11 @@ def render_figures(records: Sequence[RunRecord]) -> dict[str, bytes]:
         raise ConfigError(f"report: run {adaptation[0]} is a test-time adaptation run (accuracy per domain, no "
                           f"accuracy matrix or training curve to draw); `lifelong show {adaptation[0]}` prints it, "
                           "and the report takes training runs")
+    losses = [record.id for record in records if "final_loss" in (record.metrics or {})]
+    if losses:
+        raise ConfigError(f"report: run {losses[0]} is a language model's (a loss matrix; the report draws accuracies "
+                          f"and the time to reach one); `lifelong show {losses[0]}`, `lifelong compare` and "
+                          "`lifelong export` take it")
     empty = [record.id for record in records if not record.experiences]
     if empty:
         raise ConfigError(f"report: run {empty[0]} has no finished experience to plot (status "
