@@ -154,3 +154,17 @@ def test_a_decayed_branch_is_evaluated_while_the_run_continues_from_the_undecaye
     assert branched.matrix[0, 0] < plain.matrix[0, 0]  # the annealed copy fits domain 0 better
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_compiled_language_model_warms_up_on_windows_it_can_read() -> None:
+    """``run.compile`` warms the model up on a first batch: a language model's inputs are the windows
+    without their last token (the whole window would overrun the GPT's context of 16)."""
+    from tests.runner.test_text_runs import stream, tiny_gpt
+
+    results = []
+    for backend in (False, "eager"):
+        text = stream()
+        torch.manual_seed(0)
+        results.append(train(text, tiny_gpt(text), STRATEGIES["naive"](), OptimConfig(epochs=1), seed=0,
+                             device="cpu", compile=backend))
+    assert results[1].matrix.tolist() == results[0].matrix.tolist()

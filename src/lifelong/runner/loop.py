@@ -50,7 +50,7 @@ from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.errors import ConfigError, TrainingError
 from lifelong.metrics.compute import ExperienceCost, MemoryMeter
-from lifelong.metrics.objectives import LANGUAGE_MODEL, matrix_summary
+from lifelong.metrics.objectives import LANGUAGE_MODEL, logits_of, matrix_summary
 from lifelong.models.norms import begin_experience
 from lifelong.optim.registry import build_optimizer
 from lifelong.optim.probe import probe
@@ -247,7 +247,8 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
                                                          seed, config, {**environment(), "device": str(dev)}) \
         if store else None
 
-    compile_seconds = _compile(model, experiences[0].train, setup.batch_size, dev, compile)
+    compile_seconds = _compile(model, experiences[0].train, setup.batch_size, dev, compile,
+                               stream.objective == LANGUAGE_MODEL)
     test_sets = [exp.test.to(dev) for exp in stream]
     initial = restored.initial if restored else evaluate(model, strategy, test_sets, eval_batch_size, evaluated)
     if store and run_id is not None and not restored:
@@ -330,7 +331,8 @@ def _augmentation(stream: Stream, augment: Augment | None, seed: int,
     return stream, generator
 
 
-def _compile(model: nn.Module, data: TensorSet, batch_size: int, device: torch.device, backend: bool | str) -> float:
+def _compile(model: nn.Module, data: TensorSet, batch_size: int, device: torch.device, backend: bool | str,
+             language_model: bool = False) -> float:
     """Compile ``model`` in place (``nn.Module.compile``: the module and its state-dict names stay the
     same) and warm it up with a forward and backward pass on a first batch of ``data``, leaving its
     weights, gradients and normalisation statistics as they were. Returns the seconds it took, which
@@ -341,7 +343,7 @@ def _compile(model: nn.Module, data: TensorSet, batch_size: int, device: torch.d
     model.compile(backend="inductor" if backend is True else backend)
     buffers = {name: value.clone() for name, value in model.named_buffers()}
     x = next(data.subset(torch.arange(min(batch_size, len(data)))).batches(batch_size)).x.to(device)
-    model(x).float().sum().backward()
+    logits_of(model(x[:, :-1] if language_model else x)).float().sum().backward()
     model.zero_grad(set_to_none=True)
     with torch.no_grad():
         for name, value in model.named_buffers():
