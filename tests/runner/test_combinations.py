@@ -3,9 +3,9 @@
 Hypothesis draws a strategy x scenario (recurring and blurry included) x sampler x schedule and its
 horizon x optimizer (SGD, Adam, LARS, LAMB, AdaGradNorm) and its reset x budget x batch-size option x FLOP
 counting x precision x clipping x continual evaluation x weight averaging (EMA, interpolation, merging) x
-data held as tensors or read lazily from a
-``Dataset`` (memories keeping samples or positions) on tiny streams, trains, and checks the runner's
-invariants on every draw:
+WSD-S decayed branches x data held as tensors or read lazily from a ``Dataset`` (memories keeping samples
+or positions) on tiny streams, a language model's token stream among them, trains, and checks the
+runner's invariants on every draw:
 
 * every experience ends where its plan's horizon does (executed steps = planned steps, or what the
   budget left), and the stream horizon ends with the run, so a schedule reaches its final value;
@@ -43,6 +43,7 @@ from lifelong.optim.schedules import Position
 from lifelong.optim.setup import resolve
 from lifelong.strategies import STRATEGIES
 from tests.runner.recorder import StepRecorder
+from tests.runner.test_language_model import Bigram, token_stream
 
 EXAMPLES = int(os.environ.get("LIFELONG_COMBINATIONS", "120"))
 
@@ -92,6 +93,8 @@ def image_data():
 
 @functools.cache
 def stream(name: str, lazy: bool = False):
+    if name == "text":
+        return token_stream()
     data = synthetic(n_classes=6, n_features=4, n_per_class=16, spread=0.5, seed=0)
     if lazy:
         data = from_dataset(TensorDataset(data.x_train, data.y_train), TensorDataset(data.x_test, data.y_test),
@@ -100,6 +103,11 @@ def stream(name: str, lazy: bool = False):
             "recurring": lambda: recurring(data, n_experiences=4, classes_per_experience=2, alpha=0.5, seed=1),
             "blurry": lambda: si_blurry(data, n_experiences=3, disjoint_ratio=0.4, blurry_ratio=0.3, seed=2),
             "domain": lambda: domain_incremental(data, 3, transform="permutation", seed=3)}[name]()
+
+
+def model_for(scenario: str) -> torch.nn.Module:
+    """The tiny model of a draw: an MLP, or a bigram language model for the token stream."""
+    return Bigram() if scenario == "text" else mlp((4,), 6, hidden=(8,))
 
 
 def check_learning_rates(recorder: StepRecorder, optim: OptimConfig, plans: list[dict], probed: int | None) -> None:
@@ -122,22 +130,24 @@ def check_learning_rates(recorder: StepRecorder, optim: OptimConfig, plans: list
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(strategy=st.sampled_from(sorted(STRATEGY_SETTINGS)),
-       scenario=st.sampled_from(["class", "task", "recurring", "blurry", "domain"]),
+       scenario=st.sampled_from(["class", "task", "recurring", "blurry", "domain", "text"]),
        sampler=st.sampled_from(SAMPLERS), schedule=st.sampled_from(SCHEDULES), reset=st.booleans(),
        budget=st.sampled_from(BUDGETS), batch=st.sampled_from(BATCHES), epochs=st.integers(1, 2),
        optimizer=st.sampled_from(OPTIMIZERS), count_flops=st.booleans(), precision=st.sampled_from(["fp32", "bf16"]),
        grad_clip=st.sampled_from([None, 1.0]), eval_every=st.sampled_from([None, 3]),
-       data=st.sampled_from(["tensors", "lazy samples", "lazy positions"]), average=st.sampled_from(AVERAGES))
+       data=st.sampled_from(["tensors", "lazy samples", "lazy positions"]), average=st.sampled_from(AVERAGES),
+       branch=st.sampled_from([None, 0.5]))
 def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampler, schedule, reset, budget, batch,
                                                         epochs, optimizer, count_flops, precision, grad_clip,
-                                                        eval_every, data, average) -> None:
+                                                        eval_every, data, average, branch) -> None:
     optim = OptimConfig(name=optimizer[0], momentum=optimizer[1], lr=optimizer[2], epochs=epochs, sampler=sampler[0],
                         sampler_fraction=sampler[1], schedule=schedule[0], schedule_params=schedule[1],
                         reset_per_experience=reset, count_flops=count_flops, precision=precision,
-                        grad_clip=grad_clip, **budget, **batch)
+                        grad_clip=grad_clip, branch_decay=branch, **budget, **batch)
+    data = "tensors" if scenario == "text" else data  # a token stream is held in memory
     recorder = StepRecorder()
     torch.manual_seed(0)
-    model = mlp((4,), 6, hidden=(8,))
+    model = model_for(scenario)
     keeps = {"memory_keeps": data.split()[1]} if data != "tensors" and strategy in KEEPS_POSITIONS else {}
     built = STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy], **keeps)
     try:
@@ -148,7 +158,7 @@ def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampl
         return
     if data != "tensors" and "max_seconds" not in budget:
         torch.manual_seed(0)
-        in_memory = train(stream(scenario), mlp((4,), 6, hidden=(8,)),
+        in_memory = train(stream(scenario), model_for(scenario),
                           STRATEGIES[strategy](**STRATEGY_SETTINGS[strategy]), optim, seed=0,
                           eval_every_steps=eval_every, average=average)
         assert (result.matrix == in_memory.matrix).all()
@@ -157,24 +167,29 @@ def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampl
     measured = "max_flops" in budget or "max_seconds" in budget
     adaptive = "batch_size_test" in batch
     for index, (end, cost, plan) in enumerate(zip(recorder.ends, result.costs, plans, strict=True)):
-        assert end["experience_step"] == end["experience_steps"] == cost.steps, (index, end)
+        # a decayed branch's steps and samples are counted in the cost on top of the experience's own
+        branched = max(1, round(branch * end["experience_steps"])) if branch and end["experience_steps"] else 0
+        trained = cost.steps - branched
+        assert end["experience_step"] == end["experience_steps"] == trained, (index, end)
         if not measured and not adaptive:
-            assert (cost.steps, cost.samples) == (plan["steps"], plan["samples"]), (index, plan)
+            assert trained == plan["steps"], (index, plan)
+            assert cost.samples == plan["samples"] or branched, (index, plan)
         if not plan["train_size"]:
             assert cost.steps == 0
         if "max_steps" in budget:
-            assert cost.steps <= max(budget["max_steps"], 1)
-        if "max_samples" in budget and cost.steps > 1:
+            assert trained <= max(budget["max_steps"], 1)
+        if "max_samples" in budget and trained > 1 and not branched:
             assert cost.samples <= budget["max_samples"]
         steps = recorder.of(index)
         if "max_flops" in budget and len(steps) > 1:
             assert steps[-1]["flops"] <= budget["max_flops"]
         if count_flops and cost.steps:
             assert cost.flops > 0
-    assert recorder.ends[-1]["step"] == recorder.ends[-1]["total_steps"] == sum(c.steps for c in result.costs)
+    assert recorder.ends[-1]["step"] == recorder.ends[-1]["total_steps"] == sum(e["experience_steps"]
+                                                                                for e in recorder.ends)
     if eval_every is not None:  # the curve ends with the matrix's last row, and is summarised
         assert result.extra["curve"][-1]["accuracies"] == result.matrix[-1].tolist()
-        assert "worst_case_accuracy" in result.metrics
+        assert ("stability_gap" if scenario == "text" else "worst_case_accuracy") in result.metrics
     check_learning_rates(recorder, optim, plans, result.metrics.get("probed_batch_size"))
     if strategy in BUFFERS:
         size = STRATEGY_SETTINGS[strategy]["buffer_size"]

@@ -482,7 +482,8 @@ class _Loop:
             if augment is not None:
                 assert draws is not None
                 x = augment(x, draws)
-            self._forward_backward(Batch(x, batch.y, batch.task, batch.x), autocast, params)
+            view = data.x[rows.cpu()] if data.lazy else None  # what a memory that keeps positions stores
+            self._forward_backward(Batch(x, batch.y, batch.task, batch.x, view), autocast, params)
             if self.setup.config.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, self.setup.config.grad_clip)
             for group in optimizer.param_groups:
