@@ -151,6 +151,8 @@ def test_a_decayed_branch_is_evaluated_while_the_run_continues_from_the_undecaye
     plain, branched = results
     steps = [cost.steps for cost in plain.costs]
     assert [cost.steps for cost in branched.costs] == [s + round(0.5 * s) for s in steps]
+    # the branch's batches of 16 replay a quarter too: its 9 steps' 36 rows on top of the run's own
+    assert branched.costs[1].replayed - plain.costs[1].replayed == 4 * round(0.5 * steps[1])
     assert branched.matrix[0, 0] < plain.matrix[0, 0]  # the annealed copy fits domain 0 better
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         assert torch.equal(a, b)

@@ -204,6 +204,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     # here so that it is not counted as the first experience's training time
     import torch._dynamo  # noqa: F401
     world = world or init_from_environment(dev)
+    averaging = Averaging.build(average, strategy, optim)
     parallel = parallel or Parallelism()
     sharded = world.distributed and parallel.shard == "fsdp"
     evaluated = World() if sharded else world  # a sharded model's forward is collective: every rank runs every batch
@@ -212,7 +213,7 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
         check_distributed(strategy, optim, resume_run)
         if sharded:
             check_sharding(strategy, checkpoint is not None, evaluation is not None,
-                           optim.branch_decay is not None or (average is not None and average.method != "none"))
+                           optim.branch_decay is not None or averaging is not None)
         store, progress, checkpoint = (store, progress, checkpoint) if world.is_main else (None, False, None)
     eval_batch_size = eval_batch_size if eval_batch_size is not None else 1024 if dev.type == "cuda" else 128
     check_arguments(model, seed, eval_batch_size, compile)
@@ -237,7 +238,6 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     probed = probe(model, experiences[0].train) if optim.batch_size == PROBE else None
     setup = resolve(optim, probed.batch_size) if probed else setup
     plans = plan_stream(strategy, experiences, setup, budget, world)
-    averaging = Averaging.build(average, strategy, optim)
     config = config or describe(stream, model, strategy, optim, seed)
     config = {**config, "average": averaging.config.model_dump()} if averaging else config
     if sharded:
@@ -403,7 +403,7 @@ class _Loop:
         """Training seconds of the experience last closed."""
         self.data: TensorSet | None = None
         """The training set of the current experience (None when its plan does not train)."""
-        self.branch_steps, self.branch_samples, self.branch_seconds = 0, 0, 0.0
+        self.branch = ExperienceCost()
         """What the decayed branch of the experience last closed took (``optim.branch_decay``)."""
         self.buffers = [b for b in model.buffers() if b.is_floating_point()]
         """Normalisation statistics: kept equal over data-parallel ranks after every step, as
@@ -459,12 +459,12 @@ class _Loop:
         steps more on its training set (its own seeded order) at a learning rate falling linearly from the
         last one to 0, and all three are restored after the block. Without it, nothing happens."""
         fraction, state, data = self.setup.config.branch_decay, self.state, self.data
-        self.branch_steps = self.branch_samples = 0
+        self.branch = ExperienceCost()
         if fraction is None or data is None or self.optimizer is None or state.experience_step == 0:
             yield
             return
         model, optimizer, strategy, world = self.model, self.optimizer, self.strategy, self.world
-        augment, draws = self.augment, self.context.generator
+        augment, draws, replayed = self.augment, self.context.generator, strategy.replayed
         saved = copy.deepcopy((model.state_dict(), optimizer.state_dict(), strategy.state_dict(),
                                None if draws is None else draws.get_state()))
         steps = max(1, round(fraction * state.experience_step))
@@ -491,8 +491,8 @@ class _Loop:
             optimizer.step()
             if world.distributed and self.buffers:
                 world.broadcast(self.buffers)
-        self.branch_steps, self.branch_samples = steps, steps * size * world.size
-        self.branch_seconds = time.perf_counter() - started
+        self.branch = ExperienceCost(seconds=time.perf_counter() - started, samples=steps * size * world.size,
+                                     steps=steps, flops=steps * state.step_flops, replayed=strategy.replayed - replayed)
         try:
             yield
         finally:
@@ -504,16 +504,14 @@ class _Loop:
                 draws.set_state(draws_state)
 
     def cost(self) -> ExperienceCost:
-        """What the experience just closed took (with a decayed branch's steps, samples, seconds and
-        FLOPs, at the cost of a step of the experience)."""
-        state = self.state
-        flops = state.experience_flops + self.branch_steps * state.step_flops
-        return ExperienceCost(seconds=self.seconds + (self.branch_seconds if self.branch_steps else 0.0),
-                              samples=state.experience_samples + self.branch_samples,
-                              steps=state.experience_step + self.branch_steps,
+        """What the experience just closed took (with a decayed branch's steps, samples, replayed samples,
+        seconds and FLOPs, at the cost of a step of the experience)."""
+        state, branch = self.state, self.branch
+        return ExperienceCost(seconds=self.seconds + branch.seconds, samples=state.experience_samples + branch.samples,
+                              steps=state.experience_step + branch.steps,
                               memory_increase_mb=self.memory.increase_mb(), buffer_size=self.strategy.memory_size(),
-                              memory_bytes=self.strategy.memory_bytes(), flops=flops,
-                              replayed=self.strategy.replayed)
+                              memory_bytes=self.strategy.memory_bytes(), flops=state.experience_flops + branch.flops,
+                              replayed=self.strategy.replayed + branch.replayed)
 
     def _prepare_optimizer(self, declared: ExperiencePlan, rebuild: bool) -> None:
         """Build the optimizer when there is none, the settings reset it at each experience or the plan
