@@ -170,6 +170,12 @@ class Strategy(ABC):
         augmentation): a memory keeps samples un-augmented and each replay is augmented afresh."""
         return x if self.replay_augment is None else self.replay_augment(x)
 
+    def as_replayed(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Rows just drawn from a memory, as they enter training: counted in :attr:`replayed`, their inputs
+        augmented (:meth:`augment`)."""
+        self.replayed += len(rows["y"])
+        return {**rows, "x": self.augment(rows["x"])}
+
     def remember_classes(self, experience: Experience) -> None:
         self.seen_classes = sorted(set(self.seen_classes) | set(experience.classes))
 
@@ -237,4 +243,3 @@ class Strategy(ABC):
         self.replayed = int(state["replayed"])
         self.generator.set_state(state["generator"])
         self.local_generator.set_state(state["local_generator"])
-

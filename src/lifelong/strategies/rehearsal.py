@@ -55,9 +55,7 @@ class ReservoirReplay(Strategy):
     def replay(self, new_samples: int) -> dict[str, torch.Tensor]:
         """A batch from memory: ``replay_batch_size`` rows, or as many as the new batch holds, its inputs
         augmented as the run's training batches are (:meth:`Strategy.augment`)."""
-        rows = self.buffer.sample(self.replay_batch_size or new_samples)
-        self.replayed += len(rows["y"])
-        return {**rows, "x": self.augment(rows["x"])}
+        return self.as_replayed(self.buffer.sample(self.replay_batch_size or new_samples))
 
     def memory_size(self) -> int:
         return len(self.buffer)

@@ -74,10 +74,9 @@ class ReplayMixture(Strategy):
         x, y, task = batch.x, batch.y, batch.task
         rows = self.replay_rows(len(y)) if len(self.buffer) else 0
         if rows:
-            replay = self.buffer.sample(rows)
-            self.replayed += rows
+            replay = self.as_replayed(self.buffer.sample(rows))
             keep = len(y) - rows
-            x = torch.cat([x[:keep], self.augment(replay["x"])])
+            x = torch.cat([x[:keep], replay["x"]])
             y = torch.cat([y[:keep], replay["y"]])
             task = torch.cat([task[:keep], replay["task"]])
         return self.loss(model, x, y, task)
