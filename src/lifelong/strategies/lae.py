@@ -12,6 +12,7 @@ from torch import nn
 
 from lifelong.data.streams import Batch, Experience, Stream
 from lifelong.errors import ConfigError
+from lifelong.models.averaging import ema_step
 from lifelong.strategies.base import ExperiencePlan
 from lifelong.strategies.features import restrict_to_classes
 from lifelong.strategies.pet import EfficientTuning, substituted
@@ -85,8 +86,8 @@ class LAE(EfficientTuning):
         """Move the offline modules towards the online ones once per optimizer step taken since the last
         call (there is at most one: this runs before each step's loss and when the experience ends)."""
         if self.pending and self.offline:
-            for name, p in self.tuned.items():
-                self.offline[name].lerp_(p.detach(), 1.0 - self.ema_decay)
+            ema_step([self.offline[name] for name in self.tuned], [p.detach() for p in self.tuned.values()],
+                     1.0 - self.ema_decay)
         self.pending = False
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
