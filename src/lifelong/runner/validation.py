@@ -11,7 +11,7 @@ import warnings
 import torch
 from torch import nn
 
-from lifelong.config import OptimConfig
+from lifelong.config import PROBE, OptimConfig
 from lifelong.data.streams import Stream
 from lifelong.errors import ConfigError, DataError
 from lifelong.metrics.objectives import LANGUAGE_MODEL, logits_of
@@ -59,12 +59,12 @@ def check_objective(strategy: Strategy, stream: Stream, optim: OptimConfig) -> N
                           f"stream (it is defined on class labels); use one of: {', '.join(able)}")
     if stream.objective != LANGUAGE_MODEL:
         return
-    refused = {"optim.sampler": optim.sampler == "hard_batch", "optim.batch_size_test": optim.batch_size_test != "none",
-               "optim.batch_size": optim.batch_size == "probe"}
-    for field, set_ in refused.items():
-        if set_:
-            raise ConfigError(f"{field}={getattr(optim, field.split('.')[1])!r} ranks or tests samples by a "
-                              "classifier's loss and is not defined for a language model; leave it at its default")
+    for field, value, refused in (("sampler", optim.sampler, optim.sampler == "hard_batch"),
+                                  ("batch_size_test", optim.batch_size_test, optim.batch_size_test != "none"),
+                                  ("batch_size", optim.batch_size, optim.batch_size == PROBE)):
+        if refused:
+            raise ConfigError(f"optim.{field}={value!r} ranks or tests samples by a classifier's loss and is not "
+                              "defined for a language model; leave it at its default")
 
 
 def check_arguments(model: nn.Module, seed: int, eval_batch_size: int, compile: bool | str) -> None:
