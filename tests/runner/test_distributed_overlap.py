@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from lifelong import OptimConfig, class_incremental, mlp, synthetic, train
@@ -18,6 +17,7 @@ from lifelong.runner.observers import Observer, TrainState
 from lifelong.runner.sharding import blocks, full_state_dict
 from lifelong.strategies import STRATEGIES
 from lifelong.world import World
+from tests.runner.test_distributed_training import spawn_two_ranks
 from tests.runner.test_text_runs import stream as text_stream
 from tests.runner.test_text_runs import tiny_gpt
 
@@ -147,9 +147,7 @@ def _rank(rank: int, init_file: str, results: dict) -> None:
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> dict:
-    results = mp.Manager().dict()
-    mp.spawn(_rank, args=(str(tmp_path_factory.mktemp("overlap") / "init"), results), nprocs=2, join=True)
-    return dict(results)
+    return spawn_two_ranks(_rank, tmp_path_factory.mktemp("overlap"))
 
 
 @pytest.fixture(scope="module")

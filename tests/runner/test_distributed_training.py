@@ -69,11 +69,16 @@ def _train_rank(rank: int, init_file: str, results: dict) -> None:
     dist.destroy_process_group()
 
 
+def spawn_two_ranks(target, folder) -> dict:
+    """``target(rank, init_file, results)`` run on two spawned ranks; what each put in ``results``, by rank."""
+    results = mp.Manager().dict()
+    mp.spawn(target, args=(str(folder / "init"), results), nprocs=2, join=True)
+    return dict(results)
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> dict:
-    results = mp.Manager().dict()
-    mp.spawn(_train_rank, args=(str(tmp_path_factory.mktemp("dist") / "init"), results), nprocs=2, join=True)
-    return dict(results)
+    return spawn_two_ranks(_train_rank, tmp_path_factory.mktemp("dist"))
 
 
 def test_gradients_and_estimates_are_averaged_over_ranks(two_ranks) -> None:
