@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from lifelong import OptimConfig, class_incremental, mlp, task_incremental, train
+from lifelong.config import AverageConfig
+from lifelong.data.augment import Augment
 from lifelong.data import Dataset, synthetic
 from lifelong.data.streams import Stream
 from lifelong.data.text import TextDomain, text_stream
@@ -90,6 +92,8 @@ class Case:
     model: Callable[[Stream], nn.Module] = small_mlp
     settings: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=lambda: OPTIM)
+    options: Callable[[], dict[str, Any]] = dict
+    """Further keyword arguments of :func:`lifelong.train` (made afresh for every run)."""
 
     def build(self) -> Strategy:
         return STRATEGIES[self.strategy](**self.settings)
@@ -126,15 +130,52 @@ SPECIAL: dict[str, dict[str, Any]] = {
 TEXT_SETTINGS: dict[str, dict[str, Any]] = {"er": MEMORY, "replay": {"buffer_size": 24, "replay_fraction": 0.25}}
 
 
+def runner_cases() -> dict[str, Case]:
+    """The runner's options on ER (or naive where the option is about plain training), one case each
+    (``runner/<option>``), so that the loop's arithmetic is pinned as well as the strategies'."""
+    er = SPECIAL["er"]["settings"]
+
+    def optim(**changes: Any) -> OptimConfig:
+        return OPTIM.model_copy(update=changes)
+
+    return {f"runner/{key}": case for key, case in {
+        "flops": Case("er", settings=er, optim=optim(count_flops=True)),
+        "flop-budget": Case("er", settings=er, optim=optim(count_flops=True, max_flops=2e5)),
+        "max-steps": Case("er", settings=er, optim=optim(max_steps=5)),
+        "max-samples": Case("er", settings=er, optim=optim(max_samples=50)),
+        "adaptive-batch": Case("naive", optim=optim(batch_size=4, batch_size_test="norm",
+                                                    batch_size_test_params={"every_steps": 2, "samples": 4,
+                                                                            "max_batch_size": 32})),
+        "hard-batch": Case("er", settings=er, optim=optim(sampler="hard_batch", sampler_fraction=0.5)),
+        "cosine": Case("er", settings=er, optim=optim(schedule="cosine", schedule_params={"warmup_steps": 2})),
+        "wsd": Case("naive", optim=optim(schedule="wsd", schedule_params={"warmup_steps": 2})),
+        "infinite": Case("naive", optim=optim(schedule="infinite",
+                                              schedule_params={"warmup_steps": 2, "cooldown_steps": 4})),
+        "rewarm": Case("naive", optim=optim(schedule="rewarm", schedule_params={"warmup_steps": 2})),
+        "clip": Case("er", settings=er, optim=optim(grad_clip=0.1)),
+        "adam": Case("er", settings=er, optim=optim(name="adam", lr=0.01, weight_decay=1e-3)),
+        "lars": Case("naive", optim=optim(name="lars", lr=0.5)),
+        "lamb": Case("naive", optim=optim(name="lamb", lr=0.01)),
+        "keep-optimizer": Case("er", settings=er, optim=optim(reset_per_experience=False)),
+        "branch": Case("naive", optim=optim(branch_decay=0.5)),
+        "probe": Case("naive", optim=optim(batch_size="probe")),
+        "curve": Case("er", settings=er, options=lambda: {"eval_every_steps": 3}),
+        "ema": Case("er", settings=er, options=lambda: {"average": AverageConfig(method="ema", decay=0.9)}),
+        "interpolate": Case("er", settings=er, options=lambda: {"average": AverageConfig(method="interpolate")}),
+        "augment": Case("er", settings=er, stream=vit_stream,
+                        options=lambda: {"augment": Augment(crop_padding=1, flip=True)}),
+    }.items()}
+
+
 def cases() -> dict[str, Case]:
-    """Every registered strategy's case by its name, and a text case (``text/<name>``) of every strategy
-    that trains language models."""
+    """Every registered strategy's case by its name, a text case (``text/<name>``) of every strategy
+    that trains language models, and the runner's options (:func:`runner_cases`)."""
     found = {name: Case(name, **SPECIAL.get(name, {})) for name in STRATEGIES}
     for name, cls in STRATEGIES.items():
         if "language_model" in cls.objectives:
             found[f"text/{name}"] = Case(name, stream=text, model=tiny_gpt, settings=TEXT_SETTINGS.get(name, {}),
                                          optim=TEXT_OPTIM)
-    return found
+    return {**found, **runner_cases()}
 
 
 class Losses(Observer):
@@ -162,12 +203,20 @@ def run(case: Case, seed: int = 0) -> Ran:
     model = case.model(stream)
     strategy = case.build()
     losses = Losses()
-    result = train(stream, model, strategy, case.optim, seed=seed, device="cpu", observers=[losses])
+    result = train(stream, model, strategy, case.optim, seed=seed, device="cpu", observers=[losses], **case.options())
     return Ran(result, losses.values, strategy, model, stream)
 
 
+KEPT_METRICS = ("probed_batch_size", "batch_size_changes", "stability_gap", "effective_lr", "replayed_samples")
+
+
 def golden(ran: Ran) -> dict[str, Any]:
-    return {"losses": ran.losses, "matrix": np.asarray(ran.result.matrix).tolist()}
+    """What a case pins: the loss of every step, the final matrix, each experience's steps, samples,
+    replayed samples and FLOPs, and the metrics the runner's options produce."""
+    result = ran.result
+    return {"losses": ran.losses, "matrix": np.asarray(result.matrix).tolist(),
+            "costs": [[cost.steps, cost.samples, cost.replayed, cost.flops] for cost in result.costs],
+            "metrics": {key: result.metrics[key] for key in KEPT_METRICS if key in result.metrics}}
 
 
 def main() -> None:
