@@ -19,7 +19,7 @@ the first ``--per-class`` training images of each class in the fixed shuffle of 
 under its own fixed permutation of the pixels or rotation by k x 36 degrees, and is tested on the first
 ``--test-per-class`` test images of each class under the same transform.
 
-Stream per row: a method that picks its parameters by task id at test time (``requires_task_ids``)
+Stream per row: a method that picks its parameters by task id at test time (``Capabilities.task_ids``)
 runs on the task-aware stream (``domain_incremental(..., task_aware=True)``: each test sample comes with
 its task's index); every other method on the same stream without task ids. Every task holds all 10
 classes, so the task id is no class mask: it only matters to a method that uses it. A row whose strategy
@@ -81,7 +81,7 @@ OPTIM = {"lr": 0.05, "momentum": 0.9, "batch_size": 32, "grad_clip": 1.0}
 
 def task_aware(row: Row) -> bool:
     """Whether the row runs on the task-aware stream: its strategy picks parameters by task id."""
-    return STRATEGIES[row.strategy].requires_task_ids
+    return STRATEGIES[row.strategy].CAPABILITIES.task_ids
 
 
 def run(row: Row, transform: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:

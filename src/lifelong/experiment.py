@@ -28,11 +28,8 @@ from lifelong.runner.loop import RunResult, resolve_device, train
 from lifelong.runner.observers import Observer
 from lifelong.runner.results import ResultsStore
 from lifelong.runner.tracking import trackers
-from lifelong.runner.validation import check_model
+from lifelong.runner.validation import check_freeze, check_model
 from lifelong.strategies import STRATEGIES, Strategy
-from lifelong.strategies.frozen import FrozenBackbone
-from lifelong.strategies.hypernetwork import Hypernetwork
-from lifelong.strategies.task_params import TaskIsolation
 
 MODEL_SKIP = ("input_shape", "n_classes", "seed", "vocab_size")
 """Model-builder arguments a configuration does not set: the stream gives the shape, classes and (to a
@@ -94,14 +91,7 @@ def build_strategy(config: RunConfig) -> Strategy:
     frozen-feature methods told to adapt their backbone."""
     strategy: Strategy = build("strategy", STRATEGIES, config.strategy)
     mode = model_settings(config)[1]
-    name = config.strategy.name
-    if mode != "none" and isinstance(strategy, TaskIsolation | Hypernetwork):
-        raise ConfigError(f"model.freeze={mode!r} does not apply to strategy {name!r}, which trains tensors of its "
-                          "own whatever requires_grad says; set model.freeze='none'")
-    if mode != "none" and isinstance(strategy, FrozenBackbone) and strategy.adapt_experiences > 0:
-        raise ConfigError(f"model.freeze={mode!r} contradicts strategy.adapt_experiences="
-                          f"{strategy.adapt_experiences} ({name} trains its backbone on its first experiences); "
-                          "set strategy.adapt_experiences=0 to keep the loaded backbone as it is")
+    check_freeze(strategy, config.strategy.name, mode)
     return strategy
 
 

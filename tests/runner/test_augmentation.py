@@ -18,8 +18,8 @@ FLIP = Augment(flip=True)
 class Recording(ER):
     """ER that keeps every training batch it is given and every batch it replays."""
 
-    def setup(self, stream, seed):
-        super().setup(stream, seed)
+    def setup(self, context):
+        super().setup(context)
         self.batches, self.replays = [], []
 
     def observe(self, model, batch):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from lifelong import OptimConfig, ResultsStore, class_incremental, mlp, train
+from lifelong import OptimConfig, ResultsStore, class_incremental, digits, mlp, train
 from lifelong.config import AverageConfig
 from lifelong.errors import ConfigError
 from lifelong.models.averaging import ema_weight, project_out, split_rank
@@ -18,6 +18,8 @@ from lifelong.runner.checkpoint import checkpoint_files, read
 from lifelong.runner.evaluation import evaluate
 from lifelong.runner.observers import Observer, RunContext, TrainState
 from lifelong.strategies import STRATEGIES
+from lifelong.strategies.base import StrategyContext
+from lifelong.runner.validation import check_capabilities
 from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
 
 
@@ -178,7 +180,7 @@ def test_ema_run_evaluates_the_average_and_trains_as_without(small_data) -> None
     probe = mlp(stream.input_shape, stream.n_classes, hidden=(16,))
     probe.load_state_dict(average)
     naive = STRATEGIES["naive"]()
-    naive.setup(stream, 0)
+    naive.setup(StrategyContext(stream, 0))
     expected = evaluate(probe, naive, [e.test for e in stream])
     assert averaged.matrix[-1].tolist() == pytest.approx(expected, abs=1e-12)
     assert averaged.extra["curve"][-1]["accuracies"] == averaged.matrix[-1].tolist()
@@ -281,5 +283,5 @@ def test_averaging_refuses_what_it_would_not_average_or_would_mismatch(name, met
     """Adapters and prompts live in the strategy's own tensors (an average of the model would leave them
     out); class statistics of the trained model's features would not match an EMA's features."""
     with pytest.raises(ConfigError, match=f"average.method='{method}'") as error:
-        Averaging.build(AverageConfig(method=method), STRATEGIES[name](), OptimConfig())
+        check_capabilities(STRATEGIES[name](), class_incremental(digits(), 5), OptimConfig(), average=method)
     assert "\n" not in str(error.value)

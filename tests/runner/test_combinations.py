@@ -205,7 +205,7 @@ def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampl
 def test_every_strategy_trains_under_bf16_autocast(strategy) -> None:
     """Mixed precision hands strategies bfloat16 outputs (old-model targets, replayed logits)."""
     torch.manual_seed(0)
-    scenario = "task" if STRATEGIES[strategy].requires_task_ids else "class"  # parameter isolation needs task ids
+    scenario = "task" if STRATEGIES[strategy].CAPABILITIES.task_ids else "class"  # parameter isolation needs task ids
     model = mlp((4,), 6, hidden=(8,), norm="batch" if strategy == "bn_only" else "none")
     data = stream(scenario)
     if strategy in PROMPTS:  # the 4 features as 1x2x2 images for a tiny ViT

@@ -7,6 +7,7 @@ from lifelong import OptimConfig, ResultsStore, class_incremental, mlp, train
 from lifelong.errors import ConfigError, DataError, TrainingError
 from lifelong.runner.observers import Observer, TrainState
 from lifelong.strategies import ER, Cumulative, Joint, Naive
+from lifelong.strategies.base import Capabilities
 
 
 def fast() -> OptimConfig:
@@ -103,7 +104,7 @@ def test_bad_device_and_schedule_are_config_errors(small_data) -> None:
 class ByTask(Naive):
     """A stand-in for a parameter-isolation method: it declares that it needs task ids."""
 
-    requires_task_ids = True
+    CAPABILITIES = Capabilities(task_ids=True)
 
 
 def test_a_method_that_needs_task_ids_is_refused_on_a_stream_without_them(small_data) -> None:

@@ -172,7 +172,7 @@ def cases() -> dict[str, Case]:
     that trains language models, and the runner's options (:func:`runner_cases`)."""
     found = {name: Case(name, **SPECIAL.get(name, {})) for name in STRATEGIES}
     for name, cls in STRATEGIES.items():
-        if "language_model" in cls.objectives:
+        if "language_model" in cls.CAPABILITIES.objectives:
             found[f"text/{name}"] = Case(name, stream=text, model=tiny_gpt, settings=TEXT_SETTINGS.get(name, {}),
                                          optim=TEXT_OPTIM)
     return {**found, **runner_cases()}

@@ -8,6 +8,7 @@ import torch
 from lifelong import OptimConfig, cnn, task_incremental, train
 from lifelong.errors import ConfigError
 from lifelong.strategies import CLR
+from lifelong.strategies.base import StrategyContext
 from tests.strategies.isolation import Snapshots, forgetting_against_naive, run_tasks, task_tensors
 
 
@@ -43,7 +44,7 @@ def test_convolutions_get_depthwise_identity_maps_that_train(digits_data) -> Non
     strategy = CLR(train_first=False)
     model.eval()
     before = model(stream[1].test.x[:8])
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     strategy.before_experience(model, stream[0])
     assert torch.allclose(strategy.logits(model, stream[1].test.x[:8], torch.zeros(8, dtype=torch.long)),
                           strategy.mask_logits(before, torch.zeros(8, dtype=torch.long)), atol=1e-6)

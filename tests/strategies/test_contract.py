@@ -26,11 +26,11 @@ import torch
 from lifelong import OptimConfig, ResultsStore, class_incremental, train
 from lifelong.errors import LifelongError
 from lifelong.runner.checkpoint import CheckpointSettings
-from lifelong.runner.distributed import check_distributed
 from lifelong.runner.evaluation import evaluate
 from lifelong.runner.observers import Observer, TrainState
-from lifelong.runner.sharding import check_sharding
+from lifelong.runner.validation import check_capabilities, check_freeze
 from lifelong.strategies import STRATEGIES
+from lifelong.strategies.base import AVERAGING_METHODS, StrategyContext
 from lifelong.world import World
 from tests.strategies.catalog import GOLDEN, Losses, Ran, cases, gaussian, golden, run, text, tiny_gpt
 from tests.strategies.test_strategy_state import same
@@ -88,7 +88,7 @@ def test_state_round_trips_through_a_weights_only_checkpoint(name: str, ran: dic
     torch.save(strategy.state_dict(), file)
     file.seek(0)
     restored = CASES[name].build()
-    restored.setup(stream, seed=1)  # another seed: everything learned must come from the state
+    restored.setup(StrategyContext(stream, 1))  # another seed: everything learned must come from the state
     restored.load_state_dict(torch.load(file, weights_only=True), copy.deepcopy(model))
     assert same(restored.state_dict(), strategy.state_dict())
     last = stream[len(stream) - 1]
@@ -133,17 +133,24 @@ def test_a_run_interrupted_inside_its_last_experience_resumes_to_the_same_result
 def refusals(name: str) -> list[tuple[str, object]]:
     """What the strategy's capabilities exclude, each with the call that must refuse it."""
     cls = STRATEGIES[name]
+    capabilities = cls().capabilities
     optim = OptimConfig(epochs=1)
+    stream = CASES[name].stream()
     found: list[tuple[str, object]] = []
-    if "language_model" not in cls.objectives:
+    if "language_model" not in capabilities.objectives:
         found.append(("token stream", lambda: train(text(), tiny_gpt(text()), cls(), optim, device="cpu")))
-    if cls.requires_task_ids:
-        stream = class_incremental(gaussian(), 3)
-        found.append(("no task ids", lambda: train(stream, CASES[name].model(stream), cls(), optim, device="cpu")))
-    if not cls.supports_distributed:
-        found.append(("data-parallel", lambda: check_distributed(cls(), optim, None)))
-    if not cls.supports_sharding:
-        found.append(("sharded", lambda: check_sharding(cls(), False, False)))
+    if capabilities.task_ids:
+        plain = class_incremental(gaussian(), 3)
+        found.append(("no task ids", lambda: train(plain, CASES[name].model(plain), cls(), optim, device="cpu")))
+    if not capabilities.distributed:
+        found.append(("data-parallel", lambda: check_capabilities(cls(), stream, optim, distributed=True)))
+    if not capabilities.sharding:
+        found.append(("sharded", lambda: check_capabilities(cls(), stream, optim, sharded=True)))
+    for method in sorted(AVERAGING_METHODS - capabilities.averaging):
+        found.append((f"average {method}", lambda method=method: check_capabilities(cls(), stream, optim,
+                                                                                     average=method)))
+    if not capabilities.freeze:
+        found.append(("model.freeze", lambda: check_freeze(cls(), name, "backbone")))
     return found
 
 

@@ -10,6 +10,7 @@ from lifelong.data import domain_incremental
 from lifelong.errors import ConfigError
 from lifelong.models.classifier import Classifier
 from lifelong.strategies import CUBER, GPM
+from lifelong.strategies.base import StrategyContext
 
 EYE = torch.eye(4)
 GRADIENT = torch.tensor([[1.0, 0.0, 0.0, 1.0], [2.0, 0.0, 0.0, 2.0]])
@@ -27,7 +28,7 @@ def hand_made(strategy, small_data, old_gradient: torch.Tensor) -> Classifier:
     """Head basis e1, e2, e3: task 0 spans e1, e2, task 1 spans e2, e3; ``old_gradient`` is task 0's at its
     end, in its subspace's coordinates; task 1's gradient does not matter (the new one has no part in it
     beyond e2, which task 0 shares)."""
-    strategy.setup(domain_incremental(small_data, 2), seed=0)
+    strategy.setup(StrategyContext(domain_incremental(small_data, 2), 0))
     strategy.bases = {"head": EYE[:, :3].clone()}
     if isinstance(strategy, CUBER):
         strategy.task_columns = {"head": [torch.tensor([0, 1]), torch.tensor([1, 2])]}

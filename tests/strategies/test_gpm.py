@@ -16,6 +16,7 @@ from lifelong.data.streams import Experience, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.strategies import CUBER, GPM, STRATEGIES, Naive
 from lifelong.strategies.subspace import gradient_matrix, grow_basis, projected_layers
+from lifelong.strategies.base import StrategyContext
 from tests.runner.test_checkpoint_resume import resumed_and_reference
 from tests.strategies.test_strategy_state import same
 
@@ -71,7 +72,7 @@ def test_projected_gradient_is_orthogonal_to_every_stored_basis(small_data) -> N
     model = cnn((2, 2, 2), stream.n_classes, channels=(4,), norm="none", seed=0)
     new = as_images(stream[1]).train.subset(torch.arange(16))
     gpm = GPM(threshold=0.9, samples=64)
-    gpm.setup(stream, seed=0)
+    gpm.setup(StrategyContext(stream, 0))
     gpm.after_experience(model, as_images(stream[0]))
     layers = projected_layers(model)
     assert set(gpm.bases) == set(layers) == {"backbone.0", "head"}
@@ -97,7 +98,7 @@ def test_a_projected_step_keeps_the_outputs_on_the_stored_samples(small_data) ->
     stream = domain_incremental(small_data, 2, transform="permutation")
     model = mlp(stream.input_shape, stream.n_classes, hidden=(32,), seed=0)
     gpm = GPM(threshold=1.0, samples=12)
-    gpm.setup(stream, seed=0)
+    gpm.setup(StrategyContext(stream, 0))
     generator = copy.deepcopy(gpm.generator)
     gpm.after_experience(model, stream[0])
     stored = stream[0].train.subset(torch.randperm(len(stream[0].train), generator=generator)[:12])
@@ -124,7 +125,7 @@ def test_state_survives_torch_save_and_weights_only_load(name, small_data) -> No
     torch.save(strategy.state_dict(), file)
     file.seek(0)
     restored = STRATEGIES[name](samples=32)
-    restored.setup(stream, seed=1)
+    restored.setup(StrategyContext(stream, 1))
     restored.load_state_dict(torch.load(file, weights_only=True), copy.deepcopy(model))
     assert same(restored.state_dict(), strategy.state_dict())
     assert restored.extra_parameters() == strategy.extra_parameters() > 0

@@ -12,6 +12,7 @@ from lifelong.errors import ConfigError
 from lifelong.models import mlp
 from lifelong.strategies import Hypernetwork
 from lifelong.strategies.hypernetwork import WeightGenerator
+from lifelong.strategies.base import StrategyContext
 from tests.strategies.test_hypernetwork import TINY, beside_naive, prepared
 
 INTERVAL = {"embedding": "interval", "interval_radius": 0.2}
@@ -120,7 +121,7 @@ def test_interval_state_dict_round_trip(small_data) -> None:
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
     fresh = Hypernetwork(**TINY, **INTERVAL)
-    fresh.setup(stream, seed=0)
+    fresh.setup(StrategyContext(stream, 0))
     fresh.load_state_dict(state, model)
     x, task = torch.cat([e.test.x for e in stream]), torch.cat([e.test.task for e in stream])
     assert torch.equal(fresh.logits(model, x, task), strategy.logits(model, x, task))

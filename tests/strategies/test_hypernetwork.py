@@ -8,6 +8,7 @@ from lifelong.data import class_incremental, domain_incremental, task_incrementa
 from lifelong.errors import ConfigError, LifelongError
 from lifelong.models import mlp
 from lifelong.strategies import Hypernetwork, Naive, Strategy
+from lifelong.strategies.base import StrategyContext
 from tests.runner.test_checkpoint_resume import resumed_and_reference
 
 TINY = {"hidden": (8,), "chunk_size": 16, "embedding_dim": 4, "chunk_embedding_dim": 4}
@@ -18,7 +19,7 @@ def prepared(stream, experiences: int, **settings) -> tuple[Hypernetwork, torch.
     torch.manual_seed(0)
     model = mlp(stream.input_shape, stream.n_classes, hidden=(8,))
     strategy = Hypernetwork(**{**TINY, **settings})
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     for index in range(experiences):
         strategy.before_experience(model, stream[index])
     return strategy, model
@@ -98,7 +99,7 @@ def test_state_dict_round_trip_restores_predictions_in_place(small_data) -> None
     assert torch.equal(fresh.logits(model, x, task), strategy.logits(model, x, task))
     assert torch.equal(fresh.targets, strategy.targets)
     unbuilt = Hypernetwork(**TINY)
-    unbuilt.setup(stream, seed=0)
+    unbuilt.setup(StrategyContext(stream, 0))
     unbuilt.load_state_dict(state, model)
     assert torch.equal(unbuilt.predict(model, x, task), strategy.predict(model, x, task))
 

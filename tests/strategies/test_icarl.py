@@ -5,6 +5,7 @@ from torch import nn
 from lifelong.data import class_incremental
 from lifelong.strategies import ICaRL
 from lifelong.strategies.features import herding
+from lifelong.strategies.base import StrategyContext
 
 
 def test_icarl_shrinks_herded_sets_and_classifies_by_nearest_mean_of_exemplars(small_data) -> None:
@@ -12,7 +13,7 @@ def test_icarl_shrinks_herded_sets_and_classifies_by_nearest_mean_of_exemplars(s
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 6))  # backbone = identity: features are the inputs
     strategy = ICaRL(buffer_size=12)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     strategy.after_experience(model, stream[0])
     first = strategy.exemplars
     assert torch.bincount(first.y).tolist() == [4, 4, 4]  # 12 exemplars over 3 classes
@@ -34,7 +35,7 @@ def test_icarl_distills_old_classes_with_sigmoid_targets(small_data) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 6))
     strategy = ICaRL(buffer_size=12)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     strategy.after_experience(model, stream[0])
     strategy.before_experience(model, stream[1])
     batch = stream[1].train.batch()

@@ -7,6 +7,7 @@ from lifelong.data import Batch, TensorSet, class_incremental
 from lifelong.errors import ConfigError
 from lifelong.strategies import L2, MAS, SI
 from lifelong.strategies.importance import output_sensitivity
+from lifelong.strategies.base import StrategyContext
 
 
 def test_mas_importance_of_a_linear_model_by_hand() -> None:
@@ -27,7 +28,7 @@ def test_mas_penalty_uses_accumulated_importance(small_data) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 6))
     strategy = MAS(lam=2.0)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     strategy.after_experience(model, stream[0])
     strategy.after_experience(model, stream[1])
     first, second = (output_sensitivity(model, stream[i].train) for i in range(2))
@@ -45,7 +46,7 @@ def test_si_path_integral_by_hand_and_zero_for_parameters_without_gradient(small
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[1.0, 1.0]]))
     strategy = SI(lam=1.0, damping=0.5)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     strategy.before_experience(model, stream[0])
     # loss = (w . x)^2 / 2 with x = (1, 0): gradient (1, 0); the second weight gets no gradient
     batch = Batch(torch.tensor([[1.0, 0.0]]), torch.tensor([0]), torch.tensor([0]))
@@ -65,7 +66,7 @@ def test_l2_penalty_by_hand(small_data) -> None:
     stream = class_incremental(small_data, 2)
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 6))
     strategy = L2(lam=4.0)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     strategy.after_experience(model, stream[0])
     batch = stream[1].train.batch()
     with torch.no_grad():

@@ -14,6 +14,7 @@ from lifelong.errors import ConfigError
 from lifelong.models import MODELS
 from lifelong.strategies import LAE, Adapter, LoRA
 from lifelong.strategies.pet import Tuning, inject, substituted, tuning_parameters
+from lifelong.strategies.base import StrategyContext
 from tests.runner.test_checkpoint_resume import resumed_and_reference
 
 
@@ -121,7 +122,7 @@ def test_lae_offline_modules_follow_the_online_ones_by_ema_after_each_step(small
     torch.manual_seed(0)
     model = mlp(stream.input_shape, stream.n_classes, hidden=(4,))
     strategy = LAE(module="lora", rank=1, ema_decay=0.5, later_lr_scale=0.25)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     assert strategy.plan(stream.experiences, 0).lr_scales == (1.0, 1.0)
     assert strategy.plan(stream.experiences, 1).lr_scales == (0.25, 1.0)
     strategy.before_experience(model, stream[0])
@@ -142,7 +143,7 @@ def test_lae_offline_modules_follow_the_online_ones_by_ema_after_each_step(small
     assert torch.equal(strategy.offline["backbone.1.tuning.up"], torch.full((4, 1), 7.0))
     state = strategy.state_dict()
     other = LAE(module="lora", rank=1, ema_decay=0.5)
-    other.setup(stream, seed=0)
+    other.setup(StrategyContext(stream, 0))
     fresh = mlp(stream.input_shape, stream.n_classes, hidden=(4,))
     fresh.load_state_dict(model.state_dict())
     other.load_state_dict(state, fresh)
@@ -155,7 +156,7 @@ def test_lae_ensemble_takes_the_more_confident_expert_per_class(small_data) -> N
     stream = class_incremental(small_data, 2)
     model = mlp(stream.input_shape, stream.n_classes, hidden=(4,), seed=0)
     strategy = LAE(module="lora", rank=1)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     strategy.before_experience(model, stream[0])
     strategy.after_experience(model, stream[0])
     strategy.remember_classes(stream[1])
@@ -183,7 +184,7 @@ def test_memory_counts_the_offline_copy_not_the_models_own_tuning_modules(small_
     stream = class_incremental(small_data, 2)
     model = mlp(stream.input_shape, stream.n_classes, hidden=(16,), seed=0)
     for strategy, expected in ((LoRA(rank=2), 0), (LAE(module="lora", rank=2), 4 * (2 * 8 + 16 * 2))):
-        strategy.setup(stream, seed=0)
+        strategy.setup(StrategyContext(stream, 0))
         strategy.before_experience(model, stream[0])
         strategy.after_experience(model, stream[0])
         assert strategy.memory_bytes() == expected  # LAE: the offline A (2, 8) and B (16, 2) in float32

@@ -18,6 +18,7 @@ from lifelong.models import vit
 from lifelong.strategies import STRATEGIES, CODAPrompt, DualPrompt, L2P, Naive
 from lifelong.strategies.coda_prompt import attention_weights
 from lifelong.strategies.prompts import cosine, orthogonal_rows, orthogonality_penalty, pull_loss, query, select_prompts
+from lifelong.strategies.base import StrategyContext
 from tests.runner.test_checkpoint_resume import KILL_AT_STEP, SETTINGS, KillAt, assert_same_run
 from tests.strategies.test_strategy_state import same
 
@@ -71,7 +72,7 @@ def test_new_components_start_orthogonal_to_the_earlier_ones() -> None:
 def test_dualprompt_chooses_the_expert_prompt_whose_key_matches_at_test(small_data) -> None:
     stream = images(small_data)
     model, strategy = tiny_vit(), DualPrompt(**TINY["dualprompt"])
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     _, _, prompts = strategy.vit(model)
     x = stream[0].test.x[:3]
     queries = query(model.backbone, x)  # (3, 8)
@@ -162,7 +163,7 @@ def test_state_survives_torch_save_and_weights_only_load(name, small_data) -> No
     torch.save(strategy.state_dict(), file)
     file.seek(0)
     restored = STRATEGIES[name](**TINY[name])
-    restored.setup(stream, seed=1)  # another seed: every prompt must come from the state
+    restored.setup(StrategyContext(stream, 1))  # another seed: every prompt must come from the state
     restored.load_state_dict(torch.load(file, weights_only=True), model)
     assert same(restored.state_dict(), strategy.state_dict())
     test = stream[2].test

@@ -6,6 +6,7 @@ from lifelong.data import TensorSet, class_incremental, task_incremental
 from lifelong.errors import ConfigError, MissingFileError
 from lifelong.strategies import NCM, SLCA, FeTrIL
 from lifelong.strategies.fetril import translate
+from lifelong.strategies.base import StrategyContext
 
 
 def identity_features_model(n_features: int = 8, n_classes: int = 6) -> nn.Sequential:
@@ -17,7 +18,7 @@ def identity_features_model(n_features: int = 8, n_classes: int = 6) -> nn.Seque
 def test_ncm_equals_the_hand_computed_nearest_mean(small_data) -> None:
     stream = class_incremental(small_data, 2)
     model, strategy = identity_features_model(), NCM(adapt_experiences=0)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     for index, experience in enumerate(stream):
         strategy.before_experience(model, experience)
         assert not strategy.plan(stream.experiences, index).trains  # frozen backbone: no gradient step
@@ -28,7 +29,7 @@ def test_ncm_equals_the_hand_computed_nearest_mean(small_data) -> None:
     assert torch.equal(strategy.predict(model, x, stream[1].test.task), expected)
     # task-incremental: only the sample's task classes compete
     task_stream = task_incremental(small_data, 2)
-    strategy.setup(task_stream, seed=0)
+    strategy.setup(StrategyContext(task_stream, 0))
     for experience in task_stream:
         strategy.after_experience(model, experience)
     tasks = torch.zeros(len(x), dtype=torch.long)  # pretend every sample belongs to task 0 (classes 0-2)
@@ -38,7 +39,7 @@ def test_ncm_equals_the_hand_computed_nearest_mean(small_data) -> None:
 def test_ncm_adapts_on_the_first_experiences_then_freezes(small_data) -> None:
     stream = class_incremental(small_data, 3)
     model, strategy = identity_features_model(), NCM(adapt_experiences=2)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     sizes = []
     for index, experience in enumerate(stream):
         strategy.before_experience(model, experience)
@@ -57,7 +58,7 @@ def test_fetril_pseudo_features_sit_on_the_old_centroid(small_data) -> None:
     assert pseudo.tolist() == [[9.0, 9.0], [11.0, 11.0]]
     stream = class_incremental(small_data, 2)
     model, strategy = identity_features_model(), FeTrIL(adapt_experiences=0)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     for experience in stream:
         strategy.after_experience(model, experience)
     # the linear head, fitted on translated features, separates all six well-separated classes
@@ -71,7 +72,7 @@ def test_slca_slows_the_backbone_after_adaptation_and_aligns_the_head(small_data
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 6))
     strategy = SLCA(backbone_lr_scale=0.01, adapt_experiences=1, samples_per_class=64)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     assert [len(g["params"]) for g in strategy.parameter_groups(model)] == [2, 2]  # backbone, head
     assert strategy.plan(stream.experiences, 0).lr_scales == (1.0, 1.0)
     assert strategy.plan(stream.experiences, 1).lr_scales == (0.01, 1.0)
@@ -89,7 +90,7 @@ def test_pretrained_backbone_is_loaded_from_a_file(small_data, tmp_path) -> None
     torch.save(pretrained.state_dict(), tmp_path / "backbone.pt")
     model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 6))
     strategy = NCM(adapt_experiences=0, backbone_path=str(tmp_path / "backbone.pt"))
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     strategy.before_experience(model, stream[0])
     assert torch.equal(model[0].weight, pretrained[0].weight)
     with pytest.raises(MissingFileError, match="strategy.backbone_path"):

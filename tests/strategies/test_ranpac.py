@@ -15,6 +15,7 @@ from lifelong.data import TensorSet, class_incremental, recurring
 from lifelong.errors import ConfigError
 from lifelong.strategies import RanPAC
 from lifelong.strategies.ranpac import RIDGES, held_out_errors
+from lifelong.strategies.base import StrategyContext
 from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
 
 
@@ -25,7 +26,7 @@ def identity_features_model(n_features: int = 8, n_classes: int = 6) -> nn.Seque
 
 
 def fitted(stream, strategy: RanPAC, model: nn.Module, experiences: int | None = None) -> RanPAC:
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     for index, experience in enumerate(stream.experiences[:experiences]):
         strategy.before_experience(model, experience)
         assert not strategy.plan(stream.experiences, index).trains  # no gradient step at all
@@ -61,7 +62,7 @@ def test_a_returning_class_adds_to_its_column(small_data) -> None:
 def test_the_ridge_is_the_least_held_out_error_on_training_data(small_data, width) -> None:
     stream = class_incremental(small_data, 2)
     strategy = RanPAC(adapt_experiences=0, projection_dim=width)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     model = identity_features_model()
     state = strategy.generator.get_state()
     strategy.after_experience(model, stream[0])
@@ -91,7 +92,7 @@ def test_state_dict_round_trip_continues_as_the_uninterrupted_run(small_data) ->
     torch.save(halfway.state_dict(), buffer)
     buffer.seek(0)
     resumed = RanPAC(adapt_experiences=0, projection_dim=32)
-    resumed.setup(stream, seed=0)
+    resumed.setup(StrategyContext(stream, 0))
     resumed.load_state_dict(torch.load(buffer, weights_only=True), model)
     resumed.before_experience(model, stream[2])
     resumed.after_experience(model, stream[2])

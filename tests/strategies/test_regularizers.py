@@ -13,6 +13,7 @@ from lifelong.models import per_sample
 from lifelong.models.per_sample import CPU_CHUNK_BYTES
 from lifelong.strategies.importance import fisher_diagonal
 from lifelong.strategies.losses import QuadraticPenalty, distillation
+from lifelong.strategies.base import StrategyContext
 
 
 def fisher_by_hand(model: nn.Module, data: TensorSet, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -133,7 +134,7 @@ def test_ewc_online_fisher_decays(small_data) -> None:
     stream = class_incremental(small_data, 2)
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 6))
     strategy = EWC(lam=1.0, decay=0.5)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     strategy.after_experience(model, stream[0])
     first = copy.deepcopy(strategy.importance)
     state = strategy.generator.get_state()
@@ -157,7 +158,7 @@ def test_lwf_distills_only_on_classes_seen_before(small_data) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 6))
     strategy = LwF(alpha=1.0, temperature=2.0)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     strategy.after_experience(model, stream[0])
     assert strategy.seen_classes == [0, 1, 2]
     batch = stream[1].train.batch()

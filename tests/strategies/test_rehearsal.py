@@ -10,6 +10,7 @@ from lifelong.strategies import AGEM, DER, ER, UER, DERpp, ERACE, GDumb
 from lifelong.strategies.agem import project
 from lifelong.strategies.er_ace import incoming_class_logits
 from lifelong.strategies.uer import cosine_logits
+from lifelong.strategies.base import StrategyContext
 
 
 def linear_model() -> nn.Sequential:
@@ -25,7 +26,7 @@ def test_er_ace_new_batch_ignores_the_logits_of_absent_classes(small_data) -> No
         torch.tensor([2.0, 3.0]), 0)[1].item())
     stream = class_incremental(small_data, 2)
     model, strategy = linear_model(), ERACE(buffer_size=0)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     batch = stream[1].train.batch()  # classes 3, 4, 5
     before = strategy.observe(model, batch).item()
     with torch.no_grad():
@@ -38,7 +39,7 @@ def test_der_matches_stored_logits_and_derpp_adds_replayed_labels(small_data) ->
     batch = stream[0].train.batch()
     model = linear_model()
     der = DER(buffer_size=500, alpha=0.5)
-    der.setup(stream, seed=0)
+    der.setup(StrategyContext(stream, 0))
     plain = F.cross_entropy(model(batch.x), batch.y).item()
     assert der.observe(model, batch).item() == pytest.approx(plain)  # empty memory: cross-entropy only
     assert torch.allclose(der.buffer.contents()["logits"], model(batch.x).detach())
@@ -50,7 +51,7 @@ def test_der_matches_stored_logits_and_derpp_adds_replayed_labels(small_data) ->
     assert der.observe(model, batch).item() == pytest.approx(moved + 0.5 * 4.0, abs=1e-5)
 
     derpp = DERpp(buffer_size=500, alpha=0.0, beta=2.0)
-    derpp.setup(stream, seed=0)
+    derpp.setup(StrategyContext(stream, 0))
     derpp.observe(model, batch)
     # memory holds the whole batch; with alpha 0 the loss is CE(new) + 2 * CE(replayed labels), both the same set
     assert derpp.observe(model, batch).item() == pytest.approx(3 * moved, abs=1e-5)
@@ -59,7 +60,7 @@ def test_der_matches_stored_logits_and_derpp_adds_replayed_labels(small_data) ->
 def test_gdumb_resets_the_model_and_trains_on_a_balanced_memory(small_data) -> None:
     stream = class_incremental(small_data, 2)
     model, strategy = linear_model(), GDumb(buffer_size=12, memory_passes=3)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     initial = model[1].weight.detach().clone()
     strategy.before_experience(model, stream[0])
     assert len(strategy.training_set(stream[0])) == 36  # 12 samples, 3 passes
@@ -80,7 +81,7 @@ def test_agem_projection_by_hand_and_non_negative_dot_product_after_backward(sma
 
     stream = class_incremental(small_data, 2)
     model, strategy = linear_model(), AGEM(buffer_size=100, reference_batch_size=100)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     strategy.observe(model, stream[0].train.batch())
     assert strategy.reference is None and len(strategy.buffer) == 0  # the memory holds earlier experiences only
     strategy.after_experience(model, stream[0])  # the first experience enters the memory when it ends

@@ -10,6 +10,7 @@ from torch import nn
 from lifelong import OptimConfig, recurring, si_blurry, train
 from lifelong.data import Experience, Stream, TensorSet
 from lifelong.strategies import NCM, SLCA, FeTrIL, ICaRL
+from lifelong.strategies.base import StrategyContext
 
 CENTRES = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 4.0]])
 
@@ -42,7 +43,7 @@ def identity_model() -> nn.Module:
 
 
 def run_hooks(strategy, stream: Stream, model: nn.Module) -> None:
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     for exp in stream:
         strategy.before_experience(model, exp)
         strategy.after_experience(model, exp)
@@ -85,7 +86,7 @@ def test_icarl_reherds_a_returning_class_within_the_memory() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(2, 4))
     strategy = ICaRL(buffer_size=12)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     for index, exp in enumerate(stream):
         strategy.before_experience(model, exp)
         assert len(strategy.training_set(exp)) == strategy.plan(stream.experiences, index).train_size
@@ -104,7 +105,7 @@ def test_icarl_learns_a_returning_class_from_its_labels() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(2, 4))
     strategy = ICaRL(buffer_size=12)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     for exp in stream.experiences[:2]:
         strategy.before_experience(model, exp)
         strategy.after_experience(model, exp)

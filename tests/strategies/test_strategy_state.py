@@ -6,6 +6,7 @@ import torch
 
 from lifelong import OptimConfig, class_incremental, mlp, train
 from lifelong.strategies import STRATEGIES
+from lifelong.strategies.base import StrategyContext
 
 NEW = ["er_ace", "der", "derpp", "gdumb", "agem", "icarl", "si", "mas", "l2", "ncm", "slca", "fetril", "uer"]
 SETTINGS = {"ncm": {"adapt_experiences": 1}, "slca": {"samples_per_class": 16}}
@@ -33,7 +34,7 @@ def test_state_survives_torch_save_and_weights_only_load(name: str, small_data) 
     file.seek(0)
     state = torch.load(file, weights_only=True)
     restored = STRATEGIES[name](**SETTINGS.get(name, {}))
-    restored.setup(stream, seed=1)  # a different seed: everything learned must come from the state
+    restored.setup(StrategyContext(stream, 1))  # a different seed: everything learned must come from the state
     restored.load_state_dict(state, copy.deepcopy(model))
     assert same(restored.state_dict(), strategy.state_dict())
     test = stream[2].test
@@ -51,7 +52,7 @@ def test_training_set_after_restoring_a_checkpoint_taken_inside_the_experience(n
     stream = class_incremental(small_data, 3)
     model = mlp(stream.input_shape, stream.n_classes, hidden=(16,))
     strategy = STRATEGIES[name](**settings)
-    strategy.setup(stream, seed=0)
+    strategy.setup(StrategyContext(stream, 0))
     strategy.before_experience(model, stream[0])
     strategy.training_set(stream[0])
     strategy.after_experience(model, stream[0])
@@ -60,7 +61,7 @@ def test_training_set_after_restoring_a_checkpoint_taken_inside_the_experience(n
     state = copy.deepcopy(strategy.state_dict())  # what a checkpoint inside experience 1 holds
 
     resumed = STRATEGIES[name](**settings)
-    resumed.setup(stream, seed=0)
+    resumed.setup(StrategyContext(stream, 0))
     resumed.load_state_dict(state, model)
     resumed.before_experience(model, stream[1])
     again = resumed.training_set(stream[1])

@@ -13,6 +13,7 @@ from lifelong import OptimConfig, class_incremental, mlp, task_incremental, trai
 from lifelong.errors import ConfigError
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.task_params import TaskTensors, by_task
+from lifelong.strategies.base import StrategyContext
 from tests.strategies.test_strategy_state import same
 
 SETTINGS = {"dst": {"update_every": 3}, "clr": {}, "bn_only": {}}
@@ -35,7 +36,7 @@ def test_state_survives_torch_save_and_weights_only_load(name, small_data) -> No
     torch.save(strategy.state_dict(), file)
     file.seek(0)
     restored = STRATEGIES[name](**SETTINGS[name])
-    restored.setup(stream, seed=1)
+    restored.setup(StrategyContext(stream, 1))
     restored.load_state_dict(torch.load(file, weights_only=True), copy.deepcopy(model))
     assert same(restored.state_dict(), strategy.state_dict())
     assert restored.extra_parameters() == strategy.extra_parameters() > 0

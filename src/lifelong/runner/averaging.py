@@ -36,12 +36,6 @@ from lifelong.config import AverageConfig, OptimConfig
 from lifelong.errors import ConfigError
 from lifelong.models.averaging import ema_step, ema_weight, interpolate, project_out
 from lifelong.runner.observers import Observer, RunContext, TrainState
-from lifelong.strategies.base import Strategy
-from lifelong.strategies.frozen import FrozenBackbone
-from lifelong.strategies.gdumb import GDumb
-from lifelong.strategies.pet import EfficientTuning
-from lifelong.strategies.prompts import PromptStrategy
-from lifelong.strategies.slca import SLCA
 
 
 class Averaging(Observer):
@@ -86,28 +80,16 @@ class Averaging(Observer):
         """The norm of every merged task vector."""
 
     @classmethod
-    def build(cls, config: AverageConfig | None, strategy: Strategy, optim: OptimConfig) -> Averaging | None:
-        """The run's averaging, None for ``method = "none"``; refuses a strategy that resets the model, and
-        EMA beside WSD-S's decayed branch (each would be the weights evaluated)."""
+    def build(cls, config: AverageConfig | None, optim: OptimConfig) -> Averaging | None:
+        """The run's averaging, None for ``method = "none"``; refuses EMA beside WSD-S's decayed branch
+        (each would be the weights evaluated). A strategy that cannot be averaged is refused by its
+        capabilities (:func:`lifelong.runner.validation.check_capabilities`)."""
         if config is None or config.method == "none":
             return None
         if config.method == "ema" and optim.branch_decay is not None:
             raise ConfigError("average.method='ema' evaluates the moving average, optim.branch_decay a decayed "
                               "branch of the model; set one of them (average.method='none' or "
                               "optim.branch_decay=None)")
-        if isinstance(strategy, GDumb):
-            raise ConfigError(f"average.method={config.method!r} averages the model across steps or experiences, "
-                              "but strategy GDumb retrains it from its initial weights at each experience; use "
-                              "average.method='none'")
-        if isinstance(strategy, EfficientTuning | PromptStrategy):
-            raise ConfigError(f"average.method={config.method!r} averages the model's weights, but strategy "
-                              f"{type(strategy).__name__} keeps what it trains in its own tensors (adapters, prompts), "
-                              "which would not be averaged; use average.method='none'")
-        if config.method == "ema" and isinstance(strategy, FrozenBackbone | SLCA):
-            raise ConfigError("average.method='ema' evaluates averaged weights, but strategy "
-                              f"{type(strategy).__name__} "
-                              "classifies with statistics of the trained model's features, which the average's "
-                              "features would not match; use average.method='none', 'interpolate' or 'merge'")
         return cls(config)
 
     def on_run_start(self, context: RunContext) -> None:

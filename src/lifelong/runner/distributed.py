@@ -24,7 +24,6 @@ from lifelong.world import World
 
 if TYPE_CHECKING:
     from lifelong.config import OptimConfig
-    from lifelong.strategies.base import Strategy
 
 
 SHARDING = ("none", "fsdp")
@@ -50,13 +49,10 @@ class Parallelism:
             raise ConfigError(f"run.shard must be one of {', '.join(SHARDING)}, got {self.shard!r}")
 
 
-def check_distributed(strategy: Strategy, optim: OptimConfig, resume_run: int | None) -> None:
-    """Refuse, before training, what would run wrong or hang when data-parallel: a strategy whose state
-    is not kept consistent across ranks, and settings that let ranks take different numbers of steps."""
-    name = type(strategy).__name__
-    if not strategy.supports_distributed:
-        raise ConfigError(f"strategy {name!r} cannot run data-parallel yet (its memory or statistics are not "
-                          "shared across ranks); run it in one process")
+def check_distributed(optim: OptimConfig, resume_run: int | None) -> None:
+    """Refuse, before training, settings that would let data-parallel ranks take different numbers of
+    steps (a strategy whose state is not kept consistent across ranks is refused by its capabilities,
+    :func:`lifelong.runner.validation.check_capabilities`)."""
     if optim.batch_size_test != "none":
         raise ConfigError("optim.batch_size_test (adaptive batch size) is not supported in data-parallel runs: "
                           "ranks would choose different batch sizes; remove it or run in one process")

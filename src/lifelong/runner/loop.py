@@ -52,14 +52,14 @@ from lifelong.errors import ConfigError, TrainingError
 from lifelong.metrics.compute import ExperienceCost, MemoryMeter
 from lifelong.metrics.objectives import LANGUAGE_MODEL, logits_of, matrix_summary
 from lifelong.models.norms import begin_experience
-from lifelong.optim.registry import build_optimizer
 from lifelong.optim.probe import probe
+from lifelong.optim.registry import build_optimizer
 from lifelong.optim.samplers import batch_losses
 from lifelong.optim.schedules import Constant, Position
 from lifelong.optim.setup import OptimSetup, epoch_end, resolve
 from lifelong.runner.averaging import Averaging
 from lifelong.runner.budget import Budget
-from lifelong.runner.checkpoint import CheckpointSettings, Checkpointer, Restored, resume_point
+from lifelong.runner.checkpoint import Checkpointer, CheckpointSettings, Restored, resume_point
 from lifelong.runner.distributed import Parallelism, check_distributed, init_from_environment, local_device
 from lifelong.runner.evaluation import evaluate
 from lifelong.runner.flops import FlopMeter
@@ -68,11 +68,9 @@ from lifelong.runner.observers import Observer, PeriodicEvaluation, ProgressBar,
 from lifelong.runner.plan import PlannedExperience, check_lr_scales, check_training_set, plan_records, plan_stream
 from lifelong.runner.results import ResultsStore, RunRecord, environment
 from lifelong.runner.sharding import check_sharding, shard_model
-from lifelong.runner.validation import (check_arguments, check_model, check_objective, check_task_ids,
-                                       warn_about_combination)
-from lifelong.strategies.base import ExperiencePlan, Strategy
+from lifelong.runner.validation import check_arguments, check_capabilities, check_model
+from lifelong.strategies.base import ExperiencePlan, Strategy, StrategyContext
 from lifelong.world import World
-
 
 AUGMENT_TAG = 0xA116
 """Mixed into the run's seed for the augmentation draws, so they do not repeat the epoch orders'."""
@@ -204,34 +202,31 @@ def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConf
     # here so that it is not counted as the first experience's training time
     import torch._dynamo  # noqa: F401
     world = world or init_from_environment(dev)
-    averaging = Averaging.build(average, strategy, optim)
+    averaging = Averaging.build(average, optim)
     parallel = parallel or Parallelism()
     sharded = world.distributed and parallel.shard == "fsdp"
     evaluated = World() if sharded else world  # a sharded model's forward is collective: every rank runs every batch
     if world.distributed:
         dev = local_device(dev)
-        check_distributed(strategy, optim, resume_run)
+        check_distributed(optim, resume_run)
         if sharded:
-            check_sharding(strategy, checkpoint is not None, evaluation is not None,
+            check_sharding(checkpoint is not None, evaluation is not None,
                            optim.branch_decay is not None or averaging is not None)
         store, progress, checkpoint = (store, progress, checkpoint) if world.is_main else (None, False, None)
     eval_batch_size = eval_batch_size if eval_batch_size is not None else 1024 if dev.type == "cuda" else 128
     check_arguments(model, seed, eval_batch_size, compile)
-    warn_about_combination(strategy, optim)
     torch.manual_seed(seed)
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     check_model(model, stream, dev)
-    check_task_ids(strategy, stream)
-    check_objective(strategy, stream, optim)
+    check_capabilities(strategy, stream, optim, distributed=world.distributed, sharded=sharded,
+                       average=averaging.config.method if averaging else "none")
     world.broadcast(model.state_dict().values())
     stream, generator = _augmentation(stream, augment, seed, world)
-    strategy.world = world
-    strategy.replay_augment = (lambda x: augment(x, generator)) if augment and augment.augments and augment_replay \
-        else None
-    strategy.setup(stream, seed)
-    experiences: Sequence[Experience] = (stream.joined(),) if strategy.joint else stream.experiences
+    replay_augment = (lambda x: augment(x, generator)) if augment and augment.augments and augment_replay else None
+    strategy.setup(StrategyContext(stream, seed, world, replay_augment))
+    experiences: Sequence[Experience] = (stream.joined(),) if strategy.capabilities.joint else stream.experiences
     # optim.batch_size = "probe": the untrained model's probe on the first experience. It draws from its
     # own seeded generator, so the run's draws are those of a run at the probed batch size, and a resumed
     # run, whose model is rebuilt from the seed before its checkpoint is loaded, probes the same size again

@@ -14,7 +14,7 @@ as on CUDA with nccl (torch >= 2.6).
 
 What a sharded run cannot do, refused by :func:`check_sharding` before training: strategies that copy
 or read whole parameters (a regulariser's anchor, a teacher copy, a projection of the gradient) see
-one rank's shards, so only those that declare ``supports_sharding`` (they change the data or the loss
+one rank's shards, so only those whose capabilities declare ``sharding`` (they change the data or the loss
 alone) run; a checkpoint written by rank 0 would hold its shard only; and the continual-evaluation
 curve shards its test sets unevenly over ranks, while every forward of a sharded model is a
 collective all ranks must join. The end-of-experience evaluation runs every test set on every rank
@@ -31,17 +31,14 @@ from torch import nn
 from lifelong.errors import ConfigError
 
 if TYPE_CHECKING:
-    from lifelong.strategies.base import Strategy
+    pass
 
 
-def check_sharding(strategy: Strategy, checkpointing: bool, periodic_evaluation: bool,
-                   other_weights: bool = False) -> None:
+def check_sharding(checkpointing: bool, periodic_evaluation: bool, other_weights: bool = False) -> None:
     """Refuse what a sharded run would get wrong (see the module's docstring), in one line each;
     ``other_weights``: the run evaluates weights other than the trained ones (a decayed branch, an
-    average), which copies whole parameters."""
-    if not strategy.supports_sharding:
-        raise ConfigError(f"run.shard='fsdp' cannot run strategy {type(strategy).__name__!r}: it copies or reads "
-                          "whole parameters, which each rank holds a shard of; use run.shard='none' or naive/er")
+    average), which copies whole parameters. A strategy that reads whole parameters is refused by its
+    capabilities (:func:`lifelong.runner.validation.check_capabilities`)."""
     if checkpointing:
         raise ConfigError("run.shard='fsdp' cannot write checkpoints yet (rank 0 would save its shard only); "
                           "set run.checkpoint=false")

@@ -75,7 +75,7 @@ class ScalarLog(Observer):
         objective = context.stream.objective
         self.records += [(step, f"{metric_name(objective)}/exp_{j}", float(a)) for j, a in enumerate(accuracies)]
         self.records += [(step, f"cost/{name}", float(value)) for name, value in context.costs[-1].as_dict().items()]
-        last = len(context.rows) == (1 if context.strategy.joint else len(context.stream))
+        last = len(context.rows) == (1 if context.strategy.capabilities.joint else len(context.stream))
         if last:
             sizes = [len(test) for test in context.test_sets]
             metrics = matrix_summary(objective, context.rows, context.initial, sizes)

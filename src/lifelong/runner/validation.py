@@ -46,27 +46,6 @@ def check_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
                         f"(labels 0..{stream.n_classes - 1}); give the model a head of {stream.n_classes} outputs")
 
 
-def check_objective(strategy: Strategy, stream: Stream, optim: OptimConfig) -> None:
-    """The strategy and the optimization settings are defined for the stream's objective. A language
-    model's samples have no label to score or test per sample, so the settings that rank samples by
-    their classification loss (the hard-batch sampler), test gradient noise on labelled samples (the norm
-    test, the batch-size probe) are refused on a token stream."""
-    from lifelong.strategies import STRATEGIES  # the registry imports every strategy; the checks need none
-
-    if stream.objective not in strategy.objectives:
-        able = sorted(name for name, cls in STRATEGIES.items() if stream.objective in cls.objectives)
-        raise ConfigError(f"strategy {type(strategy).__name__} cannot train a {stream.objective.replace('_', ' ')} "
-                          f"stream (it is defined on class labels); use one of: {', '.join(able)}")
-    if stream.objective != LANGUAGE_MODEL:
-        return
-    for field, value, refused in (("sampler", optim.sampler, optim.sampler == "hard_batch"),
-                                  ("batch_size_test", optim.batch_size_test, optim.batch_size_test != "none"),
-                                  ("batch_size", optim.batch_size, optim.batch_size == PROBE)):
-        if refused:
-            raise ConfigError(f"optim.{field}={value!r} ranks or tests samples by a classifier's loss and is not "
-                              "defined for a language model; leave it at its default")
-
-
 def check_arguments(model: nn.Module, seed: int, eval_batch_size: int, compile: bool | str) -> None:
     """Arguments of :func:`train` that are plain values rather than validated config fields."""
     if not isinstance(model, nn.Module):
@@ -83,24 +62,51 @@ def check_arguments(model: nn.Module, seed: int, eval_batch_size: int, compile: 
                               f"of {sorted(list_backends(exclude_tags=()))}")
 
 
-def warn_about_combination(strategy: Strategy, optim: OptimConfig) -> None:
-    """Warn about settings that run but change what a method means: a gradient-projecting method (A-GEM)
-    with an optimizer that applies unprojected directions kept from earlier steps."""
-    if not strategy.projects_gradients:
-        return
+def check_capabilities(strategy: Strategy, stream: Stream, optim: OptimConfig, *, distributed: bool = False,
+                       sharded: bool = False, average: str = "none") -> None:
+    """Refuse, before training and in one line each, what the strategy's :class:`Capabilities` exclude:
+    the stream's objective, a stream without task ids for a method that picks parameters by task, data-parallel
+    training, a sharded model, a weight-averaging method; warn when a gradient-projecting method meets an
+    optimizer that carries unprojected directions. The one place the runner reads a strategy's capabilities."""
+    from lifelong.strategies import STRATEGIES  # the registry imports every strategy; the checks need none
+
+    capabilities, name = strategy.capabilities, type(strategy).__name__
+    if stream.objective not in capabilities.objectives:
+        able = sorted(key for key, cls in STRATEGIES.items() if stream.objective in cls.CAPABILITIES.objectives)
+        raise ConfigError(f"strategy {name} cannot train a {stream.objective.replace('_', ' ')} "
+                          f"stream (it is defined on class labels); use one of: {', '.join(able)}")
+    if capabilities.task_ids and not stream.task_aware:
+        raise ConfigError(f"strategy {name} picks its parameters by each sample's task id, which "
+                          f"stream {stream.name!r} does not give at test time (the method has no task inference); "
+                          "use scenario task_incremental, or domain_incremental with scenario.task_aware = true")
+    if distributed and not capabilities.distributed:
+        raise ConfigError(f"strategy {name!r} cannot run data-parallel yet (its memory or statistics are not "
+                          "shared across ranks); run it in one process")
+    if sharded and not capabilities.sharding:
+        raise ConfigError(f"run.shard='fsdp' cannot run strategy {name!r}: it copies or reads "
+                          "whole parameters, which each rank holds a shard of; use run.shard='none' or naive/er")
+    if average != "none" and average not in capabilities.averaging:
+        allowed = " or ".join(repr(method) for method in ("none", *sorted(capabilities.averaging)))
+        raise ConfigError(f"average.method={average!r} cannot be used with strategy {name}, which "
+                          f"{capabilities.averaging_refusal}; use average.method={allowed}")
+    if stream.objective == LANGUAGE_MODEL:
+        for field, value, refused in (("sampler", optim.sampler, optim.sampler == "hard_batch"),
+                                      ("batch_size_test", optim.batch_size_test, optim.batch_size_test != "none"),
+                                      ("batch_size", optim.batch_size, optim.batch_size == PROBE)):
+            if refused:
+                raise ConfigError(f"optim.{field}={value!r} ranks or tests samples by a classifier's loss and is "
+                                  "not defined for a language model; leave it at its default")
     carried = STATEFUL_UPDATES.get(optim.name) or (
         f"momentum {optim.momentum}" if optim.name in ("sgd", "lars") and optim.momentum > 0 else None)
-    if carried:
-        warnings.warn(f"strategy {type(strategy).__name__} projects each step's gradient, but with "
+    if capabilities.projects_gradients and carried:
+        warnings.warn(f"strategy {name} projects each step's gradient, but with "
                       f"optim.name={optim.name!r} the update carries {carried}, which hold directions the "
                       "projection removed; set optim.name='sgd' and optim.momentum=0 for the paper's update",
                       UserWarning, stacklevel=3)
 
 
-def check_task_ids(strategy: Strategy, stream: Stream) -> None:
-    """A strategy that chooses its parameters by task id gets a stream that gives task ids."""
-    if strategy.requires_task_ids and not stream.task_aware:
-        raise ConfigError(f"strategy {type(strategy).__name__} picks its parameters by each sample's task id, which "
-                          f"stream {stream.name!r} does not give at test time (the method has no task inference); "
-                          "use scenario task_incremental, or domain_incremental with scenario.task_aware = true")
-
+def check_freeze(strategy: Strategy, name: str, mode: str) -> None:
+    """Refuse ``model.freeze`` where the strategy's capabilities say freezing contradicts it."""
+    capabilities = strategy.capabilities
+    if mode != "none" and not capabilities.freeze:
+        raise ConfigError(f"model.freeze={mode!r} {capabilities.freeze_refusal.format(name=name)}")

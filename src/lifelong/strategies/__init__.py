@@ -4,40 +4,40 @@ Adding a method: one file with a :class:`Strategy` subclass (a dataclass whose f
 hyperparameters), one line in :data:`STRATEGIES`, one test file.
 """
 
-from lifelong.strategies.base import Strategy
-from lifelong.strategies.cumulative import Cumulative
-from lifelong.strategies.er import ER
-from lifelong.strategies.replay import ReplayMixture
-from lifelong.strategies.ewc import EWC
-from lifelong.strategies.joint import Joint
-from lifelong.strategies.lwf import LwF
-from lifelong.strategies.naive import Naive
+from lifelong.strategies.adapter import Adapter
 from lifelong.strategies.agem import AGEM
+from lifelong.strategies.base import Strategy
+from lifelong.strategies.bn_only import BNOnly
+from lifelong.strategies.clr import CLR
+from lifelong.strategies.coda_prompt import CODAPrompt
+from lifelong.strategies.cuber import CUBER
+from lifelong.strategies.cumulative import Cumulative
 from lifelong.strategies.der import DER
 from lifelong.strategies.derpp import DERpp
+from lifelong.strategies.dst import DST
+from lifelong.strategies.dualprompt import DualPrompt
+from lifelong.strategies.er import ER
 from lifelong.strategies.er_ace import ERACE
-from lifelong.strategies.cuber import CUBER
+from lifelong.strategies.ewc import EWC
 from lifelong.strategies.fetril import FeTrIL
-from lifelong.strategies.gpm import GPM
 from lifelong.strategies.gdumb import GDumb
+from lifelong.strategies.gpm import GPM
 from lifelong.strategies.hypernetwork import Hypernetwork
 from lifelong.strategies.icarl import ICaRL
+from lifelong.strategies.joint import Joint
 from lifelong.strategies.l2 import L2
+from lifelong.strategies.l2p import L2P
+from lifelong.strategies.lae import LAE
+from lifelong.strategies.lora import LoRA
+from lifelong.strategies.lwf import LwF
 from lifelong.strategies.mas import MAS
+from lifelong.strategies.naive import Naive
 from lifelong.strategies.ncm import NCM
+from lifelong.strategies.ranpac import RanPAC
+from lifelong.strategies.replay import ReplayMixture
 from lifelong.strategies.si import SI
 from lifelong.strategies.slca import SLCA
 from lifelong.strategies.uer import UER
-from lifelong.strategies.bn_only import BNOnly
-from lifelong.strategies.clr import CLR
-from lifelong.strategies.dst import DST
-from lifelong.strategies.l2p import L2P
-from lifelong.strategies.dualprompt import DualPrompt
-from lifelong.strategies.coda_prompt import CODAPrompt
-from lifelong.strategies.lora import LoRA
-from lifelong.strategies.adapter import Adapter
-from lifelong.strategies.lae import LAE
-from lifelong.strategies.ranpac import RanPAC
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "naive": Naive,

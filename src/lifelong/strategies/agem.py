@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
+from lifelong.strategies.base import Capabilities, StrategyContext
 from lifelong.strategies.rehearsal import ReservoirReplay
 
 
@@ -39,8 +40,7 @@ class AGEM(ReservoirReplay):
     memory batches are averaged (weighted by their sizes), so every rank projects the averaged gradient
     against the same reference."""
 
-    supports_distributed: ClassVar[bool] = True
-    projects_gradients: ClassVar[bool] = True
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(distributed=True, projects_gradients=True)
 
     reference_batch_size: int = 256
     """Memory samples drawn to estimate the reference gradient (256 in the paper; here the whole memory
@@ -52,8 +52,8 @@ class AGEM(ReservoirReplay):
         if self.reference_batch_size < 1:
             raise ConfigError(f"strategy.reference_batch_size must be >= 1, got {self.reference_batch_size}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.reference = None
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from lifelong.data.streams import Batch, Stream
+from lifelong.data.streams import Batch
 from lifelong.errors import ConfigError
-from lifelong.strategies.base import Strategy
+from lifelong.strategies.base import Strategy, StrategyContext
 from lifelong.strategies.losses import QuadraticPenalty
 
 
@@ -34,7 +34,6 @@ class AnchoredPenalty(Strategy):
     is estimated on each rank's part and averaged over the ranks, and one built from the (averaged)
     gradients and the weights' moves (SI) is equal on every rank by construction."""
 
-    supports_distributed: ClassVar[bool] = True
 
     #: Factor in front of ``lam`` (1/2 where the paper writes ``lam / 2``).
     penalty_scale: ClassVar[float] = 1.0
@@ -50,8 +49,8 @@ class AnchoredPenalty(Strategy):
         if self.lam < 0:
             raise ConfigError(f"strategy.lam must be >= 0, got {self.lam}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.importance, self.anchor, self.penalty = {}, {}, None
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:

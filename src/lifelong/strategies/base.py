@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -28,7 +28,12 @@ from torch import nn
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.metrics.compute import tensor_bytes
-from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL, logits_of, next_token_loss
+from lifelong.metrics.objectives import (
+    CLASSIFICATION,
+    LANGUAGE_MODEL,
+    logits_of,
+    next_token_loss,
+)
 from lifelong.models.norms import forward_with_tasks
 from lifelong.world import World
 
@@ -62,6 +67,79 @@ class ExperiencePlan:
         return self.train_size > 0
 
 
+AVERAGING_METHODS = frozenset({"ema", "interpolate", "merge"})
+"""The weight-averaging methods of ``[average]`` (:mod:`lifelong.runner.averaging`)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a strategy can and cannot do, declared once per class (:attr:`Strategy.CAPABILITIES`) and read
+    in one place before training (:func:`lifelong.runner.validation.check_capabilities`), so that the
+    runner never asks which strategy it runs. Each refusal names the capability and the fix in one line.
+    """
+
+    objectives: frozenset[str] = frozenset({CLASSIFICATION})
+    """The stream objectives the method is defined for (:mod:`lifelong.metrics.objectives`). A method that
+    computes its loss through :meth:`Strategy.loss` and keeps no per-class state (fine-tuning, replay,
+    weight penalties, distillation of logits) trains a language model as well; one built on class labels
+    (prototypes, class-balanced memories, classifier-head tricks) is refused on a token stream."""
+    joint: bool = False
+    """The offline upper bound: the runner trains once on the union of the stream."""
+    task_ids: bool = False
+    """The method chooses its parameters (a mask, a task's own maps or generated weights) by the task id of
+    each sample, at test time too: it has no task inference, so streams that do not give task ids
+    (class-incremental and plain domain-incremental ones) are refused."""
+    distributed: bool = False
+    """The method stays correct in data-parallel training (each rank sees a shard of every experience and
+    gradients are averaged): every rank ends each experience with the same learned state, kept equal by
+    construction (the same data and draws on every rank), averaged over ranks, or split on purpose (a
+    replay memory of which each rank keeps its share). Refused when distributed otherwise."""
+    sharding: bool = False
+    """The method reads and copies no whole parameter (it changes the data or the loss alone), so it runs
+    on a model sharded over the ranks with FSDP2 (``run.shard``)."""
+    projects_gradients: bool = False
+    """The method rewrites the gradient into a constrained direction (A-GEM's projection): an optimizer that
+    keeps a velocity or moments applies directions the projection removed, which is warned about."""
+    averaging: frozenset[str] = AVERAGING_METHODS
+    """The ``[average]`` methods the strategy allows."""
+    averaging_refusal: str = ""
+    """Why the other averaging methods are refused (completes "but strategy X ...")."""
+    freeze: bool = True
+    """Whether ``model.freeze`` may freeze the model's backbone for this method."""
+    freeze_refusal: str = ""
+    """Why ``model.freeze`` is refused, with the fix: completes "model.freeze='backbone' ...", with ``{name}``
+    for the strategy's name."""
+
+    def with_(self, **changes: Any) -> Capabilities:
+        """These capabilities with ``changes``."""
+        return replace(self, **changes)
+
+
+BOTH_OBJECTIVES = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
+"""The objectives of a method that trains classifiers and language models alike."""
+OWN_TENSORS = "keeps what it trains in its own tensors (adapters, prompts), which would not be averaged"
+"""Why weight averaging is refused to a method that trains tensors outside the model."""
+FEATURE_STATISTICS = ("classifies with statistics of the trained model's features, which the average's features "
+                      "would not match")
+"""Why an EMA is refused to a method that classifies with class statistics of the trained features."""
+OWN_TENSORS_FREEZE = ("does not apply to strategy {name!r}, which trains tensors of its own whatever requires_grad "
+                      "says; set model.freeze='none'")
+"""Why ``model.freeze`` is refused to a method that trains per-task or generated tensors."""
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """What the runner hands a strategy once, at :meth:`Strategy.setup`: the stream, the run's seed (the
+    same on every rank), this process among the data-parallel ranks, and the run's training augmentation
+    for the samples a strategy replays from its memory (random crops and flips drawn from the run's seed,
+    ``[augment]`` with ``replay = true``), or None. The runner writes nothing else into a strategy."""
+
+    stream: Stream
+    seed: int = 0
+    world: World = World()
+    replay_augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
 class Strategy(ABC):
     """Base class of every continual-learning method.
 
@@ -71,37 +149,11 @@ class Strategy(ABC):
     returned loss and steps), :meth:`after_experience`; evaluation calls :meth:`predict`.
     """
 
-    #: True for the offline upper bound: the runner trains once on the union of the stream.
-    joint: ClassVar[bool] = False
-    #: True when the method stays correct in data-parallel training (each rank sees a shard of every
-    #: experience and gradients are averaged): every rank ends each experience with the same learned
-    #: state, kept equal by construction (the same data and draws on every rank), averaged over ranks,
-    #: or split on purpose (a replay memory of which each rank keeps its share). The runner refuses
-    #: the others when distributed.
-    supports_distributed: ClassVar[bool] = False
-    #: True when the method reads and copies no whole parameter (it changes the data or the loss alone),
-    #: so it runs on a model sharded over the ranks with FSDP2 (``run.shard``); the runner refuses the others.
-    supports_sharding: ClassVar[bool] = False
-    #: True for a method that rewrites the gradient into a constrained direction (A-GEM's projection):
-    #: an optimizer that keeps a velocity or moments applies directions the projection removed, so
-    #: the runner warns when one is configured.
-    projects_gradients: ClassVar[bool] = False
-    #: True for a method that chooses its parameters (a mask, a task's own maps or generated weights) by
-    #: the task id of each sample, at test time too: it has no task inference, so the runner refuses
-    #: streams that do not give task ids (class-incremental and plain domain-incremental ones).
-    requires_task_ids: ClassVar[bool] = False
-    #: The stream objectives the method is defined for (:mod:`lifelong.metrics.objectives`). A method that
-    #: computes its loss through :meth:`loss` and keeps no per-class state (fine-tuning, replay, weight
-    #: penalties, distillation of logits) trains a language model as well; one built on class labels
-    #: (prototypes, class-balanced memories, classifier-head tricks) is refused on a token stream.
-    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION})
-    #: This process among the data-parallel ranks; set by the runner before :meth:`setup`.
-    world: World = World()
-    #: The run's training augmentation for the samples a strategy replays from its memory (random
-    #: crops and flips drawn from the run's seed, ``[augment]`` with ``replay = true``), or None; set by
-    #: the runner before :meth:`setup`. Apply it with :meth:`augment`.
-    replay_augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities()
+    """What the method can do (:class:`Capabilities`); read through :attr:`capabilities`."""
 
+    context: StrategyContext
+    """What the runner handed over at :meth:`setup`."""
     task_mask: torch.Tensor | None
     n_classes: int
     language_model: bool
@@ -119,9 +171,22 @@ class Strategy(ABC):
     device_cache: dict[tuple[Any, torch.device], torch.Tensor]
     """Host values already copied to a device (:meth:`class_index`, the task mask), by value and device."""
 
-    def setup(self, stream: Stream, seed: int) -> None:
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this strategy, with its settings, can do; a method whose capabilities depend on a setting
+        overrides this property."""
+        return self.CAPABILITIES
+
+    @property
+    def world(self) -> World:
+        """This process among the data-parallel ranks (``context.world``)."""
+        return self.context.world
+
+    def setup(self, context: StrategyContext) -> None:
         """Reset learned state for a new stream: classes, task mask and the strategy's generators
-        (``seed`` is the run's seed, the same on every rank)."""
+        (seeded from the run's seed, the same on every rank)."""
+        stream, seed = context.stream, context.seed
+        self.context = context
         self.task_mask = stream.task_mask()
         self.n_classes = stream.n_classes
         self.language_model = stream.objective == LANGUAGE_MODEL
@@ -168,7 +233,8 @@ class Strategy(ABC):
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Replayed inputs (B, ...) as the run augments its training batches (unchanged without
         augmentation): a memory keeps samples un-augmented and each replay is augmented afresh."""
-        return x if self.replay_augment is None else self.replay_augment(x)
+        augment = self.context.replay_augment
+        return x if augment is None else augment(x)
 
     def as_replayed(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rows just drawn from a memory, as they enter training: counted in :attr:`replayed`, their inputs

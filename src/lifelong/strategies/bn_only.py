@@ -4,10 +4,12 @@ train, the rest of the network stays frozen."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
 from lifelong.errors import ConfigError
+from lifelong.strategies.base import OWN_TENSORS_FREEZE, Capabilities
 from lifelong.strategies.task_params import FrozenAnchor, head_names, norm_names
 
 
@@ -32,6 +34,8 @@ class BNOnly(FrozenAnchor):
 
     Extra parameters per task (:meth:`extra_parameters` sums them over the tasks): the affine parameters
     and running statistics of every normalization layer, plus the head's weight and bias."""
+
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(task_ids=True, freeze=False, freeze_refusal=OWN_TENSORS_FREEZE)
 
     train_first: bool = False
 

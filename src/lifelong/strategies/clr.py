@@ -4,15 +4,16 @@ channel-wise maps."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.streams import Experience, Stream
+from lifelong.data.streams import Experience
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
+from lifelong.strategies.base import OWN_TENSORS_FREEZE, Capabilities, StrategyContext
 from lifelong.strategies.task_params import FrozenAnchor, TaskTensors, prefix_of
 
 
@@ -75,6 +76,8 @@ class CLR(FrozenAnchor):
     4.4% for ``cnn`` with channels (32, 64): thin layers pay relatively more);
     :meth:`extra_parameters` counts every task's maps, normalization tensors and heads."""
 
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(task_ids=True, freeze=False, freeze_refusal=OWN_TENSORS_FREEZE)
+
     kernel_size: int = 3
     """Side of the depthwise kernel of the maps after convolutions (3 in the paper); odd."""
     maps: TaskTensors = field(default_factory=TaskTensors, init=False, repr=False)
@@ -83,8 +86,8 @@ class CLR(FrozenAnchor):
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"strategy.kernel_size must be an odd number >= 1, got {self.kernel_size}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.maps = TaskTensors()
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:

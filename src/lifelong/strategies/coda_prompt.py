@@ -12,6 +12,7 @@ from torch import nn
 from lifelong.data.streams import Experience
 from lifelong.errors import ConfigError
 from lifelong.models.vit import VisionTransformer
+from lifelong.strategies.base import OWN_TENSORS, Capabilities
 from lifelong.strategies.prompts import (
     PromptStrategy,
     check_layers,
@@ -50,6 +51,8 @@ class CODAPrompt(PromptStrategy):
     orthogonal, and each task's new ones are then orthogonal among themselves only
     (:func:`~lifelong.strategies.prompts.orthogonal_rows`).
     """
+
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(averaging=frozenset(), averaging_refusal=OWN_TENSORS)
 
     method: ClassVar[str] = "coda_prompt"
 

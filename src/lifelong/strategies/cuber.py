@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from lifelong.data.streams import Experience, Stream
+from lifelong.data.streams import Experience
 from lifelong.errors import ConfigError
 from lifelong.models.modes import eval_mode
+from lifelong.strategies.base import Capabilities, StrategyContext
 from lifelong.strategies.gpm import GPM
-from lifelong.strategies.subspace import column_energies, fewest_reaching, layer_gradients, projected_layers
+from lifelong.strategies.subspace import (
+    column_energies,
+    fewest_reaching,
+    layer_gradients,
+    projected_layers,
+)
 
 
 @dataclass
@@ -39,6 +45,8 @@ class CUBER(GPM):
     summarized in its abstract and TRGP's code.
     """
 
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(projects_gradients=True)
+
     projection_threshold: float = 0.5
     """epsilon of the sufficient-projection test (TRGP's trust region: 0.5 in its paper, 0.2 in its
     permuted-MNIST script)."""
@@ -56,8 +64,8 @@ class CUBER(GPM):
         if not 0.0 <= self.projection_threshold <= 1.0:
             raise ConfigError(f"strategy.projection_threshold must lie in [0, 1], got {self.projection_threshold}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.task_columns, self.task_gradients, self.relaxed, self.protected = {}, {}, {}, {}
 
     def protected_basis(self, name: str) -> torch.Tensor:

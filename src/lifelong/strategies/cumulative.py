@@ -7,12 +7,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.streams import Batch, Experience, Stream, TensorSet
-from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL
-from lifelong.strategies.base import ExperiencePlan, Strategy
+from lifelong.data.streams import Batch, Experience, TensorSet
+from lifelong.strategies.base import (
+    BOTH_OBJECTIVES,
+    Capabilities,
+    ExperiencePlan,
+    Strategy,
+    StrategyContext,
+)
 
 
 @dataclass
@@ -20,19 +24,15 @@ class Cumulative(Strategy):
     """At experience i, train on the union of experiences 0..i: the costly incremental upper bound
     (used as a reference in e.g. Lomonaco et al. 2021, Avalanche). Memory grows with the stream."""
 
-    supports_distributed: ClassVar[bool] = True
-    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
-    supports_sharding: ClassVar[bool] = True
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(objectives=BOTH_OBJECTIVES, distributed=True, sharding=True)
 
     seen: list[TensorSet] = field(default_factory=list, init=False, repr=False)
-    stream: Stream | None = field(default=None, init=False, repr=False)
     current_added: bool = field(default=False, init=False, repr=False)
     """Whether ``seen`` already holds the experience in progress (a checkpoint taken inside it does)."""
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.seen = []
-        self.stream = stream
         self.current_added = False
 
     def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
@@ -61,6 +61,5 @@ class Cumulative(Strategy):
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
-        assert self.stream is not None, "setup was not called"
-        self.seen = [e.train for e in self.stream.experiences[: int(state["seen_experiences"])]]
+        self.seen = [e.train for e in self.context.stream.experiences[: int(state["seen_experiences"])]]
         self.current_added = bool(state["current_added"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,7 @@ from torch import nn
 
 from lifelong.data.streams import Batch
 from lifelong.errors import ConfigError
+from lifelong.strategies.base import Capabilities
 from lifelong.strategies.logit_replay import LogitReplay
 
 
@@ -18,6 +20,8 @@ class DERpp(LogitReplay):
     """DER++ (Buzzega et al., NeurIPS 2020): DER's logit matching plus ``beta`` times cross-entropy on
     the labels of a second, independently drawn replayed batch, which corrects stored logits that were
     recorded before their class was well learned."""
+
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(distributed=True)
 
     beta: float = 1.0
     """Weight of the replayed-label cross-entropy (1.0 for Seq-MNIST with a memory of 200 in the paper)."""

@@ -6,15 +6,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from lifelong.data.streams import Experience, Stream
+from lifelong.data.streams import Experience
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
-from lifelong.strategies.task_params import TaskIsolation, TaskTensors, model_tensors, prefix_of
+from lifelong.strategies.base import OWN_TENSORS_FREEZE, Capabilities, StrategyContext
+from lifelong.strategies.task_params import (
+    TaskIsolation,
+    TaskTensors,
+    model_tensors,
+    prefix_of,
+)
 
 INITS = ("erk", "uniform")
 GROWTHS = ("random", "gradient")
@@ -80,6 +86,8 @@ class DST(TaskIsolation):
     parameters (one bit each in principle, a byte each as stored, which :meth:`memory_bytes` counts)
     plus the per-task biases, normalization tensors and heads."""
 
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(task_ids=True, freeze=False, freeze_refusal=OWN_TENSORS_FREEZE)
+
     sparsity: float = 0.8
     """Fraction of the backbone's masked weights outside each task's mask (80% in the paper's main runs)."""
     init: str = "erk"
@@ -109,8 +117,8 @@ class DST(TaskIsolation):
         if not 0 <= self.prune_fraction < 1:
             raise ConfigError(f"strategy.prune_fraction must be in [0, 1), got {self.prune_fraction}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.masks, self.frozen, self.steps, self.dense = TaskTensors(), {}, 0, {}
 
     def per_task_names(self, model: nn.Module) -> list[str]:

@@ -9,6 +9,7 @@ import torch
 
 from lifelong.errors import ConfigError
 from lifelong.models.vit import VisionTransformer
+from lifelong.strategies.base import OWN_TENSORS, Capabilities
 from lifelong.strategies.prompts import (
     PromptStrategy,
     check_layers,
@@ -39,6 +40,8 @@ class DualPrompt(PromptStrategy):
     experience of the stream, and at test only the keys of the tasks trained so far compete (the
     reference also lets untrained keys be chosen).
     """
+
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(averaging=frozenset(), averaging_refusal=OWN_TENSORS)
 
     method: ClassVar[str] = "dualprompt"
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lifelong.data.streams import Batch
-from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL
+from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities
 from lifelong.strategies.rehearsal import ReservoirReplay
 
 
@@ -19,9 +19,7 @@ class ER(ReservoirReplay):
     each new batch is concatenated with a batch drawn from a reservoir memory of the stream, and the
     model is trained with cross-entropy on both; the new samples are then offered to the reservoir."""
 
-    supports_distributed: ClassVar[bool] = True
-    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
-    supports_sharding: ClassVar[bool] = True
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(objectives=BOTH_OBJECTIVES, distributed=True, sharding=True)
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         x, y, task = batch.x, batch.y, batch.task

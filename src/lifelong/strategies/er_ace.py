@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.streams import Batch
+from lifelong.strategies.base import Capabilities
 from lifelong.strategies.rehearsal import ReservoirReplay
 
 
@@ -27,7 +28,7 @@ class ERACE(ReservoirReplay):
     present in that batch, so new classes do not push the logits of old classes down (the cause of
     the abrupt drift of old features); replayed samples use cross-entropy over all classes."""
 
-    supports_distributed: ClassVar[bool] = True
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(distributed=True)
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         logits = incoming_class_logits(self.logits(model, batch.x, batch.task), batch.y)  # (B, C)

@@ -9,8 +9,8 @@ from torch import nn
 
 from lifelong.data.streams import Experience
 from lifelong.errors import ConfigError
-from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL
 from lifelong.strategies.anchoring import AnchoredPenalty
+from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities
 from lifelong.strategies.importance import fisher_diagonal
 
 
@@ -23,8 +23,9 @@ class EWC(AnchoredPenalty):
     Data-parallel: each rank estimates the Fisher on its part of the experience and the estimates are
     averaged, so every rank holds the same Fisher."""
 
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(objectives=BOTH_OBJECTIVES, distributed=True)
+
     penalty_scale: ClassVar[float] = 0.5
-    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
 
     lam: float = 100.0
     """Strength of the quadratic penalty (lambda in the paper; chosen on a validation split of the

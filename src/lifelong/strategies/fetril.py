@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from lifelong.data.streams import Stream, TensorSet
+from lifelong.data.streams import TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
+from lifelong.strategies.base import FEATURE_STATISTICS, Capabilities, StrategyContext
 from lifelong.strategies.features import (
     ClassStatistics,
     class_statistics,
@@ -40,6 +41,12 @@ class FeTrIL(FrozenBackbone):
 
     Data-parallel: every rank fits the head on the whole experience alike (the fit is deterministic)."""
 
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        distributed=True,
+        averaging=frozenset({"interpolate", "merge"}),
+        averaging_refusal=FEATURE_STATISTICS,
+    )
+
     weight_decay: float = 1e-4
     """L2 penalty of the head refit (the SVM's regularisation in the paper)."""
     statistics: ClassStatistics = field(default_factory=ClassStatistics, init=False, repr=False)
@@ -49,8 +56,8 @@ class FeTrIL(FrozenBackbone):
         if self.weight_decay < 0:
             raise ConfigError(f"strategy.weight_decay must be >= 0, got {self.weight_decay}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.statistics = ClassStatistics()
 
     def fit_classes(self, model: nn.Module, data: TensorSet) -> None:

@@ -13,16 +13,16 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.streams import Batch, Experience, Stream, TensorSet
+from lifelong.data.streams import Batch, Experience, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import ExperiencePlan, Strategy
+from lifelong.strategies.base import Capabilities, ExperiencePlan, Strategy, StrategyContext
 from lifelong.strategies.features import check_backbone_path, load_backbone
 
 
@@ -33,7 +33,6 @@ class FrozenBackbone(Strategy):
     Data-parallel: adaptation trains on the same merged session on every rank (the runner shards it);
     the classifier's statistics are added over the ranks or computed alike on each."""
 
-    supports_distributed: ClassVar[bool] = True
 
     adapt_experiences: int = 1
     """Experiences whose data train the backbone (cross-entropy, merged into one session); 0 keeps the
@@ -43,16 +42,24 @@ class FrozenBackbone(Strategy):
     the first experience (:mod:`lifelong.models.weights`); empty: none."""
     experience_index: int = field(default=0, init=False, repr=False)
     adaptation_data: list[TensorSet] = field(default_factory=list, init=False, repr=False)
-    stream: Stream | None = field(default=None, init=False, repr=False)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """A backbone adapted on the first experiences cannot be frozen by ``model.freeze``."""
+        if self.adapt_experiences == 0:
+            return self.CAPABILITIES
+        return self.CAPABILITIES.with_(freeze=False, freeze_refusal=(
+            f"contradicts strategy.adapt_experiences={self.adapt_experiences} ({{name}} trains its backbone on its "
+            "first experiences); set strategy.adapt_experiences=0 to keep the loaded backbone as it is"))
 
     def __post_init__(self) -> None:
         if self.adapt_experiences < 0:
             raise ConfigError(f"strategy.adapt_experiences must be >= 0, got {self.adapt_experiences}")
         check_backbone_path(self.backbone_path)
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
-        self.experience_index, self.adaptation_data, self.stream = 0, [], stream
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
+        self.experience_index, self.adaptation_data = 0, []
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         if self.experience_index == 0 and self.backbone_path:
@@ -102,6 +109,6 @@ class FrozenBackbone(Strategy):
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
-        assert self.stream is not None, "setup was not called"
         self.experience_index = int(state["experience_index"])
-        self.adaptation_data = [e.train for e in self.stream.experiences[: int(state["adaptation_experiences"])]]
+        adapted = self.context.stream.experiences[: int(state["adaptation_experiences"])]
+        self.adaptation_data = [e.train for e in adapted]

@@ -11,10 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.streams import Batch, Experience, Stream, TensorSet
+from lifelong.data.streams import Batch, Experience, TensorSet
 from lifelong.errors import ConfigError
-from lifelong.strategies.base import ExperiencePlan, Strategy
-from lifelong.strategies.buffers import ClassBalancedBuffer, check_memory_keeps, memory_source
+from lifelong.strategies.base import Capabilities, ExperiencePlan, Strategy, StrategyContext
+from lifelong.strategies.buffers import (
+    ClassBalancedBuffer,
+    check_memory_keeps,
+    memory_source,
+)
 
 
 @dataclass
@@ -29,7 +33,12 @@ class GDumb(Strategy):
     Data-parallel: every rank fills the same memory from the whole experience with the draws every
     rank makes alike, so the memory the runner shards over the ranks is one memory."""
 
-    supports_distributed: ClassVar[bool] = True
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        distributed=True,
+        averaging=frozenset(),
+        averaging_refusal="retrains the model from its initial weights at each experience",
+    )
+
 
     buffer_size: int = 200
     """Total number of samples kept (not per class)."""
@@ -50,9 +59,10 @@ class GDumb(Strategy):
             raise ConfigError(f"strategy.memory_passes must be >= 1, got {self.memory_passes}")
         check_memory_keeps(self.memory_keeps)
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
-        self.buffer = ClassBalancedBuffer(self.buffer_size, self.generator, memory_source(self.memory_keeps, stream))
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
+        source = memory_source(self.memory_keeps, context.stream)
+        self.buffer = ClassBalancedBuffer(self.buffer_size, self.generator, source)
         self.initial_weights = {}
         self.current_offered = False
 

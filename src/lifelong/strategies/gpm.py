@@ -9,11 +9,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
-from lifelong.strategies.base import Strategy
-from lifelong.strategies.subspace import (gradient_matrix, grow_basis, input_grams, project_out, projected_layers,
-                                          write_gradient)
+from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
+from lifelong.strategies.subspace import (
+    gradient_matrix,
+    grow_basis,
+    input_grams,
+    project_out,
+    projected_layers,
+    write_gradient,
+)
 
 
 @dataclass
@@ -42,7 +48,7 @@ class GPM(Strategy):
     runner warns about momentum; the paper uses plain SGD.
     """
 
-    projects_gradients: ClassVar[bool] = True
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(projects_gradients=True)
 
     threshold: float = 0.97
     """Fraction of a representation's energy the basis must capture after the first experience (epsilon)."""
@@ -63,8 +69,8 @@ class GPM(Strategy):
         if self.samples < 1:
             raise ConfigError(f"strategy.samples must be >= 1, got {self.samples}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.bases, self.consolidated = {}, 0
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -12,9 +12,9 @@ from torch import nn
 from torch.func import functional_call
 
 from lifelong.data.loader import derive_seed
-from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
-from lifelong.strategies.base import Strategy
+from lifelong.strategies.base import OWN_TENSORS_FREEZE, Capabilities, Strategy, StrategyContext
 
 EMBEDDINGS = ("point", "interval")
 
@@ -126,7 +126,7 @@ class Hypernetwork(Strategy):
     points on one seed, with ``optim.grad_clip=1`` or lr 0.02).
     """
 
-    requires_task_ids: ClassVar[bool] = True
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(task_ids=True, freeze=False, freeze_refusal=OWN_TENSORS_FREEZE)
 
     beta: float = 0.01
     """Weight of the output regularizer (0.01 in the paper)."""
@@ -177,10 +177,10 @@ class Hypernetwork(Strategy):
         if not 0 <= self.interval_radius < math.inf:
             raise ConfigError(f"strategy.interval_radius must be finite and >= 0, got {self.interval_radius}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
-        self.init_seed = derive_seed(seed, 0x4E7)
-        self.stream_tasks = sorted({experience.task_id for experience in stream})
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
+        self.init_seed = derive_seed(context.seed, 0x4E7)
+        self.stream_tasks = sorted({experience.task_id for experience in context.stream})
         self.generator_net, self.embeddings, self.targets = None, None, None
         self.tasks, self.target_tasks, self.task_buffers = [], [], {}
 

@@ -13,11 +13,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.lazy import inputs_from_state, inputs_state, inputs_tensor
-from lifelong.data.streams import Batch, Experience, Stream, TensorSet
+from lifelong.data.streams import Batch, Experience, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import ExperiencePlan, Strategy
-from lifelong.strategies.features import class_statistics, extract_features, herding, nearest_mean
+from lifelong.strategies.base import Capabilities, ExperiencePlan, Strategy, StrategyContext
+from lifelong.strategies.features import (
+    class_statistics,
+    extract_features,
+    herding,
+    nearest_mean,
+)
 
 
 def normalized_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +66,7 @@ class ICaRL(Strategy):
     Data-parallel: every rank herds alike from the whole experience, and rank 0's exemplars and means
     are broadcast, so the memory the runner shards is one memory."""
 
-    supports_distributed: ClassVar[bool] = True
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(distributed=True)
 
     buffer_size: int = 200
     """Total number of exemplars kept (not per class)."""
@@ -74,18 +79,16 @@ class ICaRL(Strategy):
     model's outputs."""
     means: torch.Tensor = field(default_factory=lambda: torch.zeros(0), init=False, repr=False)
     mean_classes: list[int] = field(default_factory=list, init=False, repr=False)
-    stream: Stream | None = field(default=None, init=False, repr=False)
     """The stream: exemplars of a lazy dataset are positions in it."""
 
     def __post_init__(self) -> None:
         if self.buffer_size < 1:
             raise ConfigError(f"strategy.buffer_size must be >= 1, got {self.buffer_size}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.exemplars, self.old_model, self.means, self.mean_classes = None, None, torch.zeros(0), []
         self.active_classes, self.distilled_classes = [], []
-        self.stream = stream
 
     def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
         """The experience's data plus the exemplars kept after the experience before."""
@@ -157,9 +160,8 @@ class ICaRL(Strategy):
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
         kept = state["exemplars"]
-        assert self.stream is not None, "setup was not called"
         self.exemplars = None if kept is None else \
-            TensorSet(inputs_from_state(kept["x"], self.stream[0].train.x), kept["y"], kept["task"])
+            TensorSet(inputs_from_state(kept["x"], self.context.stream[0].train.x), kept["y"], kept["task"])
         self.old_model = None
         if state["old_model"] is not None:
             self.old_model = copy.deepcopy(model).eval().requires_grad_(False)

@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from lifelong.data.streams import Batch
-from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL
-from lifelong.strategies.base import Strategy
+from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities, Strategy
 
 
 @dataclass
@@ -19,10 +18,13 @@ class Joint(Strategy):
     model could reach without the stream's order (the "offline" reference in e.g. Lopez-Paz &
     Ranzato 2017). The accuracy matrix has a single row."""
 
-    joint: ClassVar[bool] = True
-    supports_distributed: ClassVar[bool] = True
-    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
-    supports_sharding: ClassVar[bool] = True
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        objectives=BOTH_OBJECTIVES,
+        joint=True,
+        distributed=True,
+        sharding=True,
+    )
+
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return self.loss(model, batch.x, batch.y, batch.task)

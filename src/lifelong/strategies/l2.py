@@ -8,8 +8,8 @@ from typing import ClassVar
 from torch import nn
 
 from lifelong.data.streams import Experience
-from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL
 from lifelong.strategies.anchoring import AnchoredPenalty
+from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities
 
 
 @dataclass
@@ -19,8 +19,9 @@ class L2(AnchoredPenalty):
     ("A Closer Look at Rehearsal-Free Continual Learning") find it beats EWC and feature distillation
     when the model starts from pretrained weights."""
 
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(objectives=BOTH_OBJECTIVES, distributed=True)
+
     penalty_scale: ClassVar[float] = 0.5
-    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
 
     lam: float = 0.1
     """Strength of the penalty (chosen on a digits validation split, ``benchmarks/strategy_defaults.py``)."""

@@ -9,7 +9,15 @@ import torch
 
 from lifelong.errors import ConfigError
 from lifelong.models.vit import VisionTransformer
-from lifelong.strategies.prompts import PromptStrategy, check_positive, pull_loss, query, select_prompts, uniform
+from lifelong.strategies.base import OWN_TENSORS, Capabilities
+from lifelong.strategies.prompts import (
+    PromptStrategy,
+    check_positive,
+    pull_loss,
+    query,
+    select_prompts,
+    uniform,
+)
 
 
 @dataclass
@@ -27,6 +35,8 @@ class L2P(PromptStrategy):
     embeddings, no batch-wise prompt voting at test); the whole pool is in one parameter group
     (the reference trains it with Adam at a constant rate, here the run's optimizer and schedule apply).
     """
+
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(averaging=frozenset(), averaging_refusal=OWN_TENSORS)
 
     method: ClassVar[str] = "l2p"
 

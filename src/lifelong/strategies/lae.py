@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.models.averaging import ema_step
-from lifelong.strategies.base import ExperiencePlan
+from lifelong.strategies.base import OWN_TENSORS, Capabilities, ExperiencePlan, StrategyContext
 from lifelong.strategies.features import restrict_to_classes
 from lifelong.strategies.pet import EfficientTuning, substituted
 
@@ -38,6 +38,8 @@ class LAE(EfficientTuning):
     not the paper's 0.9999, which suits its thousands of steps per task, not a few dozen.
     """
 
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(averaging=frozenset(), averaging_refusal=OWN_TENSORS)
+
     module: str = "adapter"
     """The tuning module: ``adapter`` (the paper's best) or ``lora``."""
     ema_decay: float = 0.99
@@ -59,8 +61,8 @@ class LAE(EfficientTuning):
     def kind(self) -> str:
         return self.module
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.offline, self.pending, self.current_classes = {}, False, []
 
     def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,6 @@ class LogitReplay(ReservoirReplay):
     mean squared error between today's logits and the stored ones on a replayed batch; matching logits
     rather than labels keeps the old function's dark knowledge along the whole optimisation path."""
 
-    supports_distributed: ClassVar[bool] = True
 
     alpha: float = 0.2
     """Weight of the logit-matching term (0.2 for Seq-MNIST with a memory of 200 in the paper)."""

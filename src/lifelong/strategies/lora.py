@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
+from lifelong.strategies.base import OWN_TENSORS, Capabilities
 from lifelong.strategies.pet import EfficientTuning
 
 
@@ -13,6 +15,8 @@ class LoRA(EfficientTuning):
     experience and trained on each in turn with plain cross-entropy, with the head; the rest of the
     backbone stays frozen (:mod:`lifelong.strategies.pet`). Nothing guards against forgetting beyond the
     small number of trained parameters: the baseline the parameter-efficient methods (LAE) improve on."""
+
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(averaging=frozenset(), averaging_refusal=OWN_TENSORS)
 
     def kind(self) -> str:
         return "lora"

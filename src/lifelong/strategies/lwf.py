@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
-from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL, logits_of, next_token_loss
-from lifelong.strategies.base import Strategy
+from lifelong.metrics.objectives import logits_of, next_token_loss
+from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities, Strategy, StrategyContext
 from lifelong.strategies.losses import distillation
 
 
@@ -27,8 +27,7 @@ class LwF(Strategy):
     (the previous model's next-token distributions), the form LwF takes in continual pre-training of
     language models, where there are no "old classes" to restrict it to."""
 
-    supports_distributed: ClassVar[bool] = True
-    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(objectives=BOTH_OBJECTIVES, distributed=True)
 
     alpha: float = 1.0
     """Weight of the distillation term."""
@@ -42,8 +41,8 @@ class LwF(Strategy):
         if self.temperature <= 0:
             raise ConfigError(f"strategy.temperature must be > 0, got {self.temperature}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.old_model = None
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
 from lifelong.data.streams import Experience
 from lifelong.strategies.anchoring import AnchoredPenalty
+from lifelong.strategies.base import Capabilities
 from lifelong.strategies.importance import output_sensitivity
 
 
@@ -17,6 +19,8 @@ class MAS(AnchoredPenalty):
     ``lam * sum_i Omega_i (theta_i - theta*_i)^2`` where ``Omega`` is the sensitivity of the squared
     norm of the network's output to each parameter, accumulated over experiences, and ``theta*`` are
     the weights after the last experience. Unlike EWC's Fisher it needs no labels."""
+
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(distributed=True)
 
     lam: float = 0.1
     """Strength of the penalty (1 in the paper; 0.1 was best on a digits validation split and 1 diverges

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from lifelong.data.streams import Stream, TensorSet
+from lifelong.data.streams import TensorSet
 from lifelong.models.nets import split_model
+from lifelong.strategies.base import FEATURE_STATISTICS, Capabilities, StrategyContext
 from lifelong.strategies.features import ClassStatistics, extract_features, nearest_mean
 from lifelong.strategies.frozen import FrozenBackbone
 
@@ -22,12 +23,18 @@ class NCM(FrozenBackbone):
     step after the backbone is fixed; the memory is one vector per class. Until the backbone is frozen,
     predictions come from the linear head."""
 
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        distributed=True,
+        averaging=frozenset({"interpolate", "merge"}),
+        averaging_refusal=FEATURE_STATISTICS,
+    )
+
     adapt_experiences: int = 2
     """Experiences that train the backbone before it is frozen (first-session adaptation)."""
     statistics: ClassStatistics = field(default_factory=ClassStatistics, init=False, repr=False)
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.statistics = ClassStatistics()
 
     def fit_classes(self, model: nn.Module, data: TensorSet) -> None:

@@ -39,11 +39,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.loader import derive_seed
-from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.metrics.compute import tensor_bytes
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import Strategy
+from lifelong.strategies.base import Strategy, StrategyContext
 
 KINDS = ("lora", "adapter")
 
@@ -159,9 +159,9 @@ class EfficientTuning(Strategy):
     def kind(self) -> str:
         """``lora`` or ``adapter``."""
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
-        self.tuning_seed, self.tuned = derive_seed(seed, 0x7E7), {}
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
+        self.tuning_seed, self.tuned = derive_seed(context.seed, 0x7E7), {}
 
     def prepare(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """Inject the tuning modules (once) and freeze the rest of the backbone; the tuning parameters."""

@@ -24,11 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.models.vit import Prefix, VisionTransformer
-from lifelong.strategies.base import ExperiencePlan, Strategy
-from lifelong.strategies.features import check_backbone_path, load_backbone, restrict_to_classes
+from lifelong.strategies.base import ExperiencePlan, Strategy, StrategyContext
+from lifelong.strategies.features import (
+    check_backbone_path,
+    load_backbone,
+    restrict_to_classes,
+)
 
 
 def prompted_vit(model: nn.Module, strategy: str) -> tuple[VisionTransformer, nn.Linear]:
@@ -124,10 +128,10 @@ class PromptStrategy(Strategy):
         """The prompted features (B, D) of ``x`` and the method's extra loss (a scalar); ``task`` is the
         experience being trained (the task identity the papers use in training), None at test."""
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.prompts, self.finished, self.training = None, 0, False
-        self.n_tasks, self.current_classes = len(stream.experiences), []
+        self.n_tasks, self.current_classes = len(context.stream.experiences), []
 
     def active_tasks(self) -> int:
         """Tasks whose prompts are in use: those trained, and the one in training (at least one)."""

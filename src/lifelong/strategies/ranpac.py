@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.loader import derive_seed
-from lifelong.data.streams import Stream, TensorSet
+from lifelong.data.streams import TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
+from lifelong.strategies.base import FEATURE_STATISTICS, Capabilities, StrategyContext
 from lifelong.strategies.features import extract_features, restrict_to_classes
 from lifelong.strategies.frozen import FrozenBackbone
 
@@ -56,7 +57,11 @@ class RanPAC(FrozenBackbone):
     pretrained ViT instead) and/or is loaded from ``backbone_path``; 0 keeps the backbone as it is.
     """
 
-    supports_distributed: ClassVar[bool] = False  # the held-out split needs every sample on one rank
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        averaging=frozenset({"interpolate", "merge"}),
+        averaging_refusal=FEATURE_STATISTICS,
+    )
+
 
     projection_dim: int = 2048
     """M, the width of the random projection (10000 in the paper, for 768-dimensional ViT features)."""
@@ -80,10 +85,10 @@ class RanPAC(FrozenBackbone):
         if not 0.0 < self.validation_fraction < 1.0:
             raise ConfigError(f"strategy.validation_fraction must lie in (0, 1), got {self.validation_fraction}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.projection, self.gram, self.targets, self.weights, self.chosen_ridges = None, None, None, None, []
-        self.projection_seed = derive_seed(seed, 0x2A9)
+        self.projection_seed = derive_seed(context.seed, 0x2A9)
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """``ReLU(f W)`` (N, M) of features (N, D)."""

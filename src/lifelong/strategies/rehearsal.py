@@ -10,10 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from lifelong.data.streams import Batch, Stream
+from lifelong.data.streams import Batch
 from lifelong.errors import ConfigError
-from lifelong.strategies.base import Strategy
-from lifelong.strategies.buffers import ReservoirBuffer, check_memory_keeps, memory_source
+from lifelong.strategies.base import Strategy, StrategyContext
+from lifelong.strategies.buffers import (
+    ReservoirBuffer,
+    check_memory_keeps,
+    memory_source,
+)
 
 
 @dataclass
@@ -40,10 +44,10 @@ class ReservoirReplay(Strategy):
             raise ConfigError(f"strategy.replay_batch_size must be >= 0, got {self.replay_batch_size}")
         check_memory_keeps(self.memory_keeps)
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.buffer = ReservoirBuffer(self.world.share(self.buffer_size), self.local_generator,
-                                      memory_source(self.memory_keeps, stream))
+                                      memory_source(self.memory_keeps, context.stream))
 
     def remember(self, batch: Batch, **extra: torch.Tensor) -> None:
         """Offer the new batch to the memory: its un-augmented inputs (or its positions in the dataset),

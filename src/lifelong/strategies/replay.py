@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 from lifelong.data.lazy import as_tensor
-from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
-from lifelong.metrics.objectives import CLASSIFICATION, LANGUAGE_MODEL
-from lifelong.strategies.base import Strategy
+from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities, Strategy, StrategyContext
 from lifelong.strategies.buffers import ReservoirBuffer
 
 FILL_ROWS = 4096
@@ -42,8 +41,7 @@ class ReplayMixture(Strategy):
     of a packed stream; here the unit is the window (the runner's sample).
     """
 
-    supports_distributed: ClassVar[bool] = True
-    objectives: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, LANGUAGE_MODEL})
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(objectives=BOTH_OBJECTIVES, distributed=True)
 
     replay_fraction: float = 0.05
     """Share of every batch replayed from earlier experiences (0.01, 0.05, 0.25 in the paper's sweeps)."""
@@ -58,8 +56,8 @@ class ReplayMixture(Strategy):
         if self.buffer_size < 0:
             raise ConfigError(f"strategy.buffer_size must be >= 0, got {self.buffer_size}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.buffer = ReservoirBuffer(self.world.share(self.buffer_size), self.local_generator)
         self.owed = Fraction(0)
 

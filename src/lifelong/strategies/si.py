@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.strategies.anchoring import AnchoredPenalty, trainable
+from lifelong.strategies.base import Capabilities, StrategyContext
 
 
 @dataclass
@@ -23,6 +24,8 @@ class SI(AnchoredPenalty):
 
     The gradient of a step is read in :meth:`after_backward` and its update, made by the runner's
     optimizer, is seen at the next :meth:`observe` (or at the end of the experience)."""
+
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(distributed=True)
 
     lam: float = 1.0
     """Strength of the penalty (c in the paper; 1 for split MNIST)."""
@@ -38,8 +41,8 @@ class SI(AnchoredPenalty):
         if self.damping <= 0:
             raise ConfigError(f"strategy.damping must be > 0, got {self.damping}")
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.path, self.start, self.previous, self.gradient = {}, {}, {}, {}
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:

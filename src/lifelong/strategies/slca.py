@@ -10,10 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import ExperiencePlan, Strategy
+from lifelong.strategies.base import (
+    FEATURE_STATISTICS,
+    Capabilities,
+    ExperiencePlan,
+    Strategy,
+    StrategyContext,
+)
 from lifelong.strategies.features import (
     ClassStatistics,
     check_backbone_path,
@@ -40,7 +46,12 @@ class SLCA(Strategy):
     Data-parallel: the ranks add their parts of the statistics, and draw the refit's features alike.
     """
 
-    supports_distributed: ClassVar[bool] = True
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        distributed=True,
+        averaging=frozenset({"interpolate", "merge"}),
+        averaging_refusal=FEATURE_STATISTICS,
+    )
+
 
     backbone_lr_scale: float = 0.01
     """Backbone learning rate as a fraction of the head's after adaptation (1/100 in the paper, made for a
@@ -72,8 +83,8 @@ class SLCA(Strategy):
             raise ConfigError(f"strategy.weight_decay must be >= 0, got {self.weight_decay}")
         check_backbone_path(self.backbone_path)
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.statistics = ClassStatistics(covariance=True)
         self.experience_index = 0
 

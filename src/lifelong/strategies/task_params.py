@@ -19,17 +19,17 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lifelong.data.streams import Batch, Experience, Stream
+from lifelong.data.streams import Batch, Experience
 from lifelong.models.nets import split_model
 from lifelong.models.norms import NORM_TYPES
-from lifelong.strategies.base import ExperiencePlan, Strategy
+from lifelong.strategies.base import ExperiencePlan, Strategy, StrategyContext
 
 
 def prefix_of(model: nn.Module, module: nn.Module) -> str:
@@ -147,15 +147,14 @@ class TaskIsolation(Strategy):
     Every experience rebuilds the optimizer (``reset_optimizer`` in the plan): the new task's tensors are
     new parameters, and no momentum or moment estimate of an earlier task may move what it froze."""
 
-    requires_task_ids: ClassVar[bool] = True
 
     task_tensors: TaskTensors = field(default_factory=TaskTensors, init=False, repr=False)
     current: int = field(default=-1, init=False, repr=False)
     """Task id of the experience being trained (-1 before the first)."""
     parameter_names: frozenset[str] = field(default=frozenset(), init=False, repr=False)
 
-    def setup(self, stream: Stream, seed: int) -> None:
-        super().setup(stream, seed)
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
         self.task_tensors, self.current, self.parameter_names = TaskTensors(), -1, frozenset()
 
     @abstractmethod

@@ -12,6 +12,7 @@ from torch import nn
 from lifelong.data.streams import Batch
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
+from lifelong.strategies.base import Capabilities
 from lifelong.strategies.rehearsal import ReservoirReplay
 
 
@@ -30,7 +31,7 @@ class UER(ReservoirReplay):
     (scaled cosine logits), while the replayed batch uses full dot-product logits, which keep the
     norms calibrated on the balanced memory. Prediction uses the dot-product logits."""
 
-    supports_distributed: ClassVar[bool] = True
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(distributed=True)
 
     cosine_scale: float = 16.0
     """Multiplier of the cosine logits (a temperature; cosines in [-1, 1] are too flat for softmax)."""
