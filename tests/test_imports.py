@@ -20,7 +20,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src"
 #: facade, ``lifelong/__init__.py`` and ``lifelong/__main__.py``.
 LAYERS = {
     "errors": 0, "lazy": 0,
-    "config": 1, "metrics": 1, "world": 1,
+    "bounds": 1, "config": 1, "metrics": 1, "world": 1,
     "models": 2, "data": 2,
     "optim": 3, "strategies": 3,
     "runner": 4,

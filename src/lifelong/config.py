@@ -388,11 +388,12 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+def parameters(factory: Callable[..., Any], extras: bool = False) -> dict[str, inspect.Parameter]:
     """The keyword arguments a component accepts (dataclass init fields or function parameters),
-    with annotations resolved to types."""
+    with annotations resolved to types; ``extras`` keeps their declared bounds (:mod:`lifelong.bounds`),
+    which validation leaves to the component itself, so that both paths give the same one-line error."""
     if dataclasses.is_dataclass(factory):
-        hints = typing.get_type_hints(factory)
+        hints = typing.get_type_hints(factory, include_extras=extras)
         result = {}
         for f in dataclasses.fields(factory):
             if not f.init:

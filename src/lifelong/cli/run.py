@@ -22,6 +22,7 @@ from rich.table import Table
 from lifelong.cli.interrupts import continue_with, resume_command
 from lifelong.cli.tables import (fmt, first_sentence, headline, matrix_table, matrix_title, metric_names,
                                  metrics_table, stream_table)
+from lifelong.bounds import describe
 from lifelong.config import RunSettings, load_config, parameters
 from lifelong.errors import ConfigError
 from lifelong.runner.results import GroupRecord, ResultsStore, RunRecord
@@ -237,7 +238,8 @@ def cmd_strategies(args: argparse.Namespace, console: Console) -> int:
     table.add_column("hyperparameters (default)")
     table.add_column("summary")
     for name, cls in STRATEGIES.items():
-        params = ", ".join(f"{k}={p.default!r}" for k, p in parameters(cls).items()) or "-"
+        params = ", ".join(f"{k}={p.default!r}" + (f" ({bounds})" if (bounds := describe(p.annotation)) else "")
+                           for k, p in parameters(cls, extras=True).items()) or "-"
         table.add_row(name, params, first_sentence(cls.__doc__))
     console.print(table)
     return 0

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.bounds import check_bounds
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience, Stream, TensorSet
 from lifelong.metrics.compute import tensor_bytes
@@ -170,6 +171,11 @@ class Strategy(ABC):
     process."""
     device_cache: dict[tuple[Any, torch.device], torch.Tensor]
     """Host values already copied to a device (:meth:`class_index`, the task mask), by value and device."""
+
+    def __post_init__(self) -> None:
+        """Refuse hyperparameters outside the ranges declared on their fields (:mod:`lifelong.bounds`); a
+        strategy with rules that span fields checks them after calling this."""
+        check_bounds("strategy", self)
 
     @property
     def capabilities(self) -> Capabilities:
