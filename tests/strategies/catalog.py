@@ -27,8 +27,8 @@ from torch import nn
 
 from lifelong import OptimConfig, class_incremental, mlp, task_incremental, train
 from lifelong.config import AverageConfig
-from lifelong.data.augment import Augment
 from lifelong.data import Dataset, synthetic
+from lifelong.data.augment import Augment
 from lifelong.data.streams import Stream
 from lifelong.data.text import TextDomain, text_stream
 from lifelong.models import vit

@@ -1,6 +1,6 @@
 import torch
 
-from lifelong.strategies.buffers import ClassBalancedBuffer, ReservoirBuffer
+from lifelong.strategies.parts.memory import ClassBalancedBuffer, ReservoirBuffer
 
 
 def offer(buffer, start: int, n: int, label: int = 0) -> None:

@@ -9,7 +9,12 @@ from lifelong import OptimConfig, cnn, task_incremental, train
 from lifelong.errors import ConfigError
 from lifelong.strategies import CLR
 from lifelong.strategies.base import StrategyContext
-from tests.strategies.isolation import Snapshots, forgetting_against_naive, run_tasks, task_tensors
+from tests.strategies.isolation import (
+    Snapshots,
+    forgetting_against_naive,
+    run_tasks,
+    task_tensors,
+)
 
 
 def test_the_anchor_stays_bit_identical_after_the_first_experience(small_data) -> None:

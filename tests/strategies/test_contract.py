@@ -32,7 +32,17 @@ from lifelong.runner.validation import check_capabilities, check_freeze
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import AVERAGING_METHODS, StrategyContext
 from lifelong.world import World
-from tests.strategies.catalog import GOLDEN, Losses, Ran, cases, gaussian, golden, run, text, tiny_gpt
+from tests.strategies.catalog import (
+    GOLDEN,
+    Losses,
+    Ran,
+    cases,
+    gaussian,
+    golden,
+    run,
+    text,
+    tiny_gpt,
+)
 from tests.strategies.test_strategy_state import same
 
 CASES = cases()

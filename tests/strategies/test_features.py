@@ -3,11 +3,11 @@ import torch
 from torch import nn
 
 from lifelong.errors import ConfigError, MissingFileError
-from lifelong.strategies.features import (
+from lifelong.strategies.parts.backbones import load_backbone
+from lifelong.strategies.parts.features import (
     class_statistics,
     fit_linear_head,
     herding,
-    load_backbone,
     nearest_mean,
     restrict_to_classes,
     sample_gaussian,

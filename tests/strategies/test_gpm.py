@@ -15,8 +15,12 @@ from lifelong.data import domain_incremental, task_incremental
 from lifelong.data.streams import Experience, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.strategies import CUBER, GPM, STRATEGIES, Naive
-from lifelong.strategies.subspace import gradient_matrix, grow_basis, projected_layers
 from lifelong.strategies.base import StrategyContext
+from lifelong.strategies.parts.subspaces import (
+    gradient_matrix,
+    grow_basis,
+    projected_layers,
+)
 from tests.runner.test_checkpoint_resume import resumed_and_reference
 from tests.strategies.test_strategy_state import same
 

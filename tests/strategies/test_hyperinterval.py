@@ -11,8 +11,8 @@ from lifelong.data import task_incremental
 from lifelong.errors import ConfigError
 from lifelong.models import mlp
 from lifelong.strategies import Hypernetwork
-from lifelong.strategies.hypernetwork import WeightGenerator
 from lifelong.strategies.base import StrategyContext
+from lifelong.strategies.hypernetwork import WeightGenerator
 from tests.strategies.test_hypernetwork import TINY, beside_naive, prepared
 
 INTERVAL = {"embedding": "interval", "interval_radius": 0.2}

@@ -4,8 +4,8 @@ from torch import nn
 
 from lifelong.data import class_incremental
 from lifelong.strategies import ICaRL
-from lifelong.strategies.features import herding
 from lifelong.strategies.base import StrategyContext
+from lifelong.strategies.parts.features import herding
 
 
 def test_icarl_shrinks_herded_sets_and_classifies_by_nearest_mean_of_exemplars(small_data) -> None:

@@ -6,8 +6,8 @@ from torch import nn
 from lifelong.data import Batch, TensorSet, class_incremental
 from lifelong.errors import ConfigError
 from lifelong.strategies import L2, MAS, SI
-from lifelong.strategies.importance import output_sensitivity
 from lifelong.strategies.base import StrategyContext
+from lifelong.strategies.parts.importance import output_sensitivity
 
 
 def test_mas_importance_of_a_linear_model_by_hand() -> None:

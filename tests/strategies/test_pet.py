@@ -13,8 +13,8 @@ from lifelong.data import Batch
 from lifelong.errors import ConfigError
 from lifelong.models import MODELS
 from lifelong.strategies import LAE, Adapter, LoRA
-from lifelong.strategies.pet import Tuning, inject, substituted, tuning_parameters
 from lifelong.strategies.base import StrategyContext
+from lifelong.strategies.pet import Tuning, inject, substituted, tuning_parameters
 from tests.runner.test_checkpoint_resume import resumed_and_reference
 
 

@@ -13,13 +13,25 @@ import torch
 
 from lifelong import OptimConfig, ResultsStore, class_incremental, mlp, train
 from lifelong.errors import ConfigError, MissingFileError
-from lifelong.runner.observers import Observer
 from lifelong.models import vit
-from lifelong.strategies import STRATEGIES, CODAPrompt, DualPrompt, L2P, Naive
-from lifelong.strategies.coda_prompt import attention_weights
-from lifelong.strategies.prompts import cosine, orthogonal_rows, orthogonality_penalty, pull_loss, query, select_prompts
+from lifelong.runner.observers import Observer
+from lifelong.strategies import L2P, STRATEGIES, CODAPrompt, DualPrompt, Naive
 from lifelong.strategies.base import StrategyContext
-from tests.runner.test_checkpoint_resume import KILL_AT_STEP, SETTINGS, KillAt, assert_same_run
+from lifelong.strategies.coda_prompt import attention_weights
+from lifelong.strategies.prompts import (
+    cosine,
+    orthogonal_rows,
+    orthogonality_penalty,
+    pull_loss,
+    query,
+    select_prompts,
+)
+from tests.runner.test_checkpoint_resume import (
+    KILL_AT_STEP,
+    SETTINGS,
+    KillAt,
+    assert_same_run,
+)
 from tests.strategies.test_strategy_state import same
 
 TINY = {"l2p": {"pool_size": 4, "prompt_length": 2, "top": 2},

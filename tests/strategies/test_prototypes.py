@@ -5,8 +5,8 @@ from torch import nn
 from lifelong.data import TensorSet, class_incremental, task_incremental
 from lifelong.errors import ConfigError, MissingFileError
 from lifelong.strategies import NCM, SLCA, FeTrIL
-from lifelong.strategies.fetril import translate
 from lifelong.strategies.base import StrategyContext
+from lifelong.strategies.fetril import translate
 
 
 def identity_features_model(n_features: int = 8, n_classes: int = 6) -> nn.Sequential:

@@ -14,8 +14,8 @@ from lifelong import ResultsStore
 from lifelong.data import TensorSet, class_incremental, recurring
 from lifelong.errors import ConfigError
 from lifelong.strategies import RanPAC
-from lifelong.strategies.ranpac import RIDGES, held_out_errors
 from lifelong.strategies.base import StrategyContext
+from lifelong.strategies.ranpac import RIDGES, held_out_errors
 from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
 
 

@@ -7,13 +7,13 @@ from torch import nn
 
 from lifelong.data import TensorSet, class_incremental
 from lifelong.errors import ConfigError
-from lifelong.strategies import EWC, LwF
-from lifelong.models import mlp
-from lifelong.models import per_sample
+from lifelong.models import mlp, per_sample
 from lifelong.models.per_sample import CPU_CHUNK_BYTES
-from lifelong.strategies.importance import fisher_diagonal
-from lifelong.strategies.losses import QuadraticPenalty, distillation
+from lifelong.strategies import EWC, LwF
 from lifelong.strategies.base import StrategyContext
+from lifelong.strategies.parts.distillation import distillation
+from lifelong.strategies.parts.importance import fisher_diagonal
+from lifelong.strategies.parts.penalties import QuadraticPenalty
 
 
 def fisher_by_hand(model: nn.Module, data: TensorSet, labels: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -4,13 +4,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data import class_incremental
-from lifelong.models import mlp
 from lifelong.errors import ConfigError
-from lifelong.strategies import AGEM, DER, ER, UER, DERpp, ERACE, GDumb
+from lifelong.models import mlp
+from lifelong.strategies import AGEM, DER, ER, ERACE, UER, DERpp, GDumb
 from lifelong.strategies.agem import project
+from lifelong.strategies.base import StrategyContext
 from lifelong.strategies.er_ace import incoming_class_logits
 from lifelong.strategies.uer import cosine_logits
-from lifelong.strategies.base import StrategyContext
 
 
 def linear_model() -> nn.Sequential:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lifelong import OptimConfig, class_incremental, mlp, task_incremental, train
-from lifelong.strategies import AGEM, DER, NCM, SLCA, DERpp, ERACE, GDumb, ICaRL, Naive
+from lifelong.strategies import AGEM, DER, ERACE, NCM, SLCA, DERpp, GDumb, ICaRL, Naive
 
 
 def final_accuracy(stream, strategy, optim: OptimConfig | None = None) -> float:

@@ -12,8 +12,8 @@ import torch
 from lifelong import OptimConfig, class_incremental, mlp, task_incremental, train
 from lifelong.errors import ConfigError
 from lifelong.strategies import STRATEGIES
-from lifelong.strategies.task_params import TaskTensors, by_task
 from lifelong.strategies.base import StrategyContext
+from lifelong.strategies.task_params import TaskTensors, by_task
 from tests.strategies.test_strategy_state import same
 
 SETTINGS = {"dst": {"update_every": 3}, "clr": {}, "bn_only": {}}

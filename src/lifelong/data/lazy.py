@@ -8,7 +8,7 @@ inputs goes (a :class:`~lifelong.data.streams.TensorSet`'s ``x``). Whole-set pas
 feature statistics, Fisher estimates, hard-batch scoring) read it in batches with :func:`input_batches`;
 the runner reads each epoch through the source's training loader, whose worker processes persist
 across epochs and experiences. A replay memory keeps the samples it chose (read once, when chosen) or,
-by choice, their positions (read at each replay; :mod:`lifelong.strategies.buffers`); an exemplar set
+by choice, their positions (read at each replay; :mod:`lifelong.strategies.parts.memory`); an exemplar set
 taken as a subset of the stream (iCaRL) keeps positions, read when trained on.
 
 Reading is deterministic: ``__getitem__`` must return the same sample for the same position (random

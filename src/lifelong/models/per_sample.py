@@ -1,7 +1,7 @@
 """Per-sample gradients of a model, summed over a set in chunks of bounded memory.
 
 One shared machinery for every estimate that reduces per-sample gradients: the Fisher diagonal and
-MAS importances of the regularisation strategies (:mod:`lifelong.strategies.importance`) and the
+MAS importances of the regularisation strategies (:mod:`lifelong.strategies.parts.importance`) and the
 gradient noise scale of the batch-size probe (:mod:`lifelong.optim.probe`). Per-sample gradients come
 from ``torch.func`` (``vmap`` of ``grad`` over ``functional_call``), never a Python loop over samples.
 """

@@ -15,7 +15,7 @@ from torch import nn
 from lifelong.data.streams import Batch
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import Strategy, StrategyContext
-from lifelong.strategies.losses import QuadraticPenalty
+from lifelong.strategies.parts.penalties import QuadraticPenalty
 
 
 def trainable(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ from lifelong.errors import ConfigError
 from lifelong.models.modes import eval_mode
 from lifelong.strategies.base import Capabilities, StrategyContext
 from lifelong.strategies.gpm import GPM
-from lifelong.strategies.subspace import (
+from lifelong.strategies.parts.subspaces import (
     column_energies,
     fewest_reaching,
     layer_gradients,

@@ -11,7 +11,7 @@ from lifelong.data.streams import Experience
 from lifelong.errors import ConfigError
 from lifelong.strategies.anchoring import AnchoredPenalty
 from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities
-from lifelong.strategies.importance import fisher_diagonal
+from lifelong.strategies.parts.importance import fisher_diagonal
 
 
 @dataclass

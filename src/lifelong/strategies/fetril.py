@@ -12,14 +12,14 @@ from lifelong.data.streams import TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
 from lifelong.strategies.base import FEATURE_STATISTICS, Capabilities, StrategyContext
-from lifelong.strategies.features import (
+from lifelong.strategies.frozen import FrozenBackbone
+from lifelong.strategies.parts.features import (
     ClassStatistics,
     class_statistics,
     extract_features,
     fit_linear_head,
     restrict_to_classes,
 )
-from lifelong.strategies.frozen import FrozenBackbone
 
 
 def translate(new_features: torch.Tensor, new_mean: torch.Tensor, old_mean: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from lifelong.data.streams import Batch, Experience, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
 from lifelong.strategies.base import Capabilities, ExperiencePlan, Strategy, StrategyContext
-from lifelong.strategies.features import check_backbone_path, load_backbone
+from lifelong.strategies.parts.backbones import check_backbone_path, load_backbone
 
 
 @dataclass

@@ -13,8 +13,13 @@ from torch import nn
 
 from lifelong.data.streams import Batch, Experience, TensorSet
 from lifelong.errors import ConfigError
-from lifelong.strategies.base import Capabilities, ExperiencePlan, Strategy, StrategyContext
-from lifelong.strategies.buffers import (
+from lifelong.strategies.base import (
+    Capabilities,
+    ExperiencePlan,
+    Strategy,
+    StrategyContext,
+)
+from lifelong.strategies.parts.memory import (
     ClassBalancedBuffer,
     check_memory_keeps,
     memory_source,

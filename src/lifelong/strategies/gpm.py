@@ -12,7 +12,7 @@ from torch import nn
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
-from lifelong.strategies.subspace import (
+from lifelong.strategies.parts.subspaces import (
     gradient_matrix,
     grow_basis,
     input_grams,
@@ -28,7 +28,7 @@ class GPM(Strategy):
     Learning"): after each experience, every linear and convolution layer of the model (backbone and head)
     stores an orthonormal basis of the inputs the experience fed it; later experiences update each layer
     only orthogonally to its basis, ``G <- G - G M M^T``, so the layer's outputs on the old inputs stay put
-    (:mod:`lifelong.strategies.subspace`). The basis grows by the fewest new directions (orthogonal to the
+    (:mod:`lifelong.strategies.parts.subspaces`). The basis grows by the fewest new directions (orthogonal to the
     stored ones) whose energy, added to the energy the stored basis already captures, reaches ``threshold``
     of the representation's energy (Eqs. 5, 8-9), computed on ``samples`` training samples of the
     experience. It needs no task id: with one shared head it serves a plain domain-incremental stream.

@@ -14,7 +14,12 @@ from torch.func import functional_call
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
-from lifelong.strategies.base import OWN_TENSORS_FREEZE, Capabilities, Strategy, StrategyContext
+from lifelong.strategies.base import (
+    OWN_TENSORS_FREEZE,
+    Capabilities,
+    Strategy,
+    StrategyContext,
+)
 
 EMBEDDINGS = ("point", "interval")
 

@@ -16,8 +16,13 @@ from lifelong.data.lazy import inputs_from_state, inputs_state, inputs_tensor
 from lifelong.data.streams import Batch, Experience, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import Capabilities, ExperiencePlan, Strategy, StrategyContext
-from lifelong.strategies.features import (
+from lifelong.strategies.base import (
+    Capabilities,
+    ExperiencePlan,
+    Strategy,
+    StrategyContext,
+)
+from lifelong.strategies.parts.features import (
     class_statistics,
     extract_features,
     herding,

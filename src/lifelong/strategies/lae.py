@@ -13,8 +13,13 @@ from torch import nn
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.models.averaging import ema_step
-from lifelong.strategies.base import OWN_TENSORS, Capabilities, ExperiencePlan, StrategyContext
-from lifelong.strategies.features import restrict_to_classes
+from lifelong.strategies.base import (
+    OWN_TENSORS,
+    Capabilities,
+    ExperiencePlan,
+    StrategyContext,
+)
+from lifelong.strategies.parts.features import restrict_to_classes
 from lifelong.strategies.pet import EfficientTuning, substituted
 
 

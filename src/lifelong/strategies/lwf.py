@@ -13,8 +13,13 @@ from torch import nn
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.metrics.objectives import logits_of, next_token_loss
-from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities, Strategy, StrategyContext
-from lifelong.strategies.losses import distillation
+from lifelong.strategies.base import (
+    BOTH_OBJECTIVES,
+    Capabilities,
+    Strategy,
+    StrategyContext,
+)
+from lifelong.strategies.parts.distillation import distillation
 
 
 @dataclass

@@ -10,7 +10,7 @@ from torch import nn
 from lifelong.data.streams import Experience
 from lifelong.strategies.anchoring import AnchoredPenalty
 from lifelong.strategies.base import Capabilities
-from lifelong.strategies.importance import output_sensitivity
+from lifelong.strategies.parts.importance import output_sensitivity
 
 
 @dataclass

@@ -11,8 +11,12 @@ from torch import nn
 from lifelong.data.streams import TensorSet
 from lifelong.models.nets import split_model
 from lifelong.strategies.base import FEATURE_STATISTICS, Capabilities, StrategyContext
-from lifelong.strategies.features import ClassStatistics, extract_features, nearest_mean
 from lifelong.strategies.frozen import FrozenBackbone
+from lifelong.strategies.parts.features import (
+    ClassStatistics,
+    extract_features,
+    nearest_mean,
+)
 
 
 @dataclass

@@ -28,11 +28,8 @@ from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.models.vit import Prefix, VisionTransformer
 from lifelong.strategies.base import ExperiencePlan, Strategy, StrategyContext
-from lifelong.strategies.features import (
-    check_backbone_path,
-    load_backbone,
-    restrict_to_classes,
-)
+from lifelong.strategies.parts.backbones import check_backbone_path, load_backbone
+from lifelong.strategies.parts.features import restrict_to_classes
 
 
 def prompted_vit(model: nn.Module, strategy: str) -> tuple[VisionTransformer, nn.Linear]:

@@ -14,8 +14,8 @@ from lifelong.data.streams import TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
 from lifelong.strategies.base import FEATURE_STATISTICS, Capabilities, StrategyContext
-from lifelong.strategies.features import extract_features, restrict_to_classes
 from lifelong.strategies.frozen import FrozenBackbone
+from lifelong.strategies.parts.features import extract_features, restrict_to_classes
 
 RIDGES = tuple(10.0**power for power in range(-8, 14))
 """The candidate ridge strengths, as in the reference code (10^-8 ... 10^13)."""

@@ -13,7 +13,7 @@ from torch import nn
 from lifelong.data.streams import Batch
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import Strategy, StrategyContext
-from lifelong.strategies.buffers import (
+from lifelong.strategies.parts.memory import (
     ReservoirBuffer,
     check_memory_keeps,
     memory_source,

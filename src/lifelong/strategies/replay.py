@@ -12,8 +12,13 @@ from torch import nn
 from lifelong.data.lazy import as_tensor
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
-from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities, Strategy, StrategyContext
-from lifelong.strategies.buffers import ReservoirBuffer
+from lifelong.strategies.base import (
+    BOTH_OBJECTIVES,
+    Capabilities,
+    Strategy,
+    StrategyContext,
+)
+from lifelong.strategies.parts.memory import ReservoirBuffer
 
 FILL_ROWS = 4096
 """Rows of an experience's training set offered to the memory at a time (reads of a lazy set stay bounded)."""

@@ -20,12 +20,11 @@ from lifelong.strategies.base import (
     Strategy,
     StrategyContext,
 )
-from lifelong.strategies.features import (
+from lifelong.strategies.parts.backbones import check_backbone_path, load_backbone
+from lifelong.strategies.parts.features import (
     ClassStatistics,
-    check_backbone_path,
     extract_features,
     fit_linear_head,
-    load_backbone,
     restrict_to_classes,
     sample_gaussian,
 )

@@ -2,8 +2,7 @@
 
 Everything here works on the output of a model's backbone (``split_model(model)[0]``): features of a
 sample set, per-class means and covariances, herding selection of exemplars, nearest-mean
-classification, Gaussian sampling of features and refitting a linear head on features. A backbone can
-also be loaded from a local file (a pretrained feature extractor).
+classification, Gaussian sampling of features and refitting a linear head on features.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.lazy import Inputs, input_batches
-from lifelong.models.weights import check_weights_file, load_weights
 from lifelong.world import World
 
 
@@ -196,16 +194,3 @@ def fit_linear_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tenso
     with torch.no_grad():
         head.weight[index] = weight.detach()
         head.bias[index] = bias.detach()
-
-
-def check_backbone_path(path: str) -> None:
-    """Raise :class:`MissingFileError` unless ``path`` is empty (no pretrained backbone) or a file."""
-    if path:
-        check_weights_file(path, "strategy.backbone_path")
-
-
-def load_backbone(backbone: nn.Module, path: str) -> None:
-    """Load a pretrained feature extractor into ``backbone`` strictly, by the one loader of ``model.weights``
-    (:func:`~lifelong.models.weights.load_weights`): a state dict of the backbone (``torch.save``, read with
-    ``weights_only=True``, or ``.safetensors``), or a backbone file written by ``lifelong pretrain``."""
-    load_weights(backbone, path, "strategy.backbone_path")
