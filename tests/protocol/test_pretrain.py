@@ -67,3 +67,37 @@ def test_pretrain_refuses_classes_the_dataset_lacks(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"--classes must name classes of digits \(0-9\), got \[3, 12\]"):
         pretrain(validate_config({}), tmp_path / "x.pt", classes=[3, 12])
     assert not Path(tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize(("output", "settings", "fragment"), [
+    ("side.json", [], "description is written to a .json file beside it"),
+    ("folder", [], "is a folder"),
+    ("plain/x.pt", [], "'plain' is a file, not a folder"),
+    ("x.pt", ["dataset.name=text", 'dataset.domains=["abc.txt"]', "scenario.name=text_domains", "model.name=gpt"],
+     "is a text corpus"),
+])
+def test_pretrain_refuses_what_it_cannot_do_in_one_line_before_training(tmp_path, monkeypatch, capsys, output,
+                                                                       settings, fragment) -> None:
+    from lifelong.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "plain").write_text("not a folder")
+    (tmp_path / "abc.txt").write_text("a b c\n\nc b a\n\nb a c\n")
+    before = sorted(path.name for path in tmp_path.iterdir())
+    overrides = [word for setting in ["dataset.name=digits", *settings] for word in ("--set", setting)]
+    assert main(["pretrain", "--output", output, *overrides]) == 2
+    error = capsys.readouterr().err
+    assert fragment in error and error.count("\n") == 1 and "Traceback" not in error
+    assert sorted(path.name for path in tmp_path.iterdir()) == before  # nothing trained, nothing written
+
+
+def test_a_safetensors_output_without_the_package_is_refused_before_training(tmp_path, monkeypatch) -> None:
+    import importlib.util
+
+    from lifelong.models.weights import check_backbone_output
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "safetensors" else real(name, *a))
+    with pytest.raises(ConfigError, match="needs the safetensors package"):
+        check_backbone_output(tmp_path / "b.safetensors")

@@ -19,6 +19,7 @@ of a backbone (no prefix) still loads through ``backbone_path``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,25 @@ SHOWN_KEYS = 3
 def sidecar_path(path: str | Path) -> Path:
     """The description beside a weights file: ``backbone.pt`` -> ``backbone.json``."""
     return Path(path).with_suffix(".json")
+
+
+def check_backbone_output(path: str | Path, field: str = "--output") -> None:
+    """Refuse, before anything trains, a backbone path that cannot be written as asked: its description
+    would overwrite it (a ``.json`` path), it names a folder, a part of its folder is a regular file, or
+    it asks for safetensors without the package."""
+    path = Path(path)
+    if sidecar_path(path) == path:
+        raise ConfigError(f"{field} {str(path)!r}: the backbone's description is written to a .json file beside "
+                          "it; give a .pt or .safetensors path")
+    if path.is_dir():
+        raise ConfigError(f"{field} {str(path)!r} is a folder; give a file path such as "
+                          f"{str(path / 'backbone.pt')!r}")
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"{field} {str(path)!r}: {str(blocking)!r} is a file, not a folder; choose another path")
+    if path.suffix == ".safetensors" and importlib.util.find_spec("safetensors") is None:
+        raise ConfigError(f"{field} {str(path)!r}: writing safetensors needs the safetensors package: "
+                          "pip install 'lifelong[weights]', or give a .pt path")
 
 
 def check_weights_file(path: str, field: str) -> None:
@@ -141,13 +161,11 @@ def save_backbone(model: nn.Module, path: str | Path, description: Mapping[str, 
     backbone = split_model(model)[0]
     state = {BACKBONE + k: v.detach().cpu().clone().contiguous() for k, v in backbone.state_dict().items()}
     path = Path(path)
+    check_backbone_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import save_file
-        except ImportError:
-            raise ConfigError(f"--output {str(path)!r}: writing safetensors needs the safetensors package: "
-                              "pip install 'lifelong[weights]', or give a .pt path") from None
+        from safetensors.torch import save_file
+
         save_file(state, str(path), metadata={"format": SIDECAR_FORMAT})
     else:
         torch.save(state, path)

@@ -24,9 +24,10 @@ from lifelong.data.catalog import DATASETS
 from lifelong.data.sampling import present_classes
 from lifelong.data.split import train_test_indices
 from lifelong.data.streams import Experience, Stream, TensorSet
+from lifelong.data.text import TextCorpus
 from lifelong.errors import ConfigError
 from lifelong.experiment import build_model, build_stream, check_settings, resolve_config, run_config
-from lifelong.models.weights import save_backbone
+from lifelong.models.weights import check_backbone_output, save_backbone
 from lifelong.runner.evaluation import accuracy
 from lifelong.strategies.naive import Naive
 
@@ -60,9 +61,14 @@ def pretrain(config: RunConfig, output: str | Path, classes: Sequence[int] | Non
     model_params = {k: v for k, v in config.model.params.items() if k != "freeze"}
     config = config.model_copy(update={"model": Component(name=config.model.name, **model_params)})
     check_settings(config)
+    check_backbone_output(output)
     if not 0.0 < validation_fraction < 1.0:
         raise ConfigError(f"--validation-fraction must lie in (0, 1), got {validation_fraction}")
     dataset = build("dataset", DATASETS, config.dataset)
+    if isinstance(dataset, TextCorpus):
+        raise ConfigError(f"lifelong pretrain trains a classifier's backbone on labelled samples; dataset "
+                          f"{config.dataset.name!r} is a text corpus: continue pre-training a language model with "
+                          "lifelong run (scenario text_domains) instead")
     present = present_classes(dataset)
     chosen = sorted(set(classes)) if classes is not None else present
     unknown = sorted(set(chosen) - set(present))
