@@ -116,3 +116,25 @@ def test_a_continued_study_draws_new_trials(tmp_path) -> None:
     assert len(drawn) == 4 and len(set(drawn)) == 4, drawn
     stored = [store.get(t.user_attrs["run_id"]).config["optim"]["lr"] for t in study.trials]
     assert len(set(stored)) == 4  # four different learning rates were trained, not two twice
+
+
+def test_fixed_parameters_stay_at_their_configured_values_while_the_rest_is_searched(tmp_path) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = ResultsStore(tmp_path / "runs.db")
+    settings = ProtocolSettings(study="fixed", trials=2, overrides=[*SMALL, "strategy.name=ewc", "optim.lr=0.02"],
+                                eval_seeds=[0], fixed=["optim.lr"])
+    result = run_protocol(settings, store)
+    assert set(result.best_params) == {"strategy.lam"}
+    for run_id in result.tuning_run_ids:
+        assert store.get(run_id).config["optim"]["lr"] == 0.02
+
+
+@pytest.mark.parametrize(("fixed", "message"), [
+    (["strategy.alpha"], "--fix: strategy.alpha not in the search space of strategy 'ewc'; it searches optim.lr, "
+                         "strategy.lam"),
+    (["optim.lr", "strategy.lam"], "--fix leaves nothing to search for strategy 'ewc'"),
+])
+def test_fixing_an_unknown_or_every_parameter_is_refused(tmp_path, fixed, message) -> None:
+    settings = ProtocolSettings(study="bad", trials=1, overrides=[*SMALL, "strategy.name=ewc"], fixed=fixed)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_protocol(settings, ResultsStore(tmp_path / "runs.db"))

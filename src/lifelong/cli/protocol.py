@@ -62,7 +62,7 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
         tune_overrides=args.tune_set or defaults.tune_overrides,
         eval_overrides=args.eval_set or defaults.eval_overrides,
         eval_seeds=parse_seeds(args.eval_seeds, "--eval-seeds"),
-        objective=args.objective, validation_fraction=args.validation_fraction, seed=args.seed)
+        objective=args.objective, validation_fraction=args.validation_fraction, seed=args.seed, fixed=args.fix)
     rerun = f"the same `lifelong tune` command (--study {args.study} --db {db}): it continues the study"
     with continue_with(lambda run_id: rerun):
         result = run_protocol(settings, ResultsStore(db))
@@ -125,6 +125,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     tune.add_argument("--validation-fraction", type=float, default=0.2,
                       help="share of the tuning stream's training data held out to score trials")
     tune.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the validation split")
+    tune.add_argument("--fix", action="append", default=[], metavar="SECTION.FIELD",
+                      help="leave this parameter of the search space at its configured value (repeatable), "
+                           "e.g. --fix optim.lr")
     tune.add_argument("--db", help="results database (default: the config's run.db)")
     tune.set_defaults(handler=cmd_tune)
     report = sub.add_parser("report", help="write an HTML report (and/or PNG plots) on stored runs")

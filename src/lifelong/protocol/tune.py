@@ -28,7 +28,7 @@ from lifelong.errors import ConfigError, TrainingError
 from lifelong.experiment import build_model, build_stream, build_strategy, run_config
 from lifelong.metrics.aggregate import Aggregate
 from lifelong.protocol.seeds import run_seeds
-from lifelong.protocol.spaces import search_space, suggest
+from lifelong.protocol.spaces import Parameter, search_space, suggest
 from lifelong.runner.results import ResultsStore
 
 #: Metrics a study may maximise.
@@ -54,6 +54,9 @@ class ProtocolSettings:
     validation_fraction: float = 0.2
     seed: int = 0
     """Seeds the sampler and the validation split."""
+    fixed: list[str] = field(default_factory=list)
+    """Parameters of the search space left out of the search, kept at their configured values (e.g.
+    ``optim.lr``, when a benchmark fixes the optimizer for every strategy and tunes their own weights)."""
 
 
 @dataclass
@@ -92,6 +95,19 @@ def check_tunable(dataset: object) -> None:
                           "corpus is scored by its loss): compare settings with lifelong sweep or --seeds instead")
 
 
+def searched(space: dict[str, Parameter], fixed: list[str], strategy: str) -> dict[str, Parameter]:
+    """``space`` without the ``fixed`` parameters; an unknown name, or nothing left to search, is refused."""
+    unknown = sorted(set(fixed) - set(space))
+    if unknown:
+        raise ConfigError(f"--fix: {', '.join(unknown)} not in the search space of strategy {strategy!r}; "
+                          f"it searches {', '.join(space)}")
+    left = {key: value for key, value in space.items() if key not in fixed}
+    if not left:
+        raise ConfigError(f"--fix leaves nothing to search for strategy {strategy!r} (its space: "
+                          f"{', '.join(space)}); run it with lifelong run --seeds instead")
+    return left
+
+
 def sampler_seed(seed: int, existing_trials: int) -> int:
     """The sampler's seed for a study that already holds ``existing_trials`` trials: ``seed`` for a new
     study; for a continued one a seed drawn from both, because a sampler seeded as the first time
@@ -118,7 +134,7 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
     base = load_config(settings.config, [*settings.overrides, *settings.tune_overrides])
     load_config(settings.config, [*settings.overrides, *settings.eval_overrides])  # fail before tuning
     check_tunable(build("dataset", DATASETS, base.dataset))
-    space = search_space(base.strategy.name)
+    space = searched(search_space(base.strategy.name), settings.fixed, base.strategy.name)
     group_id = store.find_group("protocol", settings.study) or store.create_group(
         "protocol", settings.study, {**settings.__dict__, "search_space": {k: repr(v) for k, v in space.items()}})
     study = optuna.create_study(study_name=settings.study, storage=f"sqlite:///{store.path}", direction="maximize",
