@@ -24,10 +24,9 @@ runs on the task-aware stream (``domain_incremental(..., task_aware=True)``: eac
 its task's index); every other method on the same stream without task ids. Every task holds all 10
 classes, so the task id is no class mask: it only matters to a method that uses it. A row whose strategy
 this build does not register says so instead of running. Prints a markdown table per stream: mean ± std
-over seeds of final accuracy (mean over tasks), average forgetting and backward transfer, the parameters
-a method keeps beyond the model divided by the number of tasks (``extra_parameters()``; ``-`` for a
-strategy that does not report it), and training seconds per run. ``--workers`` runs that many runs at
-once, each on one thread.
+over seeds of final accuracy (mean over tasks), average forgetting and backward transfer, the bytes of the
+tensors a method keeps beyond the model (its state: ``memory_bytes()``) divided by the number of tasks, and
+training seconds per run. ``--workers`` runs that many runs at once, each on one thread.
 """
 
 from __future__ import annotations
@@ -97,9 +96,8 @@ def run(row: Row, transform: str, seed: int, args: argparse.Namespace) -> dict[s
         result = train(stream, model, strategy, optim, seed=seed, device="cpu")
     except LifelongError as error:  # a refused or failed run is reported in its row
         return {"error": str(error)}
-    extra = getattr(strategy, "extra_parameters", None)
     return {"final": result.metrics["final_accuracy"], "forgetting": result.metrics["forgetting"],
-            "bwt": result.metrics["backward_transfer"], "extra": None if extra is None else extra() / TASKS,
+            "bwt": result.metrics["backward_transfer"], "kept": strategy.memory_bytes() / TASKS,
             "seconds": sum(c.seconds for c in result.costs)}
 
 
@@ -108,10 +106,9 @@ def table_row(row: Row, results: list[dict[str, Any]]) -> str:
     errors = [r["error"] for r in results if "error" in r]
     if errors:
         return f"| {row.label} | {stream} | failed: {errors[0]} | | | | |"
-    extra = results[0]["extra"]
     return (f"| {row.label} | {stream} | {spread([r['final'] for r in results])} | "
             f"{spread([r['forgetting'] for r in results])} | {spread([r['bwt'] for r in results])} | "
-            f"{'-' if extra is None else f'{extra:,.0f}'} | {statistics.mean(r['seconds'] for r in results):.0f} |")
+            f"{results[0]['kept'] / 1024:,.1f} | {statistics.mean(r['seconds'] for r in results):.0f} |")
 
 
 def main() -> None:
@@ -152,11 +149,11 @@ def main() -> None:
               "at its defaults (ER: 200 samples). "
               "Stream: *task-aware* rows get each test sample's task id (methods that pick parameters by task), "
               "the others run without task ids (every task holds all classes, so the id masks nothing). Mean ± "
-              "std over seeds; extra parameters: what the method keeps beyond the model (`extra_parameters()`), "
+              "std over seeds; kept: the bytes of the tensors the method keeps beyond the model (`memory_bytes()`), "
               "per task; seconds: training per run.\n")
         for transform in streams:
             print(f"\n## {STREAMS[transform]} {NORMS[args.norm]}\n")
-            print("| strategy | stream | final accuracy | forgetting | BWT | extra parameters per task | seconds |")
+            print("| strategy | stream | final accuracy | forgetting | BWT | kept per task (KiB) | seconds |")
             print("|---|---|---|---|---|---|---|")
             for row in rows:
                 if row in missing:

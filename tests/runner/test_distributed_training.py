@@ -61,7 +61,7 @@ def _train_rank(rank: int, init_file: str, results: dict) -> None:
         if name == "er":
             outcome[name]["buffer"] = {k: v.clone() for k, v in strategy.buffer.contents().items()}
         if name == "ewc":
-            outcome[name]["fisher"] = {k: v.clone() for k, v in strategy.importance.items()}
+            outcome[name]["fisher"] = {k: v.clone() for k, v in strategy.anchor.importance.items()}
     torch.manual_seed(0)
     budgeted = train(stream, mlp((8,), 6, hidden=(16,)), STRATEGIES["naive"](),
                      OptimConfig(**{**OPTIM, "max_samples": 64}), seed=0, world=World(rank, 2))

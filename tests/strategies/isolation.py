@@ -43,6 +43,13 @@ def task_tensors(state: dict, key: str = "task_tensors") -> dict[int, dict[str, 
     return dict(zip(state[key]["tasks"], state[key]["tensors"], strict=True))
 
 
+def stored_floats(state: dict, key: str = "task_tensors") -> int:
+    """Floating-point entries of every task's tensors (of ``key``) in a state dict: parameters and running
+    statistics, without the integer batch counters."""
+    return sum(t.numel() for tensors in task_tensors(state, key).values() for t in tensors.values()
+               if t.is_floating_point())
+
+
 def forgetting_against_naive(data: Dataset, strategy: Strategy) -> tuple[float, float]:
     """Forgetting of ``strategy`` and of naive fine-tuning on task-aware permuted digits (4 tasks, all
     10 classes in each, so a shared model forgets)."""

@@ -7,8 +7,8 @@ import torch
 
 from lifelong.errors import ConfigError
 from lifelong.strategies import BNOnly
-from lifelong.strategies.task_params import norm_names
-from tests.strategies.isolation import forgetting_against_naive, run_tasks, task_tensors
+from lifelong.strategies.parts.task_tables import norm_names
+from tests.strategies.isolation import forgetting_against_naive, run_tasks, stored_floats, task_tensors
 
 
 def test_only_per_task_normalization_and_head_change_and_the_model_stays_as_it_was(small_data) -> None:
@@ -28,11 +28,11 @@ def test_only_per_task_normalization_and_head_change_and_the_model_stays_as_it_w
         assert all(torch.equal(v, final[task][k]) for k, v in task_tensors(state)[task].items())
 
 
-def test_extra_parameters_are_norm_affine_statistics_and_head_per_task(small_data) -> None:
+def test_kept_per_task_are_norm_affine_statistics_and_head(small_data) -> None:
     strategy = BNOnly()
     run_tasks(small_data, strategy)
     # BatchNorm1d(16): weight, bias, running mean and variance 4 * 16; head Linear(16, 6): 96 + 6
-    assert strategy.extra_parameters() == 3 * (4 * 16 + 16 * 6 + 6) == 498
+    assert stored_floats(strategy.state_dict()) == 3 * (4 * 16 + 16 * 6 + 6) == 498
 
 
 def test_train_first_freezes_the_backbone_after_the_first_experience(small_data) -> None:

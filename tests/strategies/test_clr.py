@@ -13,6 +13,7 @@ from tests.strategies.isolation import (
     Snapshots,
     forgetting_against_naive,
     run_tasks,
+    stored_floats,
     task_tensors,
 )
 
@@ -35,11 +36,12 @@ def test_without_train_first_the_whole_model_stays_as_it_came(small_data) -> Non
     assert all(torch.equal(snapshots.models[0][k], v) for k, v in model.state_dict().items())
 
 
-def test_extra_parameters_and_map_fraction_by_hand(small_data) -> None:
+def test_kept_tensors_and_map_fraction_by_hand(small_data) -> None:
     strategy = CLR()
     model, _, _ = run_tasks(small_data, strategy)
     # per task: Linear(8, 16)'s map 16 + 16, BatchNorm1d(16) 4 * 16, head 16 * 6 + 6
-    assert strategy.extra_parameters() == 3 * (32 + 64 + 102) == 594
+    state = strategy.state_dict()
+    assert stored_floats(state, "maps") + stored_floats(state) == 3 * (32 + 64 + 102) == 594
     assert strategy.map_fraction(model) == 32 / (8 * 16 + 16 + 2 * 16)
 
 

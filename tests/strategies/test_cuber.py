@@ -29,7 +29,7 @@ def hand_made(strategy, small_data, old_gradient: torch.Tensor) -> Classifier:
     end, in its subspace's coordinates; task 1's gradient does not matter (the new one has no part in it
     beyond e2, which task 0 shares)."""
     strategy.setup(StrategyContext(domain_incremental(small_data, 2), 0))
-    strategy.bases = {"head": EYE[:, :3].clone()}
+    strategy.subspaces.bases = {"head": EYE[:, :3].clone()}
     if isinstance(strategy, CUBER):
         strategy.task_columns = {"head": [torch.tensor([0, 1]), torch.tensor([1, 2])]}
         strategy.task_gradients = {"head": [old_gradient, torch.tensor([[0.0, -1.0], [0.0, -1.0]])]}
@@ -61,7 +61,8 @@ def test_a_positively_correlated_old_task_frees_its_own_directions(small_data) -
     assert cuber.relaxed == {"head": [0]}
     assert torch.equal(cuber.protected["head"], EYE[:, 1:3])  # e2 stays: task 1 needs it
     assert torch.equal(projected(cuber, model), GRADIENT)  # the e1 part is kept
-    assert cuber.extra_parameters() == 12 + 4 + 4 + 2 + 2  # basis, two gradients (2x2), two column lists
+    # the state's tensors: the basis (12 floats), two gradients (2x2 floats), two column lists (2 longs each)
+    assert cuber.memory_bytes() == 4 * (12 + 4 + 4) + 8 * (2 + 2)
 
 
 def test_bad_projection_threshold_names_the_field() -> None:

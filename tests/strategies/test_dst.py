@@ -9,7 +9,7 @@ from lifelong import OptimConfig
 from lifelong.errors import ConfigError
 from lifelong.strategies import DST
 from lifelong.strategies.dst import layer_densities
-from tests.strategies.isolation import forgetting_against_naive, run_tasks, task_tensors
+from tests.strategies.isolation import forgetting_against_naive, run_tasks, stored_floats, task_tensors
 
 ADAM = OptimConfig(name="adam", lr=0.01, epochs=2, batch_size=16, weight_decay=1e-3)
 
@@ -35,12 +35,14 @@ def test_old_masks_and_the_weights_under_them_stay_bit_identical(small_data, gro
                            final[2]["backbone.1.weight"])
 
 
-def test_sparsity_and_extra_parameters_per_task(small_data) -> None:
+def test_sparsity_and_what_is_kept_per_task(small_data) -> None:
     strategy = DST(sparsity=0.75, init="uniform", update_every=3)
     run_tasks(small_data, strategy)
     assert strategy.task_sparsity() == {0: 0.75, 1: 0.75, 2: 0.75}  # round(0.25 * 128) = 32 kept of Linear(8, 16)
     # per task: the mask's 128 entries, the linear bias 16, BatchNorm1d(16) 4 * 16, the head 16 * 6 + 6
-    assert strategy.extra_parameters() == 3 * (128 + 16 + 64 + 102) == 930
+    state = strategy.state_dict()
+    assert sum(m.numel() for mask in task_tensors(state, "masks").values() for m in mask.values()) == 3 * 128
+    assert stored_floats(state) == 3 * (16 + 64 + 102) == 546
 
 
 def test_erk_keeps_small_layers_denser_at_the_same_overall_density() -> None:

@@ -79,21 +79,22 @@ def test_projected_gradient_is_orthogonal_to_every_stored_basis(small_data) -> N
     gpm.setup(StrategyContext(stream, 0))
     gpm.after_experience(model, as_images(stream[0]))
     layers = projected_layers(model)
-    assert set(gpm.bases) == set(layers) == {"backbone.0", "head"}
-    assert gpm.bases["backbone.0"].shape[0] == 2 * 3 * 3 + 1  # 3x3 patches of 2 channels, plus the bias input
-    assert all(0 < b.shape[1] < b.shape[0] for b in gpm.bases.values())
+    assert set(gpm.subspaces.bases) == set(layers) == {"backbone.0", "head"}
+    # 3x3 patches of 2 channels, plus the bias input
+    assert gpm.subspaces.bases["backbone.0"].shape[0] == 2 * 3 * 3 + 1
+    assert all(0 < b.shape[1] < b.shape[0] for b in gpm.subspaces.bases.values())
     F.cross_entropy(model(new.x), new.y).backward()
     before = {name: gradient_matrix(layer, layer.weight.grad, layer.bias.grad).clone()
               for name, layer in layers.items()}
     gpm.after_backward(model)
     for name, layer in layers.items():
-        basis = gpm.bases[name]
+        basis = gpm.subspaces.bases[name]
         after = gradient_matrix(layer, layer.weight.grad, layer.bias.grad)
         assert (after @ basis).abs().max() < 1e-5
         assert (before[name] @ basis).abs().max() > 1e-3  # there was something to remove
         # what is left is the component outside the basis, unchanged
         assert torch.allclose(after, before[name] - before[name] @ basis @ basis.T, atol=1e-6)
-    assert gpm.extra_parameters() == sum(b.numel() for b in gpm.bases.values())
+    assert gpm.memory_bytes() == sum(4 * b.numel() for b in gpm.subspaces.bases.values())  # the float32 bases alone
 
 
 def test_a_projected_step_keeps_the_outputs_on_the_stored_samples(small_data) -> None:
@@ -132,7 +133,7 @@ def test_state_survives_torch_save_and_weights_only_load(name, small_data) -> No
     restored.setup(StrategyContext(stream, 1))
     restored.load_state_dict(torch.load(file, weights_only=True), copy.deepcopy(model))
     assert same(restored.state_dict(), strategy.state_dict())
-    assert restored.extra_parameters() == strategy.extra_parameters() > 0
+    assert restored.memory_bytes() == strategy.memory_bytes() > 0
     grads = []
     for s in (strategy, restored):
         model.zero_grad()

@@ -32,11 +32,11 @@ def test_mas_penalty_uses_accumulated_importance(small_data) -> None:
     strategy.after_experience(model, stream[0])
     strategy.after_experience(model, stream[1])
     first, second = (output_sensitivity(model, stream[i].train) for i in range(2))
-    assert torch.allclose(strategy.importance["1.weight"], first["1.weight"] + second["1.weight"])
+    assert torch.allclose(strategy.anchor.importance["1.weight"], first["1.weight"] + second["1.weight"])
     batch = stream[1].train.batch()
     with torch.no_grad():
         model[1].bias += 1.0  # penalty: 2 * sum(Omega_bias * 1^2)
-    expected = F.cross_entropy(model(batch.x), batch.y) + 2.0 * strategy.importance["1.bias"].sum()
+    expected = F.cross_entropy(model(batch.x), batch.y) + 2.0 * strategy.anchor.importance["1.bias"].sum()
     assert strategy.observe(model, batch).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -57,9 +57,9 @@ def test_si_path_integral_by_hand_and_zero_for_parameters_without_gradient(small
         model.weight -= torch.tensor([[0.5, 0.0]]) + torch.tensor([[0.0, 0.3]])  # a step, plus a drift of w2
     strategy.after_experience(model, stream[0])
     # w1: path = -1 * (-0.5) = 0.5, Omega = 0.5 / (0.25 + 0.5); w2: path 0 -> Omega 0 despite its move
-    assert strategy.importance["weight"][0, 0].item() == pytest.approx(0.5 / 0.75)
-    assert strategy.importance["weight"][0, 1].item() == 0.0
-    assert torch.equal(strategy.anchor["weight"], model.weight.detach())
+    assert strategy.anchor.importance["weight"][0, 0].item() == pytest.approx(0.5 / 0.75)
+    assert strategy.anchor.importance["weight"][0, 1].item() == 0.0
+    assert torch.equal(strategy.anchor.weights["weight"], model.weight.detach())
 
 
 def test_l2_penalty_by_hand(small_data) -> None:

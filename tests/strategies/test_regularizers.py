@@ -136,12 +136,12 @@ def test_ewc_online_fisher_decays(small_data) -> None:
     strategy = EWC(lam=1.0, decay=0.5)
     strategy.setup(StrategyContext(stream, 0))
     strategy.after_experience(model, stream[0])
-    first = copy.deepcopy(strategy.importance)
+    first = copy.deepcopy(strategy.anchor.importance)
     state = strategy.generator.get_state()
     strategy.after_experience(model, stream[1])
     new = fisher_diagonal(model, stream[1].train, generator=torch.Generator().set_state(state))
     for k in first:
-        assert torch.allclose(strategy.importance[k], 0.5 * first[k] + new[k])
+        assert torch.allclose(strategy.anchor.importance[k], 0.5 * first[k] + new[k])
     batch = stream[1].train.batch()
     plain = F.cross_entropy(model(batch.x), batch.y)
     assert strategy.observe(model, batch).item() == pytest.approx(plain.item())  # at the anchor: no penalty

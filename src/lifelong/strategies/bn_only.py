@@ -3,18 +3,21 @@ train, the rest of the network stays frozen."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
-from lifelong.strategies.base import OWN_TENSORS_FREEZE, Capabilities
-from lifelong.strategies.task_params import FrozenAnchor, head_names, norm_names
+from lifelong.strategies.base import OWN_TENSORS_FREEZE, Capabilities, ExperiencePlan, Strategy, StrategyContext
+from lifelong.strategies.parts.task_tables import TaskTable, by_task, head_names, norm_names
 
 
 @dataclass
-class BNOnly(FrozenAnchor):
+class BNOnly(Strategy):
     """Training BatchNorm and only BatchNorm (Frankle, Schwab & Morcos, ICLR 2021): a network whose
     weights stay at their random initial values reaches far-above-chance accuracy when only the
     normalization layers' affine parameters (gamma, beta) and the output layer train. Applied per task,
@@ -32,16 +35,47 @@ class BNOnly(FrozenAnchor):
     library's BCN and AdaB2N), not only BatchNorm; a model without one is refused. The head is one
     linear layer over all classes per task, masked to the task's classes.
 
-    Extra parameters per task (:meth:`extra_parameters` sums them over the tasks): the affine parameters
-    and running statistics of every normalization layer, plus the head's weight and bias."""
+    Kept per task (:attr:`own`): the affine parameters and running statistics of every normalization layer,
+    plus the head's weight and bias."""
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(task_ids=True, freeze=False, freeze_refusal=OWN_TENSORS_FREEZE)
 
     train_first: bool = False
+    """Train the whole network in the first experience, then freeze its weights (a first-task anchor)."""
+    own: TaskTable = field(init=False, repr=False)
+    """Each task's normalization layers and head (made at :meth:`setup`)."""
 
-    def per_task_names(self, model: nn.Module) -> list[str]:
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
+        self.own = TaskTable(self.train_first)
+
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        """Train on the experience with a new optimizer (:mod:`~lifelong.strategies.parts.task_tables`)."""
+        return ExperiencePlan(train_size=len(experiences[index].train), reset_optimizer=True)
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Give a new task its own normalization layers and head (copies of the first task's)."""
         names = norm_names(model)
         if not names:
             raise ConfigError("strategy 'bn_only' trains the backbone's normalization layers and this model has "
                               "none; build it with model.norm = 'batch' (or another norm)")
-        return names + head_names(model)
+        self.own.begin(model, experience.task_id, names + head_names(model))
+
+    def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        return self.own.parameter_groups(model)
+
+    def logits(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """Each sample through the frozen weights and its task's normalization layers and head, masked to its
+        task's classes."""
+        return self.mask_logits(by_task(x, task, lambda part, t: self.own.run(model, part, t, self.own.shared(model))),
+                                task)
+
+    def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return self.loss(model, batch.x, batch.y, batch.task)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), **self.own.state()}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        super().load_state_dict(state, model)
+        self.own.load(state, model)

@@ -3,6 +3,7 @@ channel-wise maps."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -10,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.streams import Experience
+from lifelong.bounds import Annotated, Ge
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import OWN_TENSORS_FREEZE, Capabilities, StrategyContext
-from lifelong.strategies.task_params import FrozenAnchor, TaskTensors, prefix_of
+from lifelong.strategies.base import OWN_TENSORS_FREEZE, Capabilities, ExperiencePlan, Strategy, StrategyContext
+from lifelong.strategies.parts.task_tables import TaskTable, TaskTensors, by_task, head_names, norm_names, prefix_of
 
 
 def mapped_layers(model: nn.Module) -> dict[str, nn.Conv2d | nn.Linear]:
@@ -50,7 +52,7 @@ def reprogram(out: torch.Tensor, maps: dict[str, torch.Tensor], name: str) -> to
 
 
 @dataclass
-class CLR(FrozenAnchor):
+class CLR(Strategy):
     """Channel-wise Lightweight Reprogramming (Ge, Li, Ni, Zhao, Yang & Itti, ICCV 2023, "CLR: Channel-wise
     Lightweight Reprogramming for Continual Learning"): a task-agnostic anchor network stays frozen and
     each task "reprograms" it with a channel-wise linear map after every convolution, a depthwise
@@ -73,41 +75,61 @@ class CLR(FrozenAnchor):
 
     Size: :meth:`map_fraction` is one task's map entries over the backbone's parameters (the paper
     reports under 0.6% for ResNets; here 1.2% for ``resnet18`` and 2.2% for ``resnet32`` on 32x32 inputs,
-    4.4% for ``cnn`` with channels (32, 64): thin layers pay relatively more);
-    :meth:`extra_parameters` counts every task's maps, normalization tensors and heads."""
+    4.4% for ``cnn`` with channels (32, 64): thin layers pay relatively more). Kept per task: its maps
+    (:attr:`maps`), normalization tensors and head (:attr:`own`)."""
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(task_ids=True, freeze=False, freeze_refusal=OWN_TENSORS_FREEZE)
 
-    kernel_size: int = 3
+    train_first: bool = True
+    """Train the whole backbone (and the first task's maps) in the first experience, then freeze it (the
+    anchor); off, the backbone stays at the values the model came with."""
+    kernel_size: Annotated[int, Ge(1)] = 3
     """Side of the depthwise kernel of the maps after convolutions (3 in the paper); odd."""
+    own: TaskTable = field(init=False, repr=False)
+    """Each task's normalization layers and head (made at :meth:`setup`)."""
     maps: TaskTensors = field(default_factory=TaskTensors, init=False, repr=False)
+    """Each task's channel-wise maps, by layer name and ``kernel``, ``scale`` or ``shift``."""
 
     def __post_init__(self) -> None:
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+        super().__post_init__()
+        if self.kernel_size % 2 == 0:
             raise ConfigError(f"strategy.kernel_size must be an odd number >= 1, got {self.kernel_size}")
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
-        self.maps = TaskTensors()
+        self.own, self.maps = TaskTable(self.train_first), TaskTensors()
+
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        """Train on the experience with a new optimizer (:mod:`~lifelong.strategies.parts.task_tables`)."""
+        return ExperiencePlan(train_size=len(experiences[index].train), reset_optimizer=True)
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
-        super().before_experience(model, experience)
-        if self.current not in self.maps:
-            self.maps.create(self.current, identity_maps(mapped_layers(model), self.kernel_size), lambda _: True)
+        """Give a new task its own normalization layers and head (copies of the first task's) and identity maps."""
+        self.own.begin(model, experience.task_id, norm_names(model) + head_names(model))
+        if self.own.current not in self.maps:
+            self.maps.create(self.own.current, identity_maps(mapped_layers(model), self.kernel_size), lambda _: True)
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        own, *shared = super().parameter_groups(model)
-        return [{"params": own["params"] + self.maps.trainable(self.current)}, *shared]
+        return self.own.parameter_groups(model, extra=self.maps.trainable(self.own.current))
 
-    def forward_task(self, model: nn.Module, x: torch.Tensor, task: int) -> torch.Tensor:
+    def reprogrammed(self, model: nn.Module, x: torch.Tensor, task: int) -> torch.Tensor:
+        """``model(x)`` with ``task``'s maps after its layers (hooks registered for this call) and its own
+        normalization layers and head."""
         maps = self.maps.of(task)
         handles = [layer.register_forward_hook(lambda _, __, out, name=name: reprogram(out, maps, name))
                    for name, layer in mapped_layers(model).items()] if maps else []
         try:
-            return super().forward_task(model, x, task)
+            return self.own.run(model, x, task, self.own.shared(model))
         finally:
             for handle in handles:
                 handle.remove()
+
+    def logits(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """Each sample through the model reprogrammed for its task, masked to its task's classes."""
+        return self.mask_logits(by_task(x, task, lambda part, t: self.reprogrammed(model, part, t)), task)
+
+    def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return self.loss(model, batch.x, batch.y, batch.task)
 
     def map_fraction(self, model: nn.Module) -> float:
         """One task's map entries over the backbone's parameter count."""
@@ -115,13 +137,10 @@ class CLR(FrozenAnchor):
         per_task = sum(t.numel() for t in identity_maps(layers, self.kernel_size).values())
         return per_task / sum(p.numel() for p in split_model(model)[0].parameters())
 
-    def extra_parameters(self) -> int:
-        """Every task's maps, plus its normalization tensors and head (:meth:`TaskIsolation.extra_parameters`)."""
-        return super().extra_parameters() + self.maps.numel()
-
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "maps": self.maps.state()}
+        return {**super().state_dict(), **self.own.state(), "maps": self.maps.state()}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
+        self.own.load(state, model)
         self.maps.load(state["maps"], lambda _: True)

@@ -8,21 +8,22 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from lifelong.data.streams import Experience
-from lifelong.errors import ConfigError
+from lifelong.bounds import Annotated, Ge, Interval
+from lifelong.data.streams import Batch, Experience
 from lifelong.models.modes import eval_mode
-from lifelong.strategies.base import Capabilities, StrategyContext
-from lifelong.strategies.gpm import GPM
+from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
 from lifelong.strategies.parts.subspaces import (
+    LayerSubspaces,
     column_energies,
     fewest_reaching,
     layer_gradients,
     projected_layers,
+    representation_sample,
 )
 
 
 @dataclass
-class CUBER(GPM):
+class CUBER(Strategy):
     """CUBER (Lin, Yang, Fan & Zhang, NeurIPS 2022, "Beyond Not-Forgetting: Continual Learning with
     Backward Knowledge Transfer"): GPM's projection, relaxed for the old tasks the new one can improve.
     Besides GPM's union basis each layer keeps, per finished experience ``j``, that task's own input
@@ -34,7 +35,8 @@ class CUBER(GPM):
     and *positive correlation*, ``<Proj_{S_j} g, g_j> > 0``: to first order, a step along ``-Proj_{S_j} g``
     lowers task ``j``'s loss as well. For the tasks meeting both, the layer's update may move inside
     ``S_j`` (directions another old task still needs stay protected); every other direction is projected
-    out as in GPM. With no such task CUBER is GPM.
+    out as in GPM. With no such task CUBER is GPM. The bases, their growth and the projection are GPM's
+    (:class:`~lifelong.strategies.parts.subspaces.LayerSubspaces`, with GPM's departures).
 
     Departures: the conditions are tested once per experience (single shot, as TRGP's trust region)
     with the old task's gradient stored at the end of its own training; the paper's forward-transfer
@@ -47,9 +49,18 @@ class CUBER(GPM):
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(projects_gradients=True)
 
-    projection_threshold: float = 0.5
+    threshold: Annotated[float, Interval(gt=0, le=1)] = 0.97
+    """GPM's energy threshold of the bases after the first experience (epsilon)."""
+    threshold_increment: Annotated[float, Ge(0)] = 0.003
+    """Added to ``threshold`` for each later experience (capped at 1)."""
+    samples: Annotated[int, Ge(1)] = 125
+    """Training samples of an experience whose layer inputs make its representation, and on which a new
+    experience's gradient is tested."""
+    projection_threshold: Annotated[float, Interval(ge=0, le=1)] = 0.5
     """epsilon of the sufficient-projection test (TRGP's trust region: 0.5 in its paper, 0.2 in its
     permuted-MNIST script)."""
+    subspaces: LayerSubspaces = field(init=False, repr=False)
+    """GPM's union basis of each layer (made at :meth:`setup`)."""
     task_columns: dict[str, list[torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
     """Per layer, per finished experience: the columns (long) of the layer's basis that span its subspace."""
     task_gradients: dict[str, list[torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
@@ -59,33 +70,34 @@ class CUBER(GPM):
     protected: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     """Per layer, the basis columns still projected out (derived from the fields above)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 <= self.projection_threshold <= 1.0:
-            raise ConfigError(f"strategy.projection_threshold must lie in [0, 1], got {self.projection_threshold}")
-
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
+        self.subspaces = LayerSubspaces(self.threshold, self.threshold_increment, task_ids=self.task_mask is not None)
         self.task_columns, self.task_gradients, self.relaxed, self.protected = {}, {}, {}, {}
 
-    def protected_basis(self, name: str) -> torch.Tensor:
-        return self.protected[name]
+    def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return self.loss(model, batch.x, batch.y, batch.task)
+
+    def gradients(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Each projected layer's loss gradient ``[dW db]`` (out, d) on ``batch``, in eval mode, leaving
+        every ``.grad`` untouched."""
+        with eval_mode(model):
+            return layer_gradients(projected_layers(model), self.loss(model, batch.x, batch.y, batch.task))
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         """Find, layer by layer, the old tasks the new task's gradient may move in."""
         self.relaxed = {}
-        if self.bases:
-            batch = self.representation_batch(model, experience)
-            layers = projected_layers(model)
-            with eval_mode(model):
-                gradients = layer_gradients(layers, self.loss(model, batch))
-            self.relaxed = {name: self.correlated_tasks(name, g) for name, g in gradients.items() if name in self.bases}
+        bases = self.subspaces.bases
+        if bases:
+            batch = representation_sample(model, experience.train, self.samples, self.generator)
+            self.relaxed = {name: self.correlated_tasks(name, g) for name, g in self.gradients(model, batch).items()
+                            if name in bases}
         self.refresh()
 
     def correlated_tasks(self, name: str, gradient: torch.Tensor) -> list[int]:
         """The old tasks with sufficient projection and positive correlation of ``gradient`` (out, d) in
         layer ``name``."""
-        basis = self.bases[name].to(gradient)
+        basis = self.subspaces.bases[name].to(gradient)
         bound = self.projection_threshold * float(gradient.norm())
         tasks = []
         for task, (columns, old) in enumerate(zip(self.task_columns[name], self.task_gradients[name], strict=True)):
@@ -97,7 +109,7 @@ class CUBER(GPM):
     def refresh(self) -> None:
         """Rebuild the protected bases: every column, less those only relaxed tasks use."""
         self.protected = {}
-        for name, basis in self.bases.items():
+        for name, basis in self.subspaces.bases.items():
             relaxed = set(self.relaxed.get(name, []))
             keep = torch.ones(basis.shape[1], dtype=torch.bool)
             for task in relaxed:
@@ -107,14 +119,18 @@ class CUBER(GPM):
                     keep[columns.cpu()] = True
             self.protected[name] = basis[:, keep.to(basis.device)]
 
+    def after_backward(self, model: nn.Module) -> None:
+        """Project each layer's gradient off its protected basis; freeze every other parameter."""
+        self.subspaces.project(model, self.protected, self.seen_classes)
+
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Grow the bases (GPM), then record the experience's own subspace and gradient in each layer."""
-        self.remember_classes(experience)
-        batch, grams, threshold = self.consolidate(model, experience)
-        with eval_mode(model):
-            gradients = layer_gradients(projected_layers(model), self.loss(model, batch))
+        super().after_experience(model, experience)
+        batch = representation_sample(model, experience.train, self.samples, self.generator)
+        grams, threshold = self.subspaces.grow(model, lambda: self.logits(model, batch.x, batch.task))
+        gradients = self.gradients(model, batch)
         for name, gram in grams.items():
-            basis = self.bases[name]
+            basis = self.subspaces.bases[name]
             energies = column_energies(basis, gram)
             order = energies.argsort(descending=True)
             total = float(gram.trace())
@@ -124,18 +140,15 @@ class CUBER(GPM):
         self.relaxed = {}
         self.refresh()
 
-    def extra_parameters(self) -> int:
-        """Floats in the bases and the stored gradients, plus the column indices of the task subspaces."""
-        stored = [t for lists in (*self.task_columns.values(), *self.task_gradients.values()) for t in lists]
-        return super().extra_parameters() + sum(t.numel() for t in stored)
-
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "task_columns": {k: list(v) for k, v in self.task_columns.items()},
+        return {**super().state_dict(), **self.subspaces.state(),
+                "task_columns": {k: list(v) for k, v in self.task_columns.items()},
                 "task_gradients": {k: list(v) for k, v in self.task_gradients.items()},
                 "relaxed": {k: list(v) for k, v in self.relaxed.items()}}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
+        self.subspaces.load(state)
         self.task_columns = {k: list(v) for k, v in state["task_columns"].items()}
         self.task_gradients = {k: list(v) for k, v in state["task_gradients"].items()}
         self.relaxed = {k: [int(t) for t in v] for k, v in state["relaxed"].items()}

@@ -11,16 +11,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from lifelong.data.streams import Experience
+from lifelong.bounds import Annotated, Ge, Interval
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import OWN_TENSORS_FREEZE, Capabilities, StrategyContext
-from lifelong.strategies.task_params import (
-    TaskIsolation,
-    TaskTensors,
-    model_tensors,
-    prefix_of,
-)
+from lifelong.strategies.base import OWN_TENSORS_FREEZE, Capabilities, ExperiencePlan, Strategy, StrategyContext
+from lifelong.strategies.parts.task_tables import TaskTable, TaskTensors, by_task, model_tensors, prefix_of
 
 INITS = ("erk", "uniform")
 GROWTHS = ("random", "gradient")
@@ -58,7 +54,7 @@ def masked_names(model: nn.Module) -> list[str]:
 
 
 @dataclass
-class DST(TaskIsolation):
+class DST(Strategy):
     """Dynamic sparse training for continual learning (Yildirim, Gok Yildirim, Sokar, Mocanu & Vanschoren,
     CPAL 2024, "Continual Learning with Dynamic Sparse Training: Exploring Algorithms for Effective Model
     Updates"; reference code ``cl-dst``). Each task gets a sparse mask over the backbone's weights,
@@ -82,23 +78,26 @@ class DST(TaskIsolation):
     samples is replaced by the given task id; the topology keeps changing until the experience ends
     (no final fraction without updates).
 
-    Reported: :meth:`task_sparsity` per task; :meth:`extra_parameters` counts every task's mask entries as
-    parameters (one bit each in principle, a byte each as stored, which :meth:`memory_bytes` counts)
-    plus the per-task biases, normalization tensors and heads."""
+    Reported: :meth:`task_sparsity` per task. Kept per task: its mask (:attr:`masks`; one bit an entry in
+    principle, a byte as stored, which :meth:`memory_bytes` counts) and its biases, normalization tensors and
+    head (:attr:`own`)."""
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(task_ids=True, freeze=False, freeze_refusal=OWN_TENSORS_FREEZE)
 
-    sparsity: float = 0.8
+    sparsity: Annotated[float, Interval(gt=0, lt=1)] = 0.8
     """Fraction of the backbone's masked weights outside each task's mask (80% in the paper's main runs)."""
     init: str = "erk"
     """Per-layer density of a new mask: ``erk`` or ``uniform``."""
     growth: str = "random"
     """How pruned weights are replaced: ``random`` (SET) or ``gradient`` (RigL, largest dense gradient)."""
-    update_every: int = 100
+    update_every: Annotated[int, Ge(1)] = 100
     """Steps between two prune/grow updates (400 batches in the paper's CIFAR runs)."""
-    prune_fraction: float = 0.3
+    prune_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.3
     """Fraction of the task's free weights in a layer pruned (and regrown) at each update."""
+    own: TaskTable = field(default_factory=TaskTable, init=False, repr=False)
+    """Each task's tensors outside the masked weights: biases, normalization tensors, the head."""
     masks: TaskTensors = field(default_factory=TaskTensors, init=False, repr=False)
+    """Each task's mask (bool, the weight's shape) per masked weight."""
     frozen: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     """Per masked weight, the union of the other tasks' masks: positions the current task may not train."""
     steps: int = field(default=0, init=False, repr=False)
@@ -106,31 +105,28 @@ class DST(TaskIsolation):
     """The masked weights of the last training forward pass, kept for their dense gradient (RigL growth)."""
 
     def __post_init__(self) -> None:
-        if not 0 < self.sparsity < 1:
-            raise ConfigError(f"strategy.sparsity must be in (0, 1), got {self.sparsity}")
+        super().__post_init__()
         if self.init not in INITS:
             raise ConfigError(f"strategy.init must be one of {list(INITS)}, got {self.init!r}")
         if self.growth not in GROWTHS:
             raise ConfigError(f"strategy.growth must be one of {list(GROWTHS)}, got {self.growth!r}")
-        if self.update_every < 1:
-            raise ConfigError(f"strategy.update_every must be >= 1, got {self.update_every}")
-        if not 0 <= self.prune_fraction < 1:
-            raise ConfigError(f"strategy.prune_fraction must be in [0, 1), got {self.prune_fraction}")
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
-        self.masks, self.frozen, self.steps, self.dense = TaskTensors(), {}, 0, {}
+        self.own, self.masks, self.frozen, self.steps, self.dense = TaskTable(), TaskTensors(), {}, 0, {}
 
-    def per_task_names(self, model: nn.Module) -> list[str]:
-        """Everything but the masked weights: biases, normalization tensors, the head."""
-        masked = set(masked_names(model))
-        return [name for name in model_tensors(model) if name not in masked]
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        """Train on the experience with a new optimizer (:mod:`~lifelong.strategies.parts.task_tables`)."""
+        return ExperiencePlan(train_size=len(experiences[index].train), reset_optimizer=True)
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
-        super().before_experience(model, experience)
+        """Give a new task its own biases, normalization tensors and head (copies of the first task's) and a
+        new mask; freeze what the other tasks' masks hold."""
+        masked = set(masked_names(model))
+        self.own.begin(model, experience.task_id, [name for name in model_tensors(model) if name not in masked])
         self.steps, self.dense = 0, {}
-        if self.current not in self.masks:
-            self.masks.create(self.current, self.new_mask(model), lambda _: False)
+        if self.own.current not in self.masks:
+            self.masks.create(self.own.current, self.new_mask(model), lambda _: False)
         self.frozen = self.other_tasks(model)
 
     def new_mask(self, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -149,7 +145,7 @@ class DST(TaskIsolation):
         """The union of the masks of every task but the current one, per masked weight."""
         frozen = {name: torch.zeros_like(model.get_parameter(name), dtype=torch.bool) for name in masked_names(model)}
         for task, mask in self.masks.sets.items():
-            if task != self.current:
+            if task != self.own.current:
                 for name, m in mask.items():
                     frozen[name] |= m
         return frozen
@@ -157,24 +153,32 @@ class DST(TaskIsolation):
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         """The task's own tensors, and the masked weights without weight decay (decay would move the
         frozen ones)."""
-        own, = super().parameter_groups(model)
-        return [own, {"params": [model.get_parameter(name) for name in masked_names(model)], "weight_decay": 0.0}]
+        return [*self.own.parameter_groups(model),
+                {"params": [model.get_parameter(name) for name in masked_names(model)], "weight_decay": 0.0}]
 
-    def shared_values(self, model: nn.Module, task: int) -> dict[str, torch.Tensor]:
+    def masked_weights(self, model: nn.Module, task: int) -> dict[str, torch.Tensor]:
         """The masked weights times ``task``'s mask (the model's own weights for a task without one)."""
         mask = self.masks.of(task)
         values = {name: model.get_parameter(name) * m for name, m in mask.items()}
-        if self.growth == "gradient" and task == self.current and torch.is_grad_enabled() and model.training \
+        if self.growth == "gradient" and task == self.own.current and torch.is_grad_enabled() and model.training \
                 and (self.steps + 1) % self.update_every == 0:
             for value in values.values():
                 value.retain_grad()
             self.dense = values
         return values
 
+    def logits(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """Each sample through its task's subnetwork and own tensors, masked to its task's classes."""
+        return self.mask_logits(by_task(x, task, lambda part, t: self.own.run(model, part, t,
+                                                                              self.masked_weights(model, t))), task)
+
+    def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return self.loss(model, batch.x, batch.y, batch.task)
+
     def after_backward(self, model: nn.Module) -> None:
         """Zero the gradients of frozen weights (and of those outside the mask); every ``update_every``
         steps, prune and grow the task's mask first."""
-        mask = self.masks.of(self.current)
+        mask = self.masks.of(self.own.current)
         if not mask:
             return
         self.steps += 1
@@ -216,16 +220,12 @@ class DST(TaskIsolation):
         return {task: 1 - sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
                 for task, mask in self.masks.sets.items()}
 
-    def extra_parameters(self) -> int:
-        """Every task's mask entries (counted as parameters) plus its own biases, normalization tensors and
-        head (:meth:`TaskIsolation.extra_parameters`)."""
-        return super().extra_parameters() + sum(m.numel() for mask in self.masks.sets.values() for m in mask.values())
-
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "masks": self.masks.state(), "steps": self.steps}
+        return {**super().state_dict(), **self.own.state(), "masks": self.masks.state(), "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
+        self.own.load(state, model)
         self.masks.load(state["masks"], lambda _: False)
         self.steps = int(state["steps"])
         self.frozen = self.other_tasks(model)

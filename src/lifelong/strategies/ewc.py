@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
-from lifelong.data.streams import Experience
-from lifelong.errors import ConfigError
-from lifelong.strategies.anchoring import AnchoredPenalty
-from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities
+from lifelong.bounds import Annotated, Ge, Interval
+from lifelong.data.streams import Batch, Experience
+from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities, Strategy, StrategyContext
 from lifelong.strategies.parts.importance import fisher_diagonal
+from lifelong.strategies.parts.penalties import Anchor
 
 
 @dataclass
-class EWC(AnchoredPenalty):
+class EWC(Strategy):
     """Online EWC (Kirkpatrick et al. 2017; the online form of Schwarz et al. 2018, "Progress &
     Compress"): the loss adds ``lam / 2 * sum_i F_i (theta_i - theta*_i)^2`` where ``theta*`` are the
     weights after the last experience and ``F`` the running Fisher, ``F <- decay * F + F_new``.
@@ -25,25 +26,37 @@ class EWC(AnchoredPenalty):
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(objectives=BOTH_OBJECTIVES, distributed=True)
 
-    penalty_scale: ClassVar[float] = 0.5
-
-    lam: float = 100.0
+    lam: Annotated[float, Ge(0)] = 100.0
     """Strength of the quadratic penalty (lambda in the paper; chosen on a validation split of the
     training data, ``benchmarks/defaults.py``)."""
-    decay: float = 1.0
+    decay: Annotated[float, Interval(ge=0, le=1)] = 1.0
     """Decay of the old Fisher (gamma in Schwarz et al.); 1 keeps it all."""
+    anchor: Anchor = field(default_factory=Anchor, init=False, repr=False)
+    """The weights ``theta*`` after the last experience and the running Fisher ``F`` (its importance)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 <= self.decay <= 1.0:
-            raise ConfigError(f"strategy.decay must lie in [0, 1], got {self.decay}")
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
+        self.anchor = Anchor()
+
+    def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        loss = self.loss(model, batch.x, batch.y, batch.task)
+        if self.anchor.is_set:
+            loss = loss + self.lam / 2 * self.anchor.penalty(model)
+        return loss
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Estimate the experience's Fisher on this rank's part (averaged over the ranks), add it to the
+        decayed running Fisher and anchor at the current weights."""
         super().after_experience(model, experience)
         mask = None if self.task_mask is None else self.task_mask[experience.task_id]
         part = experience.train.subset(self.world.portion(len(experience.train)))
-        new = self.world.average(fisher_diagonal(model, part, class_mask=mask, generator=self.generator,
-                                                 language_model=self.language_model),
-                                 weight=len(part))
-        old = self.importance
-        self.consolidate(model, {k: self.decay * old[k] + v if k in old else v for k, v in new.items()})
+        fisher = fisher_diagonal(model, part, class_mask=mask, generator=self.generator,
+                                 language_model=self.language_model)
+        self.anchor.update(model, self.world.average(fisher, weight=len(part)), decay=self.decay)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), **self.anchor.state()}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        super().load_state_dict(state, model)
+        self.anchor.load(state)

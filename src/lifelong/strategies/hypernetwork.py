@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from lifelong.bounds import Annotated, Ge
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
@@ -133,21 +134,21 @@ class Hypernetwork(Strategy):
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(task_ids=True, freeze=False, freeze_refusal=OWN_TENSORS_FREEZE)
 
-    beta: float = 0.01
+    beta: Annotated[float, Ge(0)] = 0.01
     """Weight of the output regularizer (0.01 in the paper)."""
-    embedding_dim: int = 32
+    embedding_dim: Annotated[int, Ge(1)] = 32
     """Size of each task embedding."""
     hidden: tuple[int, ...] = (100, 100)
     """Hidden widths of the hypernetwork's MLP."""
-    chunk_size: int = 2000
+    chunk_size: Annotated[int, Ge(0)] = 2000
     """Weights generated per chunk; 0 generates all of them from one output layer."""
-    chunk_embedding_dim: int = 32
+    chunk_embedding_dim: Annotated[int, Ge(1)] = 32
     """Size of each chunk's learned embedding (chunked hypernetwork only)."""
     residual: bool = True
     """Generate the change of the model's initial weights rather than the weights themselves."""
     embedding: str = "point"
     """``"point"``: one embedding per task (von Oswald et al.); ``"interval"``: a box per task (HyperInterval)."""
-    interval_radius: float = 0.1
+    interval_radius: Annotated[float, Ge(0)] = 0.1
     """Half-width ε of every coordinate of a task's embedding box (``embedding="interval"`` only)."""
     generator_net: WeightGenerator | None = field(default=None, init=False, repr=False)
     embeddings: nn.ParameterDict | None = field(default=None, init=False, repr=False)
@@ -166,21 +167,12 @@ class Hypernetwork(Strategy):
     """Each begun task's copy of the model's buffers."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.hidden = tuple(self.hidden)
-        if not self.beta >= 0:
-            raise ConfigError(f"strategy.beta must be >= 0, got {self.beta}")
-        if self.embedding_dim < 1:
-            raise ConfigError(f"strategy.embedding_dim must be >= 1, got {self.embedding_dim}")
         if any(width < 1 for width in self.hidden):
             raise ConfigError(f"strategy.hidden must be widths >= 1, got {list(self.hidden)}")
-        if self.chunk_size < 0:
-            raise ConfigError(f"strategy.chunk_size must be >= 0 (0: no chunks), got {self.chunk_size}")
-        if self.chunk_embedding_dim < 1:
-            raise ConfigError(f"strategy.chunk_embedding_dim must be >= 1, got {self.chunk_embedding_dim}")
         if self.embedding not in EMBEDDINGS:
             raise ConfigError(f"strategy.embedding must be one of {list(EMBEDDINGS)}, got {self.embedding!r}")
-        if not 0 <= self.interval_radius < math.inf:
-            raise ConfigError(f"strategy.interval_radius must be finite and >= 0, got {self.interval_radius}")
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
@@ -288,16 +280,6 @@ class Hypernetwork(Strategy):
         loss = F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
         penalty = self.regularizer() if self.beta > 0 else None
         return loss if penalty is None else loss + penalty
-
-    def extra_parameters(self) -> int:
-        """Parameters kept beyond the model: the hypernetwork (chunk embeddings included), the task
-        embeddings (``embedding_dim`` per task) and each begun task's floating-point buffers (running
-        statistics); 0 before the first experience."""
-        if self.generator_net is None or self.embeddings is None:
-            return 0
-        buffers = sum(b.numel() for kept in self.task_buffers.values() for b in kept.values() if b.is_floating_point())
-        return sum(p.numel() for p in self.generator_net.parameters()) + \
-            sum(p.numel() for p in self.embeddings.parameters()) + buffers
 
     def state_dict(self) -> dict[str, Any]:
         built = self.generator_net is not None and self.embeddings is not None

@@ -8,14 +8,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from lifelong.bounds import Annotated, Ge, Gt
 from lifelong.data.streams import Batch, Experience
-from lifelong.errors import ConfigError
-from lifelong.strategies.anchoring import AnchoredPenalty, trainable
-from lifelong.strategies.base import Capabilities, StrategyContext
+from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
+from lifelong.strategies.parts.penalties import Anchor, trainable_weights
 
 
 @dataclass
-class SI(AnchoredPenalty):
+class SI(Strategy):
     """Synaptic Intelligence (Zenke et al., ICML 2017, "Continual Learning Through Synaptic
     Intelligence"). Along training each parameter accumulates the path integral
     ``w_i = -sum_t g_i(t) * delta_theta_i(t)``, its contribution to the decrease of the loss. At the end
@@ -23,60 +23,68 @@ class SI(AnchoredPenalty):
     over the experience, and the loss adds ``lam * sum_i Omega_i (theta_i - theta*_i)^2``.
 
     The gradient of a step is read in :meth:`after_backward` and its update, made by the runner's
-    optimizer, is seen at the next :meth:`observe` (or at the end of the experience)."""
+    optimizer, is seen at the next :meth:`observe` (or at the end of the experience).
+
+    Data-parallel: the path integral is built from the averaged gradients and the weights' moves, equal
+    on every rank by construction."""
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(distributed=True)
 
-    lam: float = 1.0
+    lam: Annotated[float, Ge(0)] = 1.0
     """Strength of the penalty (c in the paper; 1 for split MNIST)."""
-    damping: float = 1e-3
+    damping: Annotated[float, Gt(0)] = 1e-3
     """Damping xi of the importance normalisation (1e-3 for split MNIST in the paper)."""
+    anchor: Anchor = field(default_factory=Anchor, init=False, repr=False)
+    """The weights ``theta*`` after the last experience and the accumulated importance ``Omega``."""
     path: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    """The path integral ``w`` of the current experience, by parameter name."""
     start: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    """The weights at the start of the current experience."""
     previous: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    """The weights when the last gradient was read (before the optimizer's step)."""
     gradient: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.damping <= 0:
-            raise ConfigError(f"strategy.damping must be > 0, got {self.damping}")
+    """The last step's gradient, until its update is seen."""
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
-        self.path, self.start, self.previous, self.gradient = {}, {}, {}, {}
+        self.anchor, self.path, self.start, self.previous, self.gradient = Anchor(), {}, {}, {}, {}
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
-        self.start = trainable(model)
+        self.start = trainable_weights(model)
         self.path = {k: torch.zeros_like(v) for k, v in self.start.items()}
         self.previous, self.gradient = {}, {}
 
     def accumulate(self, model: nn.Module) -> None:
         """Add ``-g * delta_theta`` of the last optimizer step to the path integral."""
-        current = trainable(model)
+        current = trainable_weights(model)
         for k, g in self.gradient.items():
             self.path[k] -= g * (current[k] - self.previous[k])
         self.previous, self.gradient = current, {}
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         self.accumulate(model)
-        return super().observe(model, batch)
+        loss = self.loss(model, batch.x, batch.y, batch.task)
+        if self.anchor.is_set:
+            loss = loss + self.lam * self.anchor.penalty(model)
+        return loss
 
     def after_backward(self, model: nn.Module) -> None:
         self.gradient = {k: v.grad.detach().clone() for k, v in model.named_parameters()
                          if v.requires_grad and v.grad is not None}
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        """Normalise the path integral by the squared total moves, add it to ``Omega`` and anchor."""
         super().after_experience(model, experience)
         self.accumulate(model)
-        end, old = self.previous, self.importance
-        new = {k: w / ((end[k] - self.start[k]) ** 2 + self.damping) for k, w in self.path.items()}
-        self.consolidate(model, {k: old[k] + v if k in old else v for k, v in new.items()})
+        end = self.previous
+        self.anchor.update(model, {k: w / ((end[k] - self.start[k]) ** 2 + self.damping) for k, w in self.path.items()})
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "path": self.path, "start": self.start, "previous": self.previous,
-                "gradient": self.gradient}
+        return {**super().state_dict(), **self.anchor.state(), "path": self.path, "start": self.start,
+                "previous": self.previous, "gradient": self.gradient}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
+        self.anchor.load(state)
         for name in ("path", "start", "previous", "gradient"):
             setattr(self, name, dict(state[name]))

@@ -1,11 +1,71 @@
-"""The quadratic penalty of the weight-anchoring methods (EWC, SI, MAS, L2): the importance-weighted squared
-distance of the weights to an anchor, on flat vectors."""
+"""What the weight-anchoring methods (EWC, SI, MAS, L2) hold: an :class:`Anchor`, the weights ``theta*`` of the
+end of the last experience with an importance ``Omega`` per weight, and the :class:`QuadraticPenalty`
+``sum_i Omega_i (theta_i - theta*_i)^2`` they make, on flat vectors. The methods differ only in how ``Omega``
+is estimated and in the factor in front of the penalty (Smith et al. 2023, "A Closer Look at Rehearsal-Free
+Continual Learning", compare them on that footing).
+
+Data-parallel: the anchor is the weights, equal on every rank; an importance estimated from data is
+estimated on each rank's part and averaged over the ranks by the method, and one built from the (averaged)
+gradients and the weights' moves (SI) is equal on every rank by construction."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+from torch import nn
+
+
+def trainable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of the model's trainable parameters, by name."""
+    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+class Anchor:
+    """The anchor weights ``theta*`` and their importance ``Omega`` (empty before the first :meth:`update`),
+    with the penalty they make. ``Omega`` stays empty for a plain L2 penalty (every weight counts one)."""
+
+    def __init__(self) -> None:
+        self.quadratic: QuadraticPenalty | None = None
+
+    @property
+    def is_set(self) -> bool:
+        """Whether an experience has ended and its weights are the anchor."""
+        return self.quadratic is not None
+
+    @property
+    def weights(self) -> dict[str, torch.Tensor]:
+        """``theta*`` by parameter name (views of the penalty's flat vector)."""
+        return self.quadratic.anchor if self.quadratic else {}
+
+    @property
+    def importance(self) -> dict[str, torch.Tensor]:
+        """``Omega`` by parameter name; empty when every weight counts one."""
+        return self.quadratic.importance if self.quadratic else {}
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        """``sum_i Omega_i (theta_i - theta*_i)^2`` of the model's current weights (a scalar with a graph);
+        only once the anchor :attr:`is_set`."""
+        assert self.quadratic is not None, "no experience has ended: there is no anchor yet"
+        return self.quadratic(model)
+
+    def update(self, model: nn.Module, importance: dict[str, torch.Tensor], decay: float = 1.0) -> None:
+        """Anchor at the model's current trainable weights and accumulate ``importance``, the estimate of
+        the experience just ended: ``Omega <- decay * Omega + importance`` (``importance`` alone for a
+        parameter without an old ``Omega``)."""
+        old = self.importance
+        self._set(trainable_weights(model), {k: decay * old[k] + v if k in old else v for k, v in importance.items()})
+
+    def _set(self, weights: dict[str, torch.Tensor], importance: dict[str, torch.Tensor]) -> None:
+        self.quadratic = QuadraticPenalty(weights, importance or None) if weights else None
+
+    def state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The anchor and the importance by name, as :meth:`load` takes them."""
+        return {"anchor": self.weights, "importance": self.importance}
+
+    def load(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Restore :meth:`state` (a strategy's state dict holding its keys)."""
+        self._set(dict(state["anchor"]), dict(state["importance"]))
 
 
 class QuadraticPenalty:

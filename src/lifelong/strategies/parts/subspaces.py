@@ -1,4 +1,6 @@
-"""Input subspaces of a network's layers, the machinery of the gradient-projection methods (GPM, CUBER).
+"""Input subspaces of a network's layers, the machinery of the gradient-projection methods (GPM, CUBER): the
+part they hold, :class:`LayerSubspaces` (each layer's basis, grown after every experience, and the projection
+of gradients off bases), and the linear algebra under it.
 
 A linear layer ``y = W x + b`` maps an input ``x`` the same way after an update ``dW, db`` exactly when
 ``[dW db] [x; 1] = 0``. So if every update of a layer is orthogonal to the span of the inputs ``[x; 1]``
@@ -14,12 +16,14 @@ the number of samples (or of patches)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.data.streams import Batch, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.modes import eval_mode
 
@@ -149,3 +153,81 @@ def column_energies(basis: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
     representation energy each basis direction carries."""
     basis = basis.to(gram)
     return ((gram @ basis) * basis).sum(dim=0)
+
+
+def representation_sample(model: nn.Module, data: TensorSet, samples: int, generator: torch.Generator) -> Batch:
+    """``samples`` samples of ``data`` drawn with ``generator``, on the model's device: the experience's
+    representation (125 training samples in Saha et al.)."""
+    chosen = torch.randperm(len(data), generator=generator)[:samples]
+    batch = data.subset(chosen).batch()
+    device = next(model.parameters()).device
+    return Batch(batch.x.to(device), batch.y.to(device), batch.task.to(device))
+
+
+class LayerSubspaces:
+    """Each projected layer's input basis (d, K) by module name, grown after every experience by GPM's rule
+    (:func:`grow_basis`) at ``threshold``, raised by ``threshold_increment`` per experience already in the
+    bases (capped at 1); and the projection of every step's gradient off given bases (the bases themselves
+    for GPM, what CUBER still protects of them).
+
+    ``task_ids``: the stream gives task ids. The head's rows of classes no finished experience trained then
+    stay free (the paper's separate heads, which it never projects): they never reach those tasks' logits."""
+
+    def __init__(self, threshold: float, threshold_increment: float, task_ids: bool) -> None:
+        self.threshold, self.threshold_increment, self.task_ids = threshold, threshold_increment, task_ids
+        self.bases: dict[str, torch.Tensor] = {}
+        self.consolidated = 0
+        """Experiences whose representations are in the bases."""
+        self.rows: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
+        """The head rows of a list of trained classes on a device, made once (an index made from a list
+        at every step would make a GPU wait for the host)."""
+
+    def grow(self, model: nn.Module, forward: Callable[[], object]) -> tuple[dict[str, torch.Tensor], float]:
+        """Grow every layer's basis with the inputs ``forward()`` feeds it (the model run on the
+        experience's representation); returns their Gram matrices (d, d) by layer and the threshold used."""
+        grams = input_grams(model, projected_layers(model), forward)
+        threshold = min(self.threshold + self.threshold_increment * self.consolidated, 1.0)
+        for name, gram in grams.items():
+            self.bases[name] = grow_basis(self.bases.get(name), gram, threshold)
+        self.consolidated += 1
+        return grams, threshold
+
+    def project(self, model: nn.Module, bases: dict[str, torch.Tensor], trained_classes: Sequence[int]) -> None:
+        """Project each layer's gradient off its basis in ``bases`` (d, K) and zero the gradient of every
+        other parameter (normalisation scales and shifts are frozen after the first experience, as the
+        official code does with its batch-norm parameters); nothing before the first experience ends.
+        ``trained_classes``: the classes finished experiences trained (their head rows, with task ids)."""
+        if not self.bases:
+            return
+        handled: set[int] = set()
+        for name, layer in projected_layers(model).items():
+            if name not in self.bases:
+                continue
+            handled.update(id(p) for p in (layer.weight, layer.bias) if p is not None)
+            if layer.weight.grad is None:
+                continue
+            gradient = gradient_matrix(layer, layer.weight.grad, None if layer.bias is None else layer.bias.grad)
+            basis = bases[name].to(gradient)
+            if self.task_ids and name == "head":
+                rows = self.head_rows(trained_classes, gradient.device)
+                gradient[rows] = project_out(gradient[rows], basis)
+            else:
+                gradient = project_out(gradient, basis)
+            write_gradient(layer, gradient)
+        for p in model.parameters():
+            if p.grad is not None and id(p) not in handled:
+                p.grad.zero_()
+
+    def head_rows(self, classes: Sequence[int], device: torch.device) -> torch.Tensor:
+        key = (tuple(classes), device)
+        if key not in self.rows:
+            self.rows[key] = torch.tensor(list(classes), dtype=torch.long).to(device)
+        return self.rows[key]
+
+    def state(self) -> dict[str, Any]:
+        """The bases and the count of experiences in them, as :meth:`load` takes them."""
+        return {"bases": dict(self.bases), "consolidated": self.consolidated}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` (a strategy's state dict holding its keys)."""
+        self.bases, self.consolidated = dict(state["bases"]), int(state["consolidated"])

@@ -13,7 +13,7 @@ from lifelong import OptimConfig, class_incremental, mlp, task_incremental, trai
 from lifelong.errors import ConfigError
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StrategyContext
-from lifelong.strategies.task_params import TaskTensors, by_task
+from lifelong.strategies.parts.task_tables import TaskTensors, by_task
 from tests.strategies.test_strategy_state import same
 
 SETTINGS = {"dst": {"update_every": 3}, "clr": {}, "bn_only": {}}
@@ -39,7 +39,7 @@ def test_state_survives_torch_save_and_weights_only_load(name, small_data) -> No
     restored.setup(StrategyContext(stream, 1))
     restored.load_state_dict(torch.load(file, weights_only=True), copy.deepcopy(model))
     assert same(restored.state_dict(), strategy.state_dict())
-    assert restored.extra_parameters() == strategy.extra_parameters() > 0
+    assert restored.memory_bytes() == strategy.memory_bytes() > 0
     model.eval()
     mixed = torch.cat([stream[t].test.x[:5] for t in range(3)]), torch.arange(3).repeat_interleave(5)
     assert torch.equal(restored.predict(model, *mixed), strategy.predict(model, *mixed))
