@@ -138,3 +138,16 @@ def test_fixing_an_unknown_or_every_parameter_is_refused(tmp_path, fixed, messag
     settings = ProtocolSettings(study="bad", trials=1, overrides=[*SMALL, "strategy.name=ewc"], fixed=fixed)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         run_protocol(settings, ResultsStore(tmp_path / "runs.db"))
+
+
+def test_seeds_whose_loss_diverges_are_recorded_when_tolerated_and_raise_otherwise(tmp_path) -> None:
+    from lifelong.protocol.seeds import run_seeds
+
+    config = load_config(None, [*SMALL, "optim.lr=5e6", "optim.momentum=0", "run.progress=false",
+                                "run.checkpoint=false"])
+    store = ResultsStore(tmp_path / "runs.db")
+    result = run_seeds(config, [0, 1], store=store, tolerate_divergence=True)
+    assert sorted(result.diverged) == [0, 1] and result.runs == [] and result.summary == {}
+    assert "the loss became" in result.diverged[0]
+    with pytest.raises(TrainingError):
+        run_seeds(config, [0], store=store)

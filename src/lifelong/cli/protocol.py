@@ -70,6 +70,9 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     console.print(f"tuning: {len(result.tuning_run_ids)} trials completed (runs "
                   f"{', '.join(map(str, result.tuning_run_ids))}), {result.diverged} diverged; "
                   f"best {settings.objective} on validation {result.best_value:.3f} with {best}")
+    if result.diverged_evaluation:
+        console.print(f"evaluation: the loss diverged with seeds {', '.join(map(str, result.diverged_evaluation))} "
+                      f"(left out of the summary): {next(iter(result.diverged_evaluation.values()))}")
     console.print(summary_table(result.evaluation, "evaluation stream, best hyperparameters fixed"))
     console.print(f"evaluation runs {', '.join(map(str, result.evaluation_run_ids))}; "
                   f"protocol group {result.group_id} in {db}")

@@ -71,6 +71,9 @@ class ProtocolResult:
     diverged: int
     evaluation_run_ids: list[int]
     evaluation: dict[str, Aggregate]
+    diverged_evaluation: dict[int, str] = field(default_factory=dict)
+    """Evaluation seeds whose loss diverged with the best hyperparameters (left out of ``evaluation``): a
+    setting at the edge of stability on another stream is an answer of the protocol, not a crash of it."""
 
 
 def validation_split(dataset: Dataset, fraction: float, seed: int) -> Dataset:
@@ -174,7 +177,7 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
     evaluation_config = load_config(settings.config, [*settings.overrides, *settings.eval_overrides,
                                                       *_assignments(best.params)])
     evaluation = run_seeds(evaluation_config, settings.eval_seeds, store=store, group_id=group_id, role="evaluation",
-                           reuse=True)
+                           reuse=True, tolerate_divergence=True)
     tuning_run_ids = [int(t.user_attrs["run_id"]) for t in study.get_trials(
         deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     evaluation_run_ids = [int(r.run_id) for r in evaluation.runs if r.run_id is not None]
@@ -184,7 +187,7 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
         "best_params": best.params, "best_value": best.value, "best_trial": best.number,
         "best_tuning_run": best.user_attrs["run_id"], "objective": settings.objective,
         "tuning_runs": tuning_run_ids, "evaluation_runs": evaluation_run_ids,
-        "diverged_trials": diverged,
+        "diverged_trials": diverged, "diverged_evaluation_seeds": evaluation.diverged,
         "evaluation": {name: value.as_dict() for name, value in evaluation.summary.items()}})
     return ProtocolResult(group_id, dict(best.params), float(best.value), tuning_run_ids, len(diverged),
-                          evaluation_run_ids, evaluation.summary)
+                          evaluation_run_ids, evaluation.summary, evaluation.diverged)
