@@ -1,4 +1,4 @@
-"""LoRA, adapters and LAE on a frozen backbone (lifelong.strategies.pet, lora, adapter, lae)."""
+"""LoRA, adapters and LAE on a frozen backbone (lifelong.strategies.parts.tuning, sequential_tuning, lae)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from lifelong.errors import ConfigError
 from lifelong.models import MODELS
 from lifelong.strategies import LAE, Adapter, LoRA
 from lifelong.strategies.base import StrategyContext
-from lifelong.strategies.pet import Tuning, inject, substituted, tuning_parameters
+from lifelong.strategies.parts.tuning import Tuning, inject, substituted, tuning_parameters
 from tests.runner.test_checkpoint_resume import resumed_and_reference
 
 
@@ -126,7 +126,7 @@ def test_lae_offline_modules_follow_the_online_ones_by_ema_after_each_step(small
     assert strategy.plan(stream.experiences, 0).lr_scales == (1.0, 1.0)
     assert strategy.plan(stream.experiences, 1).lr_scales == (0.25, 1.0)
     strategy.before_experience(model, stream[0])
-    up = strategy.tuned["backbone.1.tuning.up"]  # (4, 1)
+    up = strategy.tuning.parameters["backbone.1.tuning.up"]  # (4, 1)
     with torch.no_grad():
         up.fill_(2.0)
     strategy.after_experience(model, stream[0])
@@ -162,8 +162,8 @@ def test_lae_ensemble_takes_the_more_confident_expert_per_class(small_data) -> N
     strategy.remember_classes(stream[1])
     x, task = stream[1].test.x, stream[1].test.task
     online = strategy.probabilities(model, x, task)
-    strategy.offline = {name: torch.randn_like(p) for name, p in strategy.tuned.items()}
-    with substituted(strategy.tuned, strategy.offline):
+    strategy.offline = {name: torch.randn_like(p) for name, p in strategy.tuning.parameters.items()}
+    with substituted(strategy.tuning.parameters, strategy.offline):
         offline = strategy.probabilities(model, x, task)
     assert torch.equal(strategy.probabilities(model, x, task), online)  # the online modules are back
     assert not torch.equal(offline, online)
