@@ -9,12 +9,18 @@ import torch
 from torch import nn
 
 from lifelong import OptimConfig, class_incremental, mlp, train
+from lifelong.config import Component, build, parameters
 from lifelong.data import Batch
 from lifelong.errors import ConfigError
 from lifelong.models import MODELS
-from lifelong.strategies import LAE, Adapter, LoRA
-from lifelong.strategies.base import StrategyContext
-from lifelong.strategies.parts.tuning import Tuning, inject, substituted, tuning_parameters
+from lifelong.strategies import LAE, STRATEGIES, Adapter, LoRA
+from lifelong.strategies.base import Strategy, StrategyContext
+from lifelong.strategies.parts.tuning import (
+    Tuning,
+    inject,
+    substituted,
+    tuning_parameters,
+)
 from tests.runner.test_checkpoint_resume import resumed_and_reference
 
 
@@ -196,3 +202,26 @@ def test_a_model_tuned_otherwise_is_refused() -> None:
     inject(model, "adapter", rank=2, alpha=2.0, targets=("*",), seed=1)  # the same kind: kept as it is
     with pytest.raises(ConfigError, match="already carries a rank-2 adapter module"):
         inject(model, "lora", rank=2, alpha=2.0, targets=("*",), seed=0)
+
+
+def test_lora_and_adapter_are_one_definition_registered_twice(small_data) -> None:
+    assert LoRA.__bases__ == Adapter.__bases__ == LAE.__bases__ == (Strategy,)
+    assert STRATEGIES["lora"] is LoRA and STRATEGIES["adapter"] is Adapter
+    assert all(getattr(LoRA, hook).__code__ is getattr(Adapter, hook).__code__
+               for hook in ("setup", "before_experience", "parameter_groups", "observe", "state_dict"))
+    lora, adapter = parameters(LoRA), parameters(Adapter)
+    assert {k: p.default for k, p in lora.items() if k != "module"} == \
+        {k: p.default for k, p in adapter.items() if k != "module"}
+    assert (lora["module"].default, adapter["module"].default) == ("lora", "adapter")
+    built = build("strategy", STRATEGIES, Component(name="adapter", rank=2))
+    assert (type(built).__name__, built.module, built.rank) == ("Adapter", "adapter", 2)
+    assert repr(LoRA(rank=2)) == "LoRA(rank=2, alpha=4.0, targets=('*',), module='lora')"
+    # the module alone makes the difference: a LoRA given adapters trains exactly the adapter's tensors
+    stream = class_incremental(small_data, 2)
+    sizes = []
+    for strategy in (LoRA(rank=2, module="adapter"), Adapter(rank=2)):
+        model = mlp(stream.input_shape, stream.n_classes, hidden=(16, 16), seed=0)
+        strategy.setup(StrategyContext(stream, 0))
+        strategy.before_experience(model, stream[0])
+        sizes.append(sum(p.numel() for p in strategy.parameter_groups(model)[0]["params"]))
+    assert sizes == [128, 128]  # down (2, 16) + up (16, 2) per layer
