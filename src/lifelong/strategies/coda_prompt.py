@@ -82,7 +82,6 @@ class CODAPrompt(Strategy):
     orthogonality: Annotated[float, Ge(0)] = 0.0
     """Weight of the orthogonality penalty (the reference code's ``ortho_mu``, 0 in its CIFAR and
     ImageNet-R configurations, which rely on the orthogonal initialisation)."""
-
     prompts: PromptPool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
