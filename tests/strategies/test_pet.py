@@ -1,4 +1,4 @@
-"""LoRA, adapters and LAE on a frozen backbone (lifelong.strategies.pet, lora, adapter, lae)."""
+"""LoRA, adapters and LAE on a frozen backbone (lifelong.strategies.parts.tuning, sequential_tuning, lae)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ import torch
 from torch import nn
 
 from lifelong import OptimConfig, class_incremental, mlp, train
+from lifelong.config import Component, build, parameters
 from lifelong.data import Batch
 from lifelong.errors import ConfigError
 from lifelong.models import MODELS
-from lifelong.strategies import LAE, Adapter, LoRA
-from lifelong.strategies.base import StrategyContext
-from lifelong.strategies.pet import Tuning, inject, substituted, tuning_parameters
+from lifelong.strategies import LAE, STRATEGIES, Adapter, LoRA
+from lifelong.strategies.base import Strategy, StrategyContext
+from lifelong.strategies.parts.tuning import (
+    Tuning,
+    inject,
+    substituted,
+    tuning_parameters,
+)
 from tests.runner.test_checkpoint_resume import resumed_and_reference
 
 
@@ -126,7 +132,7 @@ def test_lae_offline_modules_follow_the_online_ones_by_ema_after_each_step(small
     assert strategy.plan(stream.experiences, 0).lr_scales == (1.0, 1.0)
     assert strategy.plan(stream.experiences, 1).lr_scales == (0.25, 1.0)
     strategy.before_experience(model, stream[0])
-    up = strategy.tuned["backbone.1.tuning.up"]  # (4, 1)
+    up = strategy.tuning.parameters["backbone.1.tuning.up"]  # (4, 1)
     with torch.no_grad():
         up.fill_(2.0)
     strategy.after_experience(model, stream[0])
@@ -162,8 +168,8 @@ def test_lae_ensemble_takes_the_more_confident_expert_per_class(small_data) -> N
     strategy.remember_classes(stream[1])
     x, task = stream[1].test.x, stream[1].test.task
     online = strategy.probabilities(model, x, task)
-    strategy.offline = {name: torch.randn_like(p) for name, p in strategy.tuned.items()}
-    with substituted(strategy.tuned, strategy.offline):
+    strategy.offline = {name: torch.randn_like(p) for name, p in strategy.tuning.parameters.items()}
+    with substituted(strategy.tuning.parameters, strategy.offline):
         offline = strategy.probabilities(model, x, task)
     assert torch.equal(strategy.probabilities(model, x, task), online)  # the online modules are back
     assert not torch.equal(offline, online)
@@ -196,3 +202,26 @@ def test_a_model_tuned_otherwise_is_refused() -> None:
     inject(model, "adapter", rank=2, alpha=2.0, targets=("*",), seed=1)  # the same kind: kept as it is
     with pytest.raises(ConfigError, match="already carries a rank-2 adapter module"):
         inject(model, "lora", rank=2, alpha=2.0, targets=("*",), seed=0)
+
+
+def test_lora_and_adapter_are_one_definition_registered_twice(small_data) -> None:
+    assert LoRA.__bases__ == Adapter.__bases__ == LAE.__bases__ == (Strategy,)
+    assert STRATEGIES["lora"] is LoRA and STRATEGIES["adapter"] is Adapter
+    assert all(getattr(LoRA, hook).__code__ is getattr(Adapter, hook).__code__
+               for hook in ("setup", "before_experience", "parameter_groups", "observe", "state_dict"))
+    lora, adapter = parameters(LoRA), parameters(Adapter)
+    assert {k: p.default for k, p in lora.items() if k != "module"} == \
+        {k: p.default for k, p in adapter.items() if k != "module"}
+    assert (lora["module"].default, adapter["module"].default) == ("lora", "adapter")
+    built = build("strategy", STRATEGIES, Component(name="adapter", rank=2))
+    assert (type(built).__name__, built.module, built.rank) == ("Adapter", "adapter", 2)
+    assert repr(LoRA(rank=2)) == "LoRA(rank=2, alpha=4.0, targets=('*',), module='lora')"
+    # the module alone makes the difference: a LoRA given adapters trains exactly the adapter's tensors
+    stream = class_incremental(small_data, 2)
+    sizes = []
+    for strategy in (LoRA(rank=2, module="adapter"), Adapter(rank=2)):
+        model = mlp(stream.input_shape, stream.n_classes, hidden=(16, 16), seed=0)
+        strategy.setup(StrategyContext(stream, 0))
+        strategy.before_experience(model, stream[0])
+        sizes.append(sum(p.numel() for p in strategy.parameter_groups(model)[0]["params"]))
+    assert sizes == [128, 128]  # down (2, 16) + up (16, 2) per layer

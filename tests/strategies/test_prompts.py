@@ -16,16 +16,9 @@ from lifelong.errors import ConfigError, MissingFileError
 from lifelong.models import vit
 from lifelong.runner.observers import Observer
 from lifelong.strategies import L2P, STRATEGIES, CODAPrompt, DualPrompt, Naive
-from lifelong.strategies.base import StrategyContext
-from lifelong.strategies.coda_prompt import attention_weights
-from lifelong.strategies.prompts import (
-    cosine,
-    orthogonal_rows,
-    orthogonality_penalty,
-    pull_loss,
-    query,
-    select_prompts,
-)
+from lifelong.strategies.base import Strategy, StrategyContext
+from lifelong.strategies.coda_prompt import attention_weights, orthogonal_rows, orthogonality_penalty
+from lifelong.strategies.parts.prompts import cosine, pull_loss, query, select_prompts
 from tests.runner.test_checkpoint_resume import (
     KILL_AT_STEP,
     SETTINGS,
@@ -85,17 +78,29 @@ def test_dualprompt_chooses_the_expert_prompt_whose_key_matches_at_test(small_da
     stream = images(small_data)
     model, strategy = tiny_vit(), DualPrompt(**TINY["dualprompt"])
     strategy.setup(StrategyContext(stream, 0))
-    _, _, prompts = strategy.vit(model)
+    strategy.prompts.vit(model)
+    prompts = strategy.prompts
     x = stream[0].test.x[:3]
     queries = query(model.backbone, x)  # (3, 8)
     with torch.no_grad():  # task 0's key is the third sample's query, task 1's the first's, task 2's the second's
         for task, sample in enumerate([2, 0, 1]):
             prompts[f"e_key_{task}"].copy_(queries[sample])
-    strategy.finished = 3
+    prompts.finished = 3
     assert strategy.choose(queries).tolist() == [1, 2, 0]
-    strategy.finished = 2  # only the trained tasks compete: the second sample's own key (task 2) is out
+    prompts.finished = 2  # only the trained tasks compete: the second sample's own key (task 2) is out
     closer = int(cosine(queries[1:2], queries[0:1]) > cosine(queries[1:2], queries[2:3]))  # task 1 if q0 nearer
     assert strategy.choose(queries).tolist() == [1, closer, 0]
+
+
+def test_prompt_methods_hold_a_pool_and_subclass_strategy_alone(small_data) -> None:
+    stream = images(small_data)
+    for name in sorted(TINY):
+        strategy = STRATEGIES[name](**TINY[name])
+        assert type(strategy).__bases__ == (Strategy,)
+        strategy.setup(StrategyContext(stream, 0))
+        assert (strategy.prompts.n_tasks, strategy.prompts.task(), strategy.prompts.active_tasks()) == (3, 0, 1)
+        strategy.prompts.finished = 3  # after the last experience: every task's prompts, the last one's trained last
+        assert (strategy.prompts.task(), strategy.prompts.active_tasks()) == (2, 3)
 
 
 def test_backbone_path_loads_the_pretrained_backbone_then_keeps_it(small_data, tmp_path) -> None:

@@ -4,8 +4,8 @@ from torch import nn
 
 from lifelong.data import TensorSet, class_incremental, task_incremental
 from lifelong.errors import ConfigError, MissingFileError
-from lifelong.strategies import NCM, SLCA, FeTrIL
-from lifelong.strategies.base import StrategyContext
+from lifelong.strategies import NCM, SLCA, FeTrIL, RanPAC
+from lifelong.strategies.base import Strategy, StrategyContext
 from lifelong.strategies.fetril import translate
 
 
@@ -104,3 +104,12 @@ def test_bad_prototype_settings_name_the_field() -> None:
         SLCA(backbone_lr_scale=2.0)
     with pytest.raises(ConfigError, match="strategy.samples_per_class"):
         SLCA(samples_per_class=0)
+
+
+@pytest.mark.parametrize("cls", [NCM, FeTrIL, RanPAC])
+def test_frozen_feature_methods_hold_their_adaptation_and_refuse_model_freeze_only_while_adapting(cls) -> None:
+    assert cls.__bases__ == (Strategy,)
+    assert cls(adapt_experiences=0).capabilities == cls.CAPABILITIES  # nothing to adapt: the freeze applies
+    adapting = cls(adapt_experiences=3).capabilities
+    assert not adapting.freeze and "strategy.adapt_experiences=3" in adapting.freeze_refusal
+    assert adapting.with_(freeze=True, freeze_refusal="") == cls.CAPABILITIES  # nothing else changes

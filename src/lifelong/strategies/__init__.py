@@ -4,7 +4,6 @@ Adding a method: one file with a :class:`Strategy` subclass (a dataclass whose f
 hyperparameters), one line in :data:`STRATEGIES`, one test file.
 """
 
-from lifelong.strategies.adapter import Adapter
 from lifelong.strategies.agem import AGEM
 from lifelong.strategies.base import Strategy
 from lifelong.strategies.bn_only import BNOnly
@@ -28,13 +27,13 @@ from lifelong.strategies.joint import Joint
 from lifelong.strategies.l2 import L2
 from lifelong.strategies.l2p import L2P
 from lifelong.strategies.lae import LAE
-from lifelong.strategies.lora import LoRA
 from lifelong.strategies.lwf import LwF
 from lifelong.strategies.mas import MAS
 from lifelong.strategies.naive import Naive
 from lifelong.strategies.ncm import NCM
 from lifelong.strategies.ranpac import RanPAC
 from lifelong.strategies.replay import ReplayMixture
+from lifelong.strategies.sequential_tuning import Adapter, LoRA
 from lifelong.strategies.si import SI
 from lifelong.strategies.slca import SLCA
 from lifelong.strategies.uer import UER

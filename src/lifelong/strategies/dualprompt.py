@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
+from lifelong.bounds import Annotated, Ge
+from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.models.vit import VisionTransformer
-from lifelong.strategies.base import OWN_TENSORS, Capabilities
-from lifelong.strategies.prompts import (
-    PromptStrategy,
+from lifelong.strategies.base import OWN_TENSORS, Capabilities, ExperiencePlan, Strategy, StrategyContext
+from lifelong.strategies.parts.backbones import check_backbone_path
+from lifelong.strategies.parts.features import restrict_to_classes
+from lifelong.strategies.parts.prompts import (
+    PromptPool,
     check_layers,
-    check_positive,
     cosine,
     prefixes,
     pull_loss,
@@ -23,7 +28,7 @@ from lifelong.strategies.prompts import (
 
 
 @dataclass
-class DualPrompt(PromptStrategy):
+class DualPrompt(Strategy):
     """DualPrompt (Wang et al., ECCV 2022, "DualPrompt: Complementary Prompting for Rehearsal-free
     Continual Learning").
 
@@ -35,7 +40,7 @@ class DualPrompt(PromptStrategy):
     to its query. The head reads the class token. Only the G-prompt, the current E-prompt and key, and the
     head train.
 
-    Departures: see :mod:`lifelong.strategies.prompts`; the layers default to the first blocks of the
+    Departures: see :mod:`lifelong.strategies.parts.prompts`; the layers default to the first blocks of the
     small ViT (the paper: G at blocks 0-1, E at 2-4 of 12); the E-prompt pool holds one prompt per
     experience of the stream, and at test only the keys of the tasks trained so far compete (the
     reference also lets untrained keys be chosen).
@@ -43,56 +48,60 @@ class DualPrompt(PromptStrategy):
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(averaging=frozenset(), averaging_refusal=OWN_TENSORS)
 
-    method: ClassVar[str] = "dualprompt"
-
+    backbone_path: str = ""
+    """A ``torch.save``'d backbone (module or state dict) loaded before the first experience; empty:
+    the model's own weights (e.g. from ``model.weights``)."""
     g_layers: tuple[int, ...] = (0, 1)
     """Blocks given the G-prompt (0-1 in the paper)."""
     e_layers: tuple[int, ...] = (2, 3)
     """Blocks given the E-prompt (2-4 of 12 in the paper)."""
-    g_length: int = 5
+    g_length: Annotated[int, Ge(1)] = 5
     """Tokens of the G-prompt's key and of its value prefix (5 in the reference code)."""
-    e_length: int = 5
+    e_length: Annotated[int, Ge(1)] = 5
     """Tokens of each E-prompt's key and of its value prefix (5 in the reference code)."""
-    pull_weight: float = 1.0
+    pull_weight: Annotated[float, Ge(0)] = 1.0
     """Weight of the key-query matching loss (1 in the reference code)."""
+    prompts: PromptPool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive(g_length=self.g_length, e_length=self.e_length)
-        if self.pull_weight < 0:
-            raise ConfigError(f"strategy.pull_weight must be >= 0, got {self.pull_weight}")
+        check_backbone_path(self.backbone_path)
         if set(self.g_layers) & set(self.e_layers):
             raise ConfigError(f"strategy.g_layers {list(self.g_layers)} and strategy.e_layers "
                               f"{list(self.e_layers)} must not share a block")
+
+    def setup(self, context: StrategyContext) -> None:
+        super().setup(context)
+        self.prompts = PromptPool("dualprompt", self.backbone_path, len(context.stream.experiences), self.create,
+                                  self.trainable, self.features)
 
     def create(self, vit: VisionTransformer) -> dict[str, torch.Tensor]:
         check_layers("g_layers", self.g_layers, vit.depth)
         check_layers("e_layers", self.e_layers, vit.depth)
         tensors = {"g_prompt": uniform(self.generator, len(self.g_layers), 2, self.g_length, vit.dim)}
-        for task in range(self.n_tasks):
+        for task in range(self.prompts.n_tasks):
             tensors[f"e_prompt_{task}"] = uniform(self.generator, len(self.e_layers), 2, self.e_length, vit.dim)
             tensors[f"e_key_{task}"] = uniform(self.generator, vit.dim)
         return tensors
 
-    def trainable(self) -> list[str]:
-        return ["g_prompt", f"e_prompt_{self.task()}", f"e_key_{self.task()}"]
+    def trainable(self, task: int) -> list[str]:
+        return ["g_prompt", f"e_prompt_{task}", f"e_key_{task}"]
 
     def keys(self) -> torch.Tensor:
         """The keys (T, D) of the tasks in use."""
-        assert self.prompts is not None
-        return torch.stack([self.prompts[f"e_key_{task}"] for task in range(self.active_tasks())])
+        return torch.stack([self.prompts[f"e_key_{task}"] for task in range(self.prompts.active_tasks())])
 
     def choose(self, queries: torch.Tensor) -> torch.Tensor:
         """The task (B,) whose key is most cosine-similar to each query (B, D)."""
         return cosine(queries, self.keys()).argmax(dim=1)
 
     def features(self, vit: VisionTransformer, x: torch.Tensor, task: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self.prompts is not None
         queries = query(vit, x)  # (B, D)
         batch = len(x)
         if task is None:
             chosen = self.choose(queries)  # (B,)
-            e_prompts = torch.stack([self.prompts[f"e_prompt_{t}"] for t in range(self.active_tasks())])[chosen]
+            e_prompts = torch.stack([self.prompts[f"e_prompt_{t}"]
+                                     for t in range(self.prompts.active_tasks())])[chosen]
             extra = queries.new_zeros(())
         else:
             e_prompts = self.prompts[f"e_prompt_{task}"].expand(batch, -1, -1, -1, -1)
@@ -100,3 +109,35 @@ class DualPrompt(PromptStrategy):
         g_prompt = self.prompts["g_prompt"].expand(batch, -1, -1, -1, -1)  # (B, layers, 2, L_g, D)
         layers = {**prefixes(g_prompt, self.g_layers), **prefixes(e_prompts, self.e_layers)}
         return vit(x, prefixes=layers), extra
+
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        return self.prompts.plan(experiences, index)
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        self.prompts.before_experience(model, experience)
+
+    def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        return self.prompts.parameter_groups(model)
+
+    def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return self.prompts.loss(model, batch, self.mask_logits)
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        super().after_experience(model, experience)
+        self.prompts.after_experience()
+
+    def logits(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        return self.prompts.logits(model, x, task, self.mask_logits)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """The prompted prediction among the classes seen (all classes before any training)."""
+        return restrict_to_classes(self.logits(model, x, task), self.seen_classes).argmax(dim=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), **self.prompts.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        self.prompts.vit(model)  # the prompts are drawn before the generator's state is restored
+        super().load_state_dict(state, model)
+        self.prompts.load_state_dict(state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -9,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.bounds import Annotated, Ge, Interval
 from lifelong.data.loader import derive_seed
-from lifelong.data.streams import TensorSet
-from lifelong.errors import ConfigError
+from lifelong.data.streams import Batch, Experience, TensorSet
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import FEATURE_STATISTICS, Capabilities, StrategyContext
-from lifelong.strategies.frozen import FrozenBackbone
+from lifelong.strategies.base import FEATURE_STATISTICS, Capabilities, ExperiencePlan, Strategy, StrategyContext
+from lifelong.strategies.parts.adaptation import FirstSessionAdaptation, adaptation_capabilities
+from lifelong.strategies.parts.backbones import check_backbone_path
 from lifelong.strategies.parts.features import extract_features, restrict_to_classes
 
 RIDGES = tuple(10.0**power for power in range(-8, 14))
@@ -37,7 +39,7 @@ def held_out_errors(fit: torch.Tensor, fit_targets: torch.Tensor, check: torch.T
 
 
 @dataclass
-class RanPAC(FrozenBackbone):
+class RanPAC(Strategy):
     """RanPAC (McDonnell, Gong, Parvaneh, Abbasnejad & van den Hengel, NeurIPS 2023, "RanPAC: Random
     Projections and Pre-trained Models for Continual Learning").
 
@@ -51,10 +53,10 @@ class RanPAC(FrozenBackbone):
     the other 20 % (drawn at random here, not the first samples, which may be ordered by class); the test
     set is never used. No gradient step after the backbone is frozen.
 
-    First-session adaptation (the paper's Phase 1) is that of
-    :class:`~lifelong.strategies.frozen.FrozenBackbone`: the whole backbone trains with cross-entropy on
-    the first ``adapt_experiences`` experiences (the paper tunes a parameter-efficient module of a
-    pretrained ViT instead) and/or is loaded from ``backbone_path``; 0 keeps the backbone as it is.
+    First-session adaptation (the paper's Phase 1) is
+    :class:`~lifelong.strategies.parts.adaptation.FirstSessionAdaptation`: the whole backbone trains with
+    cross-entropy on the first ``adapt_experiences`` experiences (the paper tunes a parameter-efficient
+    module of a pretrained ViT instead) and/or is loaded from ``backbone_path``; 0 keeps the backbone as it is.
     """
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(
@@ -62,13 +64,19 @@ class RanPAC(FrozenBackbone):
         averaging_refusal=FEATURE_STATISTICS,
     )
 
-
-    projection_dim: int = 2048
+    adapt_experiences: Annotated[int, Ge(0)] = 1
+    """Experiences whose data train the backbone before it is frozen (first-session adaptation, merged
+    into one session); 0 keeps the initial or loaded backbone as it is."""
+    backbone_path: str = ""
+    """A backbone state dict (``torch.save`` or ``.safetensors``, or a ``lifelong pretrain`` file) loaded before
+    the first experience (:mod:`lifelong.models.weights`); empty: none."""
+    projection_dim: Annotated[int, Ge(1)] = 2048
     """M, the width of the random projection (10000 in the paper, for 768-dimensional ViT features)."""
-    ridge: float = 0.0
+    ridge: Annotated[float, Ge(0)] = 0.0
     """A fixed ridge strength lambda > 0; 0 chooses it at each experience on a held-out split."""
-    validation_fraction: float = 0.2
+    validation_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.2
     """Part of each experience's training samples held out to choose lambda (0.2 in the reference code)."""
+    adaptation: FirstSessionAdaptation = field(init=False, repr=False)
     projection: torch.Tensor | None = field(default=None, init=False, repr=False)  # (D, M)
     gram: torch.Tensor | None = field(default=None, init=False, repr=False)  # (M, M), float64
     targets: torch.Tensor | None = field(default=None, init=False, repr=False)  # (M, classes), float64
@@ -78,17 +86,35 @@ class RanPAC(FrozenBackbone):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.projection_dim < 1:
-            raise ConfigError(f"strategy.projection_dim must be >= 1, got {self.projection_dim}")
-        if self.ridge < 0:
-            raise ConfigError(f"strategy.ridge must be >= 0 (0 chooses it on held-out data), got {self.ridge}")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ConfigError(f"strategy.validation_fraction must lie in (0, 1), got {self.validation_fraction}")
+        check_backbone_path(self.backbone_path)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return adaptation_capabilities(self.CAPABILITIES, self.adapt_experiences)
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
+        self.adaptation = FirstSessionAdaptation(self.adapt_experiences, self.backbone_path)
         self.projection, self.gram, self.targets, self.weights, self.chosen_ridges = None, None, None, None, []
         self.projection_seed = derive_seed(context.seed, 0x2A9)
+
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        return self.adaptation.plan(experiences, index)
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        self.adaptation.before_experience(model)
+
+    def training_set(self, experience: Experience) -> TensorSet:
+        return self.adaptation.training_set(experience)
+
+    def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        super().after_experience(model, experience)
+        data = self.adaptation.after_experience(experience)
+        if data is not None:
+            self.fit_classes(model, data)
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """``ReLU(f W)`` (N, M) of features (N, D)."""
@@ -132,12 +158,17 @@ class RanPAC(FrozenBackbone):
         logits = projected @ self.weights.to(projected.dtype)  # (B, classes)
         return restrict_to_classes(self.mask_logits(logits, task), self.seen_classes).argmax(dim=1)
 
+    def memory_size(self) -> int:
+        return self.adaptation.memory_size()
+
     def state_dict(self) -> dict[str, Any]:
         learned = {"projection": self.projection, "gram": self.gram, "targets": self.targets, "weights": self.weights}
-        return {**super().state_dict(), **learned, "chosen_ridges": list(self.chosen_ridges)}
+        return {**super().state_dict(), **self.adaptation.state_dict(), **learned,
+                "chosen_ridges": list(self.chosen_ridges)}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
+        self.adaptation.load_state_dict(state, self.context.stream)
         device = next(model.parameters()).device  # a checkpoint is read onto the CPU
         self.projection, self.gram, self.targets, self.weights = (
             None if state[name] is None else state[name].to(device)

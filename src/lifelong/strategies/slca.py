@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.bounds import Annotated, Ge, Interval
 from lifelong.data.streams import Batch, Experience
-from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
 from lifelong.strategies.base import (
     FEATURE_STATISTICS,
@@ -51,18 +51,17 @@ class SLCA(Strategy):
         averaging_refusal=FEATURE_STATISTICS,
     )
 
-
-    backbone_lr_scale: float = 0.01
+    backbone_lr_scale: Annotated[float, Interval(ge=0, le=1)] = 0.01
     """Backbone learning rate as a fraction of the head's after adaptation (1/100 in the paper, made for a
     pretrained backbone; on digits with a backbone adapted on one experience, a validation split prefers
     0, a frozen backbone: ``benchmarks/strategy_defaults.py``)."""
-    adapt_experiences: int = 1
+    adapt_experiences: Annotated[int, Ge(0)] = 1
     """First experiences trained at the full rate (first-session adaptation, Panos et al. 2023), standing
     in for the paper's pretraining when no ``backbone_path`` is given; 0 makes the learner slow from the
     start."""
-    samples_per_class: int = 256
+    samples_per_class: Annotated[int, Ge(1)] = 256
     """Features sampled per class for the head refit (256 in the paper)."""
-    weight_decay: float = 1e-4
+    weight_decay: Annotated[float, Ge(0)] = 1e-4
     """L2 penalty of the head refit."""
     backbone_path: str = ""
     """A backbone state dict (``torch.save`` or ``.safetensors``, or a ``lifelong pretrain`` file) loaded before
@@ -72,14 +71,7 @@ class SLCA(Strategy):
     experience_index: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.backbone_lr_scale <= 1.0:
-            raise ConfigError(f"strategy.backbone_lr_scale must lie in [0, 1], got {self.backbone_lr_scale}")
-        if self.adapt_experiences < 0:
-            raise ConfigError(f"strategy.adapt_experiences must be >= 0, got {self.adapt_experiences}")
-        if self.samples_per_class < 1:
-            raise ConfigError(f"strategy.samples_per_class must be >= 1, got {self.samples_per_class}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"strategy.weight_decay must be >= 0, got {self.weight_decay}")
+        super().__post_init__()
         check_backbone_path(self.backbone_path)
 
     def setup(self, context: StrategyContext) -> None:

@@ -1,4 +1,5 @@
-"""Parameter-efficient tuning (PET) of a frozen backbone: LoRA and bottleneck adapters on its linear layers.
+"""Tuning modules of a frozen backbone (parameter-efficient tuning, PET): LoRA and bottleneck adapters on
+its linear layers, and :class:`TuningModules`, the part a method holds to inject and train them.
 
 A small native implementation rather than Hugging Face ``peft``. ``peft.inject_adapter_in_model`` does take
 any ``nn.Module`` and ``target_modules`` patterns, but it replaces each target by a wrapper whose own weight
@@ -21,16 +22,14 @@ The tuning tensors are the model's parameters (device moves, ``model.parameters(
 copies of the model see them) but stay out of ``model.state_dict()``: the runner restores a checkpoint
 into a freshly built model, before any strategy hook could inject them, and a strict load would refuse
 their keys. The strategy's own state dict carries them instead, and its ``load_state_dict`` injects them
-into the model first.
+into the model first (:meth:`TuningModules.load_state_dict`).
 """
 
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -39,11 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.data.loader import derive_seed
-from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
-from lifelong.metrics.compute import tensor_bytes
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import Strategy, StrategyContext
 
 KINDS = ("lora", "adapter")
 
@@ -123,75 +119,53 @@ def substituted(parameters: dict[str, nn.Parameter], values: dict[str, torch.Ten
             p.data = saved[name]
 
 
-@dataclass
-class EfficientTuning(Strategy):
-    """Abstract: a frozen backbone tuned through LoRA or adapters, and a trainable head.
+MODEL_OWNED = ("generator", "local_generator", "tuning")
+"""State-dict entries a method's memory leaves out: the generators, and the tuning modules, which are the model's."""
 
-    The tuning modules are injected before the first experience (and when a checkpoint is loaded), from
-    the run's seed alone; every other parameter of the backbone stops training (``requires_grad`` off,
-    left so after the run; normalization statistics, which are buffers, still follow the data in training
-    mode). :meth:`parameter_groups`
-    gives two groups, the tuning parameters then the head's, and nothing else, so the parameters that
-    train are exactly those of the groups."""
 
-    rank: int = 4
-    """Rank r of LoRA's ``B A`` or width of the adapter's bottleneck."""
-    alpha: float = 4.0
-    """The tuning term is scaled by ``alpha / rank`` (LoRA's alpha; AdaptFormer's scale for adapters)."""
-    targets: tuple[str, ...] = ("*",)
-    """Glob patterns of the backbone's linear layers to tune, matched against their names inside the
-    backbone (``"*"``: every ``nn.Linear``; ``"*qkv"``, ``"*fc1"`` on a ViT)."""
-    tuning_seed: int = field(default=0, init=False, repr=False)
-    tuned: dict[str, nn.Parameter] = field(default_factory=dict, init=False, repr=False)
-    """The model's tuning parameters by name, once injected (the state dict saves them)."""
+def check_tuning(module: str, targets: Sequence[str]) -> None:
+    """Refuse, in one line, a tuning module other than LoRA or an adapter, or targets that are not a
+    non-empty list of glob patterns."""
+    if not targets or not all(isinstance(t, str) and t for t in targets):
+        raise ConfigError(f"strategy.targets must be a non-empty list of glob patterns, got {targets!r}")
+    if module not in KINDS:
+        raise ConfigError(f"strategy.module must be one of {', '.join(KINDS)}, got {module!r}")
 
-    def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ConfigError(f"strategy.rank must be >= 1, got {self.rank}")
-        if not self.alpha > 0:
-            raise ConfigError(f"strategy.alpha must be > 0, got {self.alpha}")
-        if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
-            raise ConfigError(f"strategy.targets must be a non-empty list of glob patterns, got {self.targets!r}")
-        if self.kind() not in KINDS:
-            raise ConfigError(f"strategy.module must be one of {', '.join(KINDS)}, got {self.kind()!r}")
 
-    @abstractmethod
-    def kind(self) -> str:
-        """``lora`` or ``adapter``."""
+class TuningModules:
+    """The LoRA or adapter modules of a model's backbone, and the frozen rest of it.
 
-    def setup(self, context: StrategyContext) -> None:
-        super().setup(context)
-        self.tuning_seed, self.tuned = derive_seed(context.seed, 0x7E7), {}
+    The modules are injected before the first experience (and when a checkpoint is loaded), drawn from
+    the run's seed alone; every other parameter of the backbone stops training (``requires_grad`` off, left so
+    after the run; normalization statistics, which are buffers, still follow the data in training mode).
+    :meth:`parameter_groups` gives two groups, the tuning parameters then the head's, and nothing else,
+    so the parameters that train are exactly those of the groups."""
+
+    def __init__(self, kind: str, rank: int, alpha: float, targets: Sequence[str], run_seed: int) -> None:
+        self.kind, self.rank, self.alpha, self.targets = kind, rank, alpha, tuple(targets)
+        self.seed = derive_seed(run_seed, 0x7E7)
+        self.parameters: dict[str, nn.Parameter] = {}
+        """The model's tuning parameters by name, once injected (the state dict saves them)."""
 
     def prepare(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """Inject the tuning modules (once) and freeze the rest of the backbone; the tuning parameters."""
-        inject(model, self.kind(), self.rank, self.alpha, self.targets, self.tuning_seed)
-        self.tuned = tuning_parameters(model)
-        tuned_ids = {id(p) for p in self.tuned.values()}
+        inject(model, self.kind, self.rank, self.alpha, self.targets, self.seed)
+        self.parameters = tuning_parameters(model)
+        tuned_ids = {id(p) for p in self.parameters.values()}
         for p in split_model(model)[0].parameters():
             p.requires_grad_(id(p) in tuned_ids)
-        return self.tuned
-
-    def before_experience(self, model: nn.Module, experience: Experience) -> None:
-        self.prepare(model)
+        return self.parameters
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The tuning parameters, then the head's trainable ones."""
         return [{"params": list(tuning_parameters(model).values())},
                 {"params": [p for p in split_model(model)[1].parameters() if p.requires_grad]}]
 
-    def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
-
-    def memory_bytes(self) -> int:
-        """The strategy's tensors beyond the model: the tuning modules are the model's."""
-        return tensor_bytes(self.state_dict(), skip=("generator", "local_generator", "tuning"))
-
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "tuning": {name: p.detach() for name, p in self.tuned.items()}}
+        return {"tuning": {name: p.detach() for name, p in self.parameters.items()}}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
-        super().load_state_dict(state, model)
+        """Inject the modules into ``model`` (a freshly built one, on resume) and restore their tensors."""
         with torch.no_grad():
             for name, p in self.prepare(model).items():
                 p.copy_(state["tuning"][name])
-
