@@ -151,3 +151,13 @@ def test_seeds_whose_loss_diverges_are_recorded_when_tolerated_and_raise_otherwi
     assert "the loss became" in result.diverged[0]
     with pytest.raises(TrainingError):
         run_seeds(config, [0], store=store)
+
+
+def test_a_trial_scores_the_mean_over_its_seeds(tmp_path) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = ResultsStore(tmp_path / "runs.db")
+    settings = ProtocolSettings(study="seeds", trials=1, overrides=SMALL, eval_seeds=[0], trial_seeds=[3, 4])
+    result = run_protocol(settings, store)
+    runs = [store.get(run_id) for run_id in result.tuning_run_ids]
+    assert [run.config["run"]["seed"] for run in runs] == [3, 4]
+    assert result.best_value == pytest.approx(sum(run.metrics["final_accuracy"] for run in runs) / 2)

@@ -62,7 +62,8 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
         tune_overrides=args.tune_set or defaults.tune_overrides,
         eval_overrides=args.eval_set or defaults.eval_overrides,
         eval_seeds=parse_seeds(args.eval_seeds, "--eval-seeds"),
-        objective=args.objective, validation_fraction=args.validation_fraction, seed=args.seed, fixed=args.fix)
+        objective=args.objective, validation_fraction=args.validation_fraction, seed=args.seed, fixed=args.fix,
+        trial_seeds=parse_seeds(args.trial_seeds, "--trial-seeds") if args.trial_seeds else None)
     rerun = f"the same `lifelong tune` command (--study {args.study} --db {db}): it continues the study"
     with continue_with(lambda run_id: rerun):
         result = run_protocol(settings, ResultsStore(db))
@@ -124,6 +125,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     tune.add_argument("--trials", type=int, default=20, help="trials in the study, counting stored ones")
     tune.add_argument("--study", default="tune", help="study name; rerunning with the same name continues it")
     tune.add_argument("--eval-seeds", default="0,1,2", metavar="S1,S2,...", help="seeds of the evaluation runs")
+    tune.add_argument("--trial-seeds", default=None, metavar="S1,S2,...",
+                      help="seeds of every trial: its score is their mean; a trial diverging with any is pruned "
+                           "(default: the configured run.seed)")
     tune.add_argument("--objective", default="final_accuracy", help="metric maximised on the validation split")
     tune.add_argument("--validation-fraction", type=float, default=0.2,
                       help="share of the tuning stream's training data held out to score trials")

@@ -54,6 +54,10 @@ class ProtocolSettings:
     validation_fraction: float = 0.2
     seed: int = 0
     """Seeds the sampler and the validation split."""
+    trial_seeds: list[int] | None = None
+    """Run seeds of every trial (None: the configured ``run.seed``): its score is the mean over them, and a
+    trial that diverges with any of them is pruned, so that a setting at the edge of stability is not chosen
+    on one lucky seed."""
     fixed: list[str] = field(default_factory=list)
     """Parameters of the search space left out of the search, kept at their configured values (e.g.
     ``optim.lr``, when a benchmark fixes the optimizer for every strategy and tunes their own weights)."""
@@ -130,6 +134,8 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
     hyperparameters on the evaluation stream; return what was found and stored."""
     if settings.objective not in OBJECTIVES:
         raise ConfigError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {settings.objective!r}")
+    if settings.trial_seeds is not None and not settings.trial_seeds:
+        raise ConfigError("--trial-seeds must name at least one seed")
     if settings.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {settings.trials}")
     if not 0.0 < settings.validation_fraction < 1.0:  # checked before the study records a failed trial
@@ -148,23 +154,30 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, space)
-        config = load_config(settings.config, [*settings.overrides, *settings.tune_overrides, *_assignments(values)])
-        dataset = validation_split(build("dataset", DATASETS, config.dataset), settings.validation_fraction,
-                                   settings.seed)
-        stream = build_stream(config, dataset=dataset)
-        try:
-            result = run_config(config, store=store,
-                                prepared=(stream, build_model(config, stream), build_strategy(config)),
-                                extra_config={"protocol": {"role": "tuning", "study": settings.study,
-                                                           "trial": trial.number,
-                                                           "validation_fraction": settings.validation_fraction}})
-        except TrainingError as error:  # a diverging setting is a result of the search, not a crash of it
-            trial.set_user_attr("diverged", str(error))
-            raise optuna.TrialPruned(str(error)) from None
-        assert result.run_id is not None
-        store.add_to_group(group_id, result.run_id, "tuning", f"trial {trial.number}")
-        trial.set_user_attr("run_id", result.run_id)
-        return float(result.metrics[settings.objective])  # type: ignore[arg-type]
+        scores, run_ids = [], []
+        for seed in settings.trial_seeds or [None]:
+            seeded = [] if seed is None else [f"run.seed={seed}"]
+            config = load_config(settings.config, [*settings.overrides, *settings.tune_overrides,
+                                                   *_assignments(values), *seeded])
+            dataset = validation_split(build("dataset", DATASETS, config.dataset), settings.validation_fraction,
+                                       settings.seed)
+            stream = build_stream(config, dataset=dataset)
+            try:
+                result = run_config(config, store=store,
+                                    prepared=(stream, build_model(config, stream), build_strategy(config)),
+                                    extra_config={"protocol": {"role": "tuning", "study": settings.study,
+                                                               "trial": trial.number,
+                                                               "validation_fraction": settings.validation_fraction}})
+            except TrainingError as error:  # a diverging setting is a result of the search, not a crash of it
+                trial.set_user_attr("diverged", str(error) if seed is None else f"seed {seed}: {error}")
+                raise optuna.TrialPruned(str(error)) from None
+            assert result.run_id is not None
+            store.add_to_group(group_id, result.run_id, "tuning", f"trial {trial.number} seed {seed}")
+            scores.append(float(result.metrics[settings.objective]))  # type: ignore[arg-type]
+            run_ids.append(result.run_id)
+        trial.set_user_attr("run_id", run_ids[0])
+        trial.set_user_attr("run_ids", run_ids)
+        return float(np.mean(scores))
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
@@ -178,8 +191,8 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
                                                       *_assignments(best.params)])
     evaluation = run_seeds(evaluation_config, settings.eval_seeds, store=store, group_id=group_id, role="evaluation",
                            reuse=True, tolerate_divergence=True)
-    tuning_run_ids = [int(t.user_attrs["run_id"]) for t in study.get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    tuning_run_ids = [int(run_id) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                      for run_id in t.user_attrs.get("run_ids", [t.user_attrs["run_id"]])]
     evaluation_run_ids = [int(r.run_id) for r in evaluation.runs if r.run_id is not None]
     diverged = {t.number: t.user_attrs["diverged"] for t in study.get_trials(
         deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)) if "diverged" in t.user_attrs}
