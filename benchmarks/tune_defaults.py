@@ -44,15 +44,16 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = ResultsStore(args.db)
     print("# Strategy hyperparameters of the Fashion-MNIST catalogue, tuned on digits\n")
-    print(f"`OMP_NUM_THREADS=1 python benchmarks/tune_defaults.py --trials {args.trials} --strategies {args.strategies}` "
-          "\n")
+    print(f"`OMP_NUM_THREADS=1 python benchmarks/tune_defaults.py --trials {args.trials} "
+          f"--strategies {args.strategies}`\n")
     print(" ".join(__doc__.split("\n\n")[2].split("Prints")[0].split()) + "\n")
     print("| strategy | searched | trials (diverged) | best on validation | chosen | evaluation final accuracy "
           "(3 seeds) | code default | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.strategies.split(","):
         started = time.perf_counter()
-        settings = ProtocolSettings(study=f"defaults-{name}", trials=args.trials, fixed=["optim.lr"], trial_seeds=[0, 1, 2],
+        settings = ProtocolSettings(study=f"defaults-{name}", trials=args.trials, fixed=["optim.lr"],
+                                    trial_seeds=[0, 1, 2],
                                     overrides=["run.progress=false", "run.checkpoint=false", f"strategy.name={name}",
                                                *TUNED[name]])
         result = run_protocol(settings, store)
