@@ -42,7 +42,7 @@ def test_der_matches_stored_logits_and_derpp_adds_replayed_labels(small_data) ->
     der.setup(StrategyContext(stream, 0))
     plain = F.cross_entropy(model(batch.x), batch.y).item()
     assert der.observe(model, batch).item() == pytest.approx(plain)  # empty memory: cross-entropy only
-    assert torch.allclose(der.buffer.contents()["logits"], model(batch.x).detach())
+    assert torch.allclose(der.memory.contents()["logits"], model(batch.x).detach())
     # the model has not changed, so its logits equal the stored ones: no matching penalty
     assert der.observe(model, batch).item() == pytest.approx(plain, abs=1e-6)
     with torch.no_grad():
@@ -70,7 +70,7 @@ def test_gdumb_resets_the_model_and_trains_on_a_balanced_memory(small_data) -> N
     strategy.before_experience(model, stream[1])
     assert torch.equal(model[1].weight, initial)  # retrained from scratch
     strategy.training_set(stream[1])
-    assert strategy.buffer.class_counts() == {c: 2 for c in range(6)}
+    assert strategy.memory.class_counts() == {c: 2 for c in range(6)}
 
 
 def test_agem_projection_by_hand_and_non_negative_dot_product_after_backward(small_data) -> None:
@@ -83,7 +83,7 @@ def test_agem_projection_by_hand_and_non_negative_dot_product_after_backward(sma
     model, strategy = linear_model(), AGEM(buffer_size=100, reference_batch_size=100)
     strategy.setup(StrategyContext(stream, 0))
     strategy.observe(model, stream[0].train.batch())
-    assert strategy.reference is None and len(strategy.buffer) == 0  # the memory holds earlier experiences only
+    assert strategy.reference is None and len(strategy.memory) == 0  # the memory holds earlier experiences only
     strategy.after_experience(model, stream[0])  # the first experience enters the memory when it ends
     loss = strategy.observe(model, stream[1].train.batch())
     loss.backward()
@@ -133,7 +133,7 @@ def test_agem_memory_holds_only_earlier_experiences_while_training(small_data) -
             self.strategy = context.strategy
 
         def on_step(self, state) -> None:
-            stored = self.strategy.buffer.contents()["task"] if len(self.strategy.buffer) else torch.zeros(0)
+            stored = self.strategy.memory.contents()["task"] if len(self.strategy.memory) else torch.zeros(0)
             self.seen.setdefault(state.experience, set()).update(stored.long().tolist())
 
     stream = class_incremental(small_data, 3)
