@@ -3,10 +3,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.bounds import bounds_of
+from lifelong.config import Component, build, parameters
 from lifelong.data import class_incremental
 from lifelong.errors import ConfigError
 from lifelong.models import mlp
-from lifelong.strategies import AGEM, DER, ER, ERACE, UER, DERpp, GDumb
+from lifelong.strategies import AGEM, DER, ER, ERACE, STRATEGIES, UER, DERpp, GDumb
 from lifelong.strategies.agem import project
 from lifelong.strategies.base import StrategyContext
 from lifelong.strategies.er_ace import incoming_class_logits
@@ -117,6 +119,38 @@ def test_bad_rehearsal_settings_name_the_field() -> None:
         UER(cosine_scale=0.0)
     with pytest.raises(ConfigError, match="strategy.reference_batch_size"):
         AGEM(reference_batch_size=0)
+    with pytest.raises(ConfigError, match=r"^strategy.replay_fraction must be >= 0 and < 1, got 1.0$"):
+        STRATEGIES["replay"](replay_fraction=1.0)
+    with pytest.raises(ConfigError, match=r"^strategy.temperature must be > 0, got 0.0$"):
+        STRATEGIES["lwf"](temperature=0.0)
+    with pytest.raises(ConfigError, match=r"^strategy.buffer_size must be >= 1, got 0$"):
+        STRATEGIES["icarl"](buffer_size=0)
+
+
+FAMILY = ["naive", "joint", "cumulative", "er", "er_ace", "agem", "uer", "der", "derpp", "replay", "gdumb", "icarl",
+          "lwf"]
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_every_numeric_setting_declares_its_range(name: str) -> None:
+    for field, parameter in parameters(STRATEGIES[name], extras=True).items():
+        if isinstance(parameter.default, int | float):
+            assert bounds_of(parameter.annotation), f"{name}.{field} declares no range"
+
+
+def test_der_is_derpp_without_its_label_term_and_does_not_expose_beta(small_data) -> None:
+    from lifelong import OptimConfig, train
+
+    assert "beta" not in parameters(DER) and parameters(DERpp)["beta"].default == 1.0
+    with pytest.raises(ConfigError, match="strategy.beta: unknown field for strategy 'der'"):
+        build("strategy", STRATEGIES, Component(name="der", beta=1.0))
+    results = []
+    for strategy in (DER(buffer_size=30), DERpp(buffer_size=30, beta=0.0)):
+        torch.manual_seed(0)
+        results.append(train(class_incremental(small_data, 3), mlp((8,), 6, hidden=(16,)), strategy,
+                             OptimConfig(epochs=1), seed=0))
+    assert torch.equal(torch.as_tensor(results[0].matrix), torch.as_tensor(results[1].matrix))
+    assert [c.replayed for c in results[0].costs] == [c.replayed for c in results[1].costs]  # no second draw
 
 
 def test_agem_memory_holds_only_earlier_experiences_while_training(small_data) -> None:
