@@ -93,11 +93,14 @@ def dark_experience_replay(name: str, doc: str, beta_default: Any) -> type[Strat
     return DarkExperienceReplay
 
 
-DER = dark_experience_replay("DER", """Dark Experience Replay (Buzzega et al., NeurIPS 2020): cross-entropy on
-    the new batch plus ``alpha`` times the mean squared error between the current logits and the stored ones
-    of a batch replayed from a reservoir memory of samples with the logits they had when they arrived;
-    matching logits rather than labels keeps the old function's dark knowledge along the whole
-    optimisation path.""", field(default=0.0, init=False, repr=False))
-DERpp = dark_experience_replay("DERpp", """DER++ (Buzzega et al., NeurIPS 2020): DER's logit matching plus
-    ``beta`` times cross-entropy on the labels of a second, independently drawn replayed batch, which
-    corrects stored logits that were recorded before their class was well learned.""", 1.0)
+DER = dark_experience_replay(
+    "DER", beta_default=field(default=0.0, init=False, repr=False),  # fixed: not a setting of DER
+    doc="""Dark Experience Replay (Buzzega et al., NeurIPS 2020): cross-entropy on the new batch plus ``alpha``
+    times the mean squared error between the current logits and the stored ones of a batch replayed from a
+    reservoir memory of samples with the logits they had when they arrived; matching logits rather than
+    labels keeps the old function's dark knowledge along the whole optimisation path.""")
+DERpp = dark_experience_replay(
+    "DERpp", beta_default=1.0,
+    doc="""DER++ (Buzzega et al., NeurIPS 2020): DER's logit matching plus ``beta`` times cross-entropy on the
+    labels of a second, independently drawn replayed batch, which corrects stored logits that were recorded
+    before their class was well learned.""")
