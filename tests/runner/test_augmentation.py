@@ -26,10 +26,10 @@ class Recording(ER):
         self.batches.append(batch)
         return super().observe(model, batch)
 
-    def replay(self, new_samples):
-        rows = super().replay(new_samples)
-        self.replays.append((self.buffer.contents()["x"].clone(), rows["x"]))
-        return rows
+    def as_replayed(self, rows):
+        replayed = super().as_replayed(rows)
+        self.replays.append((self.memory.contents()["x"].clone(), replayed["x"]))
+        return replayed
 
 
 def run(stream, strategy, seed=0, **kwargs):
@@ -58,7 +58,7 @@ def test_new_and_replayed_batches_are_flipped_and_memories_keep_the_originals() 
     total = sum(len(b.y) for b in strategy.batches)
     assert 0.4 * total < flipped < 0.6 * total  # each sample flipped with probability 1/2
     train_images = torch.cat([e.train.x for e in stream])
-    stored = strategy.buffer.contents()["x"]
+    stored = strategy.memory.contents()["x"]
     assert all(is_row_or_mirror(image, train_images)[0] for image in stored)  # memories keep originals
     mirrored_replays = 0
     for memory, replayed in strategy.replays:

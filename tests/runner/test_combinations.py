@@ -197,8 +197,8 @@ def test_every_combination_keeps_the_runner_invariants(strategy, scenario, sampl
     if strategy in ("ncm", "slca", "fetril"):
         classes = built.statistics.classes
         assert classes == sorted(set(classes))
-    if strategy == "icarl" and built.exemplars is not None:
-        assert int(torch.bincount(built.exemplars.y).max()) <= 12 // len(built.seen_classes)
+    if strategy == "icarl" and built.memory.exemplars is not None:
+        assert int(torch.bincount(built.memory.exemplars.y).max()) <= 12 // len(built.seen_classes)
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGY_SETTINGS))

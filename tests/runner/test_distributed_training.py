@@ -59,7 +59,7 @@ def _train_rank(rank: int, init_file: str, results: dict) -> None:
                          "lrs": [(r["group_lrs"], r["scales"]) for r in recorder.steps],
                          "effective_lr": result.metrics["effective_lr"]}
         if name == "er":
-            outcome[name]["buffer"] = {k: v.clone() for k, v in strategy.buffer.contents().items()}
+            outcome[name]["buffer"] = {k: v.clone() for k, v in strategy.memory.contents().items()}
         if name == "ewc":
             outcome[name]["fisher"] = {k: v.clone() for k, v in strategy.anchor.importance.items()}
     torch.manual_seed(0)

@@ -15,13 +15,13 @@ def test_icarl_shrinks_herded_sets_and_classifies_by_nearest_mean_of_exemplars(s
     strategy = ICaRL(buffer_size=12)
     strategy.setup(StrategyContext(stream, 0))
     strategy.after_experience(model, stream[0])
-    first = strategy.exemplars
+    first = strategy.memory.exemplars
     assert torch.bincount(first.y).tolist() == [4, 4, 4]  # 12 exemplars over 3 classes
     members = stream[0].train.x[stream[0].train.y == 0]
     expected = members[herding(F.normalize(members, dim=1), 4)]
     assert torch.equal(first.x[first.y == 0], expected)
     strategy.after_experience(model, stream[1])
-    kept = strategy.exemplars
+    kept = strategy.memory.exemplars
     assert torch.bincount(kept.y).tolist() == [2] * 6  # the memory is total, not per class
     assert torch.equal(kept.x[kept.y == 0], expected[:2])  # shrinking keeps the first herded exemplars
     x = stream[1].test.x

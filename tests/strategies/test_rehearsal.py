@@ -3,10 +3,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.bounds import bounds_of
+from lifelong.config import Component, build, parameters
 from lifelong.data import class_incremental
 from lifelong.errors import ConfigError
 from lifelong.models import mlp
-from lifelong.strategies import AGEM, DER, ER, ERACE, UER, DERpp, GDumb
+from lifelong.strategies import AGEM, DER, ER, ERACE, STRATEGIES, UER, DERpp, GDumb
 from lifelong.strategies.agem import project
 from lifelong.strategies.base import StrategyContext
 from lifelong.strategies.er_ace import incoming_class_logits
@@ -42,7 +44,7 @@ def test_der_matches_stored_logits_and_derpp_adds_replayed_labels(small_data) ->
     der.setup(StrategyContext(stream, 0))
     plain = F.cross_entropy(model(batch.x), batch.y).item()
     assert der.observe(model, batch).item() == pytest.approx(plain)  # empty memory: cross-entropy only
-    assert torch.allclose(der.buffer.contents()["logits"], model(batch.x).detach())
+    assert torch.allclose(der.memory.contents()["logits"], model(batch.x).detach())
     # the model has not changed, so its logits equal the stored ones: no matching penalty
     assert der.observe(model, batch).item() == pytest.approx(plain, abs=1e-6)
     with torch.no_grad():
@@ -70,7 +72,7 @@ def test_gdumb_resets_the_model_and_trains_on_a_balanced_memory(small_data) -> N
     strategy.before_experience(model, stream[1])
     assert torch.equal(model[1].weight, initial)  # retrained from scratch
     strategy.training_set(stream[1])
-    assert strategy.buffer.class_counts() == {c: 2 for c in range(6)}
+    assert strategy.memory.class_counts() == {c: 2 for c in range(6)}
 
 
 def test_agem_projection_by_hand_and_non_negative_dot_product_after_backward(small_data) -> None:
@@ -83,7 +85,7 @@ def test_agem_projection_by_hand_and_non_negative_dot_product_after_backward(sma
     model, strategy = linear_model(), AGEM(buffer_size=100, reference_batch_size=100)
     strategy.setup(StrategyContext(stream, 0))
     strategy.observe(model, stream[0].train.batch())
-    assert strategy.reference is None and len(strategy.buffer) == 0  # the memory holds earlier experiences only
+    assert strategy.reference is None and len(strategy.memory) == 0  # the memory holds earlier experiences only
     strategy.after_experience(model, stream[0])  # the first experience enters the memory when it ends
     loss = strategy.observe(model, stream[1].train.batch())
     loss.backward()
@@ -117,6 +119,38 @@ def test_bad_rehearsal_settings_name_the_field() -> None:
         UER(cosine_scale=0.0)
     with pytest.raises(ConfigError, match="strategy.reference_batch_size"):
         AGEM(reference_batch_size=0)
+    with pytest.raises(ConfigError, match=r"^strategy.replay_fraction must be >= 0 and < 1, got 1.0$"):
+        STRATEGIES["replay"](replay_fraction=1.0)
+    with pytest.raises(ConfigError, match=r"^strategy.temperature must be > 0, got 0.0$"):
+        STRATEGIES["lwf"](temperature=0.0)
+    with pytest.raises(ConfigError, match=r"^strategy.buffer_size must be >= 1, got 0$"):
+        STRATEGIES["icarl"](buffer_size=0)
+
+
+FAMILY = ["naive", "joint", "cumulative", "er", "er_ace", "agem", "uer", "der", "derpp", "replay", "gdumb", "icarl",
+          "lwf"]
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_every_numeric_setting_declares_its_range(name: str) -> None:
+    for field, parameter in parameters(STRATEGIES[name], extras=True).items():
+        if isinstance(parameter.default, int | float):
+            assert bounds_of(parameter.annotation), f"{name}.{field} declares no range"
+
+
+def test_der_is_derpp_without_its_label_term_and_does_not_expose_beta(small_data) -> None:
+    from lifelong import OptimConfig, train
+
+    assert "beta" not in parameters(DER) and parameters(DERpp)["beta"].default == 1.0
+    with pytest.raises(ConfigError, match="strategy.beta: unknown field for strategy 'der'"):
+        build("strategy", STRATEGIES, Component(name="der", beta=1.0))
+    results = []
+    for strategy in (DER(buffer_size=30), DERpp(buffer_size=30, beta=0.0)):
+        torch.manual_seed(0)
+        results.append(train(class_incremental(small_data, 3), mlp((8,), 6, hidden=(16,)), strategy,
+                             OptimConfig(epochs=1), seed=0))
+    assert torch.equal(torch.as_tensor(results[0].matrix), torch.as_tensor(results[1].matrix))
+    assert [c.replayed for c in results[0].costs] == [c.replayed for c in results[1].costs]  # no second draw
 
 
 def test_agem_memory_holds_only_earlier_experiences_while_training(small_data) -> None:
@@ -133,7 +167,7 @@ def test_agem_memory_holds_only_earlier_experiences_while_training(small_data) -
             self.strategy = context.strategy
 
         def on_step(self, state) -> None:
-            stored = self.strategy.buffer.contents()["task"] if len(self.strategy.buffer) else torch.zeros(0)
+            stored = self.strategy.memory.contents()["task"] if len(self.strategy.memory) else torch.zeros(0)
             self.seen.setdefault(state.experience, set()).update(stored.long().tolist())
 
     stream = class_incremental(small_data, 3)

@@ -91,11 +91,11 @@ def test_icarl_reherds_a_returning_class_within_the_memory() -> None:
         strategy.before_experience(model, exp)
         assert len(strategy.training_set(exp)) == strategy.plan(stream.experiences, index).train_size
         strategy.after_experience(model, exp)
-        counts = torch.bincount(strategy.exemplars.y, minlength=4)
+        counts = torch.bincount(strategy.memory.exemplars.y, minlength=4)
         per_class = 12 // len(strategy.seen_classes)
         assert strategy.memory_size() <= 12 and int(counts.max()) <= per_class
     # after the last experience: 4 classes of 3 exemplars; class 0 was herded from its old and new samples
-    assert torch.bincount(strategy.exemplars.y).tolist() == [3, 3, 3, 3]
+    assert torch.bincount(strategy.memory.exemplars.y).tolist() == [3, 3, 3, 3]
 
 
 def test_icarl_learns_a_returning_class_from_its_labels() -> None:
@@ -116,8 +116,7 @@ def test_icarl_learns_a_returning_class_from_its_labels() -> None:
     batch = last.train.batch()
     logits = model(batch.x)  # (B, 4); active classes 0..3
     targets = F.one_hot(batch.y, 4).float()
-    with torch.no_grad():
-        old = strategy.old_model(batch.x)
+    old = strategy.teacher(batch.x)
     for c in (1, 3):  # seen before and absent from the experience: distilled
         targets[:, c] = torch.sigmoid(old[:, c])
     expected = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(1).mean()
@@ -135,7 +134,7 @@ def test_runs_on_recurring_and_blurry_streams_keep_one_entry_per_class(small_dat
             result = train(stream, model, strategy, OptimConfig(epochs=1, batch_size=16), seed=0)
             if isinstance(strategy, ICaRL):
                 assert max(c.buffer_size for c in result.costs) <= 24
-                labels = strategy.exemplars.y
+                labels = strategy.memory.exemplars.y
                 assert int(torch.bincount(labels).max()) <= 24 // len(strategy.seen_classes)
             else:
                 classes = strategy.statistics.classes

@@ -11,8 +11,7 @@ from lifelong.strategies.clr import CLR
 from lifelong.strategies.coda_prompt import CODAPrompt
 from lifelong.strategies.cuber import CUBER
 from lifelong.strategies.cumulative import Cumulative
-from lifelong.strategies.der import DER
-from lifelong.strategies.derpp import DERpp
+from lifelong.strategies.der import DER, DERpp
 from lifelong.strategies.dst import DST
 from lifelong.strategies.dualprompt import DualPrompt
 from lifelong.strategies.er import ER

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.bounds import Annotated, Ge
 from lifelong.data.streams import Batch, Experience
-from lifelong.errors import ConfigError
-from lifelong.strategies.base import Capabilities, StrategyContext
-from lifelong.strategies.rehearsal import ReservoirReplay
+from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
+from lifelong.strategies.parts.memory import BufferSize, MemoryKeeps, ReservoirMemory, check_memory_keeps
 
 
 def project(gradient: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -25,7 +25,7 @@ def project(gradient: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class AGEM(ReservoirReplay):
+class AGEM(Strategy):
     """Averaged GEM (Chaudhry et al., ICLR 2019, "Efficient Lifelong Learning with A-GEM"): the update
     may not increase the average loss on a batch from the episodic memory of the *earlier* experiences.
     At each step the gradient ``g_ref`` of the loss on a memory batch is computed; after
@@ -42,18 +42,21 @@ class AGEM(ReservoirReplay):
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(distributed=True, projects_gradients=True)
 
-    reference_batch_size: int = 256
+    buffer_size: BufferSize = 200
+    memory_keeps: MemoryKeeps = "samples"
+    reference_batch_size: Annotated[int, Ge(1)] = 256
     """Memory samples drawn to estimate the reference gradient (256 in the paper; here the whole memory
     of 200 by default)."""
+    memory: ReservoirMemory = field(init=False, repr=False)
     reference: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.reference_batch_size < 1:
-            raise ConfigError(f"strategy.reference_batch_size must be >= 1, got {self.reference_batch_size}")
+        check_memory_keeps(self.memory_keeps)
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
+        self.memory = ReservoirMemory(self, self.buffer_size, self.memory_keeps)
         self.reference = None
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -67,8 +70,8 @@ class AGEM(ReservoirReplay):
         params = [p for p in model.parameters() if p.requires_grad]
         reference = torch.zeros(sum(p.numel() for p in params), device=params[0].device)
         count = 0
-        if len(self.buffer):
-            replay = self.buffer.sample(self.reference_batch_size)
+        if len(self.memory):  # the reference only constrains the direction: its samples are not replayed into the loss
+            replay = self.memory.sample(self.reference_batch_size)
             memory_loss = F.cross_entropy(self.logits(model, self.augment(replay["x"]), replay["task"]), replay["y"])
             grads = torch.autograd.grad(memory_loss, params, allow_unused=True)
             reference = torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
@@ -97,4 +100,14 @@ class AGEM(ReservoirReplay):
         super().after_experience(model, experience)
         part = experience.train.subset(self.world.portion(len(experience.train)))
         arrived = part.subset(torch.randperm(len(part), generator=self.local_generator))
-        self.buffer.add(x=arrived.x, y=arrived.y, task=arrived.task)
+        self.memory.offer(arrived.x, arrived.y, arrived.task)
+
+    def memory_size(self) -> int:
+        return len(self.memory)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "buffer": self.memory.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        super().load_state_dict(state, model)
+        self.memory.load_state_dict(state["buffer"])

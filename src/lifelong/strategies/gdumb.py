@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.bounds import Annotated, Ge
 from lifelong.data.streams import Batch, Experience, TensorSet
-from lifelong.errors import ConfigError
 from lifelong.strategies.base import (
     Capabilities,
     ExperiencePlan,
@@ -21,6 +21,7 @@ from lifelong.strategies.base import (
 )
 from lifelong.strategies.parts.memory import (
     ClassBalancedBuffer,
+    MemoryKeeps,
     check_memory_keeps,
     memory_source,
 )
@@ -44,30 +45,24 @@ class GDumb(Strategy):
         averaging_refusal="retrains the model from its initial weights at each experience",
     )
 
-
-    buffer_size: int = 200
-    """Total number of samples kept (not per class)."""
-    memory_passes: int = 5
+    buffer_size: Annotated[int, Ge(1)] = 200
+    """Total number of samples kept (not per class; the same memory on every data-parallel rank)."""
+    memory_passes: Annotated[int, Ge(1)] = 5
     """Copies of the memory in one training epoch (the runner's epochs multiply it)."""
-    memory_keeps: str = "samples"
-    """``samples``, or ``positions`` in the lazy dataset the stream is read from (8 bytes a sample; the
-    memory is read through the dataset's loader when trained on), for memories larger than the host's RAM."""
-    buffer: ClassBalancedBuffer = field(init=False, repr=False)
+    memory_keeps: MemoryKeeps = "samples"
+    memory: ClassBalancedBuffer = field(init=False, repr=False)
     initial_weights: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     current_offered: bool = field(default=False, init=False, repr=False)
     """Whether the experience in progress was offered to the memory (a checkpoint taken inside it was)."""
 
     def __post_init__(self) -> None:
-        if self.buffer_size < 1:
-            raise ConfigError(f"strategy.buffer_size must be >= 1, got {self.buffer_size}")
-        if self.memory_passes < 1:
-            raise ConfigError(f"strategy.memory_passes must be >= 1, got {self.memory_passes}")
+        super().__post_init__()
         check_memory_keeps(self.memory_keeps)
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
         source = memory_source(self.memory_keeps, context.stream)
-        self.buffer = ClassBalancedBuffer(self.buffer_size, self.generator, source)
+        self.memory = ClassBalancedBuffer(self.buffer_size, self.generator, source)
         self.initial_weights = {}
         self.current_offered = False
 
@@ -89,9 +84,9 @@ class GDumb(Strategy):
         if not self.current_offered:  # a run resumed inside the experience must not offer it twice
             order = torch.randperm(len(experience.train), generator=self.generator)
             arrived = experience.train.subset(order)
-            self.buffer.add(x=arrived.x, y=arrived.y, task=arrived.task)
+            self.memory.add(x=arrived.x, y=arrived.y, task=arrived.task)
             self.current_offered = True
-        memory = self.buffer.contents()
+        memory = self.memory.contents()
         kept = TensorSet(memory["x"], memory["y"], memory["task"])
         return TensorSet.concat([kept] * self.memory_passes)
 
@@ -103,14 +98,14 @@ class GDumb(Strategy):
         self.current_offered = False
 
     def memory_size(self) -> int:
-        return len(self.buffer)
+        return len(self.memory)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "buffer": self.buffer.state_dict(), "initial_weights": self.initial_weights,
+        return {**super().state_dict(), "buffer": self.memory.state_dict(), "initial_weights": self.initial_weights,
                 "current_offered": self.current_offered}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
-        self.buffer.load_state_dict(state["buffer"])
+        self.memory.load_state_dict(state["buffer"])
         self.initial_weights = dict(state["initial_weights"])
         self.current_offered = bool(state["current_offered"])

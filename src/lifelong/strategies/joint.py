@@ -25,6 +25,5 @@ class Joint(Strategy):
         sharding=True,
     )
 
-
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return self.loss(model, batch.x, batch.y, batch.task)

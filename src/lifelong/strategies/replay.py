@@ -9,16 +9,16 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from lifelong.bounds import Annotated, Interval
 from lifelong.data.lazy import as_tensor
 from lifelong.data.streams import Batch, Experience
-from lifelong.errors import ConfigError
 from lifelong.strategies.base import (
     BOTH_OBJECTIVES,
     Capabilities,
     Strategy,
     StrategyContext,
 )
-from lifelong.strategies.parts.memory import ReservoirBuffer
+from lifelong.strategies.parts.memory import BufferSize, ReservoirMemory
 
 FILL_ROWS = 4096
 """Rows of an experience's training set offered to the memory at a time (reads of a lazy set stay bounded)."""
@@ -48,22 +48,15 @@ class ReplayMixture(Strategy):
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(objectives=BOTH_OBJECTIVES, distributed=True)
 
-    replay_fraction: float = 0.05
+    replay_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.05
     """Share of every batch replayed from earlier experiences (0.01, 0.05, 0.25 in the paper's sweeps)."""
-    buffer_size: int = 1000
-    """Samples kept from the earlier experiences, in total (per data-parallel rank: its share)."""
+    buffer_size: BufferSize = 1000
     owed: Fraction = field(default=Fraction(0), init=False, repr=False)
-    buffer: ReservoirBuffer = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.replay_fraction < 1.0:
-            raise ConfigError(f"strategy.replay_fraction must lie in [0, 1), got {self.replay_fraction}")
-        if self.buffer_size < 0:
-            raise ConfigError(f"strategy.buffer_size must be >= 0, got {self.buffer_size}")
+    memory: ReservoirMemory = field(init=False, repr=False)
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
-        self.buffer = ReservoirBuffer(self.world.share(self.buffer_size), self.local_generator)
+        self.memory = ReservoirMemory(self, self.buffer_size)
         self.owed = Fraction(0)
 
     def replay_rows(self, batch_size: int) -> int:
@@ -75,9 +68,9 @@ class ReplayMixture(Strategy):
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         x, y, task = batch.x, batch.y, batch.task
-        rows = self.replay_rows(len(y)) if len(self.buffer) else 0
+        rows = self.replay_rows(len(y)) if len(self.memory) else 0
         if rows:
-            replay = self.as_replayed(self.buffer.sample(rows))
+            replay = self.memory.replay(rows)
             keep = len(y) - rows
             x = torch.cat([x[:keep], replay["x"]])
             y = torch.cat([y[:keep], replay["y"]])
@@ -89,16 +82,16 @@ class ReplayMixture(Strategy):
         data = experience.train.subset(self.world.portion(len(experience.train)))
         for begin in range(0, len(data), FILL_ROWS):
             part = data.subset(torch.arange(begin, min(begin + FILL_ROWS, len(data)), device=data.y.device))
-            self.buffer.add(x=as_tensor(part.x), y=part.y, task=part.task)
+            self.memory.offer(as_tensor(part.x), part.y, part.task)
 
     def memory_size(self) -> int:
-        return len(self.buffer)
+        return len(self.memory)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "buffer": self.buffer.state_dict(),
+        return {**super().state_dict(), "buffer": self.memory.state_dict(),
                 "owed": [self.owed.numerator, self.owed.denominator]}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
-        self.buffer.load_state_dict(state["buffer"])
+        self.memory.load_state_dict(state["buffer"])
         self.owed = Fraction(*state["owed"])

@@ -3,7 +3,10 @@
 A buffer holds named tensors with one row per sample (``x``, ``y``, ``task`` and, for logit replay,
 ``logits``), allocated at the first insertion. :class:`ReservoirBuffer` keeps a uniform sample of
 everything it was offered (Vitter's algorithm R, 1985); :class:`ClassBalancedBuffer` keeps equal
-counts per class seen so far.
+counts per class seen so far. :class:`ReservoirMemory` is the part a replay method holds: a reservoir
+buffer set up from the method's settings and the run's context, whose replayed rows enter training
+counted and augmented. The settings every replay method declares have their type, range and meaning
+written once here (:data:`BufferSize`, :data:`ReplayBatchSize`, :data:`MemoryKeeps`).
 
 A memory of a stream read lazily from a dataset (:mod:`lifelong.data.lazy`) keeps, by choice
 (:data:`MEMORY_KEEPS`), the samples it chose (read once, when chosen: replay costs no reads) or only
@@ -14,16 +17,32 @@ again, as a memory larger than the host's RAM must; the same values, so the run 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from lifelong.bounds import Annotated, Ge
 from lifelong.data.lazy import Inputs, LazyInputs, LazySource, as_tensor
-from lifelong.data.streams import Stream
+from lifelong.data.streams import Batch, Stream
 from lifelong.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lifelong.strategies.base import Strategy
 
 #: What a memory keeps of each sample: the inputs, or their positions in the lazy dataset they come from.
 MEMORY_KEEPS = ("samples", "positions")
+
+BufferSize = Annotated[int, Ge(0)]
+"""``buffer_size``: total number of samples a replay memory keeps (not per class); in data-parallel training
+each rank keeps its share, so the union over ranks has the configured size."""
+ReplayBatchSize = Annotated[int, Ge(0)]
+"""``replay_batch_size``: samples replayed from memory per step; 0 means as many as the new batch holds."""
+MemoryKeeps = str
+"""``memory_keeps``: ``samples``, or ``positions`` in the lazy dataset the stream is read from (8 bytes a
+sample; each replay reads its samples again), for memories larger than the host's RAM (one of
+:data:`MEMORY_KEEPS`, checked by :func:`check_memory_keeps`)."""
 
 
 def memory_source(keeps: str, stream: Stream) -> LazySource | None:
@@ -39,6 +58,7 @@ def memory_source(keeps: str, stream: Stream) -> LazySource | None:
 
 
 def check_memory_keeps(keeps: str) -> None:
+    """Refuse, in one line, a ``memory_keeps`` that is not one of :data:`MEMORY_KEEPS`."""
     if keeps not in MEMORY_KEEPS:
         raise ConfigError(f"strategy.memory_keeps must be one of {', '.join(MEMORY_KEEPS)}, got {keeps!r}")
 
@@ -217,3 +237,53 @@ class ClassBalancedBuffer(_Memory):
             return {}
         labels, counts = torch.unique(self.data["y"][: self.size], return_counts=True)
         return dict(zip(labels.tolist(), counts.tolist(), strict=True))
+
+
+class ReservoirMemory:
+    """The replay memory a method holds (ER, ER-ACE, A-GEM, UER, DER, DER++, the replay mixture): a
+    reservoir (Vitter 1985; Chaudhry et al. 2019) of this rank's share of ``buffer_size`` samples, drawn
+    with the method's :attr:`~lifelong.strategies.base.Strategy.local_generator`, so that in data-parallel
+    training each rank keeps a uniform sample of its own shard and the union is one of the stream.
+
+    Rows drawn by :meth:`replay` enter training through the method's
+    :meth:`~lifelong.strategies.base.Strategy.as_replayed`: counted in its ``replayed`` and augmented as
+    the run's training batches are (a memory keeps samples un-augmented; each replay is augmented afresh)."""
+
+    def __init__(self, strategy: Strategy, buffer_size: int, keeps: str = "samples") -> None:
+        """Set up in the method's :meth:`~lifelong.strategies.base.Strategy.setup` (it reads the context)."""
+        self.buffer = ReservoirBuffer(strategy.world.share(buffer_size), strategy.local_generator,
+                                      memory_source(keeps, strategy.context.stream))
+        self.as_replayed: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = strategy.as_replayed
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    def remember(self, batch: Batch, **extra: torch.Tensor) -> None:
+        """Offer a training batch: its un-augmented inputs (or their positions in the dataset), labels,
+        task ids and ``extra`` columns (B, ...) (DER's logits)."""
+        inputs = batch.stored if self.buffer.source is None else batch.view
+        assert inputs is not None, "a memory that keeps positions is only set up on a lazy stream"
+        self.buffer.add(x=inputs, y=batch.y, task=batch.task, **extra)
+
+    def offer(self, x: Inputs, y: torch.Tensor, task: torch.Tensor) -> None:
+        """Offer samples that did not come in a training batch (an experience's set when it ends), in order."""
+        self.buffer.add(x=x, y=y, task=task)
+
+    def replay(self, count: int) -> dict[str, torch.Tensor]:
+        """``min(count, len(self))`` rows drawn without replacement, as they enter training: counted as
+        replayed, their inputs augmented."""
+        return self.as_replayed(self.buffer.sample(count))
+
+    def sample(self, count: int) -> dict[str, torch.Tensor]:
+        """``min(count, len(self))`` rows drawn without replacement, as stored: neither counted nor augmented."""
+        return self.buffer.sample(count)
+
+    def contents(self) -> dict[str, Inputs]:
+        """Every stored row (views of the storage)."""
+        return self.buffer.contents()
+
+    def state_dict(self) -> dict[str, object]:
+        return self.buffer.state_dict()
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.buffer.load_state_dict(state)
