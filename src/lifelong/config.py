@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import logging
 import math
-import os
 import tomllib
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -24,14 +22,6 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lifelong.errors import ConfigError, MissingFileError
-
-MAX_EPOCHS_VARIABLE = "LIFELONG_MAX_EPOCHS"
-"""An environment variable for the documentation test only (``tests/test_readme.py`` runs every
-command of the README as written): when set to N, :func:`load_config` caps ``optim.epochs`` at N, so
-that the README's commands run in seconds. The capped value is what is validated and stored with the
-run, and a warning says it was applied; leave it unset in normal use."""
-
-logger = logging.getLogger(__name__)
 
 PROBE = "probe"
 """The ``optim.batch_size`` that asks the runner to measure the batch size (:mod:`lifelong.optim.probe`)."""
@@ -327,7 +317,6 @@ def load_config(path: str | None, overrides: Sequence[str]) -> RunConfig:
     for assignment in overrides:
         apply_override(merged, assignment)
     _check_finite(merged, "")
-    _cap_epochs(merged)
     return validate_config(merged)
 
 
@@ -361,24 +350,6 @@ def _check_finite(value: Any, where: str) -> None:
             _check_finite(inner, f"{where}[{index}]")
     elif isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: {value} is not a finite number; give a finite value")
-
-
-def _cap_epochs(merged: dict[str, Any]) -> None:
-    """Apply :data:`MAX_EPOCHS_VARIABLE` when it is set."""
-    text = os.environ.get(MAX_EPOCHS_VARIABLE)
-    if not text:
-        return
-    try:
-        cap = int(text)
-    except ValueError:
-        cap = 0
-    if cap < 1:
-        raise ConfigError(f"{MAX_EPOCHS_VARIABLE}={text!r}: expected a positive integer, or leave it unset")
-    epochs = merged.get("optim", {}).get("epochs")
-    if isinstance(epochs, int) and epochs > cap:
-        logger.warning("%s=%d caps optim.epochs %d to %d (for the documentation test; unset it for real runs)",
-                       MAX_EPOCHS_VARIABLE, cap, epochs, cap)
-        merged["optim"]["epochs"] = cap
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
