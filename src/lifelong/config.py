@@ -80,12 +80,13 @@ class OptimConfig(BaseModel):
     """``fp32`` or ``bf16`` (autocast of the strategy's forward pass and loss)."""
     grad_clip: float | None = Field(None, gt=0)
     branch_decay: float | None = Field(None, gt=0, le=1)
-    """WSD-S branch-off (Wen et al. 2024, "Understanding Warmup-Stable-Decay Learning Rates"; Hägele et al.
-    2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations"): at the end of each
-    experience a copy of the model decays its learning rate linearly to 0 over this fraction of the
-    experience's steps, on the experience's data, and is the one evaluated; the run itself continues from
-    the undecayed weights at its own schedule (e.g. constant). The branch's steps and samples are added to
-    the experience's cost (on top of any budget, which bounds the main run)."""
+    """Branch-off cooldown (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
+    Training Durations"; :mod:`lifelong.optim.cooldown`): at the end of each experience a copy of the model
+    trains this fraction of the experience's steps more, on the experience's data, at a learning rate
+    falling linearly from the last one to 0, and is the one evaluated; the run itself continues from the
+    undecayed weights at its own schedule (e.g. constant), its random states untouched. The branch's
+    steps and samples are added to the experience's cost (on top of any budget, which bounds the main
+    run). Not WSD-S (Wen et al. 2024), which continues from the decayed weights."""
     reset_per_experience: bool = True
     """Build a fresh optimizer (no momentum or Adam moments carried over) at each experience."""
 
