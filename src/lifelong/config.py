@@ -86,7 +86,13 @@ class OptimConfig(BaseModel):
     falling linearly from the last one to 0, and is the one evaluated; the run itself continues from the
     undecayed weights at its own schedule (e.g. constant), its random states untouched. The branch's
     steps and samples are added to the experience's cost (on top of any budget, which bounds the main
-    run). Not WSD-S (Wen et al. 2024), which continues from the decayed weights."""
+    run). Not WSD-S, which continues from the decayed weights: that is ``wsd_s_decay``."""
+    wsd_s_decay: float | None = Field(None, gt=0, le=1)
+    """WSD-S (Wen et al. 2024, "Understanding Warmup-Stable-Decay Learning Rates: A River Valley Loss
+    Landscape Perspective"; :class:`lifelong.optim.cooldown.WSDS`): the last this fraction of each
+    experience's own steps decay the schedule's rate linearly to 0; the decayed weights are evaluated and
+    the next experience continues from them at the full rate. No step is added (unlike ``branch_decay``,
+    which it excludes)."""
     reset_per_experience: bool = True
     """Build a fresh optimizer (no momentum or Adam moments carried over) at each experience."""
 
