@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -89,9 +89,10 @@ class ExperienceLoop:
         hook_flops = meter.measure(lambda: strategy.before_experience(model, experience))[1]
         self.data = self.step = None
         if planned.strategy.trains:
-            self.data, flops = meter.measure(lambda: strategy.training_set(experience).to(self.device))
+            data, flops = meter.measure(lambda: strategy.training_set(experience).to(self.device))
             hook_flops += flops
-            check_training_set(strategy, index, planned.strategy, len(self.data))
+            check_training_set(strategy, index, planned.strategy, len(data))
+            self.data = data
             self._prepare_optimizer(planned.strategy, self.setup.config.reset_per_experience)
         state.experience_flops = meter.total(hook_flops)[0]
         if restored is not None:
@@ -201,7 +202,9 @@ class ExperienceLoop:
         The position inside an epoch is a sample offset (``state.epoch_samples``), not a batch index, so
         that a run resumes mid-epoch even after the adaptive batch size changed."""
         state, augmentation, memory_format = self.state, self.augmentation, self.memory_format
-        x_all, y_all, task_all = data.x, data.y, data.task
+        y_all, task_all = data.y, data.task
+        # the inputs are sliced in memory, or read ahead (``reader``) when they are a lazy dataset's
+        x_all, lazy = cast(torch.Tensor, data.x), cast(LazyInputs, data.x)
         resumed = state.epoch_order
         while state.epoch < state.epochs:
             if resumed is None:
@@ -225,7 +228,7 @@ class ExperienceLoop:
                     raw, x = x, augmentation[0](x, augmentation[1])
                 if x.ndim == 4:
                     x = x.contiguous(memory_format=memory_format)
-                yield Batch(x, y_all[rows], task_all[rows], raw, None if reader is None else x_all[rows.cpu()])
+                yield Batch(x, y_all[rows], task_all[rows], raw, None if reader is None else lazy[rows.cpu()])
             state.epoch += 1
 
     def _order(self, data: TensorSet, index: int, epoch: int) -> torch.Tensor:

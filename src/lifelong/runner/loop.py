@@ -323,7 +323,7 @@ def describe(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimC
     counts and a hash of its module tree: the modules as ``repr`` prints them, with every parameter's
     and buffer's name, shape and type, so that two runs of one architecture can be told from runs of
     another), the strategy with its hyperparameters, the optimization settings and the seed."""
-    params = {f.name: getattr(strategy, f.name) for f in dataclasses.fields(strategy) if f.init} \
+    params: dict[str, Any] = {f.name: getattr(strategy, f.name) for f in dataclasses.fields(strategy) if f.init} \
         if dataclasses.is_dataclass(strategy) else {}
     from lifelong.strategies import STRATEGIES  # the registry imports every strategy; the loop needs none
 
@@ -368,7 +368,7 @@ def _compile(model: nn.Module, data: TensorSet, batch_size: int, device: torch.d
     model.compile(backend="inductor" if backend is True else backend)
     buffers = {name: value.clone() for name, value in model.named_buffers()}
     x = next(data.subset(torch.arange(min(batch_size, len(data)))).batches(batch_size)).x.to(device)
-    logits_of(model(x[:, :-1] if language_model else x)).float().sum().backward()
+    torch.autograd.backward(logits_of(model(x[:, :-1] if language_model else x)).float().sum())
     model.zero_grad(set_to_none=True)
     with torch.no_grad():
         for name, value in model.named_buffers():

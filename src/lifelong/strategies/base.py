@@ -274,8 +274,9 @@ class Strategy(ABC):
 
     def task_mask_on(self, device: torch.device) -> torch.Tensor:
         """The task mask (T, C) on ``device``, copied there once (stream given task ids only)."""
-        assert self.task_mask is not None, "the stream gives no task ids"
-        return self._on_device(("task_mask",), device, lambda: self.task_mask)
+        mask = self.task_mask
+        assert mask is not None, "the stream gives no task ids"
+        return self._on_device(("task_mask",), device, lambda: mask)
 
     def class_index(self, classes: Sequence[int], device: torch.device) -> torch.Tensor:
         """``classes`` as a long tensor (K,) on ``device``, made once per list of classes. A Python list
