@@ -38,8 +38,8 @@ class StepRecorder(Observer):
                            "experience_steps": state.experience_steps, "total_steps": state.total_steps,
                            "lr": state.lr, "group_lrs": [g["lr"] for g in groups],
                            "scales": [g["lr_scale"] for g in groups], "batch_size": state.batch_size,
-                           "samples": state.experience_samples, "flops": getattr(state, "experience_flops", 0.0),
-                           "step_flops": getattr(state, "step_flops", 0.0), "next_step_flops": getattr(state, "next_step_flops", 0.0),
+                           "samples": state.experience_samples, "flops": state.experience_flops,
+                           "step_flops": state.step_flops, "next_step_flops": state.next_step_flops,
                            "memory": self.context.strategy.memory_size()})
 
     def on_experience_end(self, state: TrainState, accuracies: list[float]) -> None:

@@ -17,9 +17,9 @@ from lifelong.runner.averaging import Averaging
 from lifelong.runner.checkpoint import checkpoint_files, read
 from lifelong.runner.evaluation import evaluate
 from lifelong.runner.observers import Observer, RunContext, TrainState
+from lifelong.runner.validation import check_capabilities
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StrategyContext
-from lifelong.runner.validation import check_capabilities
 from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
 
 
