@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import logging
 import math
-import os
 import tomllib
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -24,14 +22,6 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lifelong.errors import ConfigError, MissingFileError
-
-MAX_EPOCHS_VARIABLE = "LIFELONG_MAX_EPOCHS"
-"""An environment variable for the documentation test only (``tests/test_readme.py`` runs every
-command of the README as written): when set to N, :func:`load_config` caps ``optim.epochs`` at N, so
-that the README's commands run in seconds. The capped value is what is validated and stored with the
-run, and a warning says it was applied; leave it unset in normal use."""
-
-logger = logging.getLogger(__name__)
 
 PROBE = "probe"
 """The ``optim.batch_size`` that asks the runner to measure the batch size (:mod:`lifelong.optim.probe`)."""
@@ -90,12 +80,19 @@ class OptimConfig(BaseModel):
     """``fp32`` or ``bf16`` (autocast of the strategy's forward pass and loss)."""
     grad_clip: float | None = Field(None, gt=0)
     branch_decay: float | None = Field(None, gt=0, le=1)
-    """WSD-S branch-off (Wen et al. 2024, "Understanding Warmup-Stable-Decay Learning Rates"; Hägele et al.
-    2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations"): at the end of each
-    experience a copy of the model decays its learning rate linearly to 0 over this fraction of the
-    experience's steps, on the experience's data, and is the one evaluated; the run itself continues from
-    the undecayed weights at its own schedule (e.g. constant). The branch's steps and samples are added to
-    the experience's cost (on top of any budget, which bounds the main run)."""
+    """Branch-off cooldown (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
+    Training Durations"; :mod:`lifelong.optim.cooldown`): at the end of each experience a copy of the model
+    trains this fraction of the experience's steps more, on the experience's data, at a learning rate
+    falling linearly from the last one to 0, and is the one evaluated; the run itself continues from the
+    undecayed weights at its own schedule (e.g. constant), its random states untouched. The branch's
+    steps and samples are added to the experience's cost (on top of any budget, which bounds the main
+    run). Not WSD-S, which continues from the decayed weights: that is ``wsd_s_decay``."""
+    wsd_s_decay: float | None = Field(None, gt=0, le=1)
+    """WSD-S (Wen et al. 2024, "Understanding Warmup-Stable-Decay Learning Rates: A River Valley Loss
+    Landscape Perspective"; :class:`lifelong.optim.cooldown.WSDS`): the last this fraction of each
+    experience's own steps decay the schedule's rate linearly to 0; the decayed weights are evaluated and
+    the next experience continues from them at the full rate. No step is added (unlike ``branch_decay``,
+    which it excludes)."""
     reset_per_experience: bool = True
     """Build a fresh optimizer (no momentum or Adam moments carried over) at each experience."""
 
@@ -327,7 +324,6 @@ def load_config(path: str | None, overrides: Sequence[str]) -> RunConfig:
     for assignment in overrides:
         apply_override(merged, assignment)
     _check_finite(merged, "")
-    _cap_epochs(merged)
     return validate_config(merged)
 
 
@@ -361,24 +357,6 @@ def _check_finite(value: Any, where: str) -> None:
             _check_finite(inner, f"{where}[{index}]")
     elif isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: {value} is not a finite number; give a finite value")
-
-
-def _cap_epochs(merged: dict[str, Any]) -> None:
-    """Apply :data:`MAX_EPOCHS_VARIABLE` when it is set."""
-    text = os.environ.get(MAX_EPOCHS_VARIABLE)
-    if not text:
-        return
-    try:
-        cap = int(text)
-    except ValueError:
-        cap = 0
-    if cap < 1:
-        raise ConfigError(f"{MAX_EPOCHS_VARIABLE}={text!r}: expected a positive integer, or leave it unset")
-    epochs = merged.get("optim", {}).get("epochs")
-    if isinstance(epochs, int) and epochs > cap:
-        logger.warning("%s=%d caps optim.epochs %d to %d (for the documentation test; unset it for real runs)",
-                       MAX_EPOCHS_VARIABLE, cap, epochs, cap)
-        merged["optim"]["epochs"] = cap
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -72,6 +72,6 @@ def test_bf16_autocast_trains(small_data) -> None:
     stream = class_incremental(small_data, 2)
     with resolve(OptimConfig(precision="bf16")).autocast(torch.device("cpu")):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
-    result = train(stream, mlp(stream.input_shape, stream.n_classes, hidden=(16,)), Naive(),
+    result = train(stream, mlp(stream.input_shape, stream.n_classes, hidden=(16,), seed=0), Naive(),
                    OptimConfig(lr=0.05, epochs=3, precision="bf16"), seed=0)
     assert result.matrix[0, 0] > 0.9 and result.matrix[1, 1] > 0.9

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from lifelong.runner.observers import Observer, RunContext, TrainState
 
 
@@ -15,25 +17,29 @@ class StepRecorder(Observer):
     starts: list[dict[str, Any]] = field(default_factory=list)
     ends: list[dict[str, Any]] = field(default_factory=list)
     context: RunContext | None = None
+    optimizer: torch.optim.Optimizer | None = None
 
     def on_run_start(self, context: RunContext) -> None:
         self.context = context
 
+    def on_optimizer(self, optimizer: torch.optim.Optimizer | None) -> None:
+        self.optimizer = optimizer
+
     def on_experience_start(self, state: TrainState) -> None:
-        optimizer = self.context.optimizer
+        optimizer = self.optimizer
         self.starts.append({"experience": state.experience, "experience_steps": state.experience_steps,
                             "total_steps": state.total_steps,
                             "optimizer": id(optimizer) if optimizer is not None else None,
                             "optimizer_state": len(optimizer.state) if optimizer is not None else 0})
 
     def on_step(self, state: TrainState) -> None:
-        groups = self.context.optimizer.param_groups
+        groups = self.optimizer.param_groups
         self.steps.append({"experience": state.experience, "step": state.step, "experience_step": state.experience_step,
                            "experience_steps": state.experience_steps, "total_steps": state.total_steps,
                            "lr": state.lr, "group_lrs": [g["lr"] for g in groups],
                            "scales": [g["lr_scale"] for g in groups], "batch_size": state.batch_size,
-                           "samples": state.experience_samples, "flops": getattr(state, "experience_flops", 0.0),
-                           "step_flops": getattr(state, "step_flops", 0.0), "next_step_flops": getattr(state, "next_step_flops", 0.0),
+                           "samples": state.experience_samples, "flops": state.experience_flops,
+                           "step_flops": state.step_flops, "next_step_flops": state.next_step_flops,
                            "memory": self.context.strategy.memory_size()})
 
     def on_experience_end(self, state: TrainState, accuracies: list[float]) -> None:

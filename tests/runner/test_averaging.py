@@ -17,18 +17,15 @@ from lifelong.runner.averaging import Averaging
 from lifelong.runner.checkpoint import checkpoint_files, read
 from lifelong.runner.evaluation import evaluate
 from lifelong.runner.observers import Observer, RunContext, TrainState
+from lifelong.runner.validation import check_capabilities
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StrategyContext
-from lifelong.runner.validation import check_capabilities
 from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
 
 
-def attached(model: nn.Module, config: AverageConfig) -> tuple[Averaging, RunContext]:
+def attached(model: nn.Module, config: AverageConfig) -> Averaging:
     """An :class:`Averaging` started on ``model`` as the runner starts it (no stream needed)."""
-    averaging = Averaging(config)
-    context = RunContext(model, STRATEGIES["naive"](), None, [], 8)  # type: ignore[arg-type]
-    averaging.on_run_start(context)
-    return averaging, context
+    return Averaging(config, model)
 
 
 def set_weight(model: nn.Module, *values: float) -> None:
@@ -45,12 +42,12 @@ def test_ema_weights_after_two_steps_by_hand() -> None:
     for corrected, expected in ((True, 7 / 3), (False, 1.75)):
         model = nn.Linear(1, 1, bias=False)
         set_weight(model, 0.0)
-        averaging, context = attached(model, AverageConfig(method="ema", decay=0.5, bias_correction=corrected))
+        averaging = attached(model, AverageConfig(method="ema", decay=0.5, bias_correction=corrected))
         for value in (1.0, 3.0):
             set_weight(model, value)
-            averaging.on_step(TrainState())
+            averaging.after_step()
         assert model.weight.item() == 3.0
-        with context.evaluation_weights():
+        with averaging.evaluation_weights():
             assert model.weight.item() == pytest.approx(expected, abs=1e-6)  # float32: 7/3 to one ulp
         assert model.weight.item() == 3.0
 
@@ -58,11 +55,11 @@ def test_ema_weights_after_two_steps_by_hand() -> None:
 def test_ema_averages_float_buffers_and_copies_counters() -> None:
     """BatchNorm's running mean is averaged like a weight; its integer batch counter is copied."""
     model = nn.BatchNorm1d(1)
-    averaging, context = attached(model, AverageConfig(method="ema", decay=0.5, bias_correction=False))
+    averaging = attached(model, AverageConfig(method="ema", decay=0.5, bias_correction=False))
     for mean, count in ((2.0, 1), (4.0, 2)):
         model.running_mean.fill_(mean)
         model.num_batches_tracked.fill_(count)
-        averaging.on_step(TrainState())
+        averaging.after_step()
     # 0 -> 0 + 0.5 * (2 - 0) = 1 -> 1 + 0.5 * (4 - 1) = 2.5
     assert averaging.average["running_mean"].item() == 2.5 and averaging.average["num_batches_tracked"].item() == 2
 
@@ -71,10 +68,10 @@ def test_interpolation_weights_by_hand() -> None:
     """before 2, after 6, coefficient 0.25: 0.75 * 2 + 0.25 * 6 = 3, and training continues from it."""
     model = nn.Linear(1, 1, bias=False)
     set_weight(model, 2.0)
-    averaging, _ = attached(model, AverageConfig(method="interpolate", coefficient=0.25))
-    averaging.on_experience_start(TrainState())
+    averaging = attached(model, AverageConfig(method="interpolate", coefficient=0.25))
+    averaging.start_experience(TrainState())
     set_weight(model, 6.0)
-    averaging.on_training_end(TrainState())
+    averaging.end_training()
     assert model.weight.item() == 3.0
 
 
@@ -115,12 +112,12 @@ def test_merge_projects_and_rescales_by_hand() -> None:
     ||S_2|| / mean(5, sqrt 125) rescales it so that the merged update's norm is the mean task-vector norm."""
     model = nn.Linear(2, 1, bias=False)
     set_weight(model, 0.0, 0.0)
-    averaging, _ = attached(model, AverageConfig(method="merge"))
+    averaging = attached(model, AverageConfig(method="merge"))
     for update in ((3.0, 4.0), (2.0, 11.0)):
-        averaging.on_experience_start(TrainState())
+        averaging.start_experience(TrainState())
         before = model.weight.detach().clone()
         set_weight(model, *(before[0] + torch.tensor(update)).tolist())
-        averaging.on_training_end(TrainState())
+        averaging.end_training()
         if update == (3.0, 4.0):
             assert model.weight.tolist() == [[3.0, 4.0]] and averaging.scale == 1.0
     mean_norm = (5 + math.sqrt(125)) / 2

@@ -138,9 +138,10 @@ def test_the_evaluation_curve_measures_the_stability_gap_as_a_rise_in_loss() -> 
 
 
 def test_a_decayed_branch_is_evaluated_while_the_run_continues_from_the_undecayed_weights() -> None:
-    """WSD-S: the matrix rows are the branch's, whose decay lowers the loss; the cost counts its steps; and
-    the run itself never sees the branch: its weights at the end are those of a run without branches, bit
-    for bit (model, optimizer, strategy and draws are all restored after each branch is evaluated)."""
+    """The branch-off (Hägele et al. 2024): the matrix rows are the branch's, whose decay lowers the loss;
+    the cost counts its steps; and the run itself never sees the branch: its weights at the end are those
+    of a run without branches, bit for bit (model, optimizer, strategy, draws and random states are all
+    restored after each branch is evaluated)."""
     models = []
     results = []
     for update in ({}, {"branch_decay": 0.5}):

@@ -65,10 +65,9 @@ def test_observers_see_every_step_and_can_stop_an_experience(small_data) -> None
         def __init__(self) -> None:
             self.steps: list[int] = []
 
-        def on_step(self, state: TrainState) -> None:
+        def on_step(self, state: TrainState) -> bool:
             self.steps.append(state.step)
-            if state.experience_step == 3:
-                state.stop_experience = True
+            return state.experience_step == 3
 
     stream = class_incremental(small_data, 2)
     observer = StopAfterThree()

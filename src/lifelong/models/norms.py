@@ -34,7 +34,7 @@ them the task of each sample of a mixed (replay) batch.
 
 from __future__ import annotations
 
-import weakref
+from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -231,8 +231,6 @@ class AdaB2N(nn.Module):
         """The last momentum used (0 before the first training batch)."""
         self.experience = 0
         """The experience being trained (:meth:`begin_experience`): tasks 0 to it have weights."""
-        self.sample_tasks: torch.Tensor | None = None
-        """Each sample's task during a :func:`forward_with_tasks` call, else None."""
 
     def begin_experience(self, index: int) -> None:
         if index >= MAX_TASKS:
@@ -254,7 +252,7 @@ class AdaB2N(nn.Module):
         if x.numel() // x.shape[1] < 2:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
         positions = list(range(2, x.ndim))
-        tasks = self.sample_tasks
+        tasks = SAMPLE_TASKS.get()
         if self.experience == 0 or tasks is None or len(tasks) != len(x):
             var, mean = torch.var_mean(x, [0, *positions], correction=0)
         else:
@@ -292,25 +290,23 @@ def begin_experience(model: nn.Module, index: int) -> None:
             module.begin_experience(index)
 
 
-_TASK_LAYERS: weakref.WeakKeyDictionary[nn.Module, list[AdaB2N]] = weakref.WeakKeyDictionary()
+SAMPLE_TASKS: ContextVar[torch.Tensor | None] = ContextVar("sample_tasks", default=None)
+"""Each sample's task (B,) while :func:`forward_with_tasks` calls a training model, read by its
+:class:`AdaB2N` layers; None outside such a call. A context variable holds it, not the layers: it lasts
+exactly the call (nested calls restore the outer value), whatever model the layers belong to, and
+nothing has to find or remember a model's layers."""
 
 
 def forward_with_tasks(model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
     """``model(x)``, with every :class:`AdaB2N` layer of a training model told each sample's task
-    (``task``, (B,)) for the duration of the call. A model without such layers is simply called (the
-    list of layers is found once per model)."""
-    layers = _TASK_LAYERS.get(model)
-    if layers is None:
-        layers = _TASK_LAYERS[model] = [m for m in model.modules() if isinstance(m, AdaB2N)]
-    if not layers or not model.training:
+    (``task``, (B,)) for the duration of the call (:data:`SAMPLE_TASKS`)."""
+    if not model.training:
         return model(x)
-    for layer in layers:
-        layer.sample_tasks = task
+    token = SAMPLE_TASKS.set(task)
     try:
         return model(x)
     finally:
-        for layer in layers:
-            layer.sample_tasks = None
+        SAMPLE_TASKS.reset(token)
 
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,

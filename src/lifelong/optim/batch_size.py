@@ -122,6 +122,11 @@ class AdaptiveBatchSize:
             if not ok:
                 raise ConfigError(f"optim.batch_size_test_params.{field} must be {allowed}, got {value!r}")
 
+    def due(self, experience_step: int, experience_steps: int) -> bool:
+        """Whether the test runs after an experience's step ``experience_step`` (counted from 1) of the
+        ``experience_steps`` planned: every ``every_steps`` steps, never after the last."""
+        return experience_step % self.every_steps == 0 and experience_step < experience_steps
+
     def propose(self, model: nn.Module, loss: SampleLoss, x: torch.Tensor, y: torch.Tensor,
                 task: torch.Tensor, batch_size: int) -> int:
         """The batch size to use next, given the batch ``x`` (B, ...), ``y`` (B,), ``task`` (B,) just
@@ -140,6 +145,13 @@ class AdaptiveBatchSize:
         if required <= batch_size:
             return batch_size
         return self.max_batch_size if required >= self.max_batch_size else max(batch_size + 1, math.ceil(required))
+
+
+def epochs_keeping_updates(epochs: float, done: float, batch_size: int, proposed: int) -> float:
+    """The epochs planned once the batch grows from ``batch_size`` to ``proposed`` after ``done`` of
+    ``epochs`` planned epochs, with ``keep_updates``: the epochs left lengthen by the growth, so that the
+    updates left stay the same ("Train longer, generalize better", Hoffer et al. 2017)."""
+    return done + (epochs - done) * proposed / batch_size
 
 
 BATCH_SIZE_TESTS = {"norm": AdaptiveBatchSize}

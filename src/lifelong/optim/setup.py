@@ -1,8 +1,8 @@
 """From an :class:`OptimConfig` to the pieces the runner uses, each validated once, before training.
 
 The runner owns the optimizer step, so every strategy gets these for free: the learning rate scaled to
-the batch size, the schedule, the epoch sampler, the adaptive batch size, regime adaptation
-(``keep_updates``) and mixed precision.
+the batch size, the schedule (with WSD-S's cooldown at each experience's end, :mod:`lifelong.optim.cooldown`),
+the epoch sampler, the adaptive batch size, regime adaptation (``keep_updates``) and mixed precision.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from lifelong.config import PROBE, Component, OptimConfig, build
 from lifelong.errors import ConfigError
 from lifelong.optim.batch_size import BATCH_SIZE_TESTS, AdaptiveBatchSize
+from lifelong.optim.cooldown import WSDS
 from lifelong.optim.registry import check_optimizer_name
 from lifelong.optim.samplers import HardBatchSampler, RandomSampler, RS2Sampler, build_sampler
 from lifelong.optim.scaling import resolve_rule, scale_lr
@@ -44,7 +45,8 @@ class OptimSetup:
 
     config: OptimConfig
     schedule: Any
-    """A pure function ``Position -> multiplier`` (see :mod:`lifelong.optim.schedules`)."""
+    """A pure function ``Position -> multiplier`` (see :mod:`lifelong.optim.schedules`), with WSD-S's
+    cooldown (:class:`~lifelong.optim.cooldown.WSDS`) when ``optim.wsd_s_decay`` is set."""
     rule: str
     """The batch-size scaling rule, ``auto`` resolved."""
     batch_size: int
@@ -139,7 +141,13 @@ def resolve(optim: OptimConfig, probed: int | None = None) -> OptimSetup:
     elif optim.batch_size_test_params:
         raise ConfigError(f"optim.batch_size_test_params is set ({optim.batch_size_test_params}) but "
                           "optim.batch_size_test is 'none'; set optim.batch_size_test='norm'")
-    return OptimSetup(config=optim, schedule=build_schedule(optim.schedule, optim.schedule_params),
+    if optim.branch_decay is not None and optim.wsd_s_decay is not None:
+        raise ConfigError("optim.branch_decay (a decayed copy, the run continues undecayed) and optim.wsd_s_decay "
+                          "(the run itself decays) are two cooldowns of each experience; set one of them")
+    schedule = build_schedule(optim.schedule, optim.schedule_params)
+    if optim.wsd_s_decay is not None:
+        schedule = WSDS(schedule, optim.wsd_s_decay)
+    return OptimSetup(config=optim, schedule=schedule,
                       rule=resolve_rule(optim.lr_scaling, optim.name), batch_size=batch_size,
                       base_batch_size=optim.base_batch_size or batch_size,
                       sampler=build_sampler(optim.sampler, optim.sampler_fraction), batch_size_test=test,

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 from lifelong.lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from lifelong.runner.loop import RunResult, train
+    from lifelong.runner.loop import RunOptions, RunResult, prepare, train
     from lifelong.runner.observers import Observer, TrainState
     from lifelong.runner.results import ResultsStore, RunRecord
 
 _EXPORTS = {
-    **dict.fromkeys(("RunResult", "train"), "lifelong.runner.loop"),
+    **dict.fromkeys(("RunOptions", "RunResult", "prepare", "train"), "lifelong.runner.loop"),
     **dict.fromkeys(("Observer", "TrainState"), "lifelong.runner.observers"),
     **dict.fromkeys(("ResultsStore", "RunRecord"), "lifelong.runner.results"),
 }

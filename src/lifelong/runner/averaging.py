@@ -1,12 +1,12 @@
 """Weight averaging and merging for any strategy (the ``[average]`` table): an EMA copy of the model that
 evaluation uses, checkpoint interpolation after each experience, or continual model merging.
 
-One :class:`Averaging` observer per run, first among the observers (so that the evaluation curve and the
-checkpoints see what it did at a step). Its hooks:
+One :class:`Averaging` per run. It changes the model, so it is not an observer: the runner calls it at
+fixed points, before any observer sees the step or the experience:
 
-* ``on_experience_start`` keeps the weights the experience starts from (``before``);
-* ``on_step`` (``ema``) updates the moving average after every optimizer step;
-* ``on_training_end``, after the experience's last step and before the strategy's ``after_experience``
+* :meth:`start_experience` keeps the weights the experience starts from (``before``);
+* :meth:`after_step` (``ema``) updates the moving average right after every optimizer step;
+* :meth:`end_training`, after the experience's last step and before the strategy's ``after_experience``
   (so a strategy that keeps an anchor or a teacher keeps the model the run continues from),
   ``interpolate`` or ``merge`` replace the model's weights;
 * :meth:`evaluation_weights` puts the EMA weights into the model while the runner evaluates (the rows of
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -35,10 +35,10 @@ from torch import nn
 from lifelong.config import AverageConfig, OptimConfig
 from lifelong.errors import ConfigError
 from lifelong.models.averaging import ema_step, ema_weight, interpolate, project_out
-from lifelong.runner.observers import Observer, RunContext, TrainState
+from lifelong.runner.observers import TrainState
 
 
-class Averaging(Observer):
+class Averaging:
     """The ``[average]`` method of a run (``ema``, ``interpolate`` or ``merge``; see :class:`AverageConfig`).
 
     ``ema``: ``average += w * (theta - average)`` after every optimizer step with ``w`` from
@@ -63,52 +63,45 @@ class Averaging(Observer):
     an experience that changes no parameter is not merged (it would divide by a zero norm).
     """
 
-    def __init__(self, config: AverageConfig) -> None:
+    def __init__(self, config: AverageConfig, model: nn.Module) -> None:
+        """Start averaging ``model`` from its weights now (the run's initial weights)."""
         self.config = config
-        self.model: nn.Module | None = None
-        self.average: dict[str, torch.Tensor] = {}
+        self.model = model
+        weights = model.state_dict()
+        self.average: dict[str, torch.Tensor] = \
+            {name: value.clone() for name, value in weights.items()} if config.method == "ema" else {}
         """The EMA of every state-dict tensor (``ema``)."""
         self.steps = 0
         """Optimizer steps averaged so far (``ema``'s bias correction)."""
         self.before: dict[str, torch.Tensor] = {}
         """The state dict at the start of the current experience (``interpolate``, ``merge``)."""
-        self.origin: dict[str, torch.Tensor] = {}
+        self.origin: dict[str, torch.Tensor] = \
+            {name: p.detach().clone() for name, p in model.named_parameters()} if config.method == "merge" else {}
         """The parameters at the start of the run: the merge's pretrained model ``theta_0``."""
         self.scale = 1.0
         """``lambda_{t-1}``: the merged update is the sum of the projected task vectors over it."""
         self.norms: list[float] = []
         """The norm of every merged task vector."""
 
-    @classmethod
-    def build(cls, config: AverageConfig | None, optim: OptimConfig) -> Averaging | None:
-        """The run's averaging, None for ``method = "none"``; refuses EMA beside WSD-S's decayed branch
-        (each would be the weights evaluated). A strategy that cannot be averaged is refused by its
-        capabilities (:func:`lifelong.runner.validation.check_capabilities`)."""
-        if config is None or config.method == "none":
-            return None
-        if config.method == "ema" and optim.branch_decay is not None:
+    @staticmethod
+    def check(config: AverageConfig | None, optim: OptimConfig) -> None:
+        """Refuse EMA beside the branch-off's decayed branch (each would be the weights evaluated). A
+        strategy that cannot be averaged is refused by its capabilities
+        (:func:`lifelong.runner.validation.check_capabilities`)."""
+        if config is not None and config.method == "ema" and optim.branch_decay is not None:
             raise ConfigError("average.method='ema' evaluates the moving average, optim.branch_decay a decayed "
                               "branch of the model; set one of them (average.method='none' or "
                               "optim.branch_decay=None)")
-        return cls(config)
 
-    def on_run_start(self, context: RunContext) -> None:
-        model = self.model = context.model
-        weights = model.state_dict()
-        self.average = {name: value.clone() for name, value in weights.items()} if self.config.method == "ema" else {}
-        self.origin = {name: p.detach().clone() for name, p in model.named_parameters()} \
-            if self.config.method == "merge" else {}
-        context.evaluation_weights = self.evaluation_weights
-
-    def on_experience_start(self, state: TrainState) -> None:
-        if self.config.method != "ema" and state.experience_step == 0:  # resumed mid-experience: loaded
-            assert self.model is not None
+    def start_experience(self, state: TrainState) -> None:
+        """Keep the weights the experience starts from (a run resumed inside it loaded them)."""
+        if self.config.method != "ema" and state.experience_step == 0:
             self.before = {name: value.clone() for name, value in self.model.state_dict().items()}
 
-    def on_step(self, state: TrainState) -> None:
+    def after_step(self) -> None:
+        """Update the moving average with the weights of the step just taken (``ema``)."""
         if self.config.method != "ema":
             return
-        assert self.model is not None
         self.steps += 1
         weights = self.model.state_dict()
         floating = [name for name, value in self.average.items() if value.is_floating_point()]
@@ -119,8 +112,8 @@ class Averaging(Observer):
                 value.copy_(weights[name])
 
     @torch.no_grad()
-    def on_training_end(self, state: TrainState) -> None:
-        assert self.model is not None
+    def end_training(self) -> None:
+        """After the experience's last step: ``interpolate`` or ``merge`` the model's weights."""
         if self.config.method == "interpolate":
             for name, value in self.model.state_dict().items():
                 if value.is_floating_point():
@@ -130,7 +123,6 @@ class Averaging(Observer):
 
     def _merge(self) -> None:
         """One OPCM step (see the class docstring) on the model's parameters."""
-        assert self.model is not None
         parameters = dict(self.model.named_parameters())
         updates = {name: p.detach() - self.before[name] for name, p in parameters.items()}
         norm = _norm(updates.values())
@@ -150,7 +142,6 @@ class Averaging(Observer):
         if not self.average:
             yield
             return
-        assert self.model is not None
         weights = self.model.state_dict()
         training = {name: value.clone() for name, value in weights.items()}
         with torch.no_grad():
@@ -174,17 +165,13 @@ class Averaging(Observer):
                 "scale": self.scale, "norms": list(self.norms)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.average = {name: value.to(_device(self.model)) for name, value in state["average"].items()}
-        self.before = {name: value.to(_device(self.model)) for name, value in state["before"].items()}
-        self.origin = {name: value.to(_device(self.model)) for name, value in state["origin"].items()}
+        device = next(self.model.parameters()).device
+        self.average = {name: value.to(device) for name, value in state["average"].items()}
+        self.before = {name: value.to(device) for name, value in state["before"].items()}
+        self.origin = {name: value.to(device) for name, value in state["origin"].items()}
         self.steps, self.scale, self.norms = int(state["steps"]), float(state["scale"]), list(state["norms"])
 
 
-def _norm(tensors: Any) -> float:
+def _norm(tensors: Iterable[torch.Tensor]) -> float:
     """The Euclidean norm of all ``tensors`` flattened into one vector (summed in double precision)."""
     return math.sqrt(sum(float(t.double().square().sum()) for t in tensors))
-
-
-def _device(model: nn.Module | None) -> torch.device:
-    assert model is not None, "on_run_start was not called"
-    return next(model.parameters()).device

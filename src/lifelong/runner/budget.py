@@ -9,9 +9,9 @@ caps the planned steps). FLOP and seconds budgets depend on what each step costs
 training goes: after every step the runner re-plans the rest of the experience from what is left of
 each budget, walking the batches still to come (full ones and each epoch's shorter last one) with the
 cost of each: FLOPs by the count of a step of that batch size and memory size (exact and
-deterministic once such a step was counted), seconds by the mean step time so far. The schedule's
-horizon therefore ends where training stops, and a FLOP budget is never overspent by a step whose
-cost was known. The first step of an experience always runs.
+deterministic once such a step was counted), seconds by the mean step time so far
+(:class:`Replanner`). The schedule's horizon therefore ends where training stops, and a FLOP budget is
+never overspent by a step whose cost was known. The first step of an experience always runs.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lifelong.optim.setup import Limit
+from lifelong.optim.batch_size import AdaptiveBatchSize
+from lifelong.optim.setup import Limit, OptimSetup, epoch_end
+from lifelong.runner.flops import FlopMeter
 from lifelong.runner.observers import TrainState
+from lifelong.world import World
 
 
 @dataclass(frozen=True)
@@ -65,3 +68,100 @@ class Budget:
     def affords(self, state: TrainState, flops: float) -> bool:
         """Whether the FLOP budget (if any) leaves room for ``flops`` more in the current experience."""
         return self.max_flops is None or state.experience_flops + flops <= self.max_flops
+
+
+class Replanner:
+    """Keeps an experience's plan true to its budgets as training goes: after every step it updates the
+    estimates of what the coming steps cost (when FLOPs are counted) and re-plans the rest of the
+    experience under the measured budgets (FLOPs, seconds); the runner calls it again when the batch
+    size changes. One per run; :meth:`start` readies it for each experience."""
+
+    def __init__(self, budget: Budget, setup: OptimSetup, meter: FlopMeter, world: World,
+                 memory_size: Callable[[], int]) -> None:
+        self.budget, self.setup, self.meter, self.world, self.memory_size = budget, setup, meter, world, memory_size
+        self.size = 0
+        """Samples in the experience's training set."""
+        self.step_costs: dict[int, float] = {}
+        """FLOPs of a coming step by its batch size, over all ranks (what a FLOP budget is planned with)."""
+        self.scoring_flops = 0.0
+        """FLOPs of the last epoch's scoring pass (hard-batch sampler), over all ranks."""
+        self.test_flops_per_sample = 0.0
+        """FLOPs per differentiated sample of the last norm test, over all ranks."""
+
+    def start(self, size: int) -> None:
+        """Ready for an experience that trains on ``size`` samples (its first step's cost is unknown)."""
+        self.size, self.step_costs, self.scoring_flops, self.test_flops_per_sample = size, {}, 0.0, 0.0
+
+    def after_step(self, state: TrainState, flops: float) -> None:
+        """Charge the step just taken (``flops`` counted by this rank) and re-plan what follows."""
+        if self.meter.enabled:
+            state.step_flops = self.meter.total(flops)[0]
+            state.experience_flops += state.step_flops
+            self.estimate_coming_steps(state)
+        if self.budget.measured:
+            self.replan(state)
+
+    def charge_scoring(self, state: TrainState, flops: float) -> None:
+        """Charge an epoch's scoring pass (``flops`` of this rank), which each epoch begun repeats."""
+        self.scoring_flops = self.meter.total(flops)[0]
+        state.experience_flops += self.scoring_flops
+
+    def charge_test(self, state: TrainState, flops: float, samples: int) -> None:
+        """Charge a norm test on a batch of ``samples`` (``flops`` of this rank)."""
+        tested = self.meter.total(flops)[0]
+        self.test_flops_per_sample = tested / (min(self._test.samples, samples) + samples)
+        state.experience_flops += tested
+
+    def after_batch_size_test(self, state: TrainState, changed: bool) -> None:
+        """Re-plan after a norm test: always when it changed the batch size (re-estimating the coming
+        steps first when FLOPs are counted), else when a measured budget is set."""
+        if changed and self.meter.enabled:
+            self.estimate_coming_steps(state)
+        if changed or self.budget.measured:
+            self.replan(state)
+
+    def affords_test(self, state: TrainState, samples: int) -> bool:
+        """Whether the FLOP budget leaves room for a norm test on ``samples`` and the next step."""
+        return self.budget.affords(state, self.test_flops(state, samples) + state.next_step_flops)
+
+    def estimate_coming_steps(self, state: TrainState) -> None:
+        """The FLOPs, over all ranks, of a step of each batch size the coming steps will have (the next
+        step's first, then the full batch and each epoch's shorter last one), for the budget."""
+        length = self.setup.epoch_length(self.size, state.batch_size, self.world.size)
+        end = epoch_end(length, state.epochs, state.epoch)
+        following = min(state.batch_size, end - state.epoch_samples) if state.epoch_samples < end else \
+            min(state.batch_size, epoch_end(length, state.epochs, state.epoch + 1))
+        sizes = list(dict.fromkeys([following, state.batch_size, length % state.batch_size or state.batch_size]))
+        memory = self.memory_size()
+        estimates = self.meter.total(*(self.meter.estimate((state.experience, size, memory)) for size in sizes))
+        state.next_step_flops = estimates[0]
+        self.step_costs = dict(zip(sizes, estimates, strict=True))
+
+    def test_flops(self, state: TrainState, samples: int) -> float:
+        """FLOPs of a norm test on a batch of ``samples``, over all ranks: it differentiates
+        ``min(test samples, samples)`` samples one by one and the whole batch once, each at the cost per
+        sample of the last test (before any, of the last step, which is no cheaper)."""
+        per_sample = self.test_flops_per_sample or state.step_flops / max(state.batch_size, 1)
+        return per_sample * (min(self._test.samples, samples) + samples)
+
+    def replan(self, state: TrainState) -> None:
+        """Re-plan the rest of the experience from the current position, batch size and what is left of
+        every budget (FLOPs costed by the estimates of the steps to come, each with its share of the norm
+        tests, and each epoch begun with its scoring pass); the stream horizon follows."""
+        costs, test = self.step_costs, self.setup.batch_size_test
+        largest = max(costs.values(), default=0.0)
+        tests = self.test_flops(state, state.batch_size) / test.every_steps \
+            if test is not None and state.batch_size < test.max_batch_size else 0.0
+        limits = self.budget.limits(self.world.size, state, lambda size: costs.get(size, largest) + tests,
+                                    self.scoring_flops)
+        length = self.setup.epoch_length(self.size, state.batch_size, self.world.size)
+        current = len(state.epoch_order) if state.epoch_order is not None else None
+        steps, _ = self.setup.draws(length, state.batch_size, state.epochs, state.epoch, state.epoch_samples, limits,
+                                    current)
+        state.set_experience_steps(state.experience_step + steps)
+
+    @property
+    def _test(self) -> AdaptiveBatchSize:
+        test = self.setup.batch_size_test
+        assert test is not None, "no adaptive batch size"
+        return test

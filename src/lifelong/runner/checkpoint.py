@@ -27,8 +27,9 @@ pickled classes. The top-level dict holds:
   (``random.getstate()`` as nested tuples);
 * ``initial``, ``rows`` and ``costs``: the accuracies of the untrained model, the rows of the accuracy
   matrix so far and the cost of each finished experience (plain dicts);
-* ``observers``: each observer's ``state_dict()``, in the run's observer order (the evaluation curve
-  recorded so far, so a resumed run stores every point);
+* ``observers``: the ``state_dict()`` of each part of the run that keeps state beside the model and the
+  strategy, in the run's order: the weight averaging, then the observers (the evaluation curve recorded
+  so far, so a resumed run stores every point);
 * ``generator``: the state of the runner's own generator (training augmentation), or None.
 
 Version 2 (the runner's per-experience plans, the curve in checkpoints) reads no version 1 file: a run
@@ -44,6 +45,7 @@ cause; the run is marked failed and resumes from its newest checkpoint once the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -52,11 +54,11 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -64,13 +66,13 @@ from torch import nn
 
 from lifelong.errors import ConfigError, ResumeError, StorageError
 from lifelong.metrics.compute import ExperienceCost
-from lifelong.runner.observers import Observer, RunContext, TrainState
+from lifelong.runner.observers import TrainState
 from lifelong.runner.results import ResultsStore
 
 FORMAT = "lifelong-checkpoint"
 VERSION = 2
 _NAME = re.compile(r"checkpoint-step(\d{10})-done(\d{4})\.pt")
-_CLOCK_FIELDS = ("experience_started", "excluded_seconds", "stop_experience")
+_CLOCK_FIELDS = ("experience_started", "excluded_seconds", "clock_paused")
 
 logger = logging.getLogger(__name__)
 
@@ -174,11 +176,12 @@ def latest(folder: Path) -> dict[str, Any]:
     raise ResumeError(f"no usable checkpoint in {str(folder)!r}; start the run again")
 
 
-def random_states() -> dict[str, Any]:
-    """The global random states of torch (CPU and CUDA), numpy and Python."""
+def random_states(cuda: bool = True) -> dict[str, Any]:
+    """The global random states of torch (CPU and, with ``cuda`` on a machine that has it, CUDA's),
+    numpy and Python."""
     _, keys, position, has_gauss, cached = np.random.get_state()
     return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda": torch.cuda.get_rng_state_all() if cuda and torch.cuda.is_available() else [],
             "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "position": int(position),
                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
             "python": random.getstate()}
@@ -196,6 +199,17 @@ def set_random_states(states: Mapping[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+@contextlib.contextmanager
+def random_states_kept(cuda: bool) -> Iterator[None]:
+    """The block draws from the global random states as it likes; after it they are as before it
+    (CUDA's only with ``cuda``: a CPU run leaves CUDA uninitialised)."""
+    saved = random_states(cuda)
+    try:
+        yield
+    finally:
+        set_random_states(saved)
+
+
 def _counters(state: TrainState) -> dict[str, Any]:
     """TrainState's plain numbers (whatever fields it has), with the clock as elapsed seconds."""
     values = {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.name not in _CLOCK_FIELDS}
@@ -207,27 +221,51 @@ def _finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-class Checkpointer(Observer):
+class Stateful(Protocol):
+    """A part of a run with state of its own that a checkpoint keeps (an observer, the averaging)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunContents:
+    """What a checkpoint saves beside the position and the counters, as the run holds it now."""
+
+    model: nn.Module
+    strategy: Any
+    optimizer: torch.optim.Optimizer | None
+    generator: torch.Generator | None
+    """The runner's own draws (training augmentation), or None."""
+    initial: Sequence[float]
+    rows: Sequence[Sequence[float]]
+    costs: Sequence[ExperienceCost]
+    parts: Sequence[Stateful]
+    """The run's other stateful parts (:class:`Stateful`), in the run's order."""
+
+
+class Checkpointer:
     """Saves checkpoints between steps and turns SIGINT/SIGTERM into a checkpoint and a clean stop.
 
-    The runner keeps it last among the observers (so what it saves includes the others' effects) and
-    calls :meth:`close` when the run ends, which restores the previous signal handlers.
+    Not an observer: the runner calls it after every observer of a step or an experience (so what it
+    saves includes what they recorded there), with the run's training clock stopped, and calls
+    :meth:`close` when the run ends, which restores the previous signal handlers. ``contents`` gives what
+    the run holds at the moment of a save.
     """
 
     def __init__(self, settings: CheckpointSettings, folder: Path, run_id: int | None, seed: int,
-                 observers: Sequence[Observer] = ()) -> None:
+                 contents: Callable[[], RunContents]) -> None:
         self.settings = settings
         self.folder = folder
         self.run_id = run_id
         self.seed = seed
-        self.observers = list(observers)
-        """The run's other observers, whose state (``state_dict``) each checkpoint keeps."""
-        self.context: RunContext | None = None
+        self.contents = contents
         self.signal_received: int | None = None
         self.previous_handlers: dict[int, Any] = {}
 
-    def on_run_start(self, context: RunContext) -> None:
-        self.context = context
+    def open(self) -> None:
+        """Create the folder and catch SIGINT and SIGTERM (from the main thread only), before training."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -249,13 +287,15 @@ class Checkpointer(Observer):
             raise KeyboardInterrupt
         self.signal_received = number
 
-    def on_step(self, state: TrainState) -> None:
+    def after_step(self, state: TrainState) -> None:
+        """Save every ``every_steps`` steps, or when a signal asks to stop (then stop)."""
         every = self.settings.every_steps
         if self.signal_received is not None or (every and state.step % every == 0):
             self.save(state, within_experience=True)
         self._stop_if_asked(state)
 
-    def on_experience_end(self, state: TrainState, accuracies: list[float]) -> None:
+    def after_experience(self, state: TrainState) -> None:
+        """Save at the boundary after an experience was trained, evaluated and recorded."""
         self.save(state, within_experience=False)
         self._stop_if_asked(state)
 
@@ -288,31 +328,29 @@ class Checkpointer(Observer):
     def save(self, state: TrainState, within_experience: bool) -> Path | None:
         """Write a checkpoint of the run as it stands between two steps; None (and a warning) if the
         model holds NaN or infinite weights, so the last good checkpoint stays the newest."""
-        assert self.context is not None, "on_run_start was not called"
-        context = self.context
-        if not _finite(context.model):
+        contents = self.contents()
+        if not _finite(contents.model):
             logger.warning("not saving a checkpoint at step %d: the model has NaN or infinite weights", state.step)
             return None
-        completed = len(context.rows)
+        completed = len(contents.rows)
         position = {"experience": state.experience if within_experience else completed, "epoch": state.epoch,
                     "epoch_samples": state.epoch_samples, "within_experience": within_experience}
-        optimizer = context.optimizer
+        optimizer, generator = contents.optimizer, contents.generator
         payload = {
             "format": FORMAT, "version": VERSION, "run_id": self.run_id, "seed": self.seed,
             "position": position,
             "epoch_order": state.epoch_order.cpu() if within_experience and state.epoch_order is not None else None,
             "counters": _counters(state),
-            "model": context.model.state_dict(),
+            "model": contents.model.state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "strategy": context.strategy.state_dict(),
+            "strategy": contents.strategy.state_dict(),
             "random": random_states(),
-            "initial": list(context.initial), "rows": [list(r) for r in context.rows],
-            "costs": [dataclasses.asdict(c) for c in context.costs],
-            "observers": [observer.state_dict() for observer in self.observers],
-            "generator": context.generator.get_state() if context.generator is not None else None,
+            "initial": list(contents.initial), "rows": [list(r) for r in contents.rows],
+            "costs": [dataclasses.asdict(c) for c in contents.costs],
+            "observers": [part.state_dict() for part in contents.parts],
+            "generator": generator.get_state() if generator is not None else None,
         }
         path = self.folder / f"checkpoint-step{state.step:010d}-done{completed:04d}.pt"
-        started = time.perf_counter()
         try:
             write_atomic(payload, path)
         except OSError as error:
@@ -321,8 +359,6 @@ class Checkpointer(Observer):
                                "run from its previous checkpoint") from None
         for old in checkpoint_files(self.folder)[:-self.settings.keep]:
             old.unlink(missing_ok=True)
-        if within_experience:
-            state.excluded_seconds += time.perf_counter() - started
         return path
 
 
@@ -351,10 +387,10 @@ class Restored:
         return [ExperienceCost(**c) for c in self.payload["costs"]]
 
     def restore(self, model: nn.Module, strategy: Any, state: TrainState,
-                optimizer: torch.optim.Optimizer | None = None, observers: Sequence[Observer] = (),
+                optimizer: torch.optim.Optimizer | None = None, parts: Sequence[Stateful] = (),
                 generator: torch.Generator | None = None) -> None:
         """Load model, strategy, random states, counters and (when given and saved) optimizer and the
-        observers' states (given in the order of the run that saved them).
+        states of the run's other parts (given in the order of the run that saved them).
 
         The runner calls it before the experience's hooks, and for a checkpoint taken inside an
         experience once more after them (and after building the optimizer), so that what the hooks
@@ -365,8 +401,8 @@ class Restored:
         strategy.load_state_dict(payload["strategy"], model)
         if optimizer is not None and payload["optimizer"] is not None:
             optimizer.load_state_dict(payload["optimizer"])
-        for observer, saved in zip(observers, payload["observers"], strict=False):
-            observer.load_state_dict(saved)
+        for part, saved in zip(parts, payload["observers"], strict=False):
+            part.load_state_dict(saved)
         if generator is not None and payload["generator"] is not None:
             generator.set_state(payload["generator"])
         counters = dict(payload["counters"])
@@ -378,7 +414,7 @@ class Restored:
         if self.within_experience:
             state.epoch_order = payload["epoch_order"]
             state.experience_started = time.perf_counter() - experience_seconds
-            state.excluded_seconds = 0.0
+            state.excluded_seconds, state.clock_paused = 0.0, None
         set_random_states(payload["random"])
 
 

@@ -53,7 +53,7 @@ class FlopMeter:
             result = work()
         return result, float(counter.get_total_flops())
 
-    def step(self, key: tuple[int, int, int] | None, work: Callable[[], T]) -> tuple[T, float]:
+    def step(self, key: tuple[int, int, int], work: Callable[[], T]) -> tuple[T, float]:
         """``work()`` (one optimizer step's computation) and its FLOPs, counted the first time ``key``
         is seen and reused after."""
         if not self.enabled:

@@ -53,7 +53,7 @@ class Backward:
     """``loss.backward()`` and nothing else: one process, or a sharded model that reduces itself."""
 
     def __call__(self, loss: torch.Tensor, params: list[nn.Parameter]) -> None:
-        loss.backward()
+        torch.autograd.backward(loss)
 
     def close(self) -> None:
         """Release what the synchronisation holds on the model (hooks)."""
@@ -66,7 +66,7 @@ class AllReduceAfter(Backward):
         self.world = world
 
     def __call__(self, loss: torch.Tensor, params: list[nn.Parameter]) -> None:
-        loss.backward()
+        torch.autograd.backward(loss)
         self.world.average_gradients(params)
 
 
@@ -115,7 +115,7 @@ class OverlappedAllReduce(Backward):
             bucket.arrived.clear()
         self.next, self.armed = 0, True
         try:
-            loss.backward()
+            torch.autograd.backward(loss)
         finally:
             self.armed = False
         self._launch()
@@ -156,7 +156,8 @@ class OverlappedAllReduce(Backward):
         self.buckets = [_Bucket.of(group) for group in groups]
         for index, bucket in enumerate(self.buckets):
             for p in bucket.params:
-                self.hooks.append(p.register_post_accumulate_grad_hook(self._hook(index)))
+                # torch leaves the hook registration unannotated
+                self.hooks.append(p.register_post_accumulate_grad_hook(self._hook(index)))  # type: ignore[no-untyped-call]
         self.params = trainable
 
     def _hook(self, index: int) -> Callable[[torch.Tensor], None]:

@@ -1,12 +1,20 @@
-"""Observers: things that watch the training loop without changing the loss (progress display,
-budgets, periodic evaluation, checkpoints). The runner calls them with its :class:`TrainState`."""
+"""Observers: things that watch the training loop without changing it (progress display, the
+evaluation curve, experiment trackers, a test's recorder).
+
+Each gets what it needs as arguments: the run's fixed facts once (:class:`RunContext`, frozen), the
+runner's counters at every hook (:class:`TrainState`, which only the runner writes), the optimizer
+whenever one is ready and each experience's row of the matrix. An observer changes nothing the runner
+or another observer reads, so their order does not matter; one ends the current experience early by
+returning True from :meth:`Observer.on_step`. The time observers take inside an experience is measured
+by the runner and left out of its training time. What changes the model (weight averaging,
+:mod:`lifelong.runner.averaging`) or saves the run (:mod:`lifelong.runner.checkpoint`) is not an
+observer: the runner calls those at fixed points of the step."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -24,7 +32,6 @@ from lifelong.errors import ConfigError
 from lifelong.metrics.objectives import as_scores, gap_record, higher_is_better
 from lifelong.metrics.online import online_metrics
 from lifelong.metrics.stability import StabilityGap, stability_gaps, stability_summary
-from lifelong.runner.evaluation import evaluate
 from lifelong.world import World
 
 if TYPE_CHECKING:
@@ -36,7 +43,7 @@ if TYPE_CHECKING:
     from lifelong.strategies.base import Strategy
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunContext:
     """What a run trains and tests, handed to observers once before training starts."""
 
@@ -45,28 +52,23 @@ class RunContext:
     stream: Stream
     test_sets: Sequence[TensorSet]
     """Every experience's test set, already on the run's device."""
-    eval_batch_size: int
-    initial: list[float] = field(default_factory=list)
+    evaluate: Callable[[], list[float]]
+    """A row of accuracies (or losses) on every test set, with the weights every evaluation of the run
+    uses (an EMA copy, :mod:`lifelong.runner.averaging`, or the training weights)."""
+    initial: Sequence[float] = ()
     """Accuracy of the untrained model on each test set."""
-    rows: list[list[float]] = field(default_factory=list)
-    """The accuracy matrix so far (the runner appends a row after each experience)."""
-    costs: list[ExperienceCost] = field(default_factory=list)
-    """The cost of each finished experience (the runner appends)."""
-    optimizer: torch.optim.Optimizer | None = None
-    """The optimizer of the current experience; the runner sets it whenever it builds one."""
+    rows: Sequence[Sequence[float]] = ()
+    """The accuracy matrix so far: the runner appends each experience's row before the observers'
+    :meth:`Observer.on_experience_end`; observers only read it."""
+    costs: Sequence[ExperienceCost] = ()
+    """The cost of each finished experience, appended as ``rows`` is."""
     world: World = World()
-    """This process among the data-parallel ranks (evaluation is sharded over them)."""
-    generator: torch.Generator | None = None
-    """The runner's own draws (training augmentation), checkpointed with the run; None without any."""
-    evaluation_weights: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
-    """A context in which the model holds the weights every evaluation uses (an EMA copy,
-    :mod:`lifelong.runner.averaging`); by default the training weights."""
+    """This process among the data-parallel ranks."""
 
 
-@dataclass
+@dataclass(slots=True)
 class TrainState:
-    """The runner's counters, read by observers. An observer may set ``stop_experience`` to end the
-    current experience early (a budget)."""
+    """The runner's counters. Observers read them; only the runner writes them."""
 
     experience: int = 0
     experience_steps: int = 0
@@ -84,13 +86,15 @@ class TrainState:
     lr: float = 0.0
     """The learning rate of the last step before each parameter group's scale: the base rate at the
     global batch size times the schedule's multiplier."""
-    stop_experience: bool = False
     seconds_before: float = 0.0
     """Training seconds of the experiences already finished."""
     experience_started: float | None = None
     """``time.perf_counter()`` when the current experience started; None between experiences."""
     excluded_seconds: float = 0.0
-    """Seconds observers spent inside the current experience (evaluation, checkpoints): not training."""
+    """Seconds inside the current experience that were not training: observers' hooks (the evaluation
+    curve) and checkpoints, during which the runner stops the clock (:meth:`pause_clock`)."""
+    clock_paused: float | None = None
+    """``time.perf_counter()`` when the runner stopped the training clock; None while it runs."""
     epoch_samples: int = 0
     """Samples of this rank's epoch order drawn so far: where a resumed run picks the epoch up."""
     epoch_order: torch.Tensor | None = None
@@ -110,18 +114,34 @@ class TrainState:
     experience_flops: float = 0.0
     """FLOPs spent in the current experience so far, over all ranks: its hooks, its steps and the
     runner's extra passes (:mod:`lifelong.runner.flops`)."""
+    replayed_before: int = 0
+    """The strategy's count of replayed samples (:attr:`~lifelong.strategies.base.Strategy.replayed`,
+    over the whole run) when the current experience started: the experience replayed the difference.
+    Checkpointed, so that a run resumed inside an experience counts the same."""
 
     def set_experience_steps(self, steps: int) -> None:
         """Re-plan the current experience to ``steps`` steps; the stream horizon follows."""
         self.total_steps += steps - self.experience_steps
         self.experience_steps = steps
 
+    def pause_clock(self) -> None:
+        """Stop the training clock (observers and checkpoints are about to run): every observer of a
+        step reads the same training time, whatever ran before it."""
+        self.clock_paused = time.perf_counter()
+
+    def resume_clock(self) -> None:
+        """Restart the training clock, leaving the time since :meth:`pause_clock` out of training."""
+        assert self.clock_paused is not None, "the clock is not paused"
+        self.excluded_seconds += time.perf_counter() - self.clock_paused
+        self.clock_paused = None
+
     @property
     def experience_seconds(self) -> float:
         """Training wall time of the current experience so far, observers' own time excluded."""
         if self.experience_started is None:
             return 0.0
-        return time.perf_counter() - self.experience_started - self.excluded_seconds
+        now = time.perf_counter() if self.clock_paused is None else self.clock_paused
+        return now - self.experience_started - self.excluded_seconds
 
     @property
     def train_seconds(self) -> float:
@@ -136,11 +156,16 @@ class Observer:
     def on_run_start(self, context: RunContext) -> None:
         """Once, after the initial evaluation and before the first experience."""
 
+    def on_optimizer(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """Before each experience's first step: the run's optimizer (the one the experience trains with,
+        each parameter group's ``lr_scale`` set; None before any experience that trains)."""
+
     def on_experience_start(self, state: TrainState) -> None:
         """Before the first step of an experience."""
 
-    def on_step(self, state: TrainState) -> None:
-        """After each optimizer step."""
+    def on_step(self, state: TrainState) -> bool | None:
+        """After each optimizer step; True ends the current experience (its plan's horizon stays)."""
+        return None
 
     def on_training_end(self, state: TrainState) -> None:
         """After an experience's last step, before the strategy's ``after_experience``."""
@@ -242,14 +267,10 @@ class PeriodicEvaluation(Observer):
         self.samples_mark = 0
 
     def record(self, state: TrainState) -> None:
+        """A point of the curve: every test set evaluated now (the runner leaves its time out of training)."""
         assert self.context is not None, "on_run_start was not called"
-        started = time.perf_counter()
         seconds = state.train_seconds
-        with self.context.evaluation_weights():
-            row = evaluate(self.context.model, self.context.strategy, self.context.test_sets,
-                           self.context.eval_batch_size, self.context.world)
-        self.points.append(CurvePoint(state.step, state.samples, seconds, state.experience, row))
-        state.excluded_seconds += time.perf_counter() - started
+        self.points.append(CurvePoint(state.step, state.samples, seconds, state.experience, self.context.evaluate()))
 
     def on_experience_start(self, state: TrainState) -> None:
         if not self.points:

@@ -55,7 +55,8 @@ def blocks(model: nn.Module) -> list[nn.Module]:
     ``nn.ModuleList`` and every other direct child of ``model.backbone`` (or ``model``) with parameters,
     except a module holding a parameter tied to another module (a language model's token embedding and
     output layer): FSDP2 needs tied parameters in one group, so those stay in the root's."""
-    root = model.backbone if isinstance(getattr(model, "backbone", None), nn.Module) else model
+    backbone = getattr(model, "backbone", None)
+    root = backbone if isinstance(backbone, nn.Module) else model
     uses: dict[int, int] = {}
     for _, parameter in model.named_parameters(remove_duplicate=False):
         uses[id(parameter)] = uses.get(id(parameter), 0) + 1
@@ -85,4 +86,5 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     with the names of the unsharded model; a model that is not sharded returns its ``state_dict``."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return {name: value for name, value in state.items() if isinstance(value, torch.Tensor)}  # all, gathered

@@ -160,8 +160,9 @@ class Strategy(ABC):
     language_model: bool
     """Whether the stream is a language model's token windows (set by :meth:`setup`)."""
     replayed: int = 0
-    """Samples replayed from memory into training in the current experience (the runner zeroes it at
-    each experience's start and records it with the experience's cost)."""
+    """Samples replayed from memory into training over the whole run. Only the strategy changes it
+    (:meth:`as_replayed`), and it is in :meth:`state_dict`; the runner records what each experience added
+    (the count at its end less the count at its start) with the experience's cost."""
     seen_classes: list[int]
     generator: torch.Generator
     """The strategy's draws that every data-parallel rank makes alike (a class-balanced memory filled
@@ -273,8 +274,9 @@ class Strategy(ABC):
 
     def task_mask_on(self, device: torch.device) -> torch.Tensor:
         """The task mask (T, C) on ``device``, copied there once (stream given task ids only)."""
-        assert self.task_mask is not None, "the stream gives no task ids"
-        return self._on_device(("task_mask",), device, lambda: self.task_mask)
+        mask = self.task_mask
+        assert mask is not None, "the stream gives no task ids"
+        return self._on_device(("task_mask",), device, lambda: mask)
 
     def class_index(self, classes: Sequence[int], device: torch.device) -> torch.Tensor:
         """``classes`` as a long tensor (K,) on ``device``, made once per list of classes. A Python list
