@@ -13,8 +13,8 @@ value was chosen by looking at the validation losses reported):
 * ``rewarm + redecay, replay p``: every domain re-warms the learning rate (``rewarm``: linear warmup, cosine
   to 0 over the domain; Gupta et al. 2023) with ``p`` of every batch replayed from the earlier domains
   (``replay``; Ibrahim et al. 2024): 0, 1 %, 5 %, 25 %;
-* ``infinite``: the infinite schedule (Singh et al. 2025: one warmup, a cooldown to a constant, a short
-  anneal at the end of each domain, no re-warm), no replay;
+* ``infinite``: the infinite schedule (Singh et al. 2025: one warmup, a cooldown to a constant held across
+  the domain switch, no re-warm, and an anneal over the last 10 % of the whole run), no replay;
 * ``wsd, branch-off``: the run stays at its constant rate and a copy decays over the last 10 % more steps
   of each domain (``optim.branch_decay``, WSD-S: Wen et al. 2024); the decayed copy is evaluated.
 
