@@ -271,6 +271,9 @@ class UnMixTNS(TestTimeMethod):
     """Share of the source variance spread between the components' means at initialization."""
     temperature: float = 0.07
     """tau of the softmax over cosine similarities that assigns an instance to the components."""
+    centred: bool = False
+    """Centre the components' random initial spread so that their mixture starts at the source mean
+    exactly (an option; False is the authors' draw, :mod:`lifelong.tta.unmix`)."""
 
     def setup(self, model: nn.Module, seed: int, source: TensorSet | None = None) -> None:
         super().setup(model, seed, source)
@@ -282,7 +285,7 @@ class UnMixTNS(TestTimeMethod):
             raise ConfigError(f"tta.temperature must be > 0, got {self.temperature}")
         model.eval()
         if not replace_batch_norm(model, self.components, self.alpha, self.temperature,
-                                  torch.Generator().manual_seed(seed)):
+                                  torch.Generator().manual_seed(seed), self.centred):
             raise ConfigError("tta.method='unmix_tns' needs a model with BatchNorm layers, this one has none; "
                               "use a model with norm='batch'")
 
