@@ -72,6 +72,16 @@ def test_loss_summary_on_a_hand_made_matrix_keeps_the_accuracy_signs() -> None:
     assert metrics["average_loss"] == pytest.approx((1.0 + 1.75) / 2)
 
 
+def test_loss_summary_reports_bits_per_byte_given_the_bytes_per_token() -> None:
+    """Issue 25: nats per token do not compare a BPE run with a byte run; bits per byte do. Domain 0 in
+    byte tokens (1 byte each), domain 1 in BPE tokens of 4 bytes on average."""
+    matrix = [[1.0, 4.0], [3.0 * math.log(2), 8.0 * math.log(2)]]
+    metrics = loss_summary(matrix, initial=[5.0, 5.0], test_sizes=[10, 10], bytes_per_token=[1.0, 4.0])
+    assert metrics["final_bits_per_byte_by_domain"] == pytest.approx([3.0, 2.0])
+    assert metrics["final_bits_per_byte"] == pytest.approx(2.5)
+    assert "final_bits_per_byte" not in loss_summary(matrix, initial=[5.0, 5.0], test_sizes=[10, 10])
+
+
 def test_a_token_stream_gives_a_loss_matrix_and_naive_continuation_forgets() -> None:
     result = run("naive")
     assert result.matrix.shape == (2, 2)
