@@ -70,6 +70,27 @@ def bits_per_byte(loss: float, bytes_per_token: float) -> float:
     return loss / (math.log(2) * bytes_per_token)
 
 
+def count_model_loss(train: torch.Tensor, test: torch.Tensor, vocab_size: int, order: int) -> float:
+    """Mean next-token loss (nats per token) on the token windows ``test`` (N, L + 1) of a count model
+    fitted on the windows ``train`` (M, L + 1), both over the tokens the windows predict (all but each
+    window's first): ``order`` 0 the unigram ``P(t) = (c(t) + 1) / (n + V)``, 1 the bigram
+    ``P(t | s) = (c(s, t) + 1) / (c(s) + V)`` with ``s`` the token before ``t`` in its window (add-one
+    smoothing). The baselines a language model must beat by a margin before its losses say more about what
+    it learned than the byte (or token) statistics any counter gets from the same text."""
+    if order not in (0, 1):
+        raise ValueError(f"a count model of order 0 (unigram) or 1 (bigram), got {order}")
+    targets, test_targets = train[:, 1:].reshape(-1), test[:, 1:].reshape(-1)
+    if order == 0:
+        counts = torch.bincount(targets, minlength=vocab_size).double()  # (V,)
+        log_p = ((counts + 1) / (counts.sum() + vocab_size)).log()[test_targets]
+    else:
+        pairs = train[:, :-1].reshape(-1) * vocab_size + targets
+        counts = torch.bincount(pairs, minlength=vocab_size * vocab_size).double().view(vocab_size, vocab_size)
+        probabilities = (counts + 1) / (counts.sum(dim=1, keepdim=True) + vocab_size)  # (V, V): row s, column t
+        log_p = probabilities.log()[test[:, :-1].reshape(-1), test_targets]
+    return float(-log_p.mean())
+
+
 def loss_summary(L: Matrix, initial: Sequence[float], test_sizes: Sizes,
                  bytes_per_token: Sequence[float] | None = None) -> dict[str, Any]:
     """The metrics of a loss matrix (module docstring for the signs): ``final_loss`` (mean over domains
