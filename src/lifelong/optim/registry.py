@@ -68,7 +68,7 @@ def build_optimizer(name: str, params: Params, lr: float, momentum: float = 0.0,
 
     check_optimizer_name(name)
     if model is not None:
-        given = list(params)
+        given: list[Any] = list(params)
         params = split_weight_decay(given if given and isinstance(given[0], dict) else [{"params": given}], model)
     factory = OPTIMIZERS[name]
     common: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}

@@ -90,17 +90,19 @@ class RandomViews:
         """The random choices of one view of a batch of ``shape`` (N, C, H, W)."""
         height, width = shape[2], shape[3]
         order = torch.randperm(5, generator=generator).tolist()
-        colour = [_uniform(bounds, generator) for bounds in (self.brightness, self.contrast, self.saturation,
-                                                             self.hue, self.gamma)]
+        brightness, contrast, saturation, hue, gamma = (
+            _uniform(bounds, generator) for bounds in (self.brightness, self.contrast, self.saturation, self.hue,
+                                                       self.gamma))
         degrees = _uniform((-self.degrees, self.degrees), generator)
         # the reference's RandomAffine shifts by round(U(-t, t) * padded size) whole pixels
-        shift = tuple(round(_uniform((-1.0, 1.0), generator) * self.translate * (size + 2 * (size // 2)))
-                      for size in (width, height))
+        right, down = (round(_uniform((-1.0, 1.0), generator) * self.translate * (size + 2 * (size // 2)))
+                       for size in (width, height))
         scale = _uniform(self.scale, generator)
         sigma = _uniform(self.blur_sigma, generator)
         flip = float(torch.rand(1, generator=generator)) < self.flip_probability
         noise = self.noise_std * torch.randn(tuple(shape), generator=generator)
-        return ViewDraw(order, *colour, degrees, (int(shift[0]), int(shift[1])), scale, sigma, flip, noise)
+        return ViewDraw(order, brightness, contrast, saturation, hue, gamma, degrees, (right, down), scale, sigma,
+                        flip, noise)
 
     def apply(self, x: torch.Tensor, draw: ViewDraw) -> torch.Tensor:
         """The view ``draw`` of ``x`` (N, C, H, W)."""
