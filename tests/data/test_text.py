@@ -12,8 +12,17 @@ import torch
 from lifelong.config import load_config
 from lifelong.data.corpora import TEXT_DOMAINS, TextDomain, TextSource, fortune_documents, read_fortunes, roff_to_text
 from lifelong.data.scenarios import SCENARIOS
-from lifelong.data.text import split_domains, text, text_domains, text_stream, token_windows
-from lifelong.data.tokenizers import BPETokenizer, ByteTokenizer
+from lifelong.data.text import (
+    dedup_key,
+    split_domains,
+    text,
+    text_domains,
+    text_stream,
+    token_windows,
+    validation_bytes_per_token,
+    window_bytes,
+)
+from lifelong.data.tokenizers import BPETokenizer, ByteTokenizer, token_bytes
 from lifelong.errors import ConfigError, DataError
 from lifelong.experiment import build_model, build_stream
 
@@ -115,6 +124,50 @@ def test_no_validation_document_is_trained_on(tmp_path: Path) -> None:
     assert stream[0].info["documents"] == 45 and stream[0].info["validation_documents"] == 15
 
 
+def test_documents_differing_in_case_punctuation_and_spacing_are_one() -> None:
+    """Issue 25: exact-text deduplication let a validation fortune be trained on in another spelling."""
+    variants = ["Hello, World!", "hello world", "HELLO   world.", "Hello\n\tWorld ..."]
+    assert len({dedup_key(v) for v in variants}) == 1
+    assert dedup_key("Grüße, KÖLN!") == "grüsse köln"  # casefold: ß is ss
+    assert dedup_key("...") == "..." and dedup_key("a-b") != dedup_key("ab")
+    documents = numbered(40)
+    domain = TextDomain("x", tuple(documents + [d.upper() + "!!" for d in documents[:10]] + ["Doc 3 ALPHA, beta"]))
+    split = split_domains([domain], validation_fraction=0.25, seed=0)[0]
+    assert sorted(split.train + split.validation) == sorted(documents + ["Doc 3 ALPHA, beta"])  # first spelling kept
+    keys = [dedup_key(d) for d in split.train + split.validation]
+    assert len(keys) == len(set(keys))
+
+
+def test_no_english_validation_fortune_is_a_training_fortune_respelt() -> None:
+    source = TEXT_DOMAINS["en"]
+    if not source.folder.is_dir():
+        pytest.skip(f"needs the Debian package {source.package}: apt-get install -y {source.package}")
+    split = split_domains(["en"], seed=0)[0]
+    trained = {dedup_key(d) for d in split.train}
+    assert not [d for d in split.validation if dedup_key(d) in trained]
+
+
+def test_windows_count_the_bytes_they_predict_for_any_tokenizer() -> None:
+    """Bits per byte need each window's UTF-8 bytes: one per byte token (the end of a document one too),
+    a BPE token's whole byte string."""
+    documents = [f"{GERMAN} {i}" for i in range(30)]
+    stream = text_stream([TextDomain("de", tuple(documents))], context=16, validation_fraction=0.2, seed=0)
+    info = stream[0].info
+    assert info["bytes"] == info["tokens"] and info["validation_bytes"] == info["validation_tokens"]
+    assert validation_bytes_per_token(stream) == [1.0]
+    ascii_documents = tuple(numbered(60, "the quick brown fox jumps over the lazy dog"))
+    bpe = BPETokenizer.train(ascii_documents, vocab_size=300)
+    lengths = token_bytes(bpe)
+    assert lengths[bpe.eos_id] == 1 and lengths.max() > 1
+    windows = text_stream([TextDomain("en", ascii_documents)], tokenizer=bpe, context=8, seed=0)[0].test.x
+    for window, count in zip(windows, window_bytes(windows, bpe), strict=True):
+        targets = window[1:].tolist()
+        assert count == len(bpe.decode(targets).encode("utf-8")) + targets.count(bpe.eos_id)
+    bpe_stream = text_stream([TextDomain("en", ascii_documents)], tokenizer=bpe, context=8, seed=0)
+    ratio = validation_bytes_per_token(bpe_stream)[0]
+    assert ratio == bpe_stream[0].info["validation_bytes"] / bpe_stream[0].info["validation_tokens"] and ratio > 1.5
+
+
 def test_budgets_give_exact_window_counts_and_one_line_errors() -> None:
     """Ten documents of 9 characters are 10 byte tokens each with their end-of-document id; two go to
     validation, eight (80 tokens) to training."""
@@ -124,8 +177,9 @@ def test_budgets_give_exact_window_counts_and_one_line_errors() -> None:
     assert tuple(experience.train.x.shape) == (5, 9) and tuple(experience.test.x.shape) == (1, 9)
     windows = experience.train.x
     assert windows.dtype == torch.long and bool((windows[:-1, -1] == windows[1:, 0]).all())
-    assert experience.info == {"documents": 8, "documents_used": 5, "tokens": 40, "validation_documents": 2,
-                               "validation_documents_used": 1, "validation_tokens": 8}
+    assert experience.info == {"documents": 8, "documents_used": 5, "tokens": 40, "bytes": 40,
+                               "validation_documents": 2, "validation_documents_used": 1, "validation_tokens": 8,
+                               "validation_bytes": 8}
     assert (stream.objective, stream.vocab_size, stream.input_shape) == ("language_model", 257, (9,))
     assert experience.classes == (0,) and experience.name == "tiny" and stream.n_classes == 1 and not stream.task_aware
     with pytest.raises(DataError) as error:

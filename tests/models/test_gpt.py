@@ -123,3 +123,17 @@ def test_causal_lm_wraps_a_hugging_face_model_built_from_a_config() -> None:
     model = causal_lm(transformers.GPT2LMHeadModel(config))
     logits = model(torch.randint(0, 257, (2, 8)))
     assert isinstance(logits, torch.Tensor) and logits.shape == (2, 8, 257)
+
+
+def test_weight_decay_exempts_biases_norms_and_the_tied_embeddings_only() -> None:
+    """Issue 25: one group decayed LayerNorm, biases and the tied embedding. The GPT names them, and only
+    the linear layers' matrices are left to decay."""
+    model = tiny()
+    exempt = model.no_weight_decay()
+    assert {"token_embedding.weight", "position_embedding.weight", "norm.weight", "norm.bias",
+            "blocks.0.attention_norm.weight", "blocks.1.mlp_norm.bias", "blocks.0.attention.qkv.bias",
+            "blocks.1.mlp.2.bias"} <= exempt
+    decayed = {name for name, _ in model.named_parameters()} - exempt
+    assert decayed == {f"blocks.{i}.{layer}.weight" for i in range(2)
+                       for layer in ("attention.qkv", "attention.proj", "mlp.0", "mlp.2")}
+    assert model.get_parameter("token_embedding.weight") is model.lm_head.weight  # the tied output layer

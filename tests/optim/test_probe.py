@@ -103,6 +103,44 @@ def test_the_probe_leaves_the_model_as_it_was() -> None:
     assert model.training and model.p.grad is None and torch.equal(model.p, before)
 
 
+def shifted_inputs(n: int = 64) -> TensorSet:
+    """Four features with means 5 to 8 and spreads 1 to 4, three classes: far from BatchNorm's initial
+    statistics (mean 0, variance 1)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.arange(5.0, 9.0) + torch.arange(1.0, 5.0) * torch.randn(n, 4, generator=generator)
+    return TensorSet.of(x, torch.randint(0, 3, (n,), generator=generator), 0)
+
+
+def test_the_probe_sees_a_batchnorm_model_normalized_as_training_does() -> None:
+    """Issue 25: in evaluation mode an untrained BatchNorm model was probed with its initial statistics,
+    unnormalized. Now its probe equals that of the same linear layer on inputs standardized by the probed
+    samples' statistics (one batch: BatchNorm's running variance is the unbiased one)."""
+    data = shifted_inputs()
+    torch.manual_seed(0)
+    linear = nn.Linear(4, 3)
+    normalized = nn.Sequential(nn.BatchNorm1d(4, affine=False), linear)
+    settings = ProbeSettings(samples=64, hessian_samples=64, batch_size=64, tol=1e-6)
+    standardized = TensorSet.of((data.x - data.x.mean(0)) / (data.x.var(0) + 1e-5).sqrt(), data.y, 0)
+    expected, got = probe(linear, standardized, settings=settings), probe(normalized, data, settings=settings)
+    assert got.trace_covariance == pytest.approx(expected.trace_covariance, rel=1e-4)
+    assert got.squared_gradient_norm == pytest.approx(expected.squared_gradient_norm, rel=1e-4)
+    assert got.max_eigenvalue == pytest.approx(expected.max_eigenvalue, rel=1e-3)
+    unnormalized = probe(nn.Sequential(linear), data, settings=settings)  # what evaluation mode amounted to
+    assert got.trace_covariance < unnormalized.trace_covariance / 10
+
+
+def test_the_probe_leaves_batchnorm_running_statistics_and_momentum_unchanged() -> None:
+    model = mlp((4,), 3, hidden=(16,), norm="batch", seed=0)
+    norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm1d))
+    model.train()
+    model(shifted_inputs(32).x)  # some running statistics that are not the initial ones
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    probe(model, shifted_inputs(), settings=ProbeSettings(samples=64, hessian_samples=16, batch_size=20,
+                                                          max_iterations=3))
+    assert all(torch.equal(b, before[name]) for name, b in model.named_buffers())
+    assert norm.momentum == 0.1 and model.training and norm.training
+
+
 @pytest.mark.parametrize(("field", "value"), [("samples", 1), ("tol", 0.0), ("max_iterations", 0)])
 def test_bad_settings_name_the_field_and_the_option(field, value) -> None:
     with pytest.raises(ConfigError, match=f"probe {field} \\(`lifelong probe --{field.replace('_', '-')}`\\)"):

@@ -57,15 +57,28 @@ def test_wsd_warms_up_holds_then_decays_over_the_last_fraction() -> None:
     assert values == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0, 0.4, 0.0])
 
 
-def test_infinite_cools_down_once_and_anneals_at_the_end_of_each_experience() -> None:
+def test_infinite_cools_down_once_holds_the_constant_and_anneals_only_at_the_end_of_the_stream() -> None:
     schedule = Infinite(warmup_steps=2, cooldown_steps=4, constant=0.25, anneal_fraction=0.25, final=0.01)
-    first = [schedule(Position(t, 0, t, 8, 16)) for t in range(9)]
-    assert first[:2] == [0.5, 1.0]  # warmup
-    assert first[2] == 1.0 and first[4] == pytest.approx(0.625)  # cosine cooldown from 1 to 0.25
-    assert first[6] == 0.25  # constant; the anneal starts at step 8 - 2 = 6
-    assert first[7] == pytest.approx(0.05) and first[8] == pytest.approx(0.01)  # 0.25 * (0.01/0.25)^progress
-    # the next experience resumes at the constant: no re-warming
-    assert schedule(Position(8, 1, 0, 8, 16)) == 0.25
+    values = simulate(schedule, (8, 8))  # 16 steps: the anneal covers the last 0.25 * 16 = 4 (steps 12-15)
+    assert values[:2] == [0.5, 1.0]  # warmup
+    assert values[2] == 1.0 and values[4] == pytest.approx(0.625)  # cosine cooldown from 1 to 0.25
+    assert values[6:13] == [0.25] * 7  # constant across the boundary at step 8: no anneal, no re-warming
+    assert values[13:] == pytest.approx([0.25 * 0.04 ** 0.25, 0.25 * 0.04 ** 0.5, 0.25 * 0.04 ** 0.75])
+
+
+def test_infinite_never_rewarms_at_an_experience_boundary() -> None:
+    """Issue 25's case: warmup 20, cooldown 100, constant 0.25, anneal 0.1 and 146 steps in each of two
+    experiences annealed to 0.0125 at step 145 and jumped back to 0.25 at step 146. The anneal now covers
+    the stream's last 0.1 * 292 = 29.2 steps, from step 262.8 on."""
+    schedule = Infinite(warmup_steps=20, cooldown_steps=100, constant=0.25, anneal_fraction=0.1, final=0.01)
+    values = simulate(schedule, (146, 146))
+    assert values[145] == 0.25 and values[146] == 0.25
+    assert values[120:263] == [0.25] * 143
+    assert values[263] == pytest.approx(0.25 * 0.04 ** (0.2 / 29.2))
+    assert values[291] == pytest.approx(0.25 * 0.04 ** (28.2 / 29.2))
+    assert all(later <= earlier for earlier, later in zip(values[20:], values[21:]))  # never rises after warmup
+    held = Infinite(warmup_steps=20, cooldown_steps=100, constant=0.25, anneal_fraction=0.0)
+    assert simulate(held, (146, 146))[120:] == [0.25] * 172  # no anneal at all: a decayed copy is branch_decay
 
 
 def test_rewarm_warms_up_to_the_peak_at_every_experience() -> None:

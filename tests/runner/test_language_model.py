@@ -17,7 +17,7 @@ from torch import nn
 from lifelong import OptimConfig, train
 from lifelong.data.streams import Experience, Stream, TensorSet
 from lifelong.errors import ConfigError
-from lifelong.metrics.objectives import loss_summary
+from lifelong.metrics.objectives import count_model_loss, loss_summary
 from lifelong.strategies import STRATEGIES
 from lifelong.strategies.replay import ReplayMixture
 
@@ -70,6 +70,28 @@ def test_loss_summary_on_a_hand_made_matrix_keeps_the_accuracy_signs() -> None:
     assert metrics["backward_transfer"] == pytest.approx(-2.0)
     assert metrics["forward_transfer"] == pytest.approx(1.0)  # domain 1's loss fell from 5.0 to 4.0 before training
     assert metrics["average_loss"] == pytest.approx((1.0 + 1.75) / 2)
+
+
+def test_loss_summary_reports_bits_per_byte_given_the_bytes_per_token() -> None:
+    """Issue 25: nats per token do not compare a BPE run with a byte run; bits per byte do. Domain 0 in
+    byte tokens (1 byte each), domain 1 in BPE tokens of 4 bytes on average."""
+    matrix = [[1.0, 4.0], [3.0 * math.log(2), 8.0 * math.log(2)]]
+    metrics = loss_summary(matrix, initial=[5.0, 5.0], test_sizes=[10, 10], bytes_per_token=[1.0, 4.0])
+    assert metrics["final_bits_per_byte_by_domain"] == pytest.approx([3.0, 2.0])
+    assert metrics["final_bits_per_byte"] == pytest.approx(2.5)
+    assert "final_bits_per_byte" not in loss_summary(matrix, initial=[5.0, 5.0], test_sizes=[10, 10])
+
+
+def test_count_models_by_hand() -> None:
+    """The unigram and bigram baselines of the pre-training benchmark, add-one smoothed over V = 3."""
+    train = torch.tensor([[0, 1, 1], [1, 1, 2]])  # predicted: 1, 1 (after 0, 1) and 1, 2 (after 1, 1)
+    test = torch.tensor([[1, 1, 2]])  # predicts 1 after 1 and 2 after 1
+    # unigram counts (0, 3, 1) of 4: P(1) = 4/7, P(2) = 2/7
+    assert count_model_loss(train, test, 3, order=0) == pytest.approx(-(math.log(4 / 7) + math.log(2 / 7)) / 2)
+    # after 1: counts (0, 2, 1) of 3, so P(1 | 1) = 3/6 and P(2 | 1) = 2/6
+    assert count_model_loss(train, test, 3, order=1) == pytest.approx(-(math.log(3 / 6) + math.log(2 / 6)) / 2)
+    with pytest.raises(ValueError, match="order 0"):
+        count_model_loss(train, test, 3, order=2)
 
 
 def test_a_token_stream_gives_a_loss_matrix_and_naive_continuation_forgets() -> None:

@@ -60,6 +60,25 @@ def test_unmix_tns_components_start_around_the_source_statistics() -> None:
     assert torch.allclose(mixture_var, bn.running_var, rtol=0.06)
 
 
+def test_unmix_tns_centred_components_average_to_the_source_mean_exactly() -> None:
+    """Issue 25: at K = 16 the authors' random spread leaves the mixture's mean about 0.18 sigma off the
+    source mean per channel; the centred option starts it at the source mean, with the same spread."""
+    bn = nn.BatchNorm2d(64)
+    bn.running_mean.copy_(torch.linspace(-2.0, 2.0, 64))
+    bn.running_var.copy_(torch.linspace(0.25, 4.0, 64))
+    drawn = UnMixTNSNorm(bn, components=16, generator=torch.Generator().manual_seed(0))
+    centred = UnMixTNSNorm(bn, components=16, generator=torch.Generator().manual_seed(0), centred=True)
+    assert torch.allclose(centred.means.mean(dim=0), bn.running_mean, atol=1e-5)
+    offset = (drawn.means.mean(dim=0) - bn.running_mean) / bn.running_var.sqrt()  # (C,) in source sigmas
+    assert 0.12 < offset.square().mean().sqrt() < 0.25  # sqrt(0.5 / 15) = 0.18 expected
+    spread = drawn.means - drawn.means.mean(dim=0)
+    assert torch.allclose(centred.means - centred.means.mean(dim=0), spread, atol=1e-5)  # the same shape
+    assert torch.equal(centred.variances, drawn.variances)
+    model = nn.Sequential(nn.Conv2d(1, 64, 3), bn)
+    UnMixTNS(centred=True).setup(model, 0)
+    assert torch.allclose(model[1].means.mean(dim=0), bn.running_mean, atol=1e-5)
+
+
 def test_unmix_tns_model_at_batch_size_one_is_finite_and_ignores_the_batch(source_model, digits_data) -> None:
     x = digits_data.x_test[:6]
     model = copy.deepcopy(source_model)

@@ -5,10 +5,12 @@ Large Language Models": English, then a shift such as German).
 
 From documents to windows, in three steps:
 
-1. :func:`split_domains`: each domain's documents (:mod:`lifelong.data.corpora`) deduplicated by text
-   and split into training and validation documents by a seeded generator, so that no validation
+1. :func:`split_domains`: each domain's documents (:mod:`lifelong.data.corpora`) deduplicated and
+   split into training and validation documents by a seeded generator, so that no validation
    document's text is trained on (splitting windows of one token sequence instead would let a
-   document straddle the two parts).
+   document straddle the two parts). Two documents are one when they differ only in case, punctuation
+   and spacing (:func:`dedup_key`): the fortune files hold the same quip in several spellings, and an
+   exact-text check let 24 of 1,513 English validation fortunes be trained on.
 2. A tokenizer (:mod:`lifelong.data.tokenizers`): bytes by default, or BPE trained on the first
    domain's training documents only.
 3. :func:`text_domains`: each part's documents, in a seeded order, encoded and joined with an
@@ -19,11 +21,17 @@ From documents to windows, in three steps:
 
 The stream is domain-incremental (no domain id at test time): ``y`` and ``task`` of a window are its
 domain's index, which the language-model objective uses only to report a loss per domain.
+
+Losses are per token, and a BPE token holds several bytes: to compare tokenizers, each experience's
+``info`` also counts the UTF-8 ``bytes`` its windows predict (:func:`window_bytes`), and
+:func:`validation_bytes_per_token` gives the ratio per domain that turns a validation loss into bits per
+byte (:func:`lifelong.metrics.objectives.loss_summary`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +40,7 @@ import torch
 
 from lifelong.data.corpora import TextDomain, text_domain
 from lifelong.data.streams import Experience, Stream, TensorSet
-from lifelong.data.tokenizers import Tokenizer, make_tokenizer
+from lifelong.data.tokenizers import Tokenizer, make_tokenizer, token_bytes
 from lifelong.errors import ConfigError, DataError
 
 DomainSpec = str | Path | TextDomain | list[str | Path]
@@ -61,12 +69,22 @@ class TextCorpus:
         return "text " + "->".join(d.name for d in self.domains)
 
 
+def dedup_key(document: str) -> str:
+    """What two documents must share to be one: their words (letters and digits of any script), case
+    folded, with punctuation and spacing dropped; a document without words keys on its own text."""
+    return " ".join(re.findall(r"\w+", document.casefold())) or document
+
+
 def split_documents(domain: TextDomain, validation_fraction: float, generator: torch.Generator) -> DomainSplit:
-    """``domain``'s documents without repeats (first occurrence kept), ``round(fraction * n)`` of them
-    (at least one) drawn by ``generator`` for validation, the rest for training."""
+    """``domain``'s documents without repeats (:func:`dedup_key`; the first occurrence kept),
+    ``round(fraction * n)`` of them (at least one) drawn by ``generator`` for validation, the rest for
+    training."""
     if not 0.0 < validation_fraction < 1.0:
         raise ConfigError(f"dataset.validation_fraction must lie in (0, 1), got {validation_fraction}")
-    documents = list(dict.fromkeys(domain.documents))
+    distinct: dict[str, str] = {}
+    for document in domain.documents:
+        distinct.setdefault(dedup_key(document), document)
+    documents = list(distinct.values())
     n_validation = max(1, round(validation_fraction * len(documents)))
     if len(documents) - n_validation < 1:
         raise DataError(f"text domain {domain.name!r} has {len(documents)} distinct documents; a train/validation "
@@ -117,6 +135,13 @@ def token_windows(tokens: torch.Tensor, context: int, n_windows: int | None = No
 class _Part:
     windows: torch.Tensor  # (N, context + 1)
     documents: int  # documents whose tokens are in the windows (the last one perhaps in part)
+    bytes: int  # UTF-8 bytes of the tokens the windows predict
+
+
+def window_bytes(windows: torch.Tensor, tokenizer: Tokenizer) -> torch.Tensor:
+    """(N,) the UTF-8 bytes of the tokens each window of ``windows`` (N, context + 1) predicts (all but
+    its first; :func:`~lifelong.data.tokenizers.token_bytes`)."""
+    return token_bytes(tokenizer)[windows[:, 1:]].sum(dim=1)
 
 
 def _encode(documents: Sequence[str], tokenizer: Tokenizer, needed: int | None) -> tuple[torch.Tensor, int]:
@@ -150,7 +175,8 @@ def _part(split: DomainSplit, part: str, tokenizer: Tokenizer, context: int, tok
         raise DataError(f"text domain {split.name!r} has {len(ids)} {part} tokens in {len(documents)} documents, "
                         f"fewer than one window of {context + 1}; lower scenario.context or raise "
                         "dataset.validation_fraction")
-    return _Part(token_windows(ids, context, min(available, wanted or available)), used)
+    windows = token_windows(ids, context, min(available, wanted or available))
+    return _Part(windows, used, int(window_bytes(windows, tokenizer).sum()))
 
 
 def text_domains(dataset: TextCorpus, context: int = 64, train_tokens: int | None = None,
@@ -159,8 +185,9 @@ def text_domains(dataset: TextCorpus, context: int = 64, train_tokens: int | Non
     ``train_tokens`` predicted tokens (``train_tokens // context`` windows; None: every training
     document) and evaluated on at most ``validation_tokens`` of its validation documents (None: all).
     ``seed`` orders the documents before the windows are cut, so it chooses which documents fill the
-    budget. Each experience's ``info`` counts the domain's ``documents`` and the ``documents_used`` and
-    ``tokens`` (predicted tokens) of its windows, for training and (``validation_``) validation."""
+    budget. Each experience's ``info`` counts the domain's ``documents`` and the ``documents_used``,
+    ``tokens`` (predicted tokens) and ``bytes`` (their UTF-8 bytes) of its windows, for training and
+    (``validation_``) validation."""
     if not isinstance(dataset, TextCorpus):
         raise ConfigError(f"scenario.name='text_domains' needs dataset.name='text', got the dataset "
                           f"{getattr(dataset, 'name', type(dataset).__name__)!r}")
@@ -179,13 +206,26 @@ def text_domains(dataset: TextCorpus, context: int = 64, train_tokens: int | Non
             test=TensorSet.of(validation.windows, torch.full((len(validation.windows),), index), index),
             classes=(index,), task_id=index, name=split.name,
             info={"documents": len(split.train), "documents_used": train.documents,
-                  "tokens": len(train.windows) * context, "validation_documents": len(split.validation),
-                  "validation_documents_used": validation.documents,
-                  "validation_tokens": len(validation.windows) * context},
+                  "tokens": len(train.windows) * context, "bytes": train.bytes,
+                  "validation_documents": len(split.validation), "validation_documents_used": validation.documents,
+                  "validation_tokens": len(validation.windows) * context, "validation_bytes": validation.bytes},
         ))
     return Stream(tuple(experiences), n_classes=len(experiences), input_shape=(context + 1,), task_aware=False,
                   name=f"{dataset.name} ({dataset.tokenizer!r}, context {context})",
                   objective="language_model", vocab_size=dataset.tokenizer.vocab_size)
+
+
+def validation_bytes_per_token(stream: Stream) -> list[float] | None:
+    """Per domain of a text stream, the UTF-8 bytes per predicted token of its validation windows: a
+    validation loss ``L`` in nats per token is ``L / (ln 2 * ratio)`` bits per byte. None for a stream
+    that does not count bytes (not made by :func:`text_domains`)."""
+    ratios = []
+    for experience in stream:
+        tokens, count = experience.info.get("validation_tokens"), experience.info.get("validation_bytes")
+        if not isinstance(tokens, int) or not isinstance(count, int) or tokens == 0:
+            return None
+        ratios.append(count / tokens)
+    return ratios
 
 
 def text_stream(domains: Sequence[DomainSpec], *, tokenizer: str | Tokenizer = "byte", context: int = 64,

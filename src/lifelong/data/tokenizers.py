@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import torch
+
 from lifelong.errors import ConfigError, DataError, MissingFileError
 
 EOS_TOKEN = "<|endoftext|>"
@@ -116,6 +118,23 @@ class BPETokenizer:
 
     def __repr__(self) -> str:
         return f"BPETokenizer(vocab_size={self.vocab_size})"
+
+
+def token_bytes(tokenizer: Tokenizer) -> torch.Tensor:
+    """(vocab_size,) long: the UTF-8 bytes each token id stands for, so that a loss per token converts to
+    bits per byte whatever the tokenizer. The end of a document counts as one byte (the separator between
+    documents), so a :class:`ByteTokenizer` run's bits per byte is exactly its loss in nats over ln 2. A
+    :class:`BPETokenizer` token's bytes are the characters of its byte-level form (one per byte); any other
+    tokenizer's are those of the token decoded alone (at least one)."""
+    if isinstance(tokenizer, ByteTokenizer):
+        return torch.ones(tokenizer.vocab_size, dtype=torch.long)
+    if isinstance(tokenizer, BPETokenizer):
+        lengths = [len(tokenizer.backend.id_to_token(i) or "x") for i in range(tokenizer.vocab_size)]
+    else:
+        lengths = [len(tokenizer.decode([i]).encode("utf-8")) for i in range(tokenizer.vocab_size)]
+    counts = torch.tensor(lengths, dtype=torch.long).clamp_min(1)
+    counts[tokenizer.eos_id] = 1
+    return counts
 
 
 def make_tokenizer(tokenizer: str | Tokenizer, first_domain: Sequence[str], bpe_vocab_size: int) -> Tokenizer:

@@ -17,10 +17,15 @@ one reading holds for both: ``forgetting`` > 0 and ``backward_transfer`` < 0 mea
 domains rose (``forgetting_j = L[T-1, j] - min_{j<=l<T-1} L[l, j]``, ``BWT = mean_j (L[j, j] - L[T-1, j])``),
 ``forward_transfer`` > 0 means training on earlier domains lowered a later one's loss before it was
 trained on. They are the accuracy metrics of the matrix ``-L``, in nats per token.
+
+Nats per token depend on the tokenizer (a BPE token holds several bytes, a byte token one), so with each
+domain's validation bytes per token the summary also gives **bits per byte**, ``L / (ln 2 * bytes per
+token)``, which compares runs of any tokenizer (and the count models of ``benchmarks/pretraining.py``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,15 +65,48 @@ def metric_name(objective: str) -> str:
     return "accuracy" if higher_is_better(objective) else "loss"
 
 
-def loss_summary(L: Matrix, initial: Sequence[float], test_sizes: Sizes) -> dict[str, Any]:
+def bits_per_byte(loss: float, bytes_per_token: float) -> float:
+    """A loss in nats per token as bits per byte, for tokens of ``bytes_per_token`` UTF-8 bytes on average."""
+    return loss / (math.log(2) * bytes_per_token)
+
+
+def count_model_loss(train: torch.Tensor, test: torch.Tensor, vocab_size: int, order: int) -> float:
+    """Mean next-token loss (nats per token) on the token windows ``test`` (N, L + 1) of a count model
+    fitted on the windows ``train`` (M, L + 1), both over the tokens the windows predict (all but each
+    window's first): ``order`` 0 the unigram ``P(t) = (c(t) + 1) / (n + V)``, 1 the bigram
+    ``P(t | s) = (c(s, t) + 1) / (c(s) + V)`` with ``s`` the token before ``t`` in its window (add-one
+    smoothing). The baselines a language model must beat by a margin before its losses say more about what
+    it learned than the byte (or token) statistics any counter gets from the same text."""
+    if order not in (0, 1):
+        raise ValueError(f"a count model of order 0 (unigram) or 1 (bigram), got {order}")
+    targets, test_targets = train[:, 1:].reshape(-1), test[:, 1:].reshape(-1)
+    if order == 0:
+        counts = torch.bincount(targets, minlength=vocab_size).double()  # (V,)
+        log_p = ((counts + 1) / (counts.sum() + vocab_size)).log()[test_targets]
+    else:
+        pairs = train[:, :-1].reshape(-1) * vocab_size + targets
+        counts = torch.bincount(pairs, minlength=vocab_size * vocab_size).double().view(vocab_size, vocab_size)
+        probabilities = (counts + 1) / (counts.sum(dim=1, keepdim=True) + vocab_size)  # (V, V): row s, column t
+        log_p = probabilities.log()[test[:, :-1].reshape(-1), test_targets]
+    return float(-log_p.mean())
+
+
+def loss_summary(L: Matrix, initial: Sequence[float], test_sizes: Sizes,
+                 bytes_per_token: Sequence[float] | None = None) -> dict[str, Any]:
     """The metrics of a loss matrix (module docstring for the signs): ``final_loss`` (mean over domains
     after the last experience), ``final_losses`` (per domain), ``final_perplexity`` (``exp`` of
     ``final_loss``), ``average_loss`` (after each experience, the mean loss over the domains seen so far,
-    averaged over experiences), ``forgetting``, ``backward_transfer``, ``forward_transfer``."""
+    averaged over experiences), ``forgetting``, ``backward_transfer``, ``forward_transfer``; with
+    ``bytes_per_token`` (one per domain, :func:`lifelong.data.text.validation_bytes_per_token`) also
+    ``final_bits_per_byte_by_domain`` and their mean ``final_bits_per_byte``."""
     m = np.asarray(L, dtype=float)
     scores = summary(-m, [-v for v in initial], test_sizes)
     final = scores["final_accuracy"]
     average = scores["average_incremental_accuracy_per_experience"]
+    bits: dict[str, Any] = {}
+    if bytes_per_token is not None and len(m):
+        by_domain = [bits_per_byte(float(v), ratio) for v, ratio in zip(m[-1], bytes_per_token, strict=True)]
+        bits = {"final_bits_per_byte": float(np.mean(by_domain)), "final_bits_per_byte_by_domain": by_domain}
     return {
         "final_loss": None if final is None else -final,
         "final_losses": [float(v) for v in m[-1]],
@@ -77,15 +115,17 @@ def loss_summary(L: Matrix, initial: Sequence[float], test_sizes: Sizes) -> dict
         "forgetting": scores["forgetting"],
         "backward_transfer": scores["backward_transfer"],
         "forward_transfer": scores["forward_transfer"],
+        **bits,
     }
 
 
-def matrix_summary(objective: str, matrix: Matrix, initial: Sequence[float], test_sizes: Sizes) -> dict[str, Any]:
+def matrix_summary(objective: str, matrix: Matrix, initial: Sequence[float], test_sizes: Sizes,
+                   bytes_per_token: Sequence[float] | None = None) -> dict[str, Any]:
     """The metrics of a run's matrix: :func:`~lifelong.metrics.accuracy_matrix.summary` of an accuracy
-    matrix, :func:`loss_summary` of a loss matrix."""
+    matrix, :func:`loss_summary` of a loss matrix (``bytes_per_token``: see there)."""
     if higher_is_better(objective):
         return summary(matrix, initial, test_sizes)
-    return loss_summary(matrix, initial, test_sizes)
+    return loss_summary(matrix, initial, test_sizes, bytes_per_token)
 
 
 def as_scores(objective: str, rows: Sequence[Sequence[float]]) -> list[list[float]]:

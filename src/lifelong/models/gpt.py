@@ -14,6 +14,9 @@ Initialization follows GPT-2 as nanoGPT reproduces it: every weight normal with 
 embeddings too, where GPT-2's code used 0.01), biases zero, and the projections that write into the
 residual stream scaled by ``1 / sqrt(2 * n_layers)`` so that the residual's variance does not grow
 with depth.
+Weight decay applies to the matrices of the linear layers only: :meth:`GPT.no_weight_decay` names the
+biases, the LayerNorm scales and shifts and both embeddings (the token one is also the tied output layer),
+as GPT-2's recipe in minGPT does; :func:`lifelong.optim.decay.split_weight_decay` reads it.
 """
 
 from __future__ import annotations
@@ -108,6 +111,13 @@ class GPT(nn.Module):
         for block in self.blocks:
             for projection in block.residual_projections():
                 nn.init.normal_(projection.weight, mean=0.0, std=0.02 / math.sqrt(2 * n_layers))
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters that take no weight decay: every bias and LayerNorm parameter (1-D:
+        decaying a scale towards 0 only fights the normalization) and the token and position embeddings
+        (rows of rare tokens would shrink for want of gradient; the token one is the tied output layer too)."""
+        embeddings = {f"{name}.weight" for name, module in self.named_modules() if isinstance(module, nn.Embedding)}
+        return embeddings | {name for name, parameter in self.named_parameters() if parameter.ndim < 2}
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, L, V)
         length = tokens.shape[-1]

@@ -30,28 +30,33 @@ up to about ``2 / lr`` and holds it there: the bound at the start is a ceiling f
 rate, not a rate the whole run keeps below. :attr:`ProbeResult.max_stable_lr` is the bound without
 momentum; :meth:`ProbeResult.max_stable_lr_with` gives it for a momentum.
 
-Both probes evaluate the model in evaluation mode (normalisation layers use their running statistics,
-so a single sample's gradient is defined), on the plain data loss: a strategy's extra terms (replay,
-distillation, penalties) are not part of it. The cost is reported as samples read (each through a
-forward and a backward pass, or a Hessian-vector product's forward, backward and second backward pass) and
-seconds; FLOPs are not counted.
+Both probes see the model as training does, normalized by the statistics of batches of the probed data
+(:func:`probe_statistics`), with two differences that make a single sample's gradient defined: dropout is
+off, and BatchNorm's statistics are those of the probed samples held fixed rather than recomputed on each
+sample's own (a batch of one, which BatchNorm refuses) or differentiated through. The model's running
+statistics are restored afterwards, so probing changes nothing in the run. (Evaluation mode instead would
+normalize an untrained model with its initial statistics, mean 0 and variance 1: not normalized at all.)
+Both use the plain data loss: a strategy's extra terms (replay, distillation, penalties) are not part of
+it. The cost is reported as samples read (each through a forward and a backward pass, or a Hessian-vector
+product's forward, backward and second backward pass) and seconds; FLOPs are not counted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vjp, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from lifelong.data.streams import TensorSet
 from lifelong.errors import ConfigError
-from lifelong.models.modes import eval_mode
 from lifelong.models.per_sample import functional_state, summed_per_sample
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -137,7 +142,7 @@ def probe(model: nn.Module, data: TensorSet, loss: Loss = F.cross_entropy,
     generator = torch.Generator().manual_seed(settings.seed)
     noise_set = data.subset(torch.randperm(len(data), generator=generator)[:settings.samples])
     hessian_set = data.subset(torch.randperm(len(data), generator=generator)[:settings.hessian_samples])
-    with eval_mode(model):
+    with probe_statistics(model, noise_set, settings.batch_size):
         trace, squared_norm = gradient_noise(model, noise_set, loss, settings.batch_size)
         eigenvalue, iterations, converged = top_hessian_eigenvalue(model, hessian_set, loss, settings, generator)
     noise_scale = trace / squared_norm if squared_norm > 0 else math.inf
@@ -146,6 +151,40 @@ def probe(model: nn.Module, data: TensorSet, loss: Loss = F.cross_entropy,
                        max_eigenvalue=eigenvalue, iterations=iterations, converged=converged,
                        samples_read=len(noise_set) + iterations * len(hessian_set),
                        seconds=time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def probe_statistics(model: nn.Module, data: TensorSet, batch_size: int) -> Iterator[None]:
+    """The model in evaluation mode for the block, with every BatchNorm layer (Ghost BN included)
+    normalizing by the statistics that training mode computes on ``data``: the cumulative average
+    (``momentum=None``) of its batch statistics over batches of about ``batch_size`` samples (sizes within
+    one of each other, so none is a lone sample BatchNorm refuses), each layer seeing its input as the
+    layers before it, in training mode, produce it. Afterwards the running statistics, the momentum and the
+    mode are what they were, whatever the block raises. Normalizers with their own running-statistics rule
+    (:class:`~lifelong.models.norms.BatchChannelNorm`, :class:`~lifelong.models.norms.AdaB2N`) keep theirs."""
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, [b.clone() for b in m.buffers(recurse=False)]) for m in norms]
+    was_training = model.training
+    try:
+        model.eval()
+        if norms:
+            for module in norms:
+                module.reset_running_stats()
+                module.momentum = None
+                module.train()
+            device = next(model.parameters()).device
+            with torch.no_grad():
+                for rows in torch.arange(len(data)).tensor_split(max(1, math.ceil(len(data) / batch_size))):
+                    model(data.subset(rows).x.to(device))
+            for module in norms:
+                module.eval()
+        yield
+    finally:
+        for module, (momentum, buffers) in zip(norms, saved, strict=True):
+            module.momentum = momentum
+            for buffer, value in zip(module.buffers(recurse=False), buffers, strict=True):
+                buffer.copy_(value)
+        model.train(was_training)
 
 
 def recommended_batch_size(noise_scale: float, limit: int) -> int:

@@ -203,11 +203,17 @@ class WSD:
 @dataclass(frozen=True)
 class Infinite:
     """The infinite schedule ("Beyond Cosine Decay: On the effectiveness of Infinite Learning Rate
-    Schedule for Continual Pre-training", Singh et al. 2025): linear warmup over the first
+    Schedule for Continual Pre-training", Singh et al. 2025, after Ibrahim et al. 2024, "Simple and
+    Scalable Strategies to Continually Pre-train Large Language Models"): linear warmup over the first
     ``warmup_steps`` of the stream, cosine cooldown from 1 to ``constant`` over ``cooldown_steps``, then
-    ``constant`` with no horizon, and at the end of *each* experience an exponential anneal from
-    ``constant`` to ``final`` over its last ``anneal_fraction`` of steps. The next experience resumes
-    at ``constant``: no re-warming, so no forgetting spike at task boundaries."""
+    ``constant`` across every experience boundary, and an exponential anneal from ``constant`` to
+    ``final`` over the last ``anneal_fraction`` of the *whole stream* (``Position.total_steps``).
+
+    The paper's point is that the constant phase needs no horizon and is never re-warmed: an anneal
+    inside each experience would drop the rate to ``final`` and jump back to ``constant`` at the next
+    one, the very re-warming it avoids. A model annealed at the end of each experience is a *copy*
+    decayed off the constant run and then thrown away, which is ``optim.branch_decay`` (with
+    ``anneal_fraction=0`` the main run stays at ``constant`` to its end)."""
 
     warmup_steps: int = 0
     cooldown_steps: int = 100
@@ -223,12 +229,12 @@ class Infinite:
         _check(0.0 < self.final <= self.constant, "final", self.final, f"in (0, constant={self.constant}]")
 
     def __call__(self, position: Position) -> float:
-        t = position.step
+        t, total = elapsed(position, "stream")
         if t < self.warmup_steps:
             return warmup(t, self.warmup_steps)
         if t < self.warmup_steps + self.cooldown_steps:
             return cosine((t - self.warmup_steps) / self.cooldown_steps, 1.0, self.constant)
-        progress = tail_progress(position.experience_step, max(position.experience_steps, 1), self.anneal_fraction)
+        progress = tail_progress(t, total, self.anneal_fraction)
         return self.constant if progress is None else self.constant * (self.final / self.constant) ** progress
 
 

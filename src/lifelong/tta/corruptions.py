@@ -41,15 +41,22 @@ def gaussian_noise(x: torch.Tensor, severity: int, generator: torch.Generator) -
 
 def gaussian_blur(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
     sigma = BLUR_SIGMA[severity - 1]
-    radius = max(1, math.ceil(2 * sigma))
+    return blur(x, sigma, max(1, math.ceil(2 * sigma)))
+
+
+def blur(x: torch.Tensor, sigma: float, radius: int, padded: bool = False) -> torch.Tensor:
+    """Images (N, C, H, W) convolved with a separable Gaussian of ``sigma`` truncated at ``radius`` pixels.
+    Outside the image its border pixels are repeated (a flat image stays flat), unless ``padded``: then
+    ``x`` already holds ``radius`` pixels of context on every side, and the output is that much smaller."""
     offsets = torch.arange(-radius, radius + 1, dtype=x.dtype)
     kernel = torch.exp(-offsets ** 2 / (2 * sigma ** 2))
     kernel = kernel / kernel.sum()  # (K,)
     channels = x.shape[1]
     rows = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
     columns = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
-    padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    return F.conv2d(F.conv2d(padded, rows, groups=channels), columns, groups=channels)
+    if not padded:
+        x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    return F.conv2d(F.conv2d(x, rows, groups=channels), columns, groups=channels)
 
 
 def contrast(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:

@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.data.scenarios import rotate
 from lifelong.data.streams import TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
+from lifelong.tta.augment import RandomViews
 from lifelong.tta.unmix import replace_batch_norm
 
 NORMALIZATION = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
@@ -190,16 +190,6 @@ class Tent(GradientMethod):
         return logits.detach()
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A random mild view of images (N, C, H, W): small rotation, shift, contrast and noise (one draw per call)."""
-    degrees = float(torch.empty(1).uniform_(-15.0, 15.0, generator=generator))
-    shift = torch.randint(-1, 2, (2,), generator=generator).tolist()
-    view = torch.roll(rotate(x, degrees), shifts=(shift[0], shift[1]), dims=(2, 3))
-    scale = float(torch.empty(1).uniform_(0.8, 1.2, generator=generator))
-    mean = view.mean(dim=(1, 2, 3), keepdim=True)
-    return ((view - mean) * scale + mean + 0.02 * torch.randn(view.shape, generator=generator)).clamp(0.0, 1.0)
-
-
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, ema: float) -> None:
     """``teacher = ema * teacher + (1 - ema) * student``, parameter by parameter."""
@@ -216,6 +206,8 @@ class MeanTeacher(GradientMethod):
     """Adam learning rate of the student (and of the modules the method adds, RMT's projector)."""
     ema: float = 0.999
     """Teacher update ``teacher = ema * teacher + (1 - ema) * student``."""
+    augment: RandomViews = field(default_factory=RandomViews)
+    """The random views of a test batch (CoTTA's reference augmentations, :mod:`lifelong.tta.augment`)."""
 
     def setup(self, model: nn.Module, seed: int, source: TensorSet | None = None) -> None:
         super().setup(model, seed, source)
@@ -229,13 +221,20 @@ class MeanTeacher(GradientMethod):
 
 @dataclass
 class CoTTA(MeanTeacher):
-    """Mean teacher with augmentation-averaged pseudo-labels and stochastic restore (Wang et al. 2022)."""
+    """Mean teacher with augmentation-averaged pseudo-labels and stochastic restore (Wang et al. 2022).
+
+    As the authors' code does: when the source model's mean confidence on the batch falls below
+    ``confidence_threshold``, the teacher's *logits* are averaged over ``n_augmentations`` random views
+    (the un-augmented batch not among them) and the student learns the softmax of that average by
+    cross-entropy; otherwise the teacher's logits on the batch itself serve. The teacher's (averaged)
+    logits are the prediction."""
 
     restore_probability: float = 0.01
     """Chance that each weight is reset to its source value after a step."""
     confidence_threshold: float = 0.92
     """Below this mean source confidence, the teacher's prediction is averaged over augmentations."""
-    n_augmentations: int = 8
+    n_augmentations: int = 32
+    """Views averaged (the paper's and the code's 32)."""
 
     def setup(self, model: nn.Module, seed: int, source: TensorSet | None = None) -> None:
         super().setup(model, seed, source)
@@ -245,20 +244,20 @@ class CoTTA(MeanTeacher):
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            teacher_probs = self.teacher(x).softmax(dim=1)  # (B, C)
+            teacher_logits = self.teacher(x)  # (B, C)
             confidence = self.anchor(x).softmax(dim=1).max(dim=1).values.mean()
             if confidence < self.confidence_threshold and x.ndim == 4:
-                views = [self.teacher(augment(x, self.generator)).softmax(dim=1)
-                         for _ in range(self.n_augmentations)]
-                teacher_probs = torch.stack(views).mean(dim=0)
+                views = [self.teacher(self.augment(x, self.generator)) for _ in range(self.n_augmentations)]
+                teacher_logits = torch.stack(views).mean(dim=0)
         student_logits = self.model(x)
-        self.descend(-(teacher_probs * student_logits.log_softmax(dim=1)).sum(dim=1), x, student_logits)
+        targets = teacher_logits.softmax(dim=1)
+        self.descend(-(targets * student_logits.log_softmax(dim=1)).sum(dim=1), x, student_logits)
         self.update_teacher()
         with torch.no_grad():
             for name, p in self.model.named_parameters():
                 restore = torch.rand(p.shape, generator=self.generator) < self.restore_probability
                 p.copy_(torch.where(restore, self.source_state[name], p))
-        return teacher_probs.clamp_min(1e-12).log()
+        return teacher_logits
 
 
 @dataclass
@@ -272,6 +271,9 @@ class UnMixTNS(TestTimeMethod):
     """Share of the source variance spread between the components' means at initialization."""
     temperature: float = 0.07
     """tau of the softmax over cosine similarities that assigns an instance to the components."""
+    centred: bool = False
+    """Centre the components' random initial spread so that their mixture starts at the source mean
+    exactly (an option; False is the authors' draw, :mod:`lifelong.tta.unmix`)."""
 
     def setup(self, model: nn.Module, seed: int, source: TensorSet | None = None) -> None:
         super().setup(model, seed, source)
@@ -283,7 +285,7 @@ class UnMixTNS(TestTimeMethod):
             raise ConfigError(f"tta.temperature must be > 0, got {self.temperature}")
         model.eval()
         if not replace_batch_norm(model, self.components, self.alpha, self.temperature,
-                                  torch.Generator().manual_seed(seed)):
+                                  torch.Generator().manual_seed(seed), self.centred):
             raise ConfigError("tta.method='unmix_tns' needs a model with BatchNorm layers, this one has none; "
                               "use a model with norm='batch'")
 
@@ -325,10 +327,10 @@ class RMT(MeanTeacher):
     together through a two-layer projector; the prediction is the sum of student and teacher logits.
     Prototypes are the class means of the source model's features (eval mode) on the source training data,
     which the loop passes in. Defaults are the paper's CIFAR-10-C settings (Adam lr 1e-3, EMA 0.999,
-    contrastive temperature 0.1 and weight 1, projector width 128), the augmentations CoTTA's (here
-    :func:`augment`). Departures: no warm-up on source data before the stream and no source replay loss
-    (the loop adapts on the test stream alone; the paper's warm-up initializes the teacher on 50,000
-    source samples).
+    contrastive temperature 0.1 and weight 1, projector width 128), the augmentations CoTTA's
+    (:class:`~lifelong.tta.augment.RandomViews`, as RMT's code takes them). Departures: no warm-up on
+    source data before the stream and no source replay loss (the loop adapts on the test stream alone;
+    the paper's warm-up initializes the teacher on 50,000 source samples).
     """
 
     temperature: float = 0.1
@@ -366,7 +368,7 @@ class RMT(MeanTeacher):
     def step(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x)  # (B, D)
         logits = self.head(features)
-        augmented = self.backbone(augment(x, self.generator))
+        augmented = self.backbone(self.augment(x, self.generator))
         with torch.no_grad():
             teacher_logits = self.teacher(x)
             nearest = (F.normalize(features, dim=1) @ F.normalize(self.prototypes, dim=1).T).argmax(dim=1)

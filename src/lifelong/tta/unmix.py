@@ -6,7 +6,11 @@ Temporal Correlation" (ICLR). For each batch-norm layer with source statistics (
 
 * init: K components, mean ``mu_k = mu_s + sqrt(alpha K / (K - 1)) sigma_s eps_k`` (eps_k ~ N(0, I)),
   variance ``sigma_k^2 = (1 - alpha) sigma_s^2``: the equal mixture of the K components has, in
-  expectation, the source mean and variance;
+  expectation, the source mean and variance. With ``centred`` (an option, not the authors' rule) the
+  draws are centred, ``eps_k - mean_j eps_j``, so that the mixture's mean *is* the source mean (the
+  authors' draw puts it off by ``sigma_s sqrt(alpha / (K - 1))`` in each channel, typically: about 0.18
+  sigma_s at K = 16 and alpha = 0.5, which an un-adapted model pays for) and its variance is still the
+  source's in expectation (the factor K / (K - 1) is exactly the centring's correction);
 * per instance b: its statistics (mu~_b, sigma~_b^2) over the spatial positions, and its assignment
   ``p_bk = softmax_k(cos(mu~_b, mu_k) / tau)``;
 * normalization: each component is pulled toward the instance, ``mu^_bk = (1 - p_bk) mu_k + p_bk mu~_b``
@@ -46,14 +50,16 @@ class UnMixTNSNorm(nn.Module):
     source_var: torch.Tensor
 
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm, components: int = 16, alpha: float = 0.5,
-                 temperature: float = 0.07, generator: torch.Generator | None = None) -> None:
+                 temperature: float = 0.07, generator: torch.Generator | None = None, centred: bool = False) -> None:
         super().__init__()
         if bn.running_mean is None or bn.running_var is None:
             raise ConfigError("tta.method='unmix_tns' needs batch-norm layers that tracked running statistics "
                               "during training (track_running_stats=True)")
         mean, var = bn.running_mean.detach().clone(), bn.running_var.detach().clone()
         spread = math.sqrt(alpha * components / (components - 1)) if components > 1 else 0.0
-        noise = torch.randn((components, mean.numel()), generator=generator).to(mean)
+        noise = torch.randn((components, mean.numel()), generator=generator).to(mean)  # (K, C)
+        if centred:
+            noise = noise - noise.mean(dim=0)
         self.register_buffer("source_mean", mean)
         self.register_buffer("source_var", var)
         self.register_buffer("means", mean + spread * var.sqrt() * noise)  # (K, C)
@@ -94,13 +100,13 @@ class UnMixTNSNorm(nn.Module):
 
 
 def replace_batch_norm(model: nn.Module, components: int = 16, alpha: float = 0.5, temperature: float = 0.07,
-                       generator: torch.Generator | None = None) -> int:
+                       generator: torch.Generator | None = None, centred: bool = False) -> int:
     """Swap every ``BatchNorm1d``/``BatchNorm2d`` of ``model`` for an :class:`UnMixTNSNorm` built from it, in
     place; returns how many were swapped."""
     swapped = 0
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if isinstance(child, nn.BatchNorm1d | nn.BatchNorm2d):
-                setattr(parent, name, UnMixTNSNorm(child, components, alpha, temperature, generator))
+                setattr(parent, name, UnMixTNSNorm(child, components, alpha, temperature, generator, centred))
                 swapped += 1
     return swapped
