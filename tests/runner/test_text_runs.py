@@ -128,3 +128,27 @@ def test_the_html_report_refuses_a_language_models_run_in_one_line(tmp_path, cap
     assert "is a language model's" in error and error.count("\n") == 1
     assert main(["compare", "1", "--db", str(tmp_path / "runs.db")]) == 0
     assert "final_perplexity" in capsys.readouterr().out
+
+
+def test_a_gpt_run_decays_only_its_matrices_and_reports_bits_per_byte() -> None:
+    from lifelong.runner.observers import Observer
+
+    class Groups(Observer):
+        def on_optimizer(self, optimizer) -> None:
+            self.groups = [(group["weight_decay"], [tuple(p.shape) for p in group["params"]])
+                           for group in optimizer.param_groups]
+
+    text, groups = stream(), Groups()
+    model = tiny_gpt(text)
+    train(text, model, STRATEGIES["naive"](), OptimConfig(name="adamw", lr=0.01, weight_decay=0.1, epochs=1),
+          seed=0, device="cpu", observers=[groups])
+    decayed = [shape for decay, shapes in groups.groups if decay > 0 for shape in shapes]
+    exempt = [shape for decay, shapes in groups.groups if decay == 0 for shape in shapes]
+    assert decayed and all(len(shape) == 2 for shape in decayed)  # the attention and MLP matrices only
+    # biases and norms (1-D), the tied token embedding and the position embedding take none
+    assert (text.vocab_size, 32) in exempt and all(len(shape) == 1 or shape in ((text.vocab_size, 32), (16, 32))
+                                                   for shape in exempt)
+    result = train(text, tiny_gpt(text), STRATEGIES["naive"](), OptimConfig(name="adam", lr=0.01, epochs=1),
+                   seed=0, device="cpu")
+    # byte tokens: one byte a token (end of document counted as one), so bits per byte = nats / ln 2
+    assert result.metrics["final_bits_per_byte"] == pytest.approx(result.metrics["final_loss"] / np.log(2), rel=1e-6)

@@ -29,6 +29,7 @@ from lifelong.errors import TrainingError
 from lifelong.metrics.compute import ExperienceCost, MemoryMeter
 from lifelong.models.norms import begin_experience
 from lifelong.optim.batch_size import epochs_keeping_updates
+from lifelong.optim.decay import SOURCE_GROUP
 from lifelong.optim.registry import build_optimizer
 from lifelong.optim.samplers import batch_losses
 from lifelong.optim.schedules import Constant, Position
@@ -146,10 +147,14 @@ class ExperienceLoop:
                 group["default_lr_scale"] = float(group.pop("lr_scale", 1.0))
             self.optimizer = build_optimizer(config.name, groups, lr=self.setup.lr_for(self.setup.batch_size),
                                              momentum=config.momentum, weight_decay=config.weight_decay,
-                                             options=config.optimizer_params)
+                                             options=config.optimizer_params, model=self.model)
         groups = self.optimizer.param_groups
-        check_lr_scales(self.strategy, declared, len(groups))
-        scales = declared.lr_scales or tuple(group["default_lr_scale"] for group in groups)
+        # a model that exempts parameters from weight decay splits a strategy's group in two: both halves
+        # take the scale the strategy declared for the group they came from
+        sources = [group.get(SOURCE_GROUP, index) for index, group in enumerate(groups)]
+        check_lr_scales(self.strategy, declared, len(set(sources)))
+        scales = [declared.lr_scales[source] for source in sources] if declared.lr_scales \
+            else [group["default_lr_scale"] for group in groups]
         for group, scale in zip(groups, scales, strict=True):
             group["lr_scale"] = scale
         self.step = OptimizerStep(self.model, self.strategy, self.optimizer, self.backward,

@@ -13,12 +13,19 @@ import numpy as np
 import torch
 
 from lifelong.data.streams import Experience, Stream, TensorSet
+from lifelong.data.text import validation_bytes_per_token
 from lifelong.metrics.compute import ExperienceCost
 from lifelong.metrics.objectives import LANGUAGE_MODEL, matrix_summary
 from lifelong.optim.probe import ProbeResult
 from lifelong.runner.averaging import Averaging
 from lifelong.runner.branch import BranchOff
-from lifelong.runner.checkpoint import Restored, RunContents, Stateful, random_states_kept, set_random_states
+from lifelong.runner.checkpoint import (
+    Restored,
+    RunContents,
+    Stateful,
+    random_states_kept,
+    set_random_states,
+)
 from lifelong.runner.evaluation import evaluate
 from lifelong.runner.experience import ExperienceLoop
 from lifelong.runner.observers import Observer, PeriodicEvaluation, TrainState
@@ -190,7 +197,8 @@ def _summarise(result: RunResult, stream: Stream, test_sizes: list[int], batch_s
     """The run's metrics from its matrix of accuracies or losses (and its evaluation curve, with its
     points and stability gaps in ``extra``); a language model's also count the tokens trained on and
     replayed (windows of ``L + 1`` tokens: ``L`` predicted each)."""
-    result.metrics = {**matrix_summary(stream.objective, result.matrix, result.initial, test_sizes),
+    result.metrics = {**matrix_summary(stream.objective, result.matrix, result.initial, test_sizes,
+                                       bytes_per_token=validation_bytes_per_token(stream)),
                       "effective_lr": result.lr, "batch_size_changes": batch_size_changes, "world_size": world.size,
                       "replayed_samples": sum(cost.replayed for cost in result.costs)}
     if stream.objective == LANGUAGE_MODEL:

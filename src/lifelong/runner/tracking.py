@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any, get_args
 
 from lifelong.config import Tracker
+from lifelong.data.text import validation_bytes_per_token
 from lifelong.errors import ConfigError
 from lifelong.metrics.objectives import matrix_summary, metric_name
 from lifelong.runner.observers import Observer, RunContext, TrainState
@@ -78,7 +79,8 @@ class ScalarLog(Observer):
         last = len(context.rows) == (1 if context.strategy.capabilities.joint else len(context.stream))
         if last:
             sizes = [len(test) for test in context.test_sets]
-            metrics = matrix_summary(objective, context.rows, context.initial, sizes)
+            metrics = matrix_summary(objective, context.rows, context.initial, sizes,
+                                     bytes_per_token=validation_bytes_per_token(context.stream))
             self.records += [(step, f"metrics/{name}", float(value)) for name, value in metrics.items()
                              if isinstance(value, float | int)]
         self.write(self.records)
