@@ -1,7 +1,10 @@
 """The DER protocol on Split Fashion-MNIST, beside the published Seq-MNIST numbers.
 
     apt-get install -y dataset-fashion-mnist      # the original files, in /usr/share/datasets/fashion-mnist
-    OMP_NUM_THREADS=1 python benchmarks/der_protocol.py --seeds 0,1,2 --workers 1 > docs/results/der-protocol.md
+    OMP_NUM_THREADS=1 python benchmarks/der_protocol.py --seeds 0,1,2 --workers 1 \\
+        --results docs/results/der-protocol-runs.jsonl --figure docs/results/der-protocol.png \\
+        > docs/results/der-protocol.md
+    python benchmarks/der_protocol.py --seeds 0,1,2 --ewc-diagnosis     # why the ewc row diverges on seed 0
 
 Buzzega et al. (NeurIPS 2020, "Dark Experience for General Continual Learning: a Strong, Simple
 Baseline") evaluate Seq-MNIST as 5 experiences of 2 classes, class-incremental, with an MLP 784-100-100-10
@@ -58,13 +61,16 @@ class Row:
     lr: float
     settings: tuple[tuple[str, object], ...] = ()
     weight_decay: float = 0.0
+    epochs: int = 1
+    """Epochs per experience: 1 in the protocol; more only in a row marked as a diagnosis."""
     paper: float | None = None
     """The paper's Seq-MNIST class-IL accuracy (%) for this method and buffer; None where it has none."""
 
     @property
     def key(self) -> str:
         """Everything that defines the run, so that a record made with other values is not reused."""
-        return f"{self.strategy} lr={self.lr} wd={self.weight_decay} {dict(self.settings)}"
+        epochs = "" if self.epochs == 1 else f" epochs={self.epochs}"
+        return f"{self.strategy} lr={self.lr} wd={self.weight_decay} {dict(self.settings)}{epochs}"
 
 
 def buffer_rows(buffer: int, er: tuple, der: tuple, derpp: tuple, agem: tuple, icarl: tuple) -> list[Row]:
@@ -86,6 +92,8 @@ def buffer_rows(buffer: int, er: tuple, der: tuple, derpp: tuple, agem: tuple, i
 ROWS = [
     Row("naive", "naive", 0.03, paper=19.60),
     Row("joint", "joint", 0.03, paper=95.57),
+    # Diagnosis, outside the protocol: is 1-epoch joint training short of what the model can reach?
+    Row("joint (3 epochs)", "joint", 0.03, epochs=3),
     Row("ewc", "ewc", 0.03, (("lam", 180.0), ("decay", 1.0)), paper=20.46),
     Row("si", "si", 0.1, (("lam", 1.0), ("damping", 0.9)), paper=19.27),
     Row("lwf", "lwf", 0.03, (("alpha", 1.0), ("temperature", 2.0)), weight_decay=1e-3, paper=19.62),
@@ -122,7 +130,7 @@ def run(row: Row, seed: int, count_flops: bool) -> dict[str, Any]:
     torch.manual_seed(seed)
     model = mammoth_mlp(stream.input_shape, stream.n_classes)
     optim = OptimConfig(name="sgd", lr=row.lr, momentum=0.0, weight_decay=row.weight_decay, batch_size=10,
-                        epochs=1, schedule="constant", count_flops=count_flops)
+                        epochs=row.epochs, schedule="constant", count_flops=count_flops)
     try:
         result = train(stream, model, STRATEGIES[row.strategy](**dict(row.settings)), optim, seed=seed, device="cpu")
     except LifelongError as error:
@@ -191,17 +199,26 @@ def percent(values: list[float | None]) -> str:
     return spread([None if v is None else 100 * v for v in values], digits=2)
 
 
-def figure(points: list[tuple[str, float, float]], path: Path) -> None:
-    """Final accuracy (%) against GFLOPs per run, one labelled point per row, log x axis."""
+def figure(points: list[tuple[Row, float, float]], path: Path) -> None:
+    """Final accuracy (%) against GFLOPs per run, one point per row (colour: strategy, marker: buffer),
+    log x axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    strategies = list(dict.fromkeys(row.label.split(" ")[0] for row, _, _ in points))
+    colours = dict(zip(strategies, plt.get_cmap("tab20").colors, strict=False))
+    markers = {None: "o", 200: "s", 500: "^", 5120: "D"}
     fig, ax = plt.subplots(figsize=(9, 6))
-    for label, gflops, accuracy in points:
-        ax.scatter(gflops, accuracy, s=18)
-        ax.annotate(label, (gflops, accuracy), textcoords="offset points", xytext=(4, 2), fontsize=7)
+    for row, gflops, accuracy in points:
+        buffer = dict(row.settings).get("buffer_size")
+        ax.scatter(gflops, accuracy, color=colours[row.label.split(" ")[0]], marker=markers[buffer], s=40,
+                   edgecolors="black", linewidths=0.4)
+    handles = [plt.Line2D([], [], color=colours[name], marker="o", linestyle="", label=name) for name in strategies]
+    handles += [plt.Line2D([], [], color="grey", marker=markers[size], linestyle="", label=f"buffer {size}")
+                for size in (200, 500, 5120)]
+    ax.legend(handles=handles, fontsize=8, loc="center right")
     ax.set_xscale("log")
     ax.set_xlabel("GFLOPs per run (training, forward + backward)")
     ax.set_ylabel("final accuracy, class-incremental (%)")
@@ -242,8 +259,9 @@ def main() -> None:
             future.add_done_callback(lambda f, row=row, seed=seed: record(args.results, settings, row.key, row.label,
                                                                           seed, f))
         print("# The DER protocol on Split Fashion-MNIST, beside the paper's Seq-MNIST numbers\n")
-        print(f"`OMP_NUM_THREADS=1 python benchmarks/der_protocol.py --seeds {args.seeds} --workers {args.workers}` "
-              f"(torch {torch.__version__}, one thread per run)\n")
+        figure_option = "" if args.figure is None else f" --figure {args.figure}"
+        print(f"`OMP_NUM_THREADS=1 python benchmarks/der_protocol.py --seeds {args.seeds} --workers {args.workers} "
+              f"--results {args.results}{figure_option}` (torch {torch.__version__}, one thread per run)\n")
         print("Class-incremental, 5 experiences of 2 classes, all 60,000 training and 10,000 test images, pixels in "
               "[0, 1]; MLP 784-100-100-10 (ReLU, Xavier-uniform weights, zero biases); SGD without momentum, batch "
               "10, 1 epoch per experience, constant learning rate per method (Mammoth's seq-mnist best arguments). "
@@ -260,7 +278,7 @@ def main() -> None:
             print(f"| {row.label} | {percent([r['final'] for r in results])} | "
                   f"{percent([r['forgetting'] for r in results])} | {paper} | "
                   f"{statistics.mean(r['seconds'] for r in results):.0f} | {gflops:.1f} |", flush=True)
-            points.append((row.label, gflops, 100 * statistics.mean(r["final"] for r in results)))
+            points.append((row, gflops, 100 * statistics.mean(r["final"] for r in results)))
     if args.figure is not None and points:
         figure(points, args.figure)
     print(f"\nWall time {time.perf_counter() - started:.0f} s.", file=sys.stderr)
