@@ -52,7 +52,8 @@ SEARCH_SPACES: dict[str, dict[str, Parameter]] = {
             "strategy.temperature": FloatRange(1.0, 4.0)},
     "der": {"strategy.alpha": FloatRange(0.05, 1.0, log=True)},  # Buzzega et al. 2020
     "derpp": {"strategy.alpha": FloatRange(0.05, 1.0, log=True), "strategy.beta": FloatRange(0.1, 2.0, log=True)},
-    "si": {"strategy.lam": FloatRange(0.01, 100.0, log=True)},  # Zenke et al. 2017
+    "si": {"strategy.lam": FloatRange(0.01, 100.0, log=True),  # Zenke et al. 2017 (xi: 1e-3 there, 1 in Mammoth)
+           "strategy.damping": FloatRange(1e-3, 1.0, log=True)},
     "mas": {"strategy.lam": FloatRange(0.01, 100.0, log=True)},  # Aljundi et al. 2018
     "l2": {"strategy.lam": FloatRange(1e-3, 10.0, log=True)},
     "uer": {"strategy.cosine_scale": FloatRange(4.0, 32.0, log=True)},
