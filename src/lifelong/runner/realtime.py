@@ -119,7 +119,8 @@ class RealTimeStream:
                 x = batch.x
                 loss = next_token_loss(logits_of(model(x[:, :-1])), x[:, 1:]) if lm else \
                     F.cross_entropy(logits_of(model(x)), batch.y)
-                torch.autograd.grad(loss, self.trainable, allow_unused=True)
+                if self.trainable:  # none: the run trains tensors of the method's own, a naive step only a forward
+                    torch.autograd.grad(loss, self.trainable, allow_unused=True)
 
         for p in frozen:  # differentiated as a naive step would, left frozen after
             p.requires_grad_(True)
