@@ -25,6 +25,8 @@ from lifelong.errors import ConfigError, MissingFileError
 
 PROBE = "probe"
 """The ``optim.batch_size`` that asks the runner to measure the batch size (:mod:`lifelong.optim.probe`)."""
+NAIVE = "naive"
+"""The ``optim.stream_rate`` that paces a real-time stream by the cost of a naive step of each batch."""
 
 
 class OptimConfig(BaseModel):
@@ -95,6 +97,28 @@ class OptimConfig(BaseModel):
     which it excludes)."""
     reset_per_experience: bool = True
     """Build a fresh optimizer (no momentum or Adam moments carried over) at each experience."""
+    stream_rate: float | Literal["naive"] | None = None
+    """A real-time stream, which does not wait for the learner (Ghunaim et al., CVPR 2023, "Real-Time
+    Evaluation in Online Continual Learning: A New Hope"; :mod:`lifelong.runner.realtime`): the cost, in
+    ``stream_cost`` units, that passes between two batches of ``batch_size`` samples (a smaller batch comes
+    after its share), or ``"naive"``: the cost of a naive step of each batch (forward and backward of the
+    objective's loss of the batch alone, through the parameters trainable when the run began). A method whose
+    step costs k times that trains on every k-th batch: the batches that arrive while it is busy (with a step or
+    an experience's hooks) pass untrained, counted as ``skipped`` in the experience's cost, and every batch is
+    first predicted, before any training on it (the online accuracy, ``online_metric``). None: the stream
+    waits, every batch is trained on."""
+    stream_cost: Literal["flops", "seconds"] = "flops"
+    """What paces a real-time stream: counted FLOPs (over all ranks; deterministic, so a run skips the same
+    batches on any machine) or measured wall time of the steps and hooks (one process only)."""
+
+    @field_validator("stream_rate", mode="before")
+    @classmethod
+    def _stream_rate_or_naive(cls, value: Any) -> Any:
+        if value is None or value == NAIVE or (isinstance(value, int | float) and not isinstance(value, bool)
+                                               and math.isfinite(value) and value > 0):
+            return value
+        raise ValueError(f"must be a positive cost per batch, {NAIVE!r} (a naive step's) or None (no real-time "
+                         "stream)")
 
     @field_validator("batch_size", mode="before")
     @classmethod

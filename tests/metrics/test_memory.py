@@ -6,12 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
-from lifelong import EWC, ER, Naive, OptimConfig, class_incremental, mlp, train
+from lifelong import ER, EWC, Naive, OptimConfig, class_incremental, mlp, train
 from lifelong.data.streams import Experience
 from lifelong.metrics.compute import MemoryMeter, tensor_bytes
+from lifelong.strategies import Strategy
+from tests.strategies.catalog import cases, run
 
 MIB = 2**20
 OPTIM = OptimConfig(lr=0.05, batch_size=16, epochs=1)
@@ -70,3 +73,100 @@ def test_strategy_memory_bytes_by_hand(small_data) -> None:
     # the anchor and the Fisher: one float32 per parameter each, (8 * 32 + 32) + (32 * 6 + 6) = 486
     assert strategy.memory_bytes() == 2 * 486 * 4
     assert tensor_bytes({"a": torch.zeros(10), "views": list(torch.zeros(6).split(2))}) == 40 + 24
+
+
+# Every byte each family keeps across experiences, counted by hand on the contract's tiny runs
+# (tests/strategies/catalog.py): 3 experiences of 2 of the 6 Gaussian classes, 8 float32 features, an
+# MLP 8 -> 16 -> 6 of P = (8 * 16 + 16) + (16 * 6 + 6) = 246 parameters (984 bytes), memories of 24 samples.
+P_BYTES = 246 * 4
+ROW = 8 * 4 + 8 + 8
+"""A stored sample: its 8 float32 features, its int64 label and its int64 task id."""
+
+
+@pytest.fixture(scope="module")
+def kept() -> dict[str, Strategy]:
+    """The strategies after their catalog runs, by name, each run once in the module."""
+    return {}
+
+
+def kept_bytes(kept: dict[str, Strategy], name: str) -> int:
+    """``memory_bytes`` of strategy ``name`` after its catalog run."""
+    if name not in kept:
+        kept[name] = run(cases()[name]).strategy
+    return kept[name].memory_bytes()
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("er", 24 * ROW), ("er_ace", 24 * ROW), ("uer", 24 * ROW), ("agem", 24 * ROW), ("replay", 24 * ROW),
+    ("der", 24 * (ROW + 6 * 4)), ("derpp", 24 * (ROW + 6 * 4)),  # each row with its 6 float32 logits
+    ("gdumb", 24 * ROW + P_BYTES),  # the class-balanced memory and the initial weights it retrains from
+])
+def test_sample_memories_count_their_rows(kept: dict[str, Strategy], name: str, expected: int) -> None:
+    assert kept_bytes(kept, name) == expected
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("lwf", P_BYTES),  # the teacher: a copy of the model
+    # 24 exemplars, the teacher and the 6 class means of the 16 features (float32)
+    ("icarl", 24 * ROW + P_BYTES + 6 * 16 * 4),
+])
+def test_distillation_counts_its_teacher(kept: dict[str, Strategy], name: str, expected: int) -> None:
+    assert kept_bytes(kept, name) == expected
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("ewc", 2 * P_BYTES), ("mas", 2 * P_BYTES),  # the anchor and one importance per weight
+    ("l2", P_BYTES),  # the anchor alone: every weight counts one
+    pytest.param("si", 2 * P_BYTES, marks=pytest.mark.xfail(
+        strict=True, reason="SI keeps its last experience's path integral, start and previous weights (3 P "
+                            "floats more) after it ends; si.py should drop them in after_experience")),
+])
+def test_anchors_count_the_weights_and_their_importance(kept: dict[str, Strategy], name: str, expected: int) -> None:
+    assert kept_bytes(kept, name) == expected
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("ncm", 6 * 8 + 6 * 16 * 8), ("fetril", 6 * 8 + 6 * 16 * 8),  # float64 count and feature sum per class
+    ("slca", 6 * 8 + 6 * 16 * 8 + 6 * 16 * 16 * 8),  # and the sum of outer products (the covariance)
+    # the random projection 16 -> 64 (float32), the Gram matrix 64 x 64 and the targets 64 x 6 (float64)
+    # and the head solved from them (64 x 6, float32)
+    ("ranpac", 16 * 64 * 4 + 64 * 64 * 8 + 64 * 6 * 8 + 64 * 6 * 4),
+])
+def test_class_statistics_count_what_they_accumulate(kept: dict[str, Strategy], name: str, expected: int) -> None:
+    assert kept_bytes(kept, name) == expected
+
+
+HEAD = (16 * 6 + 6) * 4
+"""A task's own head: 16 x 6 weights and 6 biases, float32."""
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("dst", 3 * (16 * 4 + HEAD + 8 * 16)),  # per task: the hidden biases, the head and a one-byte mask per weight
+    ("clr", 3 * (HEAD + 2 * 16 * 4)),  # per task: the head and a scale and a shift per hidden unit
+    # per task: the batch norm's weight, bias, running mean and variance (16 each), its int64 step count, the head
+    ("bn_only", 3 * (4 * 16 * 4 + 8 + HEAD)),
+    # the hypernetwork (4 chunk embeddings of 8; a 16 -> 16 -> 64 MLP), 3 task embeddings of 8 and the generated
+    # weights (4 chunks of 64) of the 2 earlier tasks its output regulariser holds to
+    ("hypernetwork", (4 * 8 + 16 * 16 + 16 + 16 * 64 + 64 + 3 * 8 + 2 * 4 * 64) * 4),
+])
+def test_per_task_tensors_count_every_task(kept: dict[str, Strategy], name: str, expected: int) -> None:
+    assert kept_bytes(kept, name) == expected
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("l2p", (4 * 2 * 8 + 4 * 8) * 4),  # a pool of 4 prompts of 2 tokens of the ViT's 8 dimensions, and 4 keys
+    # the general prompt (1 layer, key and value, 2 tokens) and one expert prompt and key per experience
+    ("dualprompt", (2 * 2 * 8 + 3 * (2 * 2 * 8 + 8)) * 4),
+    # per experience, 2 components on each of 2 layers: their prompts (2 tokens), keys and attention vectors
+    ("coda_prompt", 3 * (2 * 2 * 2 * 8 + 2 * 2 * 8 + 2 * 2 * 8) * 4),
+    ("lora", 0), ("adapter", 0),  # the tuning modules are the model's own
+    ("lae", (4 * 16 + 16 * 4) * 4),  # the offline copy of the adapter (16 -> 4 -> 16)
+])
+def test_prompts_and_tuning_count_what_is_not_the_models(kept: dict[str, Strategy], name: str, expected: int) -> None:
+    assert kept_bytes(kept, name) == expected
+
+
+@pytest.mark.xfail(strict=True, reason="Cumulative keeps every earlier experience's samples (memory_size counts "
+                                       "them) but keeps no tensor of its own, so memory_bytes is 0")
+def test_cumulative_counts_the_samples_it_keeps(kept: dict[str, Strategy]) -> None:
+    assert kept_bytes(kept, "cumulative") == kept["cumulative"].memory_size() * ROW

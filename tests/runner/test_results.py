@@ -24,7 +24,7 @@ def test_run_is_stored_whole(small_data, tmp_path) -> None:
     assert [e["index"] for e in record.experiences] == [0, 1, 2]
     assert record.experiences[-1]["cost"]["buffer_size"] == 30
     assert record.config["strategy"] == {"name": "er", "buffer_size": 30, "replay_batch_size": 0,
-                                       "memory_keeps": "samples"}
+                                       "memory_keeps": "samples", "memory_budget_bytes": 0}
     assert record.environment["torch"] == torch.__version__
     with sqlite3.connect(tmp_path / "runs.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -107,4 +107,4 @@ def test_a_run_from_python_records_the_architecture_and_the_stream(small_data, t
     assert [(e["classes"], e["train"], e["test"]) for e in described["experiences"]] == [
         ([0, 1, 2], 90, 30), ([3, 4, 5], 90, 30)]
     assert configs[0]["strategy"] == {"name": "er", "buffer_size": 30, "replay_batch_size": 0,
-                                     "memory_keeps": "samples"}
+                                     "memory_keeps": "samples", "memory_budget_bytes": 0}

@@ -46,6 +46,15 @@ class ExperienceCost:
     replayed: int = 0
     """Samples the strategy replayed from its memory into the experience's training (a language
     model's: windows, each of ``L`` predicted tokens)."""
+    skipped: int = 0
+    """Samples of the experience a real-time stream (``optim.stream_rate``) let pass untrained while the
+    learner was busy, over all ranks: ``samples + skipped`` is every sample the experience's stream brought."""
+    online_samples: int = 0
+    """Samples a real-time stream's online metric covers (every one it brought; a language model's: their
+    predicted tokens), 0 without one."""
+    online_metric: float = 0.0
+    """Their accuracy (a language model's: mean next-token loss), each batch predicted when it arrived, before
+    any training on it (the online accuracy of Cai et al. 2021 and Ghunaim et al. 2023)."""
 
     @property
     def samples_per_second(self) -> float:

@@ -59,8 +59,11 @@ class OptimSetup:
 
     @property
     def count_flops(self) -> bool:
-        """Whether the runner counts FLOPs (asked for, or needed by a FLOP budget)."""
-        return self.config.count_flops or self.config.max_flops is not None
+        """Whether the runner counts FLOPs (asked for, or needed by a FLOP budget or a real-time stream paced
+        by FLOPs)."""
+        config = self.config
+        return config.count_flops or config.max_flops is not None or \
+            (config.stream_rate is not None and config.stream_cost == "flops")
 
     def lr_for(self, batch_size: int) -> float:
         """The learning rate at ``batch_size``: ``optim.lr`` scaled from ``base_batch_size`` by the rule."""

@@ -7,7 +7,9 @@ observe -> backward -> after_backward -> clip -> step), the counters, then what 
 experience. Where the batches come from (epochs of the sampler's orders, a resumed position, lazy
 reading, augmentation) is :meth:`ExperienceLoop._batches`; FLOP and seconds budgets re-plan in
 :class:`~lifelong.runner.budget.Replanner`; the adaptive batch size proposes in
-:mod:`lifelong.optim.batch_size`. Nothing here allocates per step beyond the batch and the strategy's own.
+:mod:`lifelong.optim.batch_size`; a real-time stream (``optim.stream_rate``) predicts every batch and lets
+pass those that come while the learner is busy in :class:`~lifelong.runner.realtime.RealTimeStream`, asked
+only when it is on. Nothing here allocates per step beyond the batch and the strategy's own.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from lifelong.runner.flops import FlopMeter
 from lifelong.runner.gradsync import Backward
 from lifelong.runner.observers import Observer, TrainState
 from lifelong.runner.plan import PlannedExperience, check_lr_scales, check_training_set
+from lifelong.runner.realtime import RealTimeStream, realtime_stream
 from lifelong.runner.step import OptimizerStep
 from lifelong.strategies.base import ExperiencePlan, Strategy
 from lifelong.world import World
@@ -81,11 +84,19 @@ class ExperienceLoop:
     """Training seconds of the experience last closed."""
     batch_size_changes: list[dict[str, Any]] = field(default_factory=list)
     """Every change of the adaptive batch size, with its re-scaled rate."""
+    realtime: RealTimeStream | None = field(init=False, default=None)
+    """The real-time stream (``optim.stream_rate``), or None: every batch is trained on."""
+
+    def __post_init__(self) -> None:
+        self.realtime = realtime_stream(self.setup.config, self.setup.batch_size, self.model, self.strategy,
+                                        self.meter, self.world, self.sharded)
 
     def train(self, index: int, experience: Experience, planned: PlannedExperience, restored: Restored | None) -> None:
         """Set up, train and close one experience (``restored``: a checkpoint to continue it from)."""
-        state, strategy, model, meter = self.state, self.strategy, self.model, self.meter
+        state, strategy, model, meter, realtime = self.state, self.strategy, self.model, self.meter, self.realtime
         self._start(index, planned)
+        if realtime is not None:
+            realtime.start_experience(experience, index, planned.strategy)
         begin_experience(model, index)
         hook_flops = meter.measure(lambda: strategy.before_experience(model, experience))[1]
         self.data = self.step = None
@@ -96,6 +107,8 @@ class ExperienceLoop:
             self.data = data
             self._prepare_optimizer(planned.strategy, self.setup.config.reset_per_experience)
         state.experience_flops = meter.total(hook_flops)[0]
+        if realtime is not None:  # the stream ran on while the hooks and the set-up kept the learner busy
+            realtime.busy(state, state.experience_flops, state.experience_seconds)
         if restored is not None:
             restored.resume_experience(model, strategy, state, self.optimizer, self.setup.config.reset_per_experience
                                        or planned.strategy.reset_optimizer, self._generator())
@@ -107,8 +120,11 @@ class ExperienceLoop:
         if self.averaging is not None:
             self.averaging.end_training()
         self._notify_training_end()
-        hook_flops = meter.measure(lambda: strategy.after_experience(model, experience))[1]
-        state.experience_flops += meter.total(hook_flops)[0]
+        hooked = time.perf_counter()
+        hook_flops = meter.total(meter.measure(lambda: strategy.after_experience(model, experience))[1])[0]
+        state.experience_flops += hook_flops
+        if realtime is not None:
+            realtime.busy(state, hook_flops, time.perf_counter() - hooked)
         if self.world.distributed and not self.sharded:  # whatever the hooks computed, every rank has the same model
             self.world.broadcast(model.state_dict().values())
         self.seconds = state.experience_seconds
@@ -118,11 +134,17 @@ class ExperienceLoop:
     def cost(self, branch: ExperienceCost) -> ExperienceCost:
         """What the experience just closed took, with what its branch-off took (``branch``)."""
         state, strategy = self.state, self.strategy
+        online_total, online_count = state.online_total, state.online_count
+        if self.realtime is not None and self.world.distributed:  # each rank scored its own batches
+            sums = self.world.all_reduce_sum(torch.tensor([online_total, online_count], dtype=torch.float64))
+            online_total, online_count = float(sums[0]), int(sums[1])
         return ExperienceCost(seconds=self.seconds + branch.seconds, samples=state.experience_samples + branch.samples,
                               steps=state.experience_step + branch.steps,
                               memory_increase_mb=self.memory.increase_mb(), buffer_size=strategy.memory_size(),
                               memory_bytes=strategy.memory_bytes(), flops=state.experience_flops + branch.flops,
-                              replayed=strategy.replayed - state.replayed_before + branch.replayed)
+                              replayed=strategy.replayed - state.replayed_before + branch.replayed,
+                              skipped=state.experience_skipped, online_samples=online_count,
+                              online_metric=online_total / online_count if online_count else 0.0)
 
     def _start(self, index: int, planned: PlannedExperience) -> None:
         """The counters at an experience's start (a resumed one gets its checkpoint's afterwards)."""
@@ -134,6 +156,7 @@ class ExperienceLoop:
         state.batch_size, state.epochs = self.setup.batch_size, planned.epochs
         state.experience_steps = planned.steps
         state.replayed_before = self.strategy.replayed
+        state.experience_skipped, state.online_total, state.online_count = 0, 0.0, 0
         self.meter.start_experience()
         self.planner.start(planned.strategy.train_size)
 
@@ -162,8 +185,9 @@ class ExperienceLoop:
 
     def _steps(self, data: TensorSet, index: int) -> None:
         """The experience's optimizer steps until its plan's horizon (which FLOP and seconds budgets
-        lower as they are spent) or an observer ends it."""
+        lower as they are spent, and a real-time stream as it lets batches pass) or an observer ends it."""
         state, step, meter, planner, test = self.state, self.step, self.meter, self.planner, self.setup.batch_size_test
+        realtime, started = self.realtime, 0.0
         assert step is not None, "the optimizer is prepared before the steps"
         schedule = self.setup.schedule
         constant = isinstance(schedule, Constant)
@@ -173,6 +197,14 @@ class ExperienceLoop:
         ranks, memory_size, flops = self.world.size, self.strategy.memory_size, 0.0
         self.model.train()
         for batch in self._batches(data, index):
+            if realtime is not None:
+                if not realtime.arrives(batch, state):  # it passed while the learner was busy: a step that never comes
+                    state.epoch_samples += len(batch.y)
+                    planner.replan(state)
+                    if state.experience_step >= state.experience_steps:
+                        return
+                    continue
+                started = time.perf_counter()
             lr = base_lr if constant else base_lr * schedule(
                 Position(state.step, index, state.experience_step, state.experience_steps, state.total_steps))
             if counting:
@@ -193,6 +225,8 @@ class ExperienceLoop:
             state.epoch_samples += drawn
             if metered:
                 planner.after_step(state, flops)
+            if realtime is not None:
+                realtime.trained(state, started)
             if test is not None and test.due(state.experience_step, state.experience_steps) \
                     and planner.affords_test(state, drawn) and self._adapt_batch_size(batch):
                 base_lr = self.setup.lr_for(state.batch_size * ranks)

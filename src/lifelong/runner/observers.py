@@ -118,6 +118,18 @@ class TrainState:
     """The strategy's count of replayed samples (:attr:`~lifelong.strategies.base.Strategy.replayed`,
     over the whole run) when the current experience started: the experience replayed the difference.
     Checkpointed, so that a run resumed inside an experience counts the same."""
+    stream_clock: float = 0.0
+    """A real-time stream's clock (``optim.stream_rate``, :mod:`lifelong.runner.realtime`): when the learner is
+    next free, in the stream's cost unit (FLOPs over all ranks, or seconds) since the run began."""
+    stream_arrival: float = 0.0
+    """When the real-time stream's next batch arrives, on the same clock."""
+    experience_skipped: int = 0
+    """Samples of the current experience that a real-time stream let pass untrained, over all ranks."""
+    online_total: float = 0.0
+    """The current experience's online score on this rank: correct predictions (a language model's: summed
+    next-token losses) of every batch a real-time stream brought, each scored before any training on it."""
+    online_count: int = 0
+    """The samples (a language model's: predicted tokens) :attr:`online_total` covers, on this rank."""
 
     def set_experience_steps(self, steps: int) -> None:
         """Re-plan the current experience to ``steps`` steps; the stream horizon follows."""

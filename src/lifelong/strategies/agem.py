@@ -12,7 +12,13 @@ from torch import nn
 from lifelong.bounds import Annotated, Ge
 from lifelong.data.streams import Batch, Experience
 from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
-from lifelong.strategies.parts.memory import BufferSize, MemoryKeeps, ReservoirMemory, check_memory_keeps
+from lifelong.strategies.parts.memory import (
+    BufferSize,
+    MemoryBudget,
+    MemoryKeeps,
+    ReservoirMemory,
+    check_memory_keeps,
+)
 
 
 def project(gradient: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -44,6 +50,7 @@ class AGEM(Strategy):
 
     buffer_size: BufferSize = 200
     memory_keeps: MemoryKeeps = "samples"
+    memory_budget_bytes: MemoryBudget = 0
     reference_batch_size: Annotated[int, Ge(1)] = 256
     """Memory samples drawn to estimate the reference gradient (256 in the paper; here the whole memory
     of 200 by default)."""
@@ -56,7 +63,7 @@ class AGEM(Strategy):
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
-        self.memory = ReservoirMemory(self, self.buffer_size, self.memory_keeps)
+        self.memory = ReservoirMemory(self, self.buffer_size, self.memory_keeps, self.memory_budget_bytes)
         self.reference = None
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -301,8 +301,12 @@ class Strategy(ABC):
 
     def memory_bytes(self) -> int:
         """Bytes of the tensors the strategy keeps beyond the model and the stream: those of its
-        :meth:`state_dict` (replay samples and their logits, exemplars, an earlier model's weights, anchor
-        weights and importances), each storage counted once, the generators' states left out."""
+        :meth:`state_dict` (replay samples or their positions and their logits, exemplars, an earlier
+        model's weights, anchor weights and importances, class statistics, per-task tensors, prompts), each
+        storage counted once, the generators' states left out. What the cost record reports after each
+        experience, and what a total-memory budget (``strategy.memory_budget_bytes``,
+        :data:`~lifelong.strategies.parts.memory.MemoryBudget`) charges; a method that keeps tensors of the
+        model's own in its state (tuning modules) leaves them out by overriding this."""
         return tensor_bytes(self.state_dict(), skip=("generator", "local_generator"))
 
     def state_dict(self) -> dict[str, Any]:

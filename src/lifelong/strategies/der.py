@@ -22,6 +22,7 @@ from lifelong.models.norms import forward_with_tasks
 from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
 from lifelong.strategies.parts.memory import (
     BufferSize,
+    MemoryBudget,
     MemoryKeeps,
     ReplayBatchSize,
     ReservoirMemory,
@@ -41,6 +42,7 @@ def dark_experience_replay(name: str, doc: str, beta_default: Any) -> type[Strat
         buffer_size: BufferSize = 200
         replay_batch_size: ReplayBatchSize = 0
         memory_keeps: MemoryKeeps = "samples"
+        memory_budget_bytes: MemoryBudget = 0
         alpha: Annotated[float, Ge(0)] = 0.2
         """Weight of the logit-matching term (0.2 for Seq-MNIST with a memory of 200 in the paper)."""
         beta: Annotated[float, Ge(0)] = beta_default
@@ -55,7 +57,7 @@ def dark_experience_replay(name: str, doc: str, beta_default: Any) -> type[Strat
 
         def setup(self, context: StrategyContext) -> None:
             super().setup(context)
-            self.memory = ReservoirMemory(self, self.buffer_size, self.memory_keeps)
+            self.memory = ReservoirMemory(self, self.buffer_size, self.memory_keeps, self.memory_budget_bytes)
 
         def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
             matching = labels = None

@@ -12,6 +12,7 @@ from lifelong.data.streams import Batch
 from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities, Strategy, StrategyContext
 from lifelong.strategies.parts.memory import (
     BufferSize,
+    MemoryBudget,
     MemoryKeeps,
     ReplayBatchSize,
     ReservoirMemory,
@@ -30,6 +31,7 @@ class ER(Strategy):
     buffer_size: BufferSize = 200
     replay_batch_size: ReplayBatchSize = 0
     memory_keeps: MemoryKeeps = "samples"
+    memory_budget_bytes: MemoryBudget = 0
     memory: ReservoirMemory = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -38,7 +40,7 @@ class ER(Strategy):
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
-        self.memory = ReservoirMemory(self, self.buffer_size, self.memory_keeps)
+        self.memory = ReservoirMemory(self, self.buffer_size, self.memory_keeps, self.memory_budget_bytes)
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         x, y, task = batch.x, batch.y, batch.task  # (B, ...), (B,), (B,)

@@ -13,6 +13,7 @@ from lifelong.data.streams import Batch
 from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
 from lifelong.strategies.parts.memory import (
     BufferSize,
+    MemoryBudget,
     MemoryKeeps,
     ReplayBatchSize,
     ReservoirMemory,
@@ -40,6 +41,7 @@ class ERACE(Strategy):
     buffer_size: BufferSize = 200
     replay_batch_size: ReplayBatchSize = 0
     memory_keeps: MemoryKeeps = "samples"
+    memory_budget_bytes: MemoryBudget = 0
     memory: ReservoirMemory = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -48,7 +50,7 @@ class ERACE(Strategy):
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
-        self.memory = ReservoirMemory(self, self.buffer_size, self.memory_keeps)
+        self.memory = ReservoirMemory(self, self.buffer_size, self.memory_keeps, self.memory_budget_bytes)
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         logits = incoming_class_logits(self.logits(model, batch.x, batch.task), batch.y)  # (B, C)

@@ -18,7 +18,7 @@ from lifelong.strategies.base import (
     Strategy,
     StrategyContext,
 )
-from lifelong.strategies.parts.memory import BufferSize, ReservoirMemory
+from lifelong.strategies.parts.memory import BufferSize, MemoryBudget, ReservoirMemory
 
 FILL_ROWS = 4096
 """Rows of an experience's training set offered to the memory at a time (reads of a lazy set stay bounded)."""
@@ -51,12 +51,13 @@ class ReplayMixture(Strategy):
     replay_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.05
     """Share of every batch replayed from earlier experiences (0.01, 0.05, 0.25 in the paper's sweeps)."""
     buffer_size: BufferSize = 1000
+    memory_budget_bytes: MemoryBudget = 0
     owed: Fraction = field(default=Fraction(0), init=False, repr=False)
     memory: ReservoirMemory = field(init=False, repr=False)
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
-        self.memory = ReservoirMemory(self, self.buffer_size)
+        self.memory = ReservoirMemory(self, self.buffer_size, budget_bytes=self.memory_budget_bytes)
         self.owed = Fraction(0)
 
     def replay_rows(self, batch_size: int) -> int:

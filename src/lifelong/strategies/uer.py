@@ -15,6 +15,7 @@ from lifelong.models.nets import split_model
 from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
 from lifelong.strategies.parts.memory import (
     BufferSize,
+    MemoryBudget,
     MemoryKeeps,
     ReplayBatchSize,
     ReservoirMemory,
@@ -43,6 +44,7 @@ class UER(Strategy):
     buffer_size: BufferSize = 200
     replay_batch_size: ReplayBatchSize = 0
     memory_keeps: MemoryKeeps = "samples"
+    memory_budget_bytes: MemoryBudget = 0
     cosine_scale: Annotated[float, Gt(0)] = 16.0
     """Multiplier of the cosine logits (a temperature; cosines in [-1, 1] are too flat for softmax)."""
     memory: ReservoirMemory = field(init=False, repr=False)
@@ -53,7 +55,7 @@ class UER(Strategy):
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
-        self.memory = ReservoirMemory(self, self.buffer_size, self.memory_keeps)
+        self.memory = ReservoirMemory(self, self.buffer_size, self.memory_keeps, self.memory_budget_bytes)
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         backbone, head = split_model(model)

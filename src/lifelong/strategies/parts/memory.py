@@ -6,7 +6,14 @@ everything it was offered (Vitter's algorithm R, 1985); :class:`ClassBalancedBuf
 counts per class seen so far. :class:`ReservoirMemory` is the part a replay method holds: a reservoir
 buffer set up from the method's settings and the run's context, whose replayed rows enter training
 counted and augmented. The settings every replay method declares have their type, range and meaning
-written once here (:data:`BufferSize`, :data:`ReplayBatchSize`, :data:`MemoryKeeps`).
+written once here (:data:`BufferSize`, :data:`ReplayBatchSize`, :data:`MemoryKeeps`, :data:`MemoryBudget`).
+
+A total-memory budget (:data:`MemoryBudget`) sizes a memory in bytes instead of samples, so that methods
+that keep different things are compared at equal memory: what the method keeps beside its samples (an
+earlier model, anchors, statistics) is paid first, and the rest holds as many samples as fit
+(:func:`budget_capacity`), each costing its stored row (inputs or positions, label, task id, DER's logits).
+A distillation method's model copy then costs what the samples an experience-replay method could keep
+instead cost.
 
 A memory of a stream read lazily from a dataset (:mod:`lifelong.data.lazy`) keeps, by choice
 (:data:`MEMORY_KEEPS`), the samples it chose (read once, when chosen: replay costs no reads) or only
@@ -17,6 +24,7 @@ again, as a memory larger than the host's RAM must; the same values, so the run 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -43,6 +51,28 @@ MemoryKeeps = str
 """``memory_keeps``: ``samples``, or ``positions`` in the lazy dataset the stream is read from (8 bytes a
 sample; each replay reads its samples again), for memories larger than the host's RAM (one of
 :data:`MEMORY_KEEPS`, checked by :func:`check_memory_keeps`)."""
+
+MemoryBudget = Annotated[int, Ge(0)]
+"""``memory_budget_bytes``: the bytes the method may keep across experiences in all (its
+:meth:`~lifelong.strategies.base.Strategy.memory_bytes`), 0 for no budget. With a budget the memory holds as
+many samples as the budget leaves room for once the method's other state is paid, and ``buffer_size`` is not
+used; the capacity is priced when the first sample arrives (its row size is known then), and in data-parallel
+training each rank keeps its share of it, as of ``buffer_size``."""
+
+
+def budget_capacity(budget: int, other: int, row: int) -> int:
+    """Samples a total-memory budget of ``budget`` bytes holds once ``other`` bytes of the method's other state
+    are paid, each sample costing ``row`` bytes: ``(budget - other) // row``. A one-line error when the other
+    state alone exceeds the budget."""
+    if other > budget:
+        raise ConfigError(f"strategy.memory_budget_bytes = {budget} is less than the {other} bytes the strategy "
+                          f"keeps beside its sample memory; raise it above {other} (or set 0 for no budget)")
+    return (budget - other) // row
+
+
+def row_bytes(rows: dict[str, Inputs]) -> int:
+    """Bytes one stored row of ``rows`` (named columns (N, ...)) takes."""
+    return sum(math.prod(column.shape[1:]) * column.dtype.itemsize for column in rows.values())
 
 
 def memory_source(keeps: str, stream: Stream) -> LazySource | None:
@@ -88,6 +118,10 @@ class _Memory:
             raise ConfigError("a memory that keeps positions was offered samples that are not in its dataset; "
                               "use strategy.memory_keeps = 'samples'")
         return {**rows, "x": x.positions}
+
+    def row_bytes(self, rows: dict[str, Inputs]) -> int:
+        """Bytes one of ``rows`` takes as stored (with a source: its position instead of its inputs)."""
+        return row_bytes(self._kept(rows))
 
     def _inputs(self, positions: torch.Tensor, device: torch.device) -> torch.Tensor:
         """The inputs at ``positions`` of the source, read now, on ``device``."""
@@ -245,13 +279,23 @@ class ReservoirMemory:
     with the method's :attr:`~lifelong.strategies.base.Strategy.local_generator`, so that in data-parallel
     training each rank keeps a uniform sample of its own shard and the union is one of the stream.
 
+    With a total-memory budget (``budget_bytes``, :data:`MemoryBudget`) the capacity is
+    :func:`budget_capacity` of the budget, the method's other state (its
+    :meth:`~lifelong.strategies.base.Strategy.memory_bytes` before the memory holds anything) and the first
+    offered row's size, priced at the first offer and kept in the state dict (so a resumed run keeps it).
+
     Rows drawn by :meth:`replay` enter training through the method's
     :meth:`~lifelong.strategies.base.Strategy.as_replayed`: counted in its ``replayed`` and augmented as
     the run's training batches are (a memory keeps samples un-augmented; each replay is augmented afresh)."""
 
-    def __init__(self, strategy: Strategy, buffer_size: int, keeps: str = "samples") -> None:
+    def __init__(self, strategy: Strategy, buffer_size: int, keeps: str = "samples", budget_bytes: int = 0) -> None:
         """Set up in the method's :meth:`~lifelong.strategies.base.Strategy.setup` (it reads the context)."""
-        self.buffer = ReservoirBuffer(strategy.world.share(buffer_size), strategy.local_generator,
+        self.budget_bytes = budget_bytes
+        self.priced = not budget_bytes
+        """Whether the capacity is known: always without a budget, after the first offer with one."""
+        self.share: Callable[[int], int] = strategy.world.share
+        self.other_bytes: Callable[[], int] = strategy.memory_bytes
+        self.buffer = ReservoirBuffer(0 if budget_bytes else self.share(buffer_size), strategy.local_generator,
                                       memory_source(keeps, strategy.context.stream))
         self.as_replayed: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = strategy.as_replayed
 
@@ -263,11 +307,18 @@ class ReservoirMemory:
         task ids and ``extra`` columns (B, ...) (DER's logits)."""
         inputs = batch.stored if self.buffer.source is None else batch.view
         assert inputs is not None, "a memory that keeps positions is only set up on a lazy stream"
-        self.buffer.add(x=inputs, y=batch.y, task=batch.task, **extra)
+        self._add(x=inputs, y=batch.y, task=batch.task, **extra)
 
     def offer(self, x: Inputs, y: torch.Tensor, task: torch.Tensor) -> None:
         """Offer samples that did not come in a training batch (an experience's set when it ends), in order."""
-        self.buffer.add(x=x, y=y, task=task)
+        self._add(x=x, y=y, task=task)
+
+    def _add(self, **rows: Inputs) -> None:
+        if not self.priced:  # the first offer: the budget's capacity, from the method's other state and a row
+            self.buffer.capacity = self.share(budget_capacity(self.budget_bytes, self.other_bytes(),
+                                                              self.buffer.row_bytes(rows)))
+            self.priced = True
+        self.buffer.add(**rows)
 
     def replay(self, count: int) -> dict[str, torch.Tensor]:
         """``min(count, len(self))`` rows drawn without replacement, as they enter training: counted as
@@ -283,7 +334,13 @@ class ReservoirMemory:
         return self.buffer.contents()
 
     def state_dict(self) -> dict[str, object]:
-        return self.buffer.state_dict()
+        """The buffer's state; with a budget, the capacity it priced too (None before the first offer)."""
+        state = self.buffer.state_dict()
+        if self.budget_bytes:
+            state["capacity"] = self.buffer.capacity if self.priced else None
+        return state
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.buffer.load_state_dict(state)
+        if self.budget_bytes and state["capacity"] is not None:
+            self.buffer.capacity, self.priced = int(state["capacity"]), True  # type: ignore[call-overload]
