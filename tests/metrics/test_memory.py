@@ -166,7 +166,5 @@ def test_prompts_and_tuning_count_what_is_not_the_models(kept: dict[str, Strateg
     assert kept_bytes(kept, name) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="Cumulative keeps every earlier experience's samples (memory_size counts "
-                                       "them) but keeps no tensor of its own, so memory_bytes is 0")
 def test_cumulative_counts_the_samples_it_keeps(kept: dict[str, Strategy]) -> None:
     assert kept_bytes(kept, "cumulative") == kept["cumulative"].memory_size() * ROW

@@ -17,6 +17,7 @@ from lifelong.strategies.base import (
     Strategy,
     StrategyContext,
 )
+from lifelong.strategies.parts.memory import row_bytes
 
 
 @dataclass
@@ -54,6 +55,13 @@ class Cumulative(Strategy):
 
     def memory_size(self) -> int:
         return sum(len(s) for s in self.seen[:-1])
+
+    def memory_bytes(self) -> int:
+        """The earlier experiences' samples it trains on again: they are the stream's tensors, not copies, but
+        they are a memory all the same (what a replay method would keep to do this), so they are counted as
+        such, a lazy set's inputs as their positions (8 bytes a sample)."""
+        return sum(len(kept) * (row_bytes({"y": kept.y, "task": kept.task}) +
+                                (8 if kept.lazy else row_bytes({"x": kept.x}))) for kept in self.seen[:-1])
 
     def state_dict(self) -> dict[str, Any]:
         """The number of experiences seen: their data is the stream's, so a checkpoint need not copy it."""
