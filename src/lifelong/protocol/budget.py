@@ -31,6 +31,7 @@ interrupted one from its checkpoint.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -283,7 +284,9 @@ def run_budgeted(config: RunConfig, strategies: Mapping[str, Mapping[str, Any]] 
     for label, component in components.items():  # every strategy built and checked before anything trains
         checked = _with(config, component, seeds[0], {})
         stream, _, strategy = prepare(checked)
-        check_capabilities(strategy, stream, checked.optim)
+        with warnings.catch_warnings():  # what the checks warn about, each run warns about again
+            warnings.simplefilter("ignore")
+            check_capabilities(strategy, stream, checked.optim)
     group_id = store.find_group("budget", name) or store.create_group(
         "budget", name, {"unit": unit, "levels": list(settings.levels), "reference": reference, "absolute": absolute,
                          "strategies": {label: c.model_dump() for label, c in components.items()},

@@ -24,7 +24,8 @@ its cost is recorded on top of the budget, never cut short by it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
+from typing import TypeVar
 
 from lifelong.errors import ConfigError
 from lifelong.optim.batch_size import AdaptiveBatchSize
@@ -33,11 +34,11 @@ from lifelong.runner.flops import FlopMeter
 from lifelong.runner.observers import TrainState
 from lifelong.world import World
 
-Cap = float | Sequence[float] | None
-"""A budget's cap: one number for every experience, one per experience, or None (no cap)."""
+Number = TypeVar("Number", int, float)
 
 
-def _at(cap: Cap, experience: int) -> float | None:
+def _at(cap: Number | Sequence[Number] | None, experience: int) -> Number | None:
+    """A cap's value in ``experience``: one number for every experience, one per experience, or None."""
     return cap[experience] if isinstance(cap, Sequence) else cap
 
 
@@ -69,7 +70,8 @@ class Budget:
 
     def at(self, experience: int) -> Budget:
         """The caps of experience ``experience`` alone, each one number (or None)."""
-        return replace(self, **{cap.name: _at(getattr(self, cap.name), experience) for cap in fields(self)})
+        return Budget(_at(self.max_steps, experience), _at(self.max_samples, experience),
+                      _at(self.max_seconds, experience), _at(self.max_flops, experience))
 
     def limits(self, world_size: int, state: TrainState | None = None,
                step_flops: Callable[[int], float] | None = None, epoch_flops: float = 0.0) -> list[Limit]:
