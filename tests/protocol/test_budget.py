@@ -3,6 +3,7 @@ stated relative to naive's measured epoch; what each run was given and spent is 
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import signal
@@ -233,6 +234,11 @@ def test_cli_budget_show_compare_and_report(tmp_path, monkeypatch, capsys) -> No
     assert "budget spent" in out and "memory_bytes" in out and "flops" in out
     assert main(["groups"]) == 0 and "budget levels" in capsys.readouterr().out
     assert main(["show", "--group", "1"]) == 0 and "Pareto" in capsys.readouterr().out
+    assert main(["export", "-o", "runs.csv"]) == 0
+    with open("runs.csv", newline="") as handle:
+        exported = {int(row["id"]): row for row in csv.DictReader(handle)}
+    assert float(exported[cell.id]["metrics.budget.spent"]) == cell.metrics["budget"]["spent"]
+    assert exported[cell.id]["metrics.budget.level"] in ("0.5", "1.0") and int(exported[cell.id]["memory_bytes"]) > 0
     assert main(["report", "--group", "1", "-o", "report.html"]) == 0
     page = (tmp_path / "report.html").read_text()
     assert "Compute-matched comparison" in page and 'id="budget_accuracy_vs_memory"' in page
