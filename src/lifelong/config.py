@@ -67,14 +67,17 @@ class OptimConfig(BaseModel):
     """``random`` (every sample each epoch), ``rs2`` (a fresh random subset) or ``hard_batch``."""
     sampler_fraction: float = Field(1.0, gt=0, le=1)
     """Fraction of each epoch kept by ``rs2`` and ``hard_batch``."""
-    max_steps: int | None = Field(None, ge=1)
-    """Per-experience budget in optimizer steps."""
-    max_samples: int | None = Field(None, ge=1)
-    """Per-experience budget in training samples drawn."""
-    max_seconds: float | None = Field(None, gt=0)
-    """Per-experience budget in training wall time."""
-    max_flops: float | None = Field(None, gt=0)
-    """Per-experience budget in floating-point operations (forward and backward); implies ``count_flops``."""
+    max_steps: int | list[int] | None = None
+    """Per-experience budget in optimizer steps: one number for every experience, or a list with one per
+    experience (experiences of different sizes get budgets of their own, as the budget protocol of
+    :mod:`lifelong.protocol.budget` gives them)."""
+    max_samples: int | list[int] | None = None
+    """Per-experience budget in training samples drawn (a number, or one per experience)."""
+    max_seconds: float | list[float] | None = None
+    """Per-experience budget in training wall time (a number, or one per experience)."""
+    max_flops: float | list[float] | None = None
+    """Per-experience budget in floating-point operations (forward and backward), a number or one per
+    experience; implies ``count_flops``."""
     count_flops: bool = False
     """Count FLOPs on the first step of each experience and store them with the run's cost. Off by
     default: ``FlopCounterMode`` imports ``torch._dynamo`` (seconds, once) and slows its step ~30x."""
@@ -119,6 +122,22 @@ class OptimConfig(BaseModel):
             return value
         raise ValueError(f"must be a positive cost per batch, {NAIVE!r} (a naive step's) or None (no real-time "
                          "stream)")
+
+    @field_validator("max_steps", "max_samples", "max_seconds", "max_flops", mode="before")
+    @classmethod
+    def _per_experience_budget(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        """A budget is one number for every experience or a non-empty list of them, one per experience
+        (checked against the run's experiences when it is planned): counts of steps and samples whole
+        and >= 1, seconds and FLOPs > 0."""
+        whole = info.field_name in ("max_steps", "max_samples")
+        kind = "an integer >= 1" if whole else "a number > 0"
+        if value is None:
+            return value
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, int | float) and not isinstance(v, bool) and
+                                 (v >= 1 and float(v).is_integer() if whole else v > 0) for v in values):
+            raise ValueError(f"must be {kind}, or a list of them with one per experience")
+        return value
 
     @field_validator("batch_size", mode="before")
     @classmethod

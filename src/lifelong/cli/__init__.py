@@ -30,7 +30,7 @@ from lifelong.errors import LifelongError
 
 COMMAND_MODULES = {
     "run": "run", "runs": "run", "show": "run", "compare": "run", "strategies": "run", "groups": "run",
-    "sweep": "protocol", "tune": "protocol", "report": "protocol", "export": "protocol",
+    "sweep": "protocol", "tune": "protocol", "budget": "protocol", "report": "protocol", "export": "protocol",
     "scenarios": "scenarios",
     "tta": "tta",
     "probe": "probe",

@@ -1,5 +1,5 @@
 """The protocol subcommands of the ``lifelong`` command line: ``run --seeds``, ``sweep``, ``tune``,
-``report`` and ``export``. Each handler parses nothing itself: it calls the module that does the work
+``budget``, ``report`` and ``export``. Each handler parses nothing itself: it calls the module that does the work
 and prints what came back; :func:`add_commands` registers them on the CLI's parser. Modules that pull
 in Optuna, matplotlib, scipy or torch are imported inside the handlers that need them, so that every
 other command starts without paying for those imports. Command wiring over :mod:`lifelong.protocol` and
@@ -8,6 +8,7 @@ other command starts without paying for those imports. Command wiring over :mod:
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from rich.console import Console
@@ -80,13 +81,57 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def parse_levels(text: str) -> list[float]:
+    """``"0.25,0.5,1,2,4"`` -> ``[0.25, 0.5, 1.0, 2.0, 4.0]`` (``--levels``; the protocol checks the values)."""
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--levels: expected comma-separated numbers such as 0.25,0.5,1,2,4, got {text!r}") from None
+
+
+def cmd_budget(args: argparse.Namespace, console: Console) -> int:
+    """``lifelong budget``: every strategy at every budget level (:mod:`lifelong.protocol.budget`), then
+    the comparison at equal compute, and its figures with ``-o``/``--png``."""
+    from lifelong.cli.tables import budget_table
+    from lifelong.protocol.budget import run_budgeted
+    from lifelong.protocol.seeds import parse_seeds
+
+    overrides = list(args.set) + ([f"run.db={json.dumps(args.db)}"] if args.db else [])
+    config = load_config(args.config, overrides)
+    strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
+    seeds = parse_seeds(args.seeds, "--seeds")
+    store = ResultsStore(config.run.db)
+    rerun = f"the same `lifelong budget` command (--name {args.name} --db {config.run.db}): it skips the finished runs"
+    with continue_with(lambda run_id: rerun):
+        rows = run_budgeted(config, strategies, parse_levels(args.levels), seeds, store, unit=args.unit,
+                            reference=args.reference, absolute=args.absolute, name=args.name,
+                            console=Console(stderr=True))
+    records = [store.get(row.run_id) for row in rows]
+    console.print(budget_table(records, f"budget {args.name!r}: final accuracy at equal {args.unit} "
+                                        f"(means over {len(seeds)} seed{'s' if len(seeds) > 1 else ''})"))
+    trained = sum(row.trained for row in rows)
+    console.print(f"budget {args.name!r}: {len(rows)} runs, {trained} trained now, {len(rows) - trained} already in "
+                  f"{config.run.db}; group {store.find_group('budget', args.name)}")
+    if args.output is not None or args.png is not None:
+        from lifelong.report.html import write_report
+
+        written = write_report(records, args.output, args.png, budget_only=True)
+        console.print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from lifelong.report.html import write_report
 
     if args.output is None and args.png is None:
         raise ConfigError("report: nothing to write; give -o report.html and/or --png DIR")
+    if bool(args.run_ids) == (args.group is not None):
+        raise ConfigError("report: give run ids (`lifelong runs` lists them) or --group ID (`lifelong groups` lists "
+                          "them), not both")
     store = ResultsStore(args.db, read_only=True)
-    written = write_report([store.get(run_id) for run_id in args.run_ids], args.output, args.png, args.target)
+    run_ids = args.run_ids or [member["run_id"] for member in store.group(args.group).members]
+    written = write_report([store.get(run_id) for run_id in run_ids], args.output, args.png, args.target,
+                           args.budget_only)
     console.print("wrote " + ", ".join(str(path) for path in written))
     return 0
 
@@ -137,8 +182,33 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                            "e.g. --fix optim.lr")
     tune.add_argument("--db", help="results database (default: the config's run.db)")
     tune.set_defaults(handler=cmd_tune)
+    budget = sub.add_parser("budget", help="compare strategies at equal compute: each at every budget level "
+                                           "(resumable)")
+    budget.add_argument("--strategies", required=True, metavar="NAME,...",
+                        help="strategies to compare, e.g. naive,er,derpp (each with the base config's settings when "
+                             "it is the config's strategy, else its defaults)")
+    budget.add_argument("--levels", default="0.25,0.5,1,2,4", metavar="L1,L2,...",
+                        help="budget levels: multiples of the reference's cost of one epoch of each experience "
+                             "(default 0.25,0.5,1,2,4), or amounts per experience with --absolute")
+    budget.add_argument("--unit", default="flops", choices=("flops", "seconds", "steps"),
+                        help="what a budget counts (default flops)")
+    budget.add_argument("--reference", default="naive",
+                        help="strategy whose one epoch of each experience is the level 1x (default naive)")
+    budget.add_argument("--absolute", action="store_true", help="levels are amounts of the unit per experience")
+    budget.add_argument("--seeds", default="0", metavar="S1,S2,...", help="seeds of every cell (default 0)")
+    budget.add_argument("--config", help="base run configuration (TOML); it sets no optim.max_* budget of its own")
+    budget.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override of the base configuration (repeatable)")
+    budget.add_argument("--name", default="budget", help="the group's name; rerunning with the same name continues it")
+    budget.add_argument("--db", help="results database (default: the config's run.db)")
+    budget.add_argument("-o", "--output", help="also write an HTML report of the comparison")
+    budget.add_argument("--png", metavar="DIR", help="also write its figures as DIR/NAME.png")
+    budget.set_defaults(handler=cmd_budget)
     report = sub.add_parser("report", help="write an HTML report (and/or PNG plots) on stored runs")
-    report.add_argument("run_ids", type=int, nargs="+")
+    report.add_argument("run_ids", type=int, nargs="*")
+    report.add_argument("--group", type=int, metavar="ID", help="the runs of a group instead (`lifelong groups`)")
+    report.add_argument("--budget-only", action="store_true",
+                        help="of the figures, only the comparison at equal compute of budgeted runs")
     report.add_argument("-o", "--output", help="HTML file to write (self-contained, images embedded)")
     report.add_argument("--png", metavar="DIR", help="also write each plot as DIR/NAME.png")
     report.add_argument("--target", type=float, default=0.8, help="mean accuracy for time-to-accuracy")

@@ -19,10 +19,20 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from lifelong.cli.interrupts import continue_with, resume_command
-from lifelong.cli.tables import (fmt, first_sentence, headline, matrix_table, matrix_title, metric_names,
-                                 metrics_table, stream_table)
 from lifelong.bounds import describe
+from lifelong.cli.interrupts import continue_with, resume_command
+from lifelong.cli.tables import (
+    budget_rows,
+    budget_table,
+    first_sentence,
+    fmt,
+    headline,
+    matrix_table,
+    matrix_title,
+    metric_names,
+    metrics_table,
+    stream_table,
+)
 from lifelong.config import RunSettings, load_config, parameters
 from lifelong.errors import ConfigError
 from lifelong.runner.results import GroupRecord, ResultsStore, RunRecord
@@ -121,6 +131,13 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
     elif record.rows:
         console.print(matrix_table(record.rows, matrix_title(record.metrics or {})))
     console.print(metrics_table(record.metrics or {}, [e["cost"] for e in record.experiences]))
+    if "budget" in (record.metrics or {}):
+        budget = Table(title="budget (lifelong budget; the spent amount counts the closing hooks too)")
+        budget.add_column("field")
+        budget.add_column("value")
+        for name, value in budget_rows(record.metrics["budget"]):  # type: ignore[index]
+            budget.add_row(name, value)
+        console.print(budget)
     config = Table(title="configuration")
     config.add_column("field")
     config.add_column("value")
@@ -156,6 +173,14 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         table.add_row(name, *(fmt((r.metrics or {}).get(name)) for r in records))
     table.add_row("train_seconds", *(f"{sum(e['cost']['seconds'] for e in r.experiences):.2f}" for r in records))
     table.add_row("steps", *(str(sum(e["cost"]["steps"] for e in r.experiences)) for r in records))
+    if any(e["cost"].get("flops") for r in records for e in r.experiences):
+        table.add_row("flops", *(f"{sum(e['cost'].get('flops', 0.0) for e in r.experiences):.4g}" for r in records))
+    table.add_row("memory_bytes", *(str(max((e["cost"].get("memory_bytes", 0) for e in r.experiences), default=0))
+                                    for r in records))
+    budgets = [(r.metrics or {}).get("budget") for r in records]
+    if any(budgets):
+        for index, (name, _) in enumerate(budget_rows(next(b for b in budgets if b))[:4]):
+            table.add_row(name, *(budget_rows(b)[index][1] if b else "-" for b in budgets))
     table.add_row("status", *(r.status for r in records))
     console.print(table)
     return 0
@@ -186,6 +211,9 @@ def group_summary(group: GroupRecord) -> str:
             (f"; evaluation final_accuracy {_mean_std(final)}" if final else "")
     if group.kind == "sweep" and summary:
         return f"{len(summary)} configurations"
+    if group.kind == "budget" and summary.get("cells"):
+        cells = summary["cells"]
+        return f"{len({c['label'] for c in cells})} strategies x {len({c['level'] for c in cells})} budget levels"
     return "-"
 
 
@@ -209,6 +237,10 @@ def show_group(store: ResultsStore, group: GroupRecord, console: Console) -> int
                         fmt((record.metrics or {}).get(final)))
     console.print(members)
     summary = group.summary or {}
+    if group.kind == "budget":
+        console.print(budget_table(records, f"budget {group.name!r}: final accuracy at equal "
+                                            f"{group.settings.get('unit', 'compute')} (means over seeds)"))
+        return 0
     if group.kind == "sweep":
         table = Table(title="sweep (mean ± std over seeds)")
         columns = headline(next(iter(summary.values()), {}))

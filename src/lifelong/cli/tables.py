@@ -146,3 +146,34 @@ def registry_table(title: str, registry: dict, skip: tuple[str, ...] = ()) -> Ta
                            for k, p in parameters(factory).items() if k not in skip) or "-"
         table.add_row(name, params, first_sentence(factory.__doc__))
     return table
+
+
+def budget_table(records: Sequence[Any], title: str) -> Table:
+    """A compute-matched comparison (:mod:`lifelong.report.budget`): one row per strategy and budget level
+    of the budgeted runs among ``records``, with what was spent, the final accuracy and the memory over
+    seeds, and the points on the Pareto front of accuracy for at most their compute marked."""
+    from lifelong.report.budget import UNIT_NAMES, budget_points, on_front
+
+    points = budget_points(records)
+    table = Table(title=title)
+    for column in ("strategy", "budget", "seeds", "spent", "spent / budget", "final accuracy", "memory bytes",
+                   "Pareto"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for point, front in zip(points, on_front(points), strict=True):
+        accuracy = f"{point.accuracy:.3f}" + (f" ± {point.accuracy_std:.3f}" if point.accuracy_std is not None else "")
+        table.add_row(point.label, point.budget, str(len(point.runs)), f"{point.spent:.4g} {UNIT_NAMES[point.unit]}",
+                      fmt(point.spent_fraction), accuracy, f"{point.memory_bytes:.0f}", "*" if front else "")
+    return table
+
+
+def budget_rows(budget: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A budgeted run's ``metrics["budget"]`` as (name, cell) pairs: the budget as stated, its reference,
+    and what each experience was given and spent."""
+    unit = budget["unit"]
+    given = f"{budget['level']:g} {unit} per experience" if budget["absolute"] else \
+        f"{budget['level']:g}x {budget['reference']}'s {unit} for one epoch (run {budget['reference_run']})"
+    return [("budget", given), ("budget limit", f"{budget['limit']:.4g} {unit}"),
+            ("budget spent", f"{budget['spent']:.4g} {unit}"), ("spent / budget", fmt(budget["spent_fraction"])),
+            ("limit per experience", ", ".join(f"{v:.4g}" for v in budget["limit_per_experience"])),
+            ("spent per experience", ", ".join(f"{v:.4g}" for v in budget["spent_per_experience"])),
+            ("epochs (cap)", str(budget["epochs"]))]

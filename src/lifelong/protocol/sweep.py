@@ -22,9 +22,11 @@ stopped half-way already has one seed of every cell.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import tomllib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,25 +137,42 @@ class CellOutcome:
     metrics: dict[str, Any]
 
 
+@contextlib.contextmanager
+def cell_progress(console: Console, name: str, total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar over a protocol's ``total`` cells (on a terminal only); the function it yields
+    moves it to the next cell, naming it (the first call names the first cell)."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[cell]}"), TimeElapsedColumn(), console=console,
+                  disable=not console.is_terminal) as progress:
+        task = progress.add_task(name, total=total, cell="")
+        started = False
+
+        def advance(cell: str) -> None:
+            nonlocal started
+            if started:
+                progress.advance(task)
+            started = True
+            progress.update(task, cell=cell)
+
+        yield advance
+        if started:
+            progress.advance(task)
+
+
 def run_sweep(sweep: Sweep, store: ResultsStore, console: Console | None = None) -> tuple[int, list[CellOutcome]]:
     """Run every cell that has no finished run in ``store``; return the sweep's group id and each
     cell's outcome."""
-    console = console or Console(stderr=True)
     group_id = store.find_group("sweep", sweep.name) or store.create_group("sweep", sweep.name, sweep.settings)
     outcomes = []
-    with Progress(TextColumn("[bold]sweep {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[cell]}"), TimeElapsedColumn(), console=console,
-                  disable=not console.is_terminal) as progress:
-        task = progress.add_task(sweep.name, total=len(sweep.cells), cell="")
+    with cell_progress(console or Console(stderr=True), f"sweep {sweep.name}", len(sweep.cells)) as advance:
         for cell in sweep.cells:
-            progress.update(task, cell=f"{cell.label} seed={cell.seed}")
+            advance(f"{cell.label} seed={cell.seed}")
             run_id = store.find_finished(resolve_config(cell.config))
             trained = run_id is None
             if run_id is None:
                 run_id = run_config(cell.config, store=store, progress=False).run_id
             store.add_to_group(group_id, run_id, "cell", f"{cell.label} seed={cell.seed}")
             outcomes.append(CellOutcome(cell, run_id, trained, store.get(run_id).metrics or {}))
-            progress.advance(task)
     store.set_group_summary(group_id, {label: {name: value.as_dict() for name, value in summary.items()}
                                        for label, summary in summarize(outcomes).items()})
     return group_id, outcomes

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from lifelong.errors import ConfigError
+from lifelong.report.budget import memory_bytes
 from lifelong.runner.results import SCHEMA_VERSION, ResultsStore
 
 FORMATS = ("csv", "json")
@@ -24,7 +25,8 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 
 
 def export_rows(store: ResultsStore) -> list[dict[str, Any]]:
-    """One flat dict per run: identity, ``metrics.*``, ``config.*`` and summed cost."""
+    """One flat dict per run: identity, ``metrics.*`` (a budget protocol's ``metrics.budget.*`` among them),
+    ``config.*``, the cost summed over experiences and the most memory the strategy kept."""
     rows = []
     for summary in store.runs():
         record = store.get(summary.id)
@@ -32,7 +34,8 @@ def export_rows(store: ResultsStore) -> list[dict[str, Any]]:
                                "stream": record.name, "strategy": record.strategy, "seed": record.seed}
         costs = [e["cost"] for e in record.experiences]
         row.update({"train_seconds": sum(c["seconds"] for c in costs), "samples": sum(c["samples"] for c in costs),
-                    "steps": sum(c["steps"] for c in costs), "curve_points": len(record.curve)})
+                    "steps": sum(c["steps"] for c in costs), "flops": sum(c.get("flops", 0.0) for c in costs),
+                    "memory_bytes": memory_bytes(record), "curve_points": len(record.curve)})
         _flatten("metrics", record.metrics or {}, row)
         _flatten("config", record.config, row)
         rows.append(row)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from lifelong.errors import ConfigError
 from lifelong.metrics.efficiency import compute_axes, mean_accuracy, time_to_accuracy
-from lifelong.report.plots import FIGURES, png_bytes, points_of, run_label
+from lifelong.report.budget import UNIT_NAMES, budget_points, budgeted, on_front
+from lifelong.report.plots import BUDGET_FIGURES, FIGURES, png_bytes, points_of, run_label
 from lifelong.runner.results import RunRecord
 
 METRICS = ("final_accuracy", "final_accuracy_pooled", "average_incremental_accuracy",
@@ -23,8 +24,9 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:f
 img{max-width:100%;border:1px solid #eee}h2{margin-top:1.6em}.note{color:#666;font-size:13px}.wide{overflow-x:auto}"""
 
 
-def render_figures(records: Sequence[RunRecord]) -> dict[str, bytes]:
-    """Every report figure as PNG bytes, by name."""
+def render_figures(records: Sequence[RunRecord], budget_only: bool = False) -> dict[str, bytes]:
+    """Every report figure as PNG bytes, by name: those of every run, then, when runs were run by a
+    budget protocol, the comparison at equal compute (only those with ``budget_only``)."""
     if not records:
         raise ConfigError("report: give at least one run id; `lifelong runs` lists them")
     adaptation = [record.id for record in records if record.is_adaptation]
@@ -41,7 +43,21 @@ def render_figures(records: Sequence[RunRecord]) -> dict[str, bytes]:
     if empty:
         raise ConfigError(f"report: run {empty[0]} has no finished experience to plot (status "
                           f"{next(r.status for r in records if r.id == empty[0])}); leave it out")
-    return {name: png_bytes(builder(records)) for name, (_, builder) in FIGURES.items()}
+    if budget_only and not budgeted(records):
+        raise ConfigError("report: none of these runs was run by the budget protocol (`lifelong budget`); drop the "
+                          "budget-only option, or give the runs of a budget group")
+    figures = {**({} if budget_only else FIGURES), **(BUDGET_FIGURES if budgeted(records) else {})}
+    return {name: png_bytes(builder(records)) for name, (_, builder) in figures.items()}
+
+
+def budget_rows(records: Sequence[RunRecord]) -> list[list[object]]:
+    """One row per strategy and budget level of the budgeted runs: what was given and spent, the final
+    accuracy and the memory over seeds, and whether the point is on the Pareto front of accuracy for its
+    compute (among the points of its unit)."""
+    points = budget_points(records)
+    return [[p.label, p.budget, UNIT_NAMES[p.unit], len(p.runs), f"{p.spent:.4g}", p.spent_fraction, p.accuracy,
+             p.accuracy_std, f"{p.memory_bytes:.0f}", "yes" if front else ""]
+            for p, front in zip(points, on_front(points), strict=True)]
 
 
 def _cell(value: object) -> str:
@@ -90,10 +106,17 @@ def build_report(records: Sequence[RunRecord], figures: dict[str, bytes], target
               f"samples to {target:.0%}", f"seconds to {target:.0%}"]
     table = _table(header, comparison_rows(records, target))
     configurations = _table(["field", *(run_label(r) for r in records)], configuration_rows(records))
+    titles = {name: title for name, (title, _) in {**FIGURES, **BUDGET_FIGURES}.items()}
     sections = "".join(
-        f'<h2>{html.escape(title)}</h2><img id="{name}" alt="{html.escape(title)}" '
-        f'src="data:image/png;base64,{base64.b64encode(figures[name]).decode("ascii")}">'
-        for name, (title, _) in FIGURES.items())
+        f'<h2>{html.escape(titles[name])}</h2><img id="{name}" alt="{html.escape(titles[name])}" '
+        f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">' for name, data in figures.items())
+    budget = _table(["strategy", "budget", "unit", "seeds", "spent", "spent / budget", "final accuracy", "std",
+                     "memory bytes", "Pareto front"], budget_rows(records)) if budgeted(records) else ""
+    budget = (f"<h2>Compute-matched comparison</h2>"
+              f'<p class="note">Each strategy at each budget level (means over seeds): what it spent of the budget '
+              f"in all experiences (a closing hook such as a Fisher estimate runs after the budget ends training, "
+              f"on top of it), its final accuracy and the memory it keeps; the Pareto front holds the best "
+              f"accuracy for at most its compute.</p>{budget}") if budget else ""
     missing = [r.id for r in records if not r.curve]
     note = (f'<p class="note">Runs {", ".join(map(str, missing))} have no continual-evaluation curve '
             "(set run.eval_every_steps); they are drawn from end-of-experience points only.</p>") if missing else ""
@@ -102,14 +125,15 @@ def build_report(records: Sequence[RunRecord], figures: dict[str, bytes], target
             f"<style>{_STYLE}</style></head><body><h1>lifelong report: runs {ids}</h1>"
             f'<p class="note">generated {datetime.now(UTC).isoformat(timespec="seconds")}; time to accuracy is '
             f"the first evaluation whose mean accuracy over every experience reaches {target:.0%}.</p>{note}"
-            f"<h2>Comparison</h2>{table}{sections}<h2>Configurations</h2>"
+            f"{budget}<h2>Comparison</h2>{table}{sections}<h2>Configurations</h2>"
             f'<p class="note">Every setting of each run, those that differ between the runs first.</p>'
             f"{configurations}</body></html>")
 
 
 def write_report(records: Sequence[RunRecord], output: str | Path | None, png_dir: str | Path | None = None,
-                 target: float = 0.8) -> list[Path]:
-    """Write the HTML page to ``output`` and/or each figure as ``png_dir/NAME.png``; return the paths."""
+                 target: float = 0.8, budget_only: bool = False) -> list[Path]:
+    """Write the HTML page to ``output`` and/or each figure as ``png_dir/NAME.png``; return the paths.
+    ``budget_only``: of the figures, only the comparison at equal compute (a budget protocol's many runs)."""
     if not 0.0 < target <= 1.0:
         raise ConfigError(f"--target must lie in (0, 1], got {target}")
     if output is not None and Path(output).is_dir():
@@ -119,7 +143,7 @@ def write_report(records: Sequence[RunRecord], output: str | Path | None, png_di
             raise ConfigError(f"{label}: the folder {str(Path(destination).parent)!r} does not exist; create it first")
     if png_dir is not None and Path(png_dir).exists() and not Path(png_dir).is_dir():
         raise ConfigError(f"--png: {str(png_dir)!r} is a file, not a folder; give a folder for the PNG plots")
-    figures = render_figures(records)
+    figures = render_figures(records, budget_only)
     written = []
     if output is not None:
         Path(output).write_text(build_report(records, figures, target), encoding="utf-8")

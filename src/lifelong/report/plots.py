@@ -1,9 +1,10 @@
 """The report's figures, drawn with matplotlib's Agg backend from stored runs.
 
-Every figure works from a run's continual-evaluation curve; a run recorded without one
+Every figure of :data:`FIGURES` works from a run's continual-evaluation curve; a run recorded without one
 (``run.eval_every_steps`` unset) is drawn from its end-of-experience points instead (the initial
 accuracies, then one point per row of the accuracy matrix), which is exactly the curve sampled at the
-experience boundaries.
+experience boundaries. The figures of :data:`BUDGET_FIGURES` compare strategies run at equal compute
+budgets (:mod:`lifelong.report.budget`): one point per strategy and level, not a curve per run.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 
 from lifelong.metrics.efficiency import AXES, compute_axes, mean_accuracy  # noqa: E402
+from lifelong.report.budget import UNIT_NAMES, budget_points, pareto_front  # noqa: E402
 from lifelong.runner.results import RunRecord  # noqa: E402
 
 AXIS_LABELS = {"samples": "samples seen", "steps": "optimizer steps", "seconds": "training time", "flops": "FLOPs"}
 
 AXIS_UNITS = {"samples": "", "steps": "", "seconds": "s", "flops": "FLOP"}
+BUDGET_UNITS = {"steps": "", "seconds": "s", "flops": "FLOP"}
 """Tick labels in engineering notation (``20k``, ``1.5 TFLOP``, ``300 ms``): readable at any scale,
 with no shared ``1e12`` offset that a reader has to multiply in; counts (samples, steps) tick at whole
 numbers."""
@@ -158,12 +161,92 @@ def accuracy_vs_compute(records: Sequence[RunRecord]) -> Figure:
     return figure
 
 
+def _front_line(axis: Any, xs: Sequence[float], ys: Sequence[float], front: Sequence[bool]) -> None:
+    """The Pareto front, the best accuracy reached for at most each cost: a step up at each of its points
+    (ringed), held to the right edge."""
+    marked = sorted((x, y) for x, y, on in zip(xs, ys, front, strict=True) if on)
+    if not marked:
+        return
+    fx, fy = [x for x, _ in marked], [y for _, y in marked]
+    axis.step([*fx, max(xs)], [*fy, fy[-1]], where="post", color="black", linestyle="--", linewidth=1.0,
+              label="Pareto front", zorder=1)
+    axis.scatter(fx, fy, s=140, facecolors="none", edgecolors="black", linewidths=1.2, zorder=3)
+
+
+def budget_accuracy_vs_compute(records: Sequence[RunRecord]) -> Figure:
+    """Final accuracy against the compute each strategy spent at each budget level (means over seeds,
+    one standard deviation as bars), one line per strategy through its levels, the Pareto front of the
+    best accuracy for at most that compute dashed, its points ringed; log compute axis, one panel per
+    budget unit."""
+    points = budget_points(records)
+    units = list(dict.fromkeys(p.unit for p in points))
+    figure, axes = _grid(len(units), width=6.0, height=4.4)
+    for axis, unit in zip(axes, units, strict=True):
+        shown = [p for p in points if p.unit == unit]
+        for label in dict.fromkeys(p.label for p in shown):
+            line = sorted((p for p in shown if p.label == label), key=lambda p: p.spent)
+            drawn = axis.errorbar([p.spent for p in line], [p.accuracy for p in line],
+                                  yerr=[p.accuracy_std or 0.0 for p in line], marker="o", markersize=4,
+                                  capsize=2, linewidth=1.2, label=label, zorder=2)
+            for point in line:
+                axis.annotate(point.budget, (point.spent, point.accuracy), textcoords="offset points",
+                              xytext=(4, -9), fontsize=6, color=drawn[0].get_color())
+        xs, ys = [p.spent for p in shown], [p.accuracy for p in shown]
+        _front_line(axis, xs, ys, pareto_front(xs, ys))
+        axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(EngFormatter(unit=BUDGET_UNITS[unit], sep=" " if BUDGET_UNITS[unit] else ""))
+        axis.set_xlabel(f"{UNIT_NAMES[unit]} spent, all experiences (log)")
+        axis.set_ylabel("final accuracy")
+        axis.set_ylim(-0.02, 1.02)
+        axis.legend(fontsize=7)
+        axis.set_title(f"accuracy at equal {UNIT_NAMES[unit]}", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def budget_accuracy_vs_memory(records: Sequence[RunRecord]) -> Figure:
+    """Final accuracy against the memory each strategy keeps (``memory_bytes``, the most after any
+    experience; means over seeds), a point per strategy and budget level, the Pareto front of the best
+    accuracy for at most that memory marked. Log memory axis, linear below the smallest non-zero memory
+    so that a strategy keeping nothing is drawn at 0."""
+    points = budget_points(records)
+    figure, axis = plt.subplots(figsize=(6.0, 4.4))
+    for label in dict.fromkeys(p.label for p in points):
+        own = [p for p in points if p.label == label]
+        drawn = axis.scatter([p.memory_bytes for p in own], [p.accuracy for p in own], label=label, s=22, zorder=2)
+        for point in own:
+            axis.annotate(point.budget, (point.memory_bytes, point.accuracy), textcoords="offset points",
+                          xytext=(4, -3), fontsize=6, color=drawn.get_facecolor()[0])
+    xs, ys = [p.memory_bytes for p in points], [p.accuracy for p in points]
+    _front_line(axis, xs, ys, pareto_front(xs, ys))
+    positive = [x for x in xs if x > 0]
+    if positive and len(positive) < len(xs):
+        axis.set_xscale("symlog", linthresh=min(positive))
+    elif positive:
+        axis.set_xscale("log")
+    axis.xaxis.set_major_formatter(EngFormatter(unit="B", sep=" "))
+    axis.set_xlabel("memory kept by the strategy (memory_bytes, log)")
+    axis.set_ylabel("final accuracy")
+    axis.set_ylim(-0.02, 1.02)
+    axis.legend(fontsize=7)
+    axis.set_title("accuracy against memory", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 #: Figure name -> (title, builder), in report order.
 FIGURES = {
     "accuracy_matrix": ("Accuracy matrix", heatmaps),
     "accuracy_per_experience": ("Accuracy per experience over training", accuracy_per_experience),
     "stability_gap": ("Stability gap", stability_gap),
     "accuracy_vs_compute": ("Accuracy against compute", accuracy_vs_compute),
+}
+
+
+#: The figures of runs a budget protocol ran (:mod:`lifelong.protocol.budget`), drawn when a report has any.
+BUDGET_FIGURES = {
+    "budget_accuracy_vs_compute": ("Accuracy against compute at equal budgets", budget_accuracy_vs_compute),
+    "budget_accuracy_vs_memory": ("Accuracy against memory", budget_accuracy_vs_memory),
 }
 
 

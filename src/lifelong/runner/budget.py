@@ -12,62 +12,98 @@ cost of each: FLOPs by the count of a step of that batch size and memory size (e
 deterministic once such a step was counted), seconds by the mean step time so far
 (:class:`Replanner`). The schedule's horizon therefore ends where training stops, and a FLOP budget is
 never overspent by a step whose cost was known. The first step of an experience always runs.
+
+Each cap is one number for every experience or one per experience (``optim.max_flops = [...]``):
+experiences of different sizes get budgets of their own, as the budget protocol
+(:mod:`lifelong.protocol.budget`) gives them. What a budget bounds is the experience up to its last
+step: the strategy's opening hooks, its steps and the runner's extra passes. The strategy's closing
+hook (``after_experience``: a Fisher estimate, herding, class means) runs once training has stopped, so
+its cost is recorded on top of the budget, never cut short by it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import TypeVar
 
+from lifelong.errors import ConfigError
 from lifelong.optim.batch_size import AdaptiveBatchSize
 from lifelong.optim.setup import Limit, OptimSetup, epoch_end
 from lifelong.runner.flops import FlopMeter
 from lifelong.runner.observers import TrainState
 from lifelong.world import World
 
+Number = TypeVar("Number", int, float)
+
+
+def _at(cap: Number | Sequence[Number] | None, experience: int) -> Number | None:
+    """A cap's value in ``experience``: one number for every experience, one per experience, or None."""
+    return cap[experience] if isinstance(cap, Sequence) else cap
+
 
 @dataclass(frozen=True)
 class Budget:
-    """The caps of every experience; ``None`` leaves a dimension free."""
+    """The caps of every experience, each one number for all of them or one per experience (a
+    sequence, read at the current experience's index); ``None`` leaves a dimension free."""
 
-    max_steps: int | None = None
-    max_samples: int | None = None
+    max_steps: int | Sequence[int] | None = None
+    max_samples: int | Sequence[int] | None = None
     """Samples drawn over all data-parallel ranks."""
-    max_seconds: float | None = None
-    max_flops: float | None = None
-    """FLOPs over all ranks: the strategy's hooks, the steps and the runner's extra passes of the experience."""
+    max_seconds: float | Sequence[float] | None = None
+    max_flops: float | Sequence[float] | None = None
+    """FLOPs over all ranks: the strategy's opening hooks, the steps and the runner's extra passes of the
+    experience (its closing hook comes after the budget, see the module's docstring)."""
 
     @property
     def measured(self) -> bool:
         """Whether a cap depends on the measured cost of steps (FLOPs or seconds)."""
         return self.max_seconds is not None or self.max_flops is not None
 
+    def check(self, experiences: int) -> None:
+        """Every per-experience cap has one value per experience the run trains (a joint run trains one)."""
+        for cap in fields(self):
+            value = getattr(self, cap.name)
+            if isinstance(value, Sequence) and len(value) != experiences:
+                raise ConfigError(f"optim.{cap.name} gives {len(value)} per-experience budgets for a run of "
+                                  f"{experiences} experiences; give one per experience, or one number for all")
+
+    def at(self, experience: int) -> Budget:
+        """The caps of experience ``experience`` alone, each one number (or None)."""
+        return Budget(_at(self.max_steps, experience), _at(self.max_samples, experience),
+                      _at(self.max_seconds, experience), _at(self.max_flops, experience))
+
     def limits(self, world_size: int, state: TrainState | None = None,
                step_flops: Callable[[int], float] | None = None, epoch_flops: float = 0.0) -> list[Limit]:
         """What is left of each cap for this rank's coming steps, as :data:`~lifelong.optim.setup.Limit`
-        triples: at the start of an experience (``state`` None) the step and sample caps; inside one,
-        every cap less what the experience spent, FLOPs costed by ``step_flops(batch size)`` per step and
-        ``epoch_flops`` per epoch begun (over all ranks), seconds by the mean step time so far."""
+        triples: at the start of an experience (``state`` None; per-experience caps taken :meth:`at` it
+        first) the step and sample caps; inside one, every cap of ``state.experience`` less what the
+        experience spent, FLOPs costed by ``step_flops(batch size)`` per step and ``epoch_flops`` per epoch
+        begun (over all ranks), seconds by the mean step time so far."""
+        experience = state.experience if state is not None else 0
         steps = state.experience_step if state is not None else 0
+        max_steps, max_samples = _at(self.max_steps, experience), _at(self.max_samples, experience)
         limits: list[Limit] = []
-        if self.max_steps is not None:
-            limits.append((self.max_steps - steps, lambda size: 1.0, 0.0))
-        if self.max_samples is not None:  # the ranks draw alike: each may draw its share
+        if max_steps is not None:
+            limits.append((max_steps - steps, lambda size: 1.0, 0.0))
+        if max_samples is not None:  # the ranks draw alike: each may draw its share
             spent = state.experience_samples if state is not None else 0
-            limits.append(((self.max_samples - spent) / world_size, float, 0.0))
+            limits.append(((max_samples - spent) / world_size, float, 0.0))
         if state is None or not steps:
             return limits
-        if self.max_flops is not None and step_flops is not None:
-            limits.append((self.max_flops - state.experience_flops, step_flops, epoch_flops))
-        if self.max_seconds is not None:
+        max_flops, max_seconds = _at(self.max_flops, experience), _at(self.max_seconds, experience)
+        if max_flops is not None and step_flops is not None:
+            limits.append((max_flops - state.experience_flops, step_flops, epoch_flops))
+        if max_seconds is not None:
             seconds = state.experience_seconds
             mean = seconds / steps
-            limits.append((self.max_seconds - seconds, lambda size: mean, 0.0))
+            limits.append((max_seconds - seconds, lambda size: mean, 0.0))
         return limits
 
     def affords(self, state: TrainState, flops: float) -> bool:
         """Whether the FLOP budget (if any) leaves room for ``flops`` more in the current experience."""
-        return self.max_flops is None or state.experience_flops + flops <= self.max_flops
+        max_flops = _at(self.max_flops, state.experience)
+        return max_flops is None or state.experience_flops + flops <= max_flops
 
 
 class Replanner:

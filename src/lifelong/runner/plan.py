@@ -60,14 +60,16 @@ def plan_experience(setup: OptimSetup, budget: Budget, world: World, declared: E
 
 def plan_stream(strategy: Strategy, experiences: Sequence[Experience], setup: OptimSetup, budget: Budget,
                 world: World) -> list[PlannedExperience]:
-    """Ask ``strategy`` for the plan of every experience and derive the runner's plan of each."""
+    """Ask ``strategy`` for the plan of every experience and derive the runner's plan of each (under the
+    budget's caps of that experience)."""
+    budget.check(len(experiences))
     plans = []
     for index in range(len(experiences)):
         declared = strategy.plan(experiences, index)
         if not isinstance(declared, ExperiencePlan):
             raise StrategyError(f"{type(strategy).__name__}.plan() must return an ExperiencePlan, got "
                                 f"{type(declared).__name__}")
-        plans.append(plan_experience(setup, budget, world, declared))
+        plans.append(plan_experience(setup, budget.at(index), world, declared))
     return plans
 
 

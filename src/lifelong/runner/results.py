@@ -425,6 +425,18 @@ class ResultsStore:
             conn.execute("UPDATE runs SET status = 'finished', finished = ?, matrix = ?, metrics = ?, error = NULL "
                          "WHERE id = ?", (_now(), json.dumps(matrix), json.dumps(metrics), run_id))
 
+    def add_metrics(self, run_id: int, values: dict[str, Any]) -> None:
+        """Add ``values`` to a finished run's metrics (replacing those of the same name), in one
+        transaction: what a protocol derives from the run afterwards (a budget protocol's spent compute),
+        stored beside what the runner measured."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT metrics FROM runs WHERE id = ? AND status = 'finished'", (run_id,)).fetchone()
+            if row is None:
+                raise ConfigError(f"run id {run_id} is not a finished run in {str(self.path)!r}; only a finished "
+                                  "run's metrics can be added to")
+            metrics = {**json.loads(row[0] or "{}"), **values}
+            conn.execute("UPDATE runs SET metrics = ? WHERE id = ?", (json.dumps(metrics), run_id))
+
     def set_status(self, run_id: int, status: str, error: str | None = None) -> None:
         """Mark a run ``failed``, ``interrupted`` or ``running`` again (then run by this process), with a
         message."""
@@ -471,8 +483,16 @@ class ResultsStore:
                                (config_key(config),)).fetchone()
         return None if row[0] is None else int(row[0])
 
+    def find_interrupted(self, config: dict[str, Any]) -> int | None:
+        """The id of the latest run of this resolved configuration that was interrupted (stopped, or its
+        process gone) and never finished since: what a protocol resumes rather than starting afresh."""
+        with self._snapshot() as conn:
+            rows = conn.execute("SELECT id FROM runs WHERE config_key = ? AND status IN ('running', 'interrupted') "
+                                "ORDER BY id DESC", (config_key(config),)).fetchall()
+        return next((int(run_id) for run_id, in rows if self.get(int(run_id)).status == "interrupted"), None)
+
     def create_group(self, kind: str, name: str, settings: dict[str, Any]) -> int:
-        """A new group of runs (``seeds``, ``sweep`` or ``protocol``) and its id."""
+        """A new group of runs (``seeds``, ``sweep``, ``protocol`` or ``budget``) and its id."""
         with self._transaction() as conn:
             cursor = conn.execute("INSERT INTO groups (created, kind, name, settings) VALUES (?, ?, ?, ?)",
                                   (_now(), kind, name, json.dumps(settings)))
