@@ -15,10 +15,13 @@ never overspent by a step whose cost was known. The first step of an experience 
 
 Each cap is one number for every experience or one per experience (``optim.max_flops = [...]``):
 experiences of different sizes get budgets of their own, as the budget protocol
-(:mod:`lifelong.protocol.budget`) gives them. What a budget bounds is the experience up to its last
-step: the strategy's opening hooks, its steps and the runner's extra passes. The strategy's closing
-hook (``after_experience``: a Fisher estimate, herding, class means) runs once training has stopped, so
-its cost is recorded on top of the budget, never cut short by it.
+(:mod:`lifelong.protocol.budget`) gives them. A FLOP budget bounds the whole experience: the strategy's
+opening hooks, its steps, the runner's extra passes and its closing hook (``after_experience``: a Fisher
+estimate, herding, class means), which runs once training has stopped and cannot be cut short. Its cost
+is reserved out of the budget from what it cost per sample in the last experience that closed
+(``TrainState.closing_flops_per_sample``), times the experience's samples: the steps stop early enough
+for it. The first experience has no such measure, so its closing hook comes on top of its budget (the
+method's own minimum), as does a closing hook that alone costs more than the budget.
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ class Budget:
     """Samples drawn over all data-parallel ranks."""
     max_seconds: float | Sequence[float] | None = None
     max_flops: float | Sequence[float] | None = None
-    """FLOPs over all ranks: the strategy's opening hooks, the steps and the runner's extra passes of the
-    experience (its closing hook comes after the budget, see the module's docstring)."""
+    """FLOPs over all ranks: the strategy's hooks, the steps and the runner's extra passes of the experience
+    (its closing hook by the estimate the module's docstring describes)."""
 
     @property
     def measured(self) -> bool:
@@ -74,12 +77,14 @@ class Budget:
                       _at(self.max_seconds, experience), _at(self.max_flops, experience))
 
     def limits(self, world_size: int, state: TrainState | None = None,
-               step_flops: Callable[[int], float] | None = None, epoch_flops: float = 0.0) -> list[Limit]:
+               step_flops: Callable[[int], float] | None = None, epoch_flops: float = 0.0,
+               reserved_flops: float = 0.0) -> list[Limit]:
         """What is left of each cap for this rank's coming steps, as :data:`~lifelong.optim.setup.Limit`
         triples: at the start of an experience (``state`` None; per-experience caps taken :meth:`at` it
         first) the step and sample caps; inside one, every cap of ``state.experience`` less what the
         experience spent, FLOPs costed by ``step_flops(batch size)`` per step and ``epoch_flops`` per epoch
-        begun (over all ranks), seconds by the mean step time so far."""
+        begun (over all ranks), ``reserved_flops`` kept for the closing hook, seconds by the mean step time
+        so far."""
         experience = state.experience if state is not None else 0
         steps = state.experience_step if state is not None else 0
         max_steps, max_samples = _at(self.max_steps, experience), _at(self.max_samples, experience)
@@ -93,7 +98,7 @@ class Budget:
             return limits
         max_flops, max_seconds = _at(self.max_flops, experience), _at(self.max_seconds, experience)
         if max_flops is not None and step_flops is not None:
-            limits.append((max_flops - state.experience_flops, step_flops, epoch_flops))
+            limits.append((max_flops - state.experience_flops - reserved_flops, step_flops, epoch_flops))
         if max_seconds is not None:
             seconds = state.experience_seconds
             mean = seconds / steps
@@ -117,6 +122,8 @@ class Replanner:
         self.budget, self.setup, self.meter, self.world, self.memory_size = budget, setup, meter, world, memory_size
         self.size = 0
         """Samples in the experience's training set."""
+        self.closing_samples = 0
+        """Samples of the experience itself, which its closing hook's reserve is counted by."""
         self.step_costs: dict[int, float] = {}
         """FLOPs of a coming step by its batch size, over all ranks (what a FLOP budget is planned with)."""
         self.scoring_flops = 0.0
@@ -124,9 +131,11 @@ class Replanner:
         self.test_flops_per_sample = 0.0
         """FLOPs per differentiated sample of the last norm test, over all ranks."""
 
-    def start(self, size: int) -> None:
-        """Ready for an experience that trains on ``size`` samples (its first step's cost is unknown)."""
+    def start(self, size: int, closing_samples: int) -> None:
+        """Ready for an experience that trains on ``size`` samples and holds ``closing_samples`` (its first
+        step's cost is unknown)."""
         self.size, self.step_costs, self.scoring_flops, self.test_flops_per_sample = size, {}, 0.0, 0.0
+        self.closing_samples = closing_samples
 
     def after_step(self, state: TrainState, flops: float) -> None:
         """Charge the step just taken (``flops`` counted by this rank) and re-plan what follows."""
@@ -189,7 +198,7 @@ class Replanner:
         tests = self.test_flops(state, state.batch_size) / test.every_steps \
             if test is not None and state.batch_size < test.max_batch_size else 0.0
         limits = self.budget.limits(self.world.size, state, lambda size: costs.get(size, largest) + tests,
-                                    self.scoring_flops)
+                                    self.scoring_flops, state.closing_flops_per_sample * self.closing_samples)
         length = self.setup.epoch_length(self.size, state.batch_size, self.world.size)
         current = len(state.epoch_order) if state.epoch_order is not None else None
         steps, _ = self.setup.draws(length, state.batch_size, state.epochs, state.epoch, state.epoch_samples, limits,

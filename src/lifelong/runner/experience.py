@@ -94,7 +94,7 @@ class ExperienceLoop:
     def train(self, index: int, experience: Experience, planned: PlannedExperience, restored: Restored | None) -> None:
         """Set up, train and close one experience (``restored``: a checkpoint to continue it from)."""
         state, strategy, model, meter, realtime = self.state, self.strategy, self.model, self.meter, self.realtime
-        self._start(index, planned)
+        self._start(index, planned, len(experience.train))
         if realtime is not None:
             realtime.start_experience(experience, index, planned.strategy)
         begin_experience(model, index)
@@ -123,6 +123,7 @@ class ExperienceLoop:
         hooked = time.perf_counter()
         hook_flops = meter.total(meter.measure(lambda: strategy.after_experience(model, experience))[1])[0]
         state.experience_flops += hook_flops
+        state.closing_flops_per_sample = hook_flops / max(len(experience.train), 1)
         if realtime is not None:
             realtime.busy(state, hook_flops, time.perf_counter() - hooked)
         if self.world.distributed and not self.sharded:  # whatever the hooks computed, every rank has the same model
@@ -146,8 +147,9 @@ class ExperienceLoop:
                               skipped=state.experience_skipped, online_samples=online_count,
                               online_metric=online_total / online_count if online_count else 0.0)
 
-    def _start(self, index: int, planned: PlannedExperience) -> None:
-        """The counters at an experience's start (a resumed one gets its checkpoint's afterwards)."""
+    def _start(self, index: int, planned: PlannedExperience, samples: int) -> None:
+        """The counters at an experience's start (a resumed one gets its checkpoint's afterwards);
+        ``samples``: the experience's own, by which its closing hook's FLOP reserve is counted."""
         state = self.state
         state.experience, state.epoch, state.experience_step, state.experience_samples = index, 0, 0, 0
         state.epoch_samples, state.epoch_order = 0, None
@@ -158,7 +160,7 @@ class ExperienceLoop:
         state.replayed_before = self.strategy.replayed
         state.experience_skipped, state.online_total, state.online_count = 0, 0.0, 0
         self.meter.start_experience()
-        self.planner.start(planned.strategy.train_size)
+        self.planner.start(planned.strategy.train_size, samples)
 
     def _prepare_optimizer(self, declared: ExperiencePlan, rebuild: bool) -> None:
         """Build the optimizer when there is none, the settings reset it at each experience or the plan

@@ -118,6 +118,11 @@ class TrainState:
     """The strategy's count of replayed samples (:attr:`~lifelong.strategies.base.Strategy.replayed`,
     over the whole run) when the current experience started: the experience replayed the difference.
     Checkpointed, so that a run resumed inside an experience counts the same."""
+    closing_flops_per_sample: float = 0.0
+    """FLOPs over all ranks of the strategy's closing hook (``after_experience``: a Fisher estimate,
+    herding, class means) in the last experience that closed, per sample of that experience: what a FLOP
+    budget reserves for the closing hook of the experiences that follow (:class:`~lifelong.runner.budget.
+    Replanner`). Checkpointed, so that a resumed run plans the same."""
     stream_clock: float = 0.0
     """A real-time stream's clock (``optim.stream_rate``, :mod:`lifelong.runner.realtime`): when the learner is
     next free, in the stream's cost unit (FLOPs over all ranks, or seconds) since the run began."""
