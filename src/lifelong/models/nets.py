@@ -90,6 +90,18 @@ def _cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int], no
 
 
 MODELS = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18, "resnet32": resnet32, "gpt": gpt, "vit": vit}
+MODEL_SUMMARIES = {
+    "mlp": ("features, or any input flattened", "Linear -> norm -> ReLU per hidden width, then a linear head"),
+    "cnn": ("images (C, H, W)", "3x3 convolution -> norm -> ReLU -> max-pool per entry of channels, global average "
+                                "pool, linear head"),
+    "resnet18": ("images (C, H, W)", "the reduced ResNet-18 of GEM and DER (nf = 20; 64 for the full width)"),
+    "resnet32": ("images (C, H, W)", "the CIFAR ResNet-32 of iCaRL and PyCIL, 0.46 M parameters"),
+    "gpt": ("token windows of a text stream", "a small GPT-2 decoder with tied embeddings; its vocabulary is the "
+                                              "stream's"),
+    "vit": ("images (C, H, W)", "a small Vision Transformer: patch embedding, class token, pre-norm blocks (the "
+                                "prompt strategies' backbone)"),
+}
+"""What each model of :data:`MODELS` reads and is, for ``lifelong models``."""
 
 
 def split_model(model: nn.Module) -> tuple[nn.Module, nn.Linear]:

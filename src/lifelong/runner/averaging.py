@@ -37,6 +37,9 @@ from lifelong.errors import ConfigError
 from lifelong.models.averaging import ema_step, ema_weight, interpolate, project_out
 from lifelong.runner.observers import TrainState
 
+METHOD_OF_FIELD = {"decay": "ema", "bias_correction": "ema", "coefficient": "interpolate", "alpha": "merge"}
+"""The ``[average]`` fields each method alone reads."""
+
 
 class Averaging:
     """The ``[average]`` method of a run (``ema``, ``interpolate`` or ``merge``; see :class:`AverageConfig`).
@@ -85,9 +88,16 @@ class Averaging:
 
     @staticmethod
     def check(config: AverageConfig | None, optim: OptimConfig) -> None:
-        """Refuse EMA beside the branch-off's decayed branch (each would be the weights evaluated). A
+        """Refuse EMA beside the branch-off's decayed branch (each would be the weights evaluated), and a
+        setting of another method than the one chosen (``decay`` without ``ema``: silently unused). A
         strategy that cannot be averaged is refused by its capabilities
         (:func:`lifelong.runner.validation.check_capabilities`)."""
+        for name, method in METHOD_OF_FIELD.items():
+            value = getattr(config, name, None)
+            if config is not None and config.method != method and value != AverageConfig.model_fields[name].default:
+                raise ConfigError(f"average.{name}={value!r} is a setting of average.method='{method}' and has no "
+                                  f"effect with average.method={config.method!r}; set average.method='{method}' or "
+                                  f"drop average.{name}")
         if config is not None and config.method == "ema" and optim.branch_decay is not None:
             raise ConfigError("average.method='ema' evaluates the moving average, optim.branch_decay a decayed "
                               "branch of the model; set one of them (average.method='none' or "
