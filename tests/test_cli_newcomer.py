@@ -284,6 +284,15 @@ def test_a_setting_of_another_averaging_method_is_refused(setting, method, folde
            f"average.method='none'; set average.method='{method}'", folder, template, capsys)
 
 
+def test_a_setting_of_another_averaging_method_than_the_chosen_one_is_warned_about() -> None:
+    from lifelong.config import AverageConfig
+    from lifelong.runner.averaging import Averaging
+
+    with pytest.warns(UserWarning, match=r"^average.coefficient=0.6 is a setting of average.method='interpolate' and "
+                                         r"has no effect with average.method='ema'; it is ignored$"):
+        Averaging.check(AverageConfig(method="ema", coefficient=0.6), OptimConfig())
+
+
 def test_fsdp_in_one_process_is_refused(folder, template, capsys) -> None:
     refuse(["run", *SMALL, "--set", "run.shard=fsdp"], "run.shard='fsdp' shards the model over the ranks of a "
            "torchrun job, and this run is one process", folder, template, capsys)

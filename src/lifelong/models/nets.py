@@ -69,7 +69,7 @@ def cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int] = (3
 def _cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int], norm: str, groups: int) -> Classifier:
     if len(input_shape) != 3:
         raise ConfigError(f"model.name='cnn' needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
-                          "use model.name='mlp'")
+                          "use model.name='mlp' for vectors (model.name='gpt' for a text stream's token windows)")
     if not channels or any(c < 1 for c in channels):
         raise ConfigError(f"model.channels must be a non-empty list of positive counts, got {list(channels)}")
     check_norm(norm, groups)

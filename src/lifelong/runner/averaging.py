@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -89,15 +90,19 @@ class Averaging:
     @staticmethod
     def check(config: AverageConfig | None, optim: OptimConfig) -> None:
         """Refuse EMA beside the branch-off's decayed branch (each would be the weights evaluated), and a
-        setting of another method than the one chosen (``decay`` without ``ema``: silently unused). A
-        strategy that cannot be averaged is refused by its capabilities
+        method's setting without any method (``decay`` with ``method = "none"``: the user meant to average);
+        warn about a setting of another method than the one chosen (unused, as in a configuration shared by
+        several methods). A strategy that cannot be averaged is refused by its capabilities
         (:func:`lifelong.runner.validation.check_capabilities`)."""
         for name, method in METHOD_OF_FIELD.items():
             value = getattr(config, name, None)
-            if config is not None and config.method != method and value != AverageConfig.model_fields[name].default:
-                raise ConfigError(f"average.{name}={value!r} is a setting of average.method='{method}' and has no "
-                                  f"effect with average.method={config.method!r}; set average.method='{method}' or "
-                                  f"drop average.{name}")
+            if config is None or config.method == method or value == AverageConfig.model_fields[name].default:
+                continue
+            unused = (f"average.{name}={value!r} is a setting of average.method='{method}' and has no effect with "
+                      f"average.method={config.method!r}")
+            if config.method == "none":
+                raise ConfigError(f"{unused}; set average.method='{method}' or drop average.{name}")
+            warnings.warn(f"{unused}; it is ignored", UserWarning, stacklevel=3)
         if config is not None and config.method == "ema" and optim.branch_decay is not None:
             raise ConfigError("average.method='ema' evaluates the moving average, optim.branch_decay a decayed "
                               "branch of the model; set one of them (average.method='none' or "

@@ -165,8 +165,10 @@ class _Placement:
 def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConfig | None = None,
             options: RunOptions | None = None) -> Run:
     """Everything before the first step: the settings checked, the model placed and checked against the
-    stream, the strategy set up, the plan of every experience, the stored run started (or the checkpoint
-    it resumes from loaded), the untrained model evaluated and the observers started."""
+    stream, the strategy set up and its first experience's preparation rehearsed on copies
+    (:func:`~lifelong.runner.validation.check_first_experience`), the plan of every experience, the
+    untrained model evaluated, then the stored run started (or the checkpoint it resumes from loaded) and
+    the observers started. Whatever refuses the run stops it before the store records it."""
     optim, options = optim or OptimConfig(), options or RunOptions()
     setup = resolve(optim)
     evaluation = PeriodicEvaluation(options.eval_every_steps, options.eval_every_samples) \
@@ -178,9 +180,9 @@ def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimCo
     with random_states_kept(cuda):
         # the run's draws from torch's global generator (dropout) start from its seed, apart from the caller's
         (torch.manual_seed if cuda else torch.default_generator.manual_seed)(options.seed)
-        stream, generator = _place_model(stream, model, strategy, optim, options, place)
+        stream, generator, context = _place_model(stream, model, strategy, optim, options, place)
         experiences: Sequence[Experience] = (stream.joined(),) if strategy.capabilities.joint else stream.experiences
-        check_first_experience(model, strategy, strategy.context, experiences, cuda)
+        check_first_experience(model, strategy, context, experiences, cuda)
         # optim.batch_size = "probe": the untrained model's probe on the first experience. It draws from its
         # own seeded generator, so the run's draws are those of a run at the probed batch size, and a resumed
         # run, whose model is rebuilt from the seed before its checkpoint is loaded, probes the same size again
@@ -258,10 +260,10 @@ def _placement(options: RunOptions, optim: OptimConfig, curve: bool) -> _Placeme
 
 
 def _place_model(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConfig, options: RunOptions,
-                 place: _Placement) -> tuple[Stream, torch.Generator | None]:
+                 place: _Placement) -> tuple[Stream, torch.Generator | None, StrategyContext]:
     """The model on the run's device (in the memory format asked for), checked against the stream and
     the strategy's capabilities, the same on every rank; the stream normalised by the augmentation, and
-    the strategy set up with the run's context. The stream and the augmentation's generator."""
+    the strategy set up with the run's context. The stream, the augmentation's generator and the context."""
     model.to(place.device)
     if options.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
@@ -274,8 +276,9 @@ def _place_model(stream: Stream, model: nn.Module, strategy: Strategy, optim: Op
     augment = options.augment
     replay = (lambda x: augment(x, generator)) if augment is not None and generator is not None \
         and options.augment_replay else None
-    strategy.setup(StrategyContext(stream, options.seed, place.world, replay))
-    return stream, generator
+    context = StrategyContext(stream, options.seed, place.world, replay)
+    strategy.setup(context)
+    return stream, generator, context
 
 
 def _loop(model: nn.Module, strategy: Strategy, setup: OptimSetup, budget: Budget, options: RunOptions,

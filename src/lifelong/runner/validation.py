@@ -34,8 +34,8 @@ def check_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
     first = stream[0].train
     sample = next(first.subset(torch.arange(min(2, len(first)))).batches(2)).x.to(device)
     language_model = stream.objective == LANGUAGE_MODEL
-    if language_model:  # with the window holding the stream's largest token id, which the vocabulary must hold
-        sample = torch.cat([sample, _highest_window(stream).to(device)])
+    if language_model:  # the second window: the one holding the stream's largest token id, which the model must read
+        sample = torch.cat([sample[:1], _highest_window(stream).to(device)])
     with torch.no_grad(), eval_mode(model):
         try:
             out = logits_of(model(sample[:, :-1] if language_model else sample))
