@@ -135,8 +135,8 @@ TRACEBACKS = {
     "lr-inf": Case(["run", "--db", "{db}", *SMALL, "--set", "optim.lr=inf"], "optim.lr: inf is not a finite number"),
     "report-of-tta": Case(["report", "2", "--db", "{db}", "-o", "{folder}/report.html"],
                           "run 2 is a test-time adaptation run"),
-    "disk-full-at-start": Case(["run", "--db", "{db}", *SMALL], "the disk holding", fault="sql:INSERT INTO runs",
-                               started=True),
+    # the run is stored once it is prepared, before the stream is printed: a full disk then prints nothing else
+    "disk-full-at-start": Case(["run", "--db", "{db}", *SMALL], "the disk holding", fault="sql:INSERT INTO runs"),
     "disk-full-at-checkpoint": Case(["run", "--db", "{db}", *SMALL], "No space left on device", fault="checkpoint",
                                     stored=failed_at_checkpoint, started=True),
     "disk-full-at-curve": Case(["run", "--db", "{db}", *SMALL, "--set", "run.eval_every_steps=2"], "the disk holding",

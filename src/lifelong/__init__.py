@@ -17,6 +17,7 @@ from lifelong.errors import (
     MissingFileError,
     ResumeError,
     StorageError,
+    StrategyError,
     TrainingError,
 )
 from lifelong.lazy import lazy_attributes
@@ -45,31 +46,46 @@ if TYPE_CHECKING:
     )
     from lifelong.experiment import run_config
     from lifelong.models import causal_lm, cnn, gpt, mlp, resnet18, resnet32, vit
+    from lifelong.models.weights import load_weights
     from lifelong.runner import Observer, ResultsStore, RunResult, TrainState, train
     from lifelong.runner.checkpoint import CheckpointSettings
     from lifelong.runner.online import train_online
     from lifelong.runner.tracking import CSVLog, MLflowLog, TensorBoardLog
     from lifelong.strategies import (
         AGEM,
+        CLR,
+        CUBER,
         DER,
+        DST,
         ER,
         ERACE,
         EWC,
+        GPM,
         L2,
+        L2P,
+        LAE,
         MAS,
         NCM,
         SI,
         SLCA,
         STRATEGIES,
         UER,
+        Adapter,
+        BNOnly,
+        CODAPrompt,
         Cumulative,
         DERpp,
+        DualPrompt,
         FeTrIL,
         GDumb,
+        Hypernetwork,
         ICaRL,
         Joint,
+        LoRA,
         LwF,
         Naive,
+        RanPAC,
+        ReplayMixture,
         Strategy,
     )
 
@@ -80,14 +96,16 @@ _EXPORTS = {
                      "split_arrays", "synthetic", "task_incremental", "text_stream"), "lifelong.data"),
     "run_config": "lifelong.experiment",
     **dict.fromkeys(("causal_lm", "cnn", "gpt", "mlp", "resnet18", "resnet32", "vit"), "lifelong.models"),
+    "load_weights": "lifelong.models.weights",
     **dict.fromkeys(("Observer", "ResultsStore", "RunResult", "TrainState", "train"), "lifelong.runner"),
     "CheckpointSettings": "lifelong.runner.checkpoint",
     "train_online": "lifelong.runner.online",
     **dict.fromkeys(("CSVLog", "MLflowLog", "TensorBoardLog"), "lifelong.runner.tracking"),
-    **dict.fromkeys(("AGEM", "DER", "ER", "ERACE", "EWC", "L2", "MAS", "NCM", "SI", "SLCA", "STRATEGIES", "UER",
-                     "Cumulative", "DERpp", "FeTrIL", "GDumb", "ICaRL", "Joint", "LwF", "Naive", "Strategy"),
-                    "lifelong.strategies"),
+    **dict.fromkeys(("AGEM", "CLR", "CODAPrompt", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "L2", "L2P",
+                     "LAE", "MAS", "NCM", "SI", "SLCA", "STRATEGIES", "UER", "Adapter", "BNOnly", "Cumulative",
+                     "DERpp", "DualPrompt", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint", "LoRA", "LwF",
+                     "Naive", "RanPAC", "ReplayMixture", "Strategy"), "lifelong.strategies"),
 }
 __all__ = sorted([*_EXPORTS, "ConfigError", "DataError", "LifelongError", "MissingFileError", "ResumeError",
-                  "StorageError", "TrainingError"])
+                  "StorageError", "StrategyError", "TrainingError"])
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

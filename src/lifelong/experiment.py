@@ -18,15 +18,18 @@ from lifelong.data.scenarios import SCENARIOS
 from lifelong.data.streams import Stream
 from lifelong.data.text import TextCorpus
 from lifelong.errors import ConfigError, ResumeError
+from lifelong.metrics.objectives import LANGUAGE_MODEL
 from lifelong.models.freeze import check_mode, freeze
 from lifelong.models.nets import MODELS
 from lifelong.models.weights import load_weights
 from lifelong.optim.setup import resolve
 from lifelong.runner.checkpoint import CheckpointSettings
 from lifelong.runner.distributed import Parallelism
-from lifelong.runner.loop import RunResult, resolve_device, train
+from lifelong.runner.loop import RunOptions, RunResult, resolve_device
+from lifelong.runner.loop import prepare as prepare_training
 from lifelong.runner.observers import Observer
 from lifelong.runner.results import ResultsStore
+from lifelong.runner.run import Run
 from lifelong.runner.tracking import trackers
 from lifelong.runner.validation import check_freeze, check_model
 from lifelong.strategies import STRATEGIES, Strategy
@@ -77,7 +80,11 @@ def build_model(config: RunConfig, stream: Stream) -> nn.Module:
                         **{k: v for k, v in config.model.params.items() if k not in MODEL_OWN})
     torch.manual_seed(config.run.seed)
     factory = MODELS.get(config.model.name)
-    vocabulary = (stream.vocab_size,) if factory is not None and "vocab_size" in parameters(factory) else ()
+    language_models = [name for name, builder in MODELS.items() if "vocab_size" in parameters(builder)]
+    if factory is not None and stream.objective == LANGUAGE_MODEL and config.model.name not in language_models:
+        raise ConfigError(f"model.name={config.model.name!r} is not a language model, and a text stream's samples are "
+                          f"windows of token ids; use model.name={language_models[0]!r}")
+    vocabulary = (stream.vocab_size,) if config.model.name in language_models else ()
     model = build("model", MODELS, builder, stream.input_shape, stream.n_classes, *vocabulary, skip=MODEL_SKIP)
     if weights:
         load_weights(model, weights)
@@ -88,16 +95,27 @@ def build_model(config: RunConfig, stream: Stream) -> nn.Module:
 def build_strategy(config: RunConfig) -> Strategy:
     """The configured strategy, refused with ``model.freeze`` where freezing contradicts it: methods that
     train tensors of their own (per-task copies, generated weights) whatever ``requires_grad`` says, and
-    frozen-feature methods told to adapt their backbone."""
+    frozen-feature methods told to adapt their backbone. ``model.weights`` is the way to start from a
+    pretrained backbone; ``strategy.backbone_path`` (the prompt and frozen-feature methods) is its alias from
+    before ``model.weights`` existed, kept for the Python API: both at once are refused."""
     strategy: Strategy = build("strategy", STRATEGIES, config.strategy)
-    mode = model_settings(config)[1]
+    weights, mode = model_settings(config)
     check_freeze(strategy, config.strategy.name, mode)
+    if weights and config.strategy.params.get("backbone_path"):
+        raise ConfigError(f"model.weights and strategy.backbone_path both name a pretrained backbone; keep "
+                          f"model.weights={weights!r}, which every strategy takes, and drop strategy.backbone_path")
     return strategy
 
 
+PATH_FIELDS = {"dataset": ("path", "factory", "tokenizer", "save_tokenizer", "domains"), "model": ("weights",),
+               "strategy": ("backbone_path",), "run": ("db", "checkpoint_dir", "log_dir")}
+"""The settings that name files or folders, stored as absolute paths (:func:`absolute_paths`)."""
+
+
 def resolve_config(config: RunConfig) -> dict[str, Any]:
-    """The full configuration with every default filled in, as stored with the run."""
-    return {
+    """The full configuration with every default filled in, as stored with the run: its paths absolute
+    (:func:`absolute_paths`), so that ``lifelong run --resume`` finds the same files from any folder."""
+    return absolute_paths({
         "dataset": resolved("dataset", DATASETS, config.dataset),
         "scenario": resolved("scenario", SCENARIOS, _scenario_component(config), skip=("dataset",)),
         "model": resolved("model", MODELS, config.model, skip=MODEL_SKIP),
@@ -106,7 +124,30 @@ def resolve_config(config: RunConfig) -> dict[str, Any]:
         "average": config.average.model_dump(),
         "optim": config.optim.model_dump(),
         "run": config.run.model_dump(),
-    }
+    })
+
+
+def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the relative paths of :data:`PATH_FIELDS` made absolute from the current folder: a
+    file or folder (``dataset.path``, ``model.weights``, ``run.db`` ...), the file of ``dataset.factory =
+    "file.py:function"`` (not a module name), a tokenizer's ``.json`` file (not ``byte`` or ``bpe``), and
+    every text domain that is not a preset (nested lists of files too)."""
+    from lifelong.data.corpora import TEXT_DOMAINS
+
+    def absolute(field: str, value: Any) -> Any:
+        if isinstance(value, list):
+            return [absolute(field, item) for item in value]
+        if not isinstance(value, str) or not value:
+            return value
+        if field == "factory":
+            module, colon, function = value.partition(":")
+            return str(Path(module).absolute()) + colon + function if module.endswith(".py") else value
+        if (field == "tokenizer" and not value.endswith(".json")) or (field == "domains" and value in TEXT_DOMAINS):
+            return value
+        return str(Path(value).absolute())
+
+    return {section: {k: absolute(k, v) if k in PATH_FIELDS.get(section, ()) else v for k, v in values.items()}
+            if isinstance(values, dict) else values for section, values in config.items()}
 
 
 def prepare(config: RunConfig) -> tuple[Stream, nn.Module, Strategy]:
@@ -174,6 +215,30 @@ def resume(store: ResultsStore, run_id: int, progress: bool = False) -> RunResul
     return run_config(config, store, progress, resume_run=run_id)
 
 
+def prepare_run(config: RunConfig, store: ResultsStore | None = None, progress: bool = False,
+                prepared: tuple[Stream, nn.Module, Strategy] | None = None,
+                extra_config: dict[str, Any] | None = None, resume_run: int | None = None) -> Run:
+    """Build everything the config names (unless ``prepared``) and prepare the run
+    (:func:`lifelong.runner.loop.prepare`): every setting checked, the first experience's preparation
+    rehearsed, the untrained model evaluated and, with a ``store``, the run recorded. Nothing has trained
+    yet: :meth:`~lifelong.runner.run.Run.execute` trains it. The arguments are :func:`run_config`'s."""
+    if prepared is None:
+        prepared = prepare(config)
+    else:
+        check_settings(config)
+    stream, model, strategy = prepared
+    options = RunOptions(seed=config.run.seed, device=config.run.device, store=store,
+                         config={**resolve_config(config), **(extra_config or {})}, progress=progress,
+                         eval_batch_size=config.run.eval_batch_size, eval_every_steps=config.run.eval_every_steps,
+                         eval_every_samples=config.run.eval_every_samples,
+                         checkpoint=checkpoint_settings(config, store), resume_run=resume_run,
+                         channels_last=config.run.channels_last, compile=config.run.compile,
+                         augment=Augment.from_config(config.augment), augment_replay=config.augment.replay,
+                         observers=tracking_observers(config), average=config.average,
+                         parallel=Parallelism(config.run.overlap_grad_sync, config.run.bucket_mb, config.run.shard))
+    return prepare_training(stream, model, strategy, config.optim, options)
+
+
 def run_config(config: RunConfig, store: ResultsStore | None = None, progress: bool = False,
                prepared: tuple[Stream, nn.Module, Strategy] | None = None,
                extra_config: dict[str, Any] | None = None, resume_run: int | None = None) -> RunResult:
@@ -181,17 +246,6 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
     recorded. ``extra_config`` adds sections to the stored configuration (e.g. a tuning run's
     validation split). With ``run.eval_every_steps`` (or ``eval_every_samples``) the continual-evaluation
     curve and its stability gaps (and anytime accuracy) are kept and stored too; ``run.log`` adds the
-    experiment trackers it names (:func:`tracking_observers`)."""
-    if prepared is None:
-        prepared = prepare(config)
-    else:
-        check_settings(config)
-    stream, model, strategy = prepared
-    return train(stream, model, strategy, config.optim, seed=config.run.seed, device=config.run.device,
-                 store=store, config={**resolve_config(config), **(extra_config or {})}, progress=progress,
-                 eval_batch_size=config.run.eval_batch_size, eval_every_steps=config.run.eval_every_steps,
-                 eval_every_samples=config.run.eval_every_samples, checkpoint=checkpoint_settings(config, store),
-                 resume_run=resume_run, channels_last=config.run.channels_last, compile=config.run.compile,
-                 augment=Augment.from_config(config.augment), augment_replay=config.augment.replay,
-                 observers=tracking_observers(config), average=config.average,
-                 parallel=Parallelism(config.run.overlap_grad_sync, config.run.bucket_mb, config.run.shard))
+    experiment trackers it names (:func:`tracking_observers`). :func:`prepare_run`, then
+    :meth:`~lifelong.runner.run.Run.execute`."""
+    return prepare_run(config, store, progress, prepared, extra_config, resume_run).execute()

@@ -19,10 +19,14 @@ test-time adaptation methods (``benchmarks/startup.py`` measures it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import TextIO
 
 from rich.console import Console
 
@@ -31,7 +35,7 @@ from lifelong.errors import LifelongError
 COMMAND_MODULES = {
     "run": "run", "runs": "run", "show": "run", "compare": "run", "strategies": "run", "groups": "run",
     "sweep": "protocol", "tune": "protocol", "budget": "protocol", "report": "protocol", "export": "protocol",
-    "scenarios": "scenarios",
+    "scenarios": "scenarios", "models": "scenarios",
     "tta": "tta",
     "probe": "probe",
     "pretrain": "pretrain",
@@ -65,7 +69,14 @@ def build_parser(modules: Sequence[str] | None = None) -> argparse.ArgumentParse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 success, 2 user error)."""
+    """Entry point; returns the exit code (0 success, 2 user error).
+
+    In a ``torchrun`` job only rank 0 prints (the others train silently beside it), a refusal included. A
+    refusal before training (a handler sets ``args.training`` once training starts) is the same on every
+    rank, so it is printed once and every rank exits with 0: torchrun answers any other exit code of its
+    workers with a traceback of its own (``ChildFailedError``) and a report of each rank, which would bury
+    the one line that says what to fix. An error during training may be one rank's alone (a file its shard
+    reads): that rank exits with 2, so that torchrun stops the ranks waiting for it."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((word for word in argv if not word.startswith("-")), None)
     parser = build_parser([COMMAND_MODULES[command]] if command in COMMAND_MODULES else None)
@@ -73,13 +84,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    # in a torchrun job only rank 0 prints (the others train silently beside it)
-    console = Console(width=max(Console().width, 120), quiet=os.environ.get("RANK", "0") != "0")
+    main_rank = os.environ.get("RANK", "0") == "0"
+    under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+    console = Console(width=max(Console().width, 120), quiet=not main_rank)
     try:
-        return int(args.handler(args, console))
+        with one_line_warnings(quiet=not main_rank):
+            return int(args.handler(args, console))
     except LifelongError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        if main_rank:
+            print(f"error: {error}", file=sys.stderr)
+        return 0 if under_torchrun and not getattr(args, "training", False) else 2
     except KeyboardInterrupt as interrupt:
-        print(f"interrupted: {interrupt}" if str(interrupt) else "interrupted", file=sys.stderr)
+        if main_rank:
+            print(f"interrupted: {interrupt}" if str(interrupt) else "interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def one_line_warnings(quiet: bool) -> Iterator[None]:
+    """Inside the block, a warning (:func:`warnings.warn`, or a warning the library logs) is one line on
+    stderr, ``warning: MESSAGE``, without Python's file, line number and source line; none at all with
+    ``quiet`` (the ranks after the first of a torchrun job). Logged records still reach the root logger's
+    handlers."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
+             line: str | None = None) -> None:
+        if not quiet:
+            print(f"warning: {message}", file=sys.stderr)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setLevel(logging.CRITICAL + 1 if quiet else logging.WARNING)
+    library = logging.getLogger("lifelong")
+    library.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            yield
+    finally:
+        library.removeHandler(handler)

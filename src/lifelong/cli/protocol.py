@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
 from lifelong.cli.interrupts import continue_with
 from lifelong.cli.tables import METRIC_NAMES, headline
@@ -20,11 +21,15 @@ from lifelong.errors import ConfigError
 from lifelong.runner.results import ResultsStore
 
 
-def run_with_seeds(config: RunConfig, seeds: list[int], store: ResultsStore, console: Console) -> int:
-    """``lifelong run --seeds 0,1,2``: one run per seed, then the aggregate table."""
+def run_with_seeds(config: RunConfig, seeds: list[int], store: ResultsStore, console: Console,
+                   stream: Table | None = None) -> int:
+    """``lifelong run --seeds 0,1,2``: one run per seed, then the ``stream`` table (printed once the runs
+    are done, so that a refused setting prints nothing else), each run's result and the aggregate table."""
     from lifelong.protocol.seeds import run_seeds, summary_table
 
     result = run_seeds(config, seeds, store=store, progress=config.run.progress)
+    if stream is not None:
+        console.print(stream)
     for run in result.runs:
         final = headline(run.metrics)[0]
         console.print(f"run {run.run_id} (seed {run.config['run']['seed']}): {final} {run.metrics[final]:.3f}")
@@ -167,16 +172,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                       help="override for the tuning stream (default: scenario.shuffle=true scenario.seed=1)")
     tune.add_argument("--eval-set", action="append", metavar="SECTION.FIELD=VALUE",
                       help="override for the evaluation stream (default: scenario.shuffle=true scenario.seed=2)")
-    tune.add_argument("--trials", type=int, default=20, help="trials in the study, counting stored ones")
-    tune.add_argument("--study", default="tune", help="study name; rerunning with the same name continues it")
-    tune.add_argument("--eval-seeds", default="0,1,2", metavar="S1,S2,...", help="seeds of the evaluation runs")
+    tune.add_argument("--trials", type=int, default=20,
+                      help="trials in the study, counting stored ones (default: %(default)s)")
+    tune.add_argument("--study", default="tune",
+                      help="study name; rerunning with the same name continues it (default: %(default)s)")
+    tune.add_argument("--eval-seeds", default="0,1,2", metavar="S1,S2,...",
+                      help="seeds of the evaluation runs (default: %(default)s)")
     tune.add_argument("--trial-seeds", default=None, metavar="S1,S2,...",
                       help="seeds of every trial: its score is their mean; a trial diverging with any is pruned "
                            "(default: the configured run.seed)")
-    tune.add_argument("--objective", default="final_accuracy", help="metric maximised on the validation split")
+    tune.add_argument("--objective", default="final_accuracy",
+                      help="metric maximised on the validation split (default: %(default)s)")
     tune.add_argument("--validation-fraction", type=float, default=0.2,
-                      help="share of the tuning stream's training data held out to score trials")
-    tune.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the validation split")
+                      help="share of the tuning stream's training data held out to score trials "
+                           "(default: %(default)s)")
+    tune.add_argument("--seed", type=int, default=0,
+                      help="seed of the sampler and of the validation split (default: %(default)s)")
     tune.add_argument("--fix", action="append", default=[], metavar="SECTION.FIELD",
                       help="leave this parameter of the search space at its configured value (repeatable), "
                            "e.g. --fix optim.lr")
@@ -211,9 +222,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                         help="of the figures, only the comparison at equal compute of budgeted runs")
     report.add_argument("-o", "--output", help="HTML file to write (self-contained, images embedded)")
     report.add_argument("--png", metavar="DIR", help="also write each plot as DIR/NAME.png")
-    report.add_argument("--target", type=float, default=0.8, help="mean accuracy for time-to-accuracy")
+    report.add_argument("--target", type=float, default=0.8,
+                        help="mean accuracy for time-to-accuracy (default: %(default)s)")
     export = sub.add_parser("export", help="write the whole results store as CSV or JSON")
-    export.add_argument("--format", default="csv", help="csv (one row per run) or json (everything)")
+    export.add_argument("--format", default="csv",
+                        help="csv (one row per run) or json (everything) (default: %(default)s)")
     export.add_argument("-o", "--output", help="file to write (default: standard output)")
     for parser, handler in ((report, cmd_report), (export, cmd_export)):
         parser.add_argument("--db", default="lifelong-runs.db", help="results database (read, never created)")

@@ -33,7 +33,7 @@ from lifelong.cli.tables import (
     metrics_table,
     stream_table,
 )
-from lifelong.config import RunSettings, load_config, parameters
+from lifelong.config import RunConfig, RunSettings, load_config, parameters
 from lifelong.errors import ConfigError
 from lifelong.runner.results import GroupRecord, ResultsStore, RunRecord
 
@@ -45,7 +45,7 @@ STATUSES = ("running", "finished", "failed", "interrupted")
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from lifelong.cli.protocol import run_with_seeds
-    from lifelong.experiment import prepare, run_config
+    from lifelong.experiment import prepare, prepare_run
     from lifelong.protocol.seeds import parse_seeds
 
     if args.resume is not None:
@@ -57,11 +57,16 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     seeds = parse_seeds(args.seeds, "--seeds") if args.seeds is not None else None
     prepared = prepare(config)
     store = ResultsStore(config.run.db)
-    console.print(stream_table(prepared[0].summary(), prepared[0].name))
+    # the stream is printed once the run is prepared, every setting checked: a refusal prints nothing else
+    table = stream_table(prepared[0].summary(), prepared[0].name)
     with continue_with(resume_command(config.run.db)):
         if seeds is not None:
-            return run_with_seeds(config, seeds, store, console)
-        result = run_config(config, store=store, progress=config.run.progress, prepared=prepared)
+            args.training = True  # each seed's run is prepared then trained in turn
+            return run_with_seeds(config, seeds, store, console, table)
+        run = prepare_run(config, store=store, progress=config.run.progress, prepared=prepared)
+        console.print(table)
+        args.training = True  # read by lifelong.cli.main: an error from here on may be one rank's alone
+        result = run.execute()
     print_result(result, config.run.db, console)
     return 0
 
@@ -75,6 +80,7 @@ def resume_run(args: argparse.Namespace, console: Console) -> int:
                           "--set, --seed, --seeds and --no-checkpoint")
     db = args.db or RunSettings().db
     ResultsStore(db, read_only=True)  # the run is in a database that exists: never create one here
+    args.training = True  # the stored run was accepted once: an error from here on is not a refusal
     with continue_with(resume_command(db)):
         result = resume(ResultsStore(db), args.resume, progress=True)
     print_result(result, db, console)
@@ -279,8 +285,12 @@ def cmd_strategies(args: argparse.Namespace, console: Console) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``run``, ``runs``, ``show``, ``compare``, ``groups`` and ``strategies`` on the CLI's subparsers."""
-    run = sub.add_parser("run", help="train a strategy on a stream and store the run")
-    run.add_argument("--config", help="TOML file with [dataset], [scenario], [model], [strategy], [optim], [run]")
+    run = sub.add_parser("run", help="train a strategy on a stream and store the run",
+                         description="Train a strategy on a stream and store the run. `lifelong strategies`, "
+                                     "`lifelong models` and `lifelong scenarios` list the names each section takes, "
+                                     "with their parameters and defaults.")
+    sections = ", ".join(f"[{section}]" for section in RunConfig.model_fields)
+    run.add_argument("--config", help=f"TOML file with one table per section: {sections}")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override one field, e.g. --set strategy.name=ewc (repeatable)")
     run.add_argument("--db", help="results database (default: run.db, ./lifelong-runs.db)")

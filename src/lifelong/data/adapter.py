@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset as MapDataset
 
 from lifelong.data.datasets import Dataset
-from lifelong.data.lazy import LazyInputs, LazySource, LoaderSettings
+from lifelong.data.lazy import LazyInputs, LazySource, LoaderSettings, read_sample
 from lifelong.errors import ConfigError, DataError, MissingFileError
 
 
@@ -27,7 +27,7 @@ def _labels(dataset: MapDataset, targets: Any, name: str, part: str) -> torch.Te
     if targets is None:
         targets = getattr(dataset, "targets", None)
     if targets is None:
-        targets = [dataset[i][1] for i in range(len(dataset))]  # type: ignore[arg-type]
+        targets = [read_sample(dataset, i, f"{name} {part}")[1] for i in range(len(dataset))]  # type: ignore[arg-type]
     values = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets)
     if values.ndim != 1 or len(values) != len(dataset):  # type: ignore[arg-type]
         raise DataError(f"{name}: {part} targets must be one label per sample ({len(dataset)}), got shape "  # type: ignore[arg-type]
@@ -41,10 +41,7 @@ def _labels(dataset: MapDataset, targets: Any, name: str, part: str) -> torch.Te
 def _sample_shape(dataset: MapDataset, name: str, part: str) -> tuple[int, ...]:
     if not len(dataset):  # type: ignore[arg-type]
         raise DataError(f"{name}: the {part} dataset is empty")
-    sample = dataset[0]
-    if not isinstance(sample, Sequence) or len(sample) != 2:
-        raise DataError(f"{name}: {part}[0] must be an (input, label) pair, got {type(sample).__name__}")
-    return tuple(np.asarray(sample[0]).shape)
+    return tuple(np.asarray(read_sample(dataset, 0, f"{name} {part}")[0]).shape)
 
 
 def from_dataset(train: MapDataset, test: MapDataset, *, train_targets: Any = None, test_targets: Any = None,

@@ -3,9 +3,13 @@ cookies in four languages, manual pages in three, and Python's own standard libr
 
 A domain is a name and a tuple of documents (:class:`TextDomain`). The presets of
 :data:`TEXT_DOMAINS` read installed packages (never installing anything; a missing one is one
-:class:`DataError` with its ``apt-get`` line). A user's domain is a folder of ``.txt`` files, one
-file, or a list of files, whose documents are separated by blank lines (one or more empty lines, so a
-paragraph is a document: a small corpus gives enough documents for a train/validation split).
+:class:`DataError` with its ``apt-get`` line, even where other packages put files in its folder, as
+many put their translated manual pages in ``/usr/share/man/es``). A user's domain is a folder, one
+file, or a list of files. Text files (``.txt``) hold documents separated by blank lines (one or more
+empty lines, so a paragraph is a document: a small corpus gives enough documents for a
+train/validation split); manual pages (``name.1.gz``, ``name.8``: roff, gzipped or not) are one document
+each, as in the ``man-*`` presets, so a folder such as ``/usr/share/man/fr`` is a domain. A folder is
+read recursively, in sorted order; a file that is not UTF-8 text (a binary one) is refused, naming it.
 
 ``bible-kjv-text`` is not a preset: ``/usr/lib/bible.data`` is the ``bible`` program's own compressed
 format (header ``EC02Compressed Data File``), not text.
@@ -24,6 +28,10 @@ from lifelong.errors import DataError, MissingFileError
 
 FORTUNES = Path("/usr/share/games/fortunes")
 MANUALS = Path("/usr/share/man")
+DPKG_STATUS = Path("/var/lib/dpkg/status")
+"""Debian's record of the installed packages."""
+MANUAL_PAGE = re.compile(r"\.\d\w*(\.gz)?$")
+"""The name of a manual page: a section suffix (``.1``, ``.3pm``), gzipped or not."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,16 @@ def read_manuals(folder: Path) -> list[str]:
     return documents
 
 
+def installed(package: str) -> bool | None:
+    """Whether Debian's package database lists ``package`` as installed; None on a system without one."""
+    if not DPKG_STATUS.is_file():
+        return None
+    for stanza in DPKG_STATUS.read_text(encoding="utf-8", errors="replace").split("\n\n"):
+        if re.search(rf"^Package: {re.escape(package)}$", stanza, flags=re.MULTILINE):
+            return re.search(r"^Status: .* installed$", stanza, flags=re.MULTILINE) is not None
+    return False
+
+
 def read_python(folder: Path) -> list[str]:
     """Python's standard library as code: every ``.py`` file under ``folder`` but installed packages
     (``site-packages``, ``dist-packages``) is one document; a file that is not UTF-8 is skipped."""
@@ -170,11 +188,17 @@ class TextSource:
     folder: Path
     read: Callable[[Path], list[str]]
     description: str
+    packaged: bool = True
+    """The folder is the package's (checked in Debian's package database); false for the running Python's
+    own standard library, wherever that interpreter was installed from."""
 
     def domain(self, name: str) -> TextDomain:
-        documents = self.read(self.folder) if self.folder.is_dir() else []
+        missing = self.packaged and installed(self.package) is False
+        documents = [] if missing or not self.folder.is_dir() else self.read(self.folder)
         if not documents:
-            raise DataError(f"text domain {name!r} needs the package {self.package} (no text in {self.folder}); "
+            found = f"{self.folder} holds other packages' files only" if missing and self.folder.is_dir() \
+                else f"no text in {self.folder}"
+            raise DataError(f"text domain {name!r} needs the package {self.package} ({found}); "
                             f"install it with `apt-get install -y {self.package}`")
         return TextDomain(name, tuple(documents))
 
@@ -188,7 +212,7 @@ TEXT_DOMAINS = {
     "man-de": TextSource("manpages-de", MANUALS / "de", read_manuals, "German manual pages"),
     "man-es": TextSource("manpages-es", MANUALS / "es", read_manuals, "Spanish manual pages"),
     "python": TextSource("libpython3-stdlib", Path(sysconfig.get_paths()["stdlib"]), read_python,
-                         "Python standard library sources (code)"),
+                         "Python standard library sources (code)", packaged=False),
 }
 """Preset text domains by name: which package, folder and reader."""
 
@@ -198,19 +222,45 @@ def paragraphs(text: str) -> list[str]:
     return [doc for doc in (_clean(block) for block in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n"))) if doc]
 
 
+def read_text(path: Path, domain: str) -> str:
+    """A user's file as text: UTF-8, gunzipped when it ends in ``.gz``; a binary file (a NUL byte, or bytes
+    that are not UTF-8) is a :class:`DataError` naming it, not text of replacement characters."""
+    if not path.is_file():
+        raise MissingFileError(f"text domain {domain!r}: no file {path}")
+    data = path.read_bytes()
+    try:
+        data = gzip.decompress(data) if path.suffix == ".gz" else data
+        if b"\0" in data:
+            raise ValueError("a NUL byte")
+        return data.decode("utf-8")
+    except (OSError, EOFError, ValueError) as error:  # gzip's errors, NUL, UnicodeDecodeError
+        raise DataError(f"text domain {domain!r}: {str(path)!r} is not UTF-8 text ({error}); convert it to UTF-8 "
+                        "or remove it from the domain") from None
+
+
+def file_documents(path: Path, domain: str) -> list[str]:
+    """The documents of a user's file: a manual page is one (its roff as plain text), any other file's are
+    its paragraphs."""
+    text = read_text(path, domain)
+    if MANUAL_PAGE.search(path.name):
+        page = roff_to_text(text)
+        return [page] if page else []
+    return paragraphs(text)
+
+
 def read_files(name: str, files: Iterable[str | Path]) -> TextDomain:
-    """A domain of the documents (:func:`paragraphs`) of ``files``, read as UTF-8, in the given order."""
-    documents = []
-    for path in map(Path, files):
-        if not path.is_file():
-            raise MissingFileError(f"text domain {name!r}: no file {path}")
-        documents += paragraphs(path.read_text(encoding="utf-8", errors="replace"))
-    return TextDomain(name, tuple(documents))
+    """A domain of the documents (:func:`file_documents`) of ``files``, in the given order."""
+    return TextDomain(name, tuple(doc for path in map(Path, files) for doc in file_documents(path, name)))
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The text files (``.txt``) and manual pages under ``folder``, recursively, in sorted order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and (p.suffix == ".txt" or MANUAL_PAGE.search(p.name)))
 
 
 def text_domain(spec: str | Path | Sequence[str | Path] | TextDomain) -> TextDomain:
-    """The domain ``spec`` names: a preset of :data:`TEXT_DOMAINS`, a folder (its ``.txt`` files, sorted,
-    recursively), a text file, a list of files (named after the first one's folder), or a
+    """The domain ``spec`` names: a preset of :data:`TEXT_DOMAINS`, a folder (its ``.txt`` files and manual
+    pages, :func:`folder_files`), a file, a list of files (named after the first one's folder), or a
     :class:`TextDomain` as it is."""
     if isinstance(spec, TextDomain):
         return spec
@@ -219,9 +269,10 @@ def text_domain(spec: str | Path | Sequence[str | Path] | TextDomain) -> TextDom
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         if path.is_dir():
-            files = sorted(path.rglob("*.txt"))
+            files = folder_files(path)
             if not files:
-                raise MissingFileError(f"text domain {spec!r}: no .txt files in the folder {path}")
+                raise MissingFileError(f"text domain {spec!r}: no .txt files or manual pages (name.1.gz) in the "
+                                       f"folder {path}")
             return read_files(path.name, files)
         if path.is_file():
             return read_files(path.stem, [path])

@@ -151,6 +151,13 @@ def _number(text: str) -> float | None:
         return None
 
 
+SKIP_UNREADABLE = "fix or remove it, or set dataset.skip_unreadable=true to skip such files"
+"""What to do with an unreadable image of a folder read up front."""
+LAZY_UNREADABLE = ("fix or remove it (dataset.lazy=true reads each image when it is used; skipping unreadable files "
+                   "with dataset.skip_unreadable=true needs dataset.lazy=false, which reads every file up front)")
+"""What to do with an unreadable image of a lazily read folder, which cannot skip it (its samples are counted)."""
+
+
 def read_image(file: Path, shape: tuple[int, int] | None, grayscale: bool) -> np.ndarray:
     """One image file as (C, H, W) float32 in [0, 1], resized to ``shape`` = (height, width) when given;
     a file Pillow cannot read (corrupt, truncated) is a :class:`DataError` naming it."""
@@ -163,9 +170,16 @@ def read_image(file: Path, shape: tuple[int, int] | None, grayscale: bool) -> np
                 image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
     except OSError as error:  # Pillow's UnidentifiedImageError and truncated files are OSErrors
-        raise DataError(f"dataset.path: {str(file)!r} is not a readable image ({error}); fix or remove it, or "
-                        "set dataset.skip_unreadable=true to skip such files") from None
+        raise DataError(f"dataset.path: {str(file)!r} is not a readable image ({error})") from None
     return pixels[None] if grayscale else pixels.transpose(2, 0, 1)
+
+
+def read_image_or_say(file: Path, shape: tuple[int, int] | None, grayscale: bool, remedy: str) -> np.ndarray:
+    """:func:`read_image`, its error completed with what to do about the file (``remedy``)."""
+    try:
+        return read_image(file, shape, grayscale)
+    except DataError as error:
+        raise DataError(f"{error}; {remedy}") from None
 
 
 class ImageFiles(MapDataset):
@@ -179,7 +193,7 @@ class ImageFiles(MapDataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        return read_image(self.files[index], self.shape, self.grayscale), self.targets[index]
+        return read_image_or_say(self.files[index], self.shape, self.grayscale, LAZY_UNREADABLE), self.targets[index]
 
 
 def image_folder(path: str, size: Sequence[int] | None = None, grayscale: bool = False,
@@ -212,8 +226,9 @@ def image_folder(path: str, size: Sequence[int] | None = None, grayscale: bool =
     for part, files in zip(parts, listed, strict=True):
         if not files:
             raise DataError(f"dataset.path: no images ({', '.join(IMAGE_SUFFIXES)}) under {str(part)!r}")
+    remedy = LAZY_UNREADABLE if lazy else SKIP_UNREADABLE
     shape: tuple[int, int] = tuple(size) if size is not None else \
-        tuple(read_image(listed[0][0][0], None, grayscale).shape[1:])  # type: ignore[assignment]
+        tuple(read_image_or_say(listed[0][0][0], None, grayscale, remedy).shape[1:])  # type: ignore[assignment]
     if lazy:
         return _lazy_image_folder(root.name, listed, shape, grayscale, test_fraction, seed, class_names, num_workers,
                                   pin_memory)
@@ -224,9 +239,9 @@ def image_folder(path: str, size: Sequence[int] | None = None, grayscale: bool =
         for file, label in files:
             try:
                 images.append(read_image(file, shape, grayscale))
-            except DataError:
+            except DataError as error:
                 if not skip_unreadable:
-                    raise
+                    raise DataError(f"{error}; {SKIP_UNREADABLE}") from None
                 skipped.append(file)
                 continue
             labels.append(label)

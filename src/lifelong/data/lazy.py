@@ -63,6 +63,40 @@ class _Batches(Sampler[list[int]]):
         return len(self.batches)
 
 
+def read_sample(dataset: MapDataset, index: int, name: str) -> tuple[Any, Any]:
+    """``dataset[index]`` as an ``(input, label)`` pair; a ``__getitem__`` that raises, or returns anything
+    else, is a :class:`DataError` naming the sample and ``name`` (the dataset and its split)."""
+    try:
+        sample = dataset[index]
+    except DataError:
+        raise
+    except Exception as error:
+        raise DataError(f"{name}: reading sample {index} raised {type(error).__name__}: {error}; fix the dataset's "
+                        "__getitem__ for it") from None
+    if not isinstance(sample, Sequence) or len(sample) != 2:
+        raise DataError(f"{name}: sample {index} must be an (input, label) pair, got {type(sample).__name__}")
+    return sample[0], sample[1]
+
+
+class _Checked(MapDataset):
+    """A user's dataset as the loaders read it: each sample checked as it is read (:func:`read_sample`, and
+    its input's shape), so that a bad one is named with its position, not lost in the batch's collation."""
+
+    def __init__(self, dataset: MapDataset, name: str, sample_shape: tuple[int, ...]) -> None:
+        self.dataset, self.name, self.sample_shape = dataset, name, sample_shape
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        x, y = read_sample(self.dataset, index, self.name)
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else np.shape(x)
+        if shape != self.sample_shape:
+            raise DataError(f"{self.name}: sample {index} has shape {shape}, expected {self.sample_shape}; make "
+                            "every sample the same shape")
+        return x, y
+
+
 def _collate(samples: list[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
     inputs = torch.stack([torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
                           for x, _ in samples])
@@ -85,9 +119,10 @@ class LazySource:
     """A map-style dataset with its labels and the loaders that read it.
 
     ``targets`` (N,) are the labels (``dataset[i][1]`` must equal ``targets[i]``); ``sample_shape`` the
-    shape of one input. Reads go through one ``DataLoader`` per channel (``train`` for the runner's
-    epochs, ``other`` for everything else), created on first use and kept (with their workers) for the
-    source's life, so that a pass over the test sets in the middle of an epoch does not disturb it.
+    shape of one input (each sample is checked as it is read, :class:`_Checked`). Reads go through one
+    ``DataLoader`` per channel (``train`` for the runner's epochs, ``other`` for everything else), created
+    on first use and kept (with their workers) for the source's life, so that a pass over the test sets in
+    the middle of an epoch does not disturb it.
     """
 
     def __init__(self, dataset: MapDataset, targets: torch.Tensor, sample_shape: Sequence[int],
@@ -112,7 +147,8 @@ class LazySource:
             workers = self.settings.num_workers
             self._samplers[channel] = sampler
             self._loaders[channel] = DataLoader(
-                self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=_collate,
+                _Checked(self.dataset, self.name, self.sample_shape), batch_sampler=sampler, num_workers=workers,
+                collate_fn=_collate,
                 pin_memory=self.settings.pin_memory, persistent_workers=workers > 0,
                 prefetch_factor=self.settings.prefetch_factor if workers > 0 else None)
         return self._loaders[channel], self._samplers[channel]
@@ -129,9 +165,6 @@ class LazySource:
                 wrong = int((y != expected).nonzero()[0])
                 raise DataError(f"{self.name}: sample {batch[wrong]} has label {int(y[wrong])} but its targets entry "
                                 f"is {int(expected[wrong])}; give targets that match the dataset's labels")
-            if tuple(x.shape[1:]) != self.sample_shape:
-                raise DataError(f"{self.name}: sample {batch[0]} has shape {tuple(x.shape[1:])}, expected "
-                                f"{self.sample_shape}; make every sample the same shape")
             yield x if self.transform is None else self.transform(x)
 
     def mapped(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> LazySource:

@@ -40,7 +40,7 @@ import torch
 
 from lifelong.data.corpora import TextDomain, text_domain
 from lifelong.data.streams import Experience, Stream, TensorSet
-from lifelong.data.tokenizers import Tokenizer, make_tokenizer, token_bytes
+from lifelong.data.tokenizers import BPETokenizer, Tokenizer, make_tokenizer, token_bytes
 from lifelong.errors import ConfigError, DataError
 
 DomainSpec = str | Path | TextDomain | list[str | Path]
@@ -110,13 +110,34 @@ def split_domains(domains: Sequence[DomainSpec], validation_fraction: float = 0.
 
 
 def text(domains: Sequence[DomainSpec], tokenizer: str = "byte", bpe_vocab_size: int = 4096,
-         validation_fraction: float = 0.1, seed: int = 0) -> TextCorpus:
+         validation_fraction: float = 0.1, seed: int = 0, save_tokenizer: str = "") -> TextCorpus:
     """The ``text`` dataset: ``domains`` split by document (:func:`split_domains`) and a tokenizer:
     ``"byte"`` (:class:`~lifelong.data.tokenizers.ByteTokenizer`), ``"bpe"`` (byte-level BPE of
     ``bpe_vocab_size`` tokens trained on the first domain's training documents) or a saved BPE
-    tokenizer's ``.json`` file. ``seed`` draws the validation documents."""
+    tokenizer's ``.json`` file. ``seed`` draws the validation documents. ``save_tokenizer``: a ``.json``
+    file the BPE tokenizer is written to, for ``tokenizer = FILE`` in later runs (the same vocabulary on
+    another stream)."""
+    if save_tokenizer:
+        check_tokenizer_file(save_tokenizer, tokenizer)
     splits = split_domains(domains, validation_fraction, seed)
-    return TextCorpus(splits, make_tokenizer(tokenizer, splits[0].train, bpe_vocab_size))
+    made = make_tokenizer(tokenizer, splits[0].train, bpe_vocab_size)
+    if save_tokenizer:
+        assert isinstance(made, BPETokenizer)
+        made.save(save_tokenizer)
+    return TextCorpus(splits, made)
+
+
+def check_tokenizer_file(path: str, tokenizer: str) -> None:
+    """Refuse a ``dataset.save_tokenizer`` that cannot be written, or that has no BPE tokenizer to save."""
+    if tokenizer == "byte":
+        raise ConfigError("dataset.save_tokenizer saves a BPE tokenizer, and dataset.tokenizer='byte' needs no file; "
+                          "set dataset.tokenizer='bpe' or drop dataset.save_tokenizer")
+    file = Path(path)
+    if file.suffix != ".json":
+        raise ConfigError(f"dataset.save_tokenizer must be a .json file (dataset.tokenizer reads one), got {path!r}")
+    if file.is_dir() or not file.parent.is_dir():
+        raise ConfigError(f"dataset.save_tokenizer: cannot write {path!r}: "
+                          + ("it is a folder" if file.is_dir() else f"no folder {str(file.parent)!r}"))
 
 
 def token_windows(tokens: torch.Tensor, context: int, n_windows: int | None = None) -> torch.Tensor:

@@ -4,7 +4,7 @@
 256 ends a document, so it needs no training, no file and no download, and reads any language (a
 German umlaut is two byte tokens). :class:`BPETokenizer` is byte-level byte-pair encoding (Sennrich
 et al. 2016 on GPT-2's byte alphabet, Radford et al. 2019) trained locally with Hugging Face
-``tokenizers`` (an optional dependency, ``pip install lifelong[text]``): fewer, longer tokens, learnt
+``tokenizers`` (an optional dependency, ``pip install 'lifelong[text]'``): fewer, longer tokens, learnt
 from the first domain of a stream only, so that later domains are tokenized by a vocabulary that did
 not see them (the continual pre-training setting, where the tokenizer is fixed before the shift).
 
@@ -103,8 +103,15 @@ class BPETokenizer:
         """A tokenizer saved by :meth:`save`."""
         if not Path(path).is_file():
             raise MissingFileError(f"dataset.tokenizer: no tokenizer file {path}; train one with tokenizer='bpe' "
-                                   "and save it with BPETokenizer.save")
-        return cls(_tokenizers_module().Tokenizer.from_file(str(path)))
+                                   "and save it with dataset.save_tokenizer (or BPETokenizer.save)")
+        tokenizers = _tokenizers_module()
+        try:
+            backend = tokenizers.Tokenizer.from_file(str(path))
+        except Exception as error:  # the Rust library raises a bare Exception for any malformed file
+            raise DataError(f"dataset.tokenizer: {str(path)!r} is not a tokenizer file ({error}); give a file "
+                            "written by dataset.save_tokenizer (or BPETokenizer.save), or tokenizer='bpe' to train "
+                            "one") from None
+        return cls(backend)
 
     def save(self, path: str | Path) -> None:
         """Write the vocabulary, merges and settings as one JSON file."""

@@ -41,7 +41,12 @@ def freeze(model: nn.Module, mode: str) -> None:
     """Set ``requires_grad`` on ``model``'s parameters as ``mode`` says (module docstring)."""
     if check_mode(mode) == "none":
         return
-    backbone, head = split_model(model)
+    try:
+        backbone, head = split_model(model)
+    except ConfigError:
+        raise ConfigError(f"model.freeze={mode!r} trains a model's head and freezes its backbone, and "
+                          f"{type(model).__name__} is not split into the two (mlp, cnn, resnet18, resnet32 and vit "
+                          "are); set model.freeze='none'") from None
     trainable = {id(p) for p in head.parameters()}
     if mode == "norm-only":
         norms = {id(p) for module in backbone.modules() if isinstance(module, NORM_TYPES)

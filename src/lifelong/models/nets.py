@@ -69,7 +69,7 @@ def cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int] = (3
 def _cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int], norm: str, groups: int) -> Classifier:
     if len(input_shape) != 3:
         raise ConfigError(f"model.name='cnn' needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
-                          "use model.name='mlp'")
+                          "use model.name='mlp' for vectors (model.name='gpt' for a text stream's token windows)")
     if not channels or any(c < 1 for c in channels):
         raise ConfigError(f"model.channels must be a non-empty list of positive counts, got {list(channels)}")
     check_norm(norm, groups)
@@ -90,6 +90,18 @@ def _cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int], no
 
 
 MODELS = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18, "resnet32": resnet32, "gpt": gpt, "vit": vit}
+MODEL_SUMMARIES = {
+    "mlp": ("features, or any input flattened", "Linear -> norm -> ReLU per hidden width, then a linear head"),
+    "cnn": ("images (C, H, W)", "3x3 convolution -> norm -> ReLU -> max-pool per entry of channels, global average "
+                                "pool, linear head"),
+    "resnet18": ("images (C, H, W)", "the reduced ResNet-18 of GEM and DER (nf = 20; 64 for the full width)"),
+    "resnet32": ("images (C, H, W)", "the CIFAR ResNet-32 of iCaRL and PyCIL, 0.46 M parameters"),
+    "gpt": ("token windows of a text stream", "a small GPT-2 decoder with tied embeddings; its vocabulary is the "
+                                              "stream's"),
+    "vit": ("images (C, H, W)", "a small Vision Transformer: patch embedding, class token, pre-norm blocks (the "
+                                "prompt strategies' backbone)"),
+}
+"""What each model of :data:`MODELS` reads and is, for ``lifelong models``."""
 
 
 def split_model(model: nn.Module) -> tuple[nn.Module, nn.Linear]:

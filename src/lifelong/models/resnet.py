@@ -79,7 +79,7 @@ def _resnet(input_shape: Sequence[int], n_classes: int, name: str, stem_width: i
     """
     if len(input_shape) != 3:
         raise ConfigError(f"model.name={name!r} needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
-                          "use model.name='mlp'")
+                          "use model.name='mlp' for vectors (model.name='gpt' for a text stream's token windows)")
     check_norm(norm, norm_groups)
     make_norm = partial(norm_layer, norm, groups=norm_groups)
     bias, conv = norm == "none", conv_type(norm)

@@ -126,7 +126,7 @@ def vit(input_shape: Sequence[int], n_classes: int, dim: int = 64, depth: int = 
     """
     if len(input_shape) != 3:
         raise ConfigError(f"model.name='vit' needs image inputs (C, H, W), got shape {tuple(input_shape)}; "
-                          "use model.name='mlp'")
+                          "use model.name='mlp' for vectors (model.name='gpt' for a text stream's token windows)")
     if min(dim, depth, heads, patch) < 1 or mlp_ratio <= 0:
         raise ConfigError(f"model.dim, depth, heads, patch and mlp_ratio must be positive, got dim={dim}, "
                           f"depth={depth}, heads={heads}, patch={patch}, mlp_ratio={mlp_ratio}")

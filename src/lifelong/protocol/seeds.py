@@ -51,9 +51,6 @@ def run_seeds(config: RunConfig, seeds: Sequence[int], store: ResultsStore | Non
     seed whose loss diverges is recorded in ``diverged`` (its stored run says failed) and the others go on.
     """
     own_group = store is not None and group_id is None
-    if store is not None and group_id is None:
-        group_id = store.create_group("seeds", f"{config.strategy.name} seeds {','.join(map(str, seeds))}",
-                                      {"seeds": list(seeds)})
     runs, diverged = [], {}
     for seed in seeds:
         seeded = config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})})
@@ -66,7 +63,10 @@ def run_seeds(config: RunConfig, seeds: Sequence[int], store: ResultsStore | Non
                 raise
             diverged[seed] = str(error)
             continue
-        if store and group_id is not None and result.run_id is not None:
+        if store and result.run_id is not None:
+            if group_id is None:  # made with its first run: a configuration refused before training leaves none
+                group_id = store.create_group("seeds", f"{config.strategy.name} seeds {','.join(map(str, seeds))}",
+                                              {"seeds": list(seeds)})
             store.add_to_group(group_id, result.run_id, role, f"seed {seed}")
         runs.append(result)
     summary = aggregate_metrics([result.metrics for result in runs])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -36,6 +37,9 @@ from lifelong.config import AverageConfig, OptimConfig
 from lifelong.errors import ConfigError
 from lifelong.models.averaging import ema_step, ema_weight, interpolate, project_out
 from lifelong.runner.observers import TrainState
+
+METHOD_OF_FIELD = {"decay": "ema", "bias_correction": "ema", "coefficient": "interpolate", "alpha": "merge"}
+"""The ``[average]`` fields each method alone reads."""
 
 
 class Averaging:
@@ -85,9 +89,20 @@ class Averaging:
 
     @staticmethod
     def check(config: AverageConfig | None, optim: OptimConfig) -> None:
-        """Refuse EMA beside the branch-off's decayed branch (each would be the weights evaluated). A
-        strategy that cannot be averaged is refused by its capabilities
+        """Refuse EMA beside the branch-off's decayed branch (each would be the weights evaluated), and a
+        method's setting without any method (``decay`` with ``method = "none"``: the user meant to average);
+        warn about a setting of another method than the one chosen (unused, as in a configuration shared by
+        several methods). A strategy that cannot be averaged is refused by its capabilities
         (:func:`lifelong.runner.validation.check_capabilities`)."""
+        for name, method in METHOD_OF_FIELD.items():
+            value = getattr(config, name, None)
+            if config is None or config.method == method or value == AverageConfig.model_fields[name].default:
+                continue
+            unused = (f"average.{name}={value!r} is a setting of average.method='{method}' and has no effect with "
+                      f"average.method={config.method!r}")
+            if config.method == "none":
+                raise ConfigError(f"{unused}; set average.method='{method}' or drop average.{name}")
+            warnings.warn(f"{unused}; it is ignored", UserWarning, stacklevel=3)
         if config is not None and config.method == "ema" and optim.branch_decay is not None:
             raise ConfigError("average.method='ema' evaluates the moving average, optim.branch_decay a decayed "
                               "branch of the model; set one of them (average.method='none' or "

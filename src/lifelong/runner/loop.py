@@ -71,7 +71,7 @@ from lifelong.runner.plan import plan_stream
 from lifelong.runner.results import ResultsStore, environment
 from lifelong.runner.run import Run, RunResult
 from lifelong.runner.sharding import check_sharding, shard_model
-from lifelong.runner.validation import check_arguments, check_capabilities, check_model
+from lifelong.runner.validation import check_arguments, check_capabilities, check_first_experience, check_model
 from lifelong.strategies.base import Strategy, StrategyContext
 from lifelong.world import World
 
@@ -165,8 +165,10 @@ class _Placement:
 def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConfig | None = None,
             options: RunOptions | None = None) -> Run:
     """Everything before the first step: the settings checked, the model placed and checked against the
-    stream, the strategy set up, the plan of every experience, the stored run started (or the checkpoint
-    it resumes from loaded), the untrained model evaluated and the observers started."""
+    stream, the strategy set up and its first experience's preparation rehearsed on copies
+    (:func:`~lifelong.runner.validation.check_first_experience`), the plan of every experience, the
+    untrained model evaluated, then the stored run started (or the checkpoint it resumes from loaded) and
+    the observers started. Whatever refuses the run stops it before the store records it."""
     optim, options = optim or OptimConfig(), options or RunOptions()
     setup = resolve(optim)
     evaluation = PeriodicEvaluation(options.eval_every_steps, options.eval_every_samples) \
@@ -178,8 +180,9 @@ def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimCo
     with random_states_kept(cuda):
         # the run's draws from torch's global generator (dropout) start from its seed, apart from the caller's
         (torch.manual_seed if cuda else torch.default_generator.manual_seed)(options.seed)
-        stream, generator = _place_model(stream, model, strategy, optim, options, place)
+        stream, generator, context = _place_model(stream, model, strategy, optim, options, place)
         experiences: Sequence[Experience] = (stream.joined(),) if strategy.capabilities.joint else stream.experiences
+        check_first_experience(model, strategy, context, experiences, cuda)
         # optim.batch_size = "probe": the untrained model's probe on the first experience. It draws from its
         # own seeded generator, so the run's draws are those of a run at the probed batch size, and a resumed
         # run, whose model is rebuilt from the seed before its checkpoint is loaded, probes the same size again
@@ -195,14 +198,16 @@ def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimCo
         store = place.store
         restored = resume_point(store, options.resume_run, place.checkpoint, options.seed) \
             if options.resume_run is not None else None
-        run_id = options.resume_run if restored else store.start_run(
-            stream.name, str(config.get("strategy", {}).get("name", "")), options.seed, config,
-            {**environment(), "device": str(place.device)}) if store else None
         compile_seconds = _compile(model, experiences[0].train, setup.batch_size, place.device, options.compile,
                                    stream.objective == LANGUAGE_MODEL)
         test_sets = [exp.test.to(place.device) for exp in stream]
         initial = restored.initial if restored else evaluate(model, strategy, test_sets, place.eval_batch_size,
                                                              place.evaluated)
+        # stored only now: whatever refuses the run above (a setting, the model, a test set that cannot be
+        # read) leaves nothing in the store
+        run_id = options.resume_run if restored else store.start_run(
+            stream.name, str(config.get("strategy", {}).get("name", "")), options.seed, config,
+            {**environment(), "device": str(place.device)}) if store else None
         if store and run_id is not None and not restored:
             store.record_initial(run_id, initial)
         observers = [*options.observers, *([evaluation] if evaluation else []),
@@ -218,7 +223,11 @@ def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimCo
                   if optim.branch_decay is not None else None,
                   store=store, run_id=run_id, restored=restored, generator=generator, probed=probed,
                   compile_seconds=compile_seconds if options.compile else None)
-        _start(run, place.checkpoint, options.seed)
+        try:
+            _start(run, place.checkpoint, options.seed)
+        except (KeyboardInterrupt, Exception) as error:
+            run.stopped(error)
+            raise
         run.random = random_states(cuda)
     return run
 
@@ -231,6 +240,10 @@ def _placement(options: RunOptions, optim: OptimConfig, curve: bool) -> _Placeme
     import torch._dynamo  # noqa: F401
     world = options.world or init_from_environment(device)
     parallel = options.parallel or Parallelism()
+    if parallel.shard == "fsdp" and not world.distributed:
+        raise ConfigError("run.shard='fsdp' shards the model over the ranks of a torchrun job, and this run is one "
+                          "process; start it with torchrun (e.g. torchrun --nproc_per_node=2 -m lifelong run ...) or "
+                          "set run.shard='none'")
     sharded = world.distributed and parallel.shard == "fsdp"
     store, progress, checkpoint = options.store, options.progress, options.checkpoint
     if world.distributed:
@@ -247,10 +260,10 @@ def _placement(options: RunOptions, optim: OptimConfig, curve: bool) -> _Placeme
 
 
 def _place_model(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConfig, options: RunOptions,
-                 place: _Placement) -> tuple[Stream, torch.Generator | None]:
+                 place: _Placement) -> tuple[Stream, torch.Generator | None, StrategyContext]:
     """The model on the run's device (in the memory format asked for), checked against the stream and
     the strategy's capabilities, the same on every rank; the stream normalised by the augmentation, and
-    the strategy set up with the run's context. The stream and the augmentation's generator."""
+    the strategy set up with the run's context. The stream, the augmentation's generator and the context."""
     model.to(place.device)
     if options.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
@@ -263,8 +276,9 @@ def _place_model(stream: Stream, model: nn.Module, strategy: Strategy, optim: Op
     augment = options.augment
     replay = (lambda x: augment(x, generator)) if augment is not None and generator is not None \
         and options.augment_replay else None
-    strategy.setup(StrategyContext(stream, options.seed, place.world, replay))
-    return stream, generator
+    context = StrategyContext(stream, options.seed, place.world, replay)
+    strategy.setup(context)
+    return stream, generator, context
 
 
 def _loop(model: nn.Module, strategy: Strategy, setup: OptimSetup, budget: Budget, options: RunOptions,
@@ -350,6 +364,11 @@ def _augmentation(stream: Stream, augment: Augment | None, seed: int,
     if augment.augments and len(stream.input_shape) != 3:
         raise ConfigError(f"augment: random crops and flips need image inputs (C, H, W), the stream's are "
                           f"{tuple(stream.input_shape)}; leave [augment] off for these data")
+    if augment.crop_padding and augment.crop_padding >= min(stream.input_shape[1:]):  # some crops miss the image
+        height, width = stream.input_shape[1:]
+        raise ConfigError(f"augment.crop_padding={augment.crop_padding} on {height}x{width} images: some random crops "
+                          f"would hold no pixel of the image; use a padding smaller than the images' side, at most "
+                          f"{min(height, width) - 1} (the presets pad 32x32 CIFAR images by 4, 28x28 MNIST by 2)")
     if augment.mean:
         stream = stream.map_inputs(augment.normalize)
     generator = torch.Generator().manual_seed(derive_seed(seed, AUGMENT_TAG, world.rank)) if augment.augments else None

@@ -136,18 +136,22 @@ class Run:
                 if checkpointer is not None:
                     checkpointer.run_finished()
                 return result
-            except KeyboardInterrupt:
-                if store is not None and run_id is not None:
-                    store.set_status(run_id, "interrupted", f"interrupted during experience {self.state.experience}")
-                raise
-            except Exception as error:
-                if store is not None and run_id is not None:
-                    store.set_status(run_id, "failed", f"{type(error).__name__}: {error}")
+            except (KeyboardInterrupt, Exception) as error:
+                self.stopped(error)
                 raise
             finally:
                 self.loop.backward.close()
                 if checkpointer is not None:
                     checkpointer.close()
+
+    def stopped(self, error: BaseException) -> None:
+        """Mark the stored run as ``error`` left it: interrupted by Ctrl-C or a signal, failed otherwise."""
+        if self.store is None or self.run_id is None:
+            return
+        if isinstance(error, KeyboardInterrupt):
+            self.store.set_status(self.run_id, "interrupted", f"interrupted during experience {self.state.experience}")
+        else:
+            self.store.set_status(self.run_id, "failed", f"{type(error).__name__}: {error}")
 
     def _train(self) -> None:
         loop, restored, state = self.loop, self.restored, self.state

@@ -184,6 +184,17 @@ TRACKERS: tuple[str, ...] = get_args(Tracker)
 """The names ``run.log`` takes."""
 
 
+def check_folder(folder: Path) -> None:
+    """Refuse, before anything is written, a log folder that cannot be made because a file stands where it
+    or one of its parents would be (``mkdir`` would fail mid-run with ``NotADirectoryError``)."""
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ConfigError(f"run.log_dir: {str(part)!r} is a file, so the logs cannot be written in "
+                                  f"{str(folder)!r}; set run.log_dir to a folder (or move the file)")
+            return
+
+
 def trackers(names: Sequence[str], folder: str | Path, run_name: str, every_steps: int = 10) -> list[ScalarLog]:
     """The observers ``names`` ask for, writing under ``folder``: ``<run_name>.csv``, TensorBoard files
     in ``tensorboard/<run_name>/``, MLflow runs named ``run_name`` in ``mlflow.db``."""
@@ -193,6 +204,7 @@ def trackers(names: Sequence[str], folder: str | Path, run_name: str, every_step
         raise ConfigError(f"run.log: unknown tracker(s) {unknown}; choose among {list(TRACKERS)}")
     made: dict[str, ScalarLog] = {}
     for name in dict.fromkeys(names):
+        check_folder(folder / "tensorboard" if name == "tensorboard" else folder)
         if name == "csv":
             made[name] = CSVLog(folder / f"{run_name}.csv", every_steps)
         elif name == "tensorboard":

@@ -6,17 +6,23 @@ module checks what only exists once a model and settings meet the stream.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from lifelong.config import PROBE, OptimConfig
-from lifelong.data.streams import Stream
+from lifelong.data.lazy import as_tensor
+from lifelong.data.streams import Experience, Stream
 from lifelong.errors import ConfigError, DataError
 from lifelong.metrics.objectives import LANGUAGE_MODEL, logits_of
 from lifelong.models.modes import eval_mode
-from lifelong.strategies.base import Strategy
+from lifelong.models.norms import begin_experience
+from lifelong.runner.checkpoint import random_states_kept
+from lifelong.strategies.base import Strategy, StrategyContext
 
 STATEFUL_UPDATES = {"adam": "Adam's moments", "adamw": "Adam's moments", "lamb": "LAMB's moments"}
 """Optimizers whose update is not the current gradient whatever the momentum setting."""
@@ -28,11 +34,22 @@ def check_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
     first = stream[0].train
     sample = next(first.subset(torch.arange(min(2, len(first)))).batches(2)).x.to(device)
     language_model = stream.objective == LANGUAGE_MODEL
+    if language_model:  # the second window: the one holding the stream's largest token id, which the model must read
+        sample = torch.cat([sample[:1], _highest_window(stream).to(device)])
     with torch.no_grad(), eval_mode(model):
         try:
             out = logits_of(model(sample[:, :-1] if language_model else sample))
         except (RuntimeError, ValueError, TypeError, IndexError, AttributeError) as error:
-            raise DataError(f"the model cannot take inputs of shape {tuple(stream.input_shape)}: {error}") from None
+            if not language_model:
+                raise DataError(f"the model cannot take inputs of shape {tuple(stream.input_shape)}: {error}") from None
+            if isinstance(error, IndexError):
+                raise DataError(f"the model cannot embed the stream's token ids (up to {int(sample.max())}, of a "
+                                f"vocabulary of {stream.vocab_size}): {error}; build it with "
+                                f"vocab_size={stream.vocab_size}, e.g. lifelong.gpt(stream.input_shape, "
+                                "stream.n_classes, vocab_size=stream.vocab_size)") from None
+            raise DataError(f"the model cannot read windows of {stream.input_shape[0] - 1} token ids, a text "
+                            f"stream's inputs: {error}; use a language model (model.name='gpt', or "
+                            "lifelong.causal_lm around one of your own)") from None
     if language_model:
         expected = (len(sample), stream.input_shape[0] - 1, stream.vocab_size)
         if tuple(out.shape) != expected:
@@ -44,6 +61,13 @@ def check_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
         raise DataError(f"the model outputs {shape} per sample but the stream has {stream.n_classes} classes "
                         f"(labels 0..{stream.n_classes - 1}); give the model a head of {stream.n_classes} outputs")
+
+
+def _highest_window(stream: Stream) -> torch.Tensor:
+    """(1, L + 1) the window of a token stream that holds its largest token id (its windows are in memory)."""
+    windows = [as_tensor(part.x) for experience in stream for part in (experience.train, experience.test) if len(part)]
+    highest = max(windows, key=lambda x: int(x.max()))  # (N, L + 1)
+    return highest[int(highest.max(dim=1).values.argmax())].unsqueeze(0)
 
 
 def check_arguments(model: nn.Module, seed: int, eval_batch_size: int, compile: bool | str) -> None:
@@ -110,3 +134,24 @@ def check_freeze(strategy: Strategy, name: str, mode: str) -> None:
     capabilities = strategy.capabilities
     if mode != "none" and not capabilities.freeze:
         raise ConfigError(f"model.freeze={mode!r} {capabilities.freeze_refusal.format(name=name)}")
+
+
+def check_first_experience(model: nn.Module, strategy: Strategy, context: StrategyContext,
+                           experiences: Sequence[Experience], cuda: bool) -> None:
+    """Rehearse what the runner does before the first step, on a copy of the model and a fresh strategy of
+    the same settings set up with the run's context: the first experience's ``before_experience``, its
+    training set and the optimizer's parameter groups. A method meets the model first in those hooks, so
+    that is where it refuses one it cannot train (a prompt method on a model that is no ViT, prompt layers
+    beyond the ViT's depth, LoRA targets that match no layer, a norm-only method on a model without norms,
+    a backbone file that does not fit); rehearsed here, before the run is stored, such a refusal leaves
+    nothing in the store. The model, the strategy and the global random states are left as they were."""
+    trial = dataclasses.replace(strategy) if dataclasses.is_dataclass(strategy) else copy.deepcopy(strategy)
+    with random_states_kept(cuda):
+        copied = copy.deepcopy(model)
+        trial.setup(context)
+        first = experiences[0]
+        begin_experience(copied, 0)
+        trial.before_experience(copied, first)
+        if trial.plan(experiences, 0).trains:
+            trial.training_set(first)
+        trial.parameter_groups(copied)
