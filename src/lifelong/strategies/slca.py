@@ -196,12 +196,13 @@ class SLCA(Strategy):
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "statistics": self.statistics.state_dict(),
                 "experience_index": self.experience_index, "tasks": [list(t) for t in self.tasks],
-                "unaligned": dict(self.unaligned)}
+                "unaligned": dict(self.unaligned), "current_classes": list(self.current_classes)}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
         self.statistics.load_state_dict(state["statistics"])
         self.experience_index = int(state["experience_index"])
         self.tasks = [list(t) for t in state["tasks"]]
+        self.current_classes = list(state["current_classes"])
         device = next(model.parameters()).device  # a checkpoint is read onto the CPU
         self.unaligned = {name: t.to(device) for name, t in state["unaligned"].items()}
