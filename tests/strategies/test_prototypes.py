@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong import OptimConfig, mlp, train
+from lifelong import OptimConfig, ResultsStore, mlp, train
 from lifelong.data import TensorSet, class_incremental, task_incremental
 from lifelong.errors import ConfigError, MissingFileError
 from lifelong.runner.observers import Observer
@@ -11,6 +11,7 @@ from lifelong.strategies import NCM, SLCA, FeTrIL, RanPAC, slca
 from lifelong.strategies.base import Strategy, StrategyContext
 from lifelong.strategies.fetril import translate
 from lifelong.strategies.slca import mean_scales, normalized_logits
+from tests.runner.test_checkpoint_resume import assert_same_run, killed_run, start
 
 
 def identity_features_model(n_features: int = 8, n_classes: int = 6) -> nn.Sequential:
@@ -123,6 +124,18 @@ def test_slca_trains_only_the_current_logits_and_the_next_experience_starts_from
         if index:  # the head the previous experience trained, not the one aligned for its evaluation
             assert torch.equal(start, observer.ends[index - 1]), index
     assert not torch.equal(observer.snapshot(), observer.ends[-1])  # the last alignment stays for the evaluation
+
+
+@pytest.mark.parametrize("kill_at", [17, 23], ids=["first-step-after-an-alignment", "inside-the-experience"])
+def test_slca_resumed_after_sigkill_equals_the_uninterrupted_run(small_data, tmp_path, kill_at) -> None:
+    # The aligned head of experience 1 is evaluated, then the unaligned one trains on in experience 2.
+    stream = class_incremental(small_data, 3)
+    settings = {"slca": {"samples_per_class": 16}}
+    reference, reference_model = start(stream, "slca", ResultsStore(tmp_path / "reference.db"), settings)
+    store = ResultsStore(tmp_path / "runs.db")
+    killed_run(stream, "slca", store, kill_at=kill_at, settings=settings)
+    resumed, resumed_model = start(stream, "slca", store, settings, resume_run=1)
+    assert_same_run(resumed, resumed_model, reference, reference_model)
 
 
 def test_slca_logit_normalization_and_mean_scales_by_hand() -> None:
