@@ -2,7 +2,8 @@
 Fashion-MNIST, then class-incremental digits (resized to 28 x 28), every way of training a little of it.
 
     apt-get install -y dataset-fashion-mnist      # the original files, in /usr/share/datasets/fashion-mnist
-    OMP_NUM_THREADS=1 python benchmarks/pretrained.py --seeds 0,1,2 --workers 1 > docs/results/pretrained.md
+    OMP_NUM_THREADS=1 python benchmarks/pretrained.py --seeds 0,1,2 --workers 1 \
+        --results docs/results/pretrained-runs.jsonl --figure docs/results/pretrained.png > docs/results/pretrained.md
 
 The backbone: ``lifelong pretrain`` (:func:`lifelong.protocol.pretrain.pretrain`) trains the ViT (width
 ``--width``, 128 by default; depth 4, 4 heads, patch 4: 0.54 M parameters) on all 10 Fashion-MNIST classes
@@ -216,6 +217,33 @@ def run(row: Row, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             **diagnostics.measured}
 
 
+def figure(rows: list[Row], results: dict[Row, list[dict[str, Any]]], path: Path) -> None:
+    """Each row's final accuracy beside its two factors, task identification and within-task accuracy
+    (means over seeds, the bars' lines their std), one group of bars per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measures = [("final", "final accuracy"), ("identified", "task identified"), ("within", "within task")]
+    fig, ax = plt.subplots(figsize=(9, 7))
+    height = 0.27
+    for offset, (key, label) in enumerate(measures):
+        values = [[r[key] for r in results[row]] for row in rows]
+        ax.barh([i + (offset - 1) * height for i in range(len(rows))], [statistics.mean(v) for v in values],
+                height, xerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in values], label=label)
+    ax.set_yticks(range(len(rows)), [row.label for row in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy after the last experience (mean over experiences)")
+    ax.set_title("Pretrained ViT on class-incremental digits: where the final accuracy is lost")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=3)
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -227,13 +255,14 @@ def main() -> None:
     parser.add_argument("--rows", default="", help="row labels to run, separated by ';' (default: every row)")
     parser.add_argument("--results", type=Path, default=Path("pretrained-runs.jsonl"),
                         help="each finished run is appended here, and a rerun with the same settings reuses it")
+    parser.add_argument("--figure", type=Path, default=None, help="the PNG to write (default: none)")
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
     rows = [row for row in ROWS if not args.rows or row.label in args.rows.split(";")]
     started = time.perf_counter()
     torch.set_num_threads(args.workers)
     backbone = pretrained_backbone(args)
-    settings = {k: str(v) for k, v in vars(args).items() if k not in ("seeds", "workers", "results", "rows")}
+    settings = {k: str(v) for k, v in vars(args).items() if k not in ("seeds", "workers", "results", "rows", "figure")}
     done = finished_runs(args.results, settings)
     with ProcessPoolExecutor(args.workers) as pool:
         futures = {(row, seed): pool.submit(run, row, seed, args) for row in rows for seed in seeds
@@ -243,8 +272,9 @@ def main() -> None:
                                                                           row.label, seed, f))
         print("# Pretrained backbone: a ViT pretrained on Fashion-MNIST, class-incremental digits\n")
         print(f"`OMP_NUM_THREADS=1 python benchmarks/pretrained.py --seeds {args.seeds} --epochs {args.epochs} "
-              f"--pretrain-epochs {args.pretrain_epochs} --width {args.width} --workers {args.workers}` "
-              f"(torch {torch.__version__}, one thread per run)\n")
+              f"--pretrain-epochs {args.pretrain_epochs} --width {args.width} --workers {args.workers} "
+              f"--results {args.results}" + (f" --figure {args.figure}" if args.figure else "")
+              + f"` (torch {torch.__version__}, one thread per run)\n")
         described = json.loads(backbone.with_suffix(".json").read_text())
         print(f"Backbone: `lifelong pretrain` of the ViT (width {described['model']['dim']}) on Fashion-MNIST, "
               f"classes {described['classes']}, {described['optim']['epochs']} epochs, validation accuracy "
@@ -253,24 +283,26 @@ def main() -> None:
         print("| row | final accuracy | forgetting | accuracy just learned | task identified | within task "
               "| trained parameters | seconds | GFLOPs |")
         print("|---|---|---|---|---|---|---|---|---|")
+        finished: dict[Row, list[dict[str, Any]]] = {}
         for row in rows:
             results = row_results(done, futures, "digits", row, row.label, seeds, 9)
             if results is None:
                 continue
+            finished[row] = results
             print(f"| {row.label} | {spread([r['final'] for r in results])} | "
                   f"{spread([r['forgetting'] for r in results])} | {spread([r['learned'] for r in results])} | "
                   f"{spread([r['identified'] for r in results])} | {spread([r['within'] for r in results])} | "
                   f"{results[0]['trainable']:,} | "
                   f"{statistics.mean(r['seconds'] for r in results):.0f} | "
                   f"{statistics.mean(r['flops'] for r in results) / 1e9:.1f} |", flush=True)
-        keyed = [row for row in rows if row.strategy == "dualprompt"]
-        for row in keyed:
-            results = [done.get(("digits", row.label, seed)) or futures[row, seed].result() for seed in seeds]
-            if all("key_per_task" in r for r in results):
+        for row, results in finished.items():
+            if row.strategy == "dualprompt":
                 per_task = [statistics.mean(r["key_per_task"][t] for r in results) for t in range(5)]
                 print(f"\n{row.label}: the key matching picks the sample's own task for "
                       + ", ".join(f"{100 * share:.0f}" for share in per_task)
                       + " % of the test samples of experiences 0-4 (mean over seeds).")
+    if args.figure is not None:
+        figure(list(finished), finished, args.figure)
     print(f"\nWall time {time.perf_counter() - started:.0f} s.", file=sys.stderr)
 
 
