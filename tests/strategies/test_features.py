@@ -41,6 +41,22 @@ def test_nearest_mean_by_hand_and_restricted_to_allowed_classes() -> None:
     assert nearest_mean(features, means, classes, allowed).tolist() == [3, 3, 5]
 
 
+def test_cosine_nearest_mean_by_hand() -> None:
+    # Issue 25 (SimpleCIL's cosine classifier): (0.5, 0.4) is nearest (1, 0) in distance (0.64 against 4.9),
+    # but at 38.7 degrees it is nearer (4, 4)'s 45 than (1, 0)'s 0 in angle; (6, 1) is nearer (4, 4) in
+    # distance (3.6 against 5.1), at 9.5 degrees nearer (1, 0) in angle.
+    means = torch.tensor([[1.0, 0.0], [4.0, 4.0]])
+    classes = torch.tensor([2, 9])
+    features = torch.tensor([[0.5, 0.4], [3.0, 0.2], [6.0, 1.0]])
+    assert nearest_mean(features, means, classes).tolist() == [2, 2, 9]
+    assert nearest_mean(features, means, classes, metric="cosine").tolist() == [9, 2, 2]
+    allowed = torch.zeros(3, 10, dtype=torch.bool)
+    allowed[:, 2] = True
+    assert nearest_mean(features, means, classes, allowed, metric="cosine").tolist() == [2, 2, 2]
+    with pytest.raises(ValueError, match="metric"):
+        nearest_mean(features, means, classes, metric="manhattan")
+
+
 def test_gaussian_samples_have_the_requested_moments() -> None:
     mean = torch.tensor([1.0, -2.0])
     covariance = torch.tensor([[2.0, 0.5], [0.5, 1.0]])

@@ -159,6 +159,23 @@ def test_only_prompts_and_head_train_and_earlier_tasks_stay(name, small_data) ->
     assert sum(v.numel() for v in ends[-1].values()) * 4 <= strategy.memory_bytes()
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_dualprompt_starts_each_e_prompt_from_the_previous_task_learned_one(shared, small_data) -> None:
+    # Issue 25: the reference (shared_prompt_pool) copies the previous task's E-prompt into the new one;
+    # the new task's key starts from its own draw (shared_prompt_key is off there).
+    stream = images(small_data)
+    model, strategy = tiny_vit(), DualPrompt(**TINY["dualprompt"], shared_prompt_pool=shared)
+    observer = PromptSnapshots(strategy)
+    train(stream, model, strategy, OptimConfig(name="adam", lr=0.01, epochs=1), seed=0, observers=[observer])
+    initial, *ends = observer.snapshots
+    for t in range(2):
+        learned, new = ends[t][f"e_prompt_{t}"], ends[t][f"e_prompt_{t + 1}"]
+        assert not torch.equal(learned, initial[f"e_prompt_{t}"])  # task t trained its E-prompt
+        assert torch.equal(new, learned) == shared, t
+        assert torch.equal(new, initial[f"e_prompt_{t + 1}"]) != shared, t
+        assert torch.equal(ends[t][f"e_key_{t + 1}"], initial[f"e_key_{t + 1}"]), t
+
+
 def test_coda_starts_each_task_orthogonal_to_the_learned_components(small_data) -> None:
     stream = images(small_data)
     model, strategy = tiny_vit(), CODAPrompt(**TINY["coda_prompt"])

@@ -115,3 +115,9 @@ def test_resume_inside_the_adaptation_equals_the_uninterrupted_run(small_data, t
     resumed, resumed_model = start(stream, "ranpac", store, settings, resume_run=1)
     assert_same_run(resumed, resumed_model, reference, reference_model)
     assert reference.matrix[-1].min() >= 0.8  # the ridge classifier keeps every experience
+
+
+def test_the_ridge_candidates_are_the_reference_range() -> None:
+    # Issue 25: the reference searches 10.0 ** np.arange(-8, 9), 1e-8 ... 1e8 (the docstring said 1e13).
+    assert RIDGES == tuple(10.0**power for power in range(-8, 9))
+    assert (RIDGES[0], RIDGES[-1], len(RIDGES)) == (1e-8, 1e8, 17)

@@ -65,7 +65,8 @@ class CODAPrompt(Strategy):
     Departures: see :mod:`lifelong.strategies.parts.prompts`; the layers default to the first three blocks of
     the small ViT (the paper: 0-4 of 12); with more components than a key's dimension they cannot all be
     orthogonal, and each task's new ones are then orthogonal among themselves only
-    (:func:`orthogonal_rows`).
+    (:func:`orthogonal_rows`); the prompts train with the run's optimizer and schedule (the reference code:
+    Adam at 1e-3 with a cosine decay, rebuilt per task as here).
     """
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(averaging=frozenset(), averaging_refusal=OWN_TENSORS)

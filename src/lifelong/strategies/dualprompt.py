@@ -38,12 +38,15 @@ class DualPrompt(Strategy):
     the paper trains with) and its key is pulled towards the queries (the frozen backbone's class token)
     with weight ``pull_weight``; at test each sample takes the E-prompt whose key is most cosine-similar
     to its query. The head reads the class token. Only the G-prompt, the current E-prompt and key, and the
-    head train.
+    head train. As in the reference code (``shared_prompt_pool``), each new task's E-prompt starts as a copy
+    of the previous task's, learned one; its key starts fresh (the reference's ``shared_prompt_key`` off).
 
     Departures: see :mod:`lifelong.strategies.parts.prompts`; the layers default to the first blocks of the
     small ViT (the paper: G at blocks 0-1, E at 2-4 of 12); the E-prompt pool holds one prompt per
-    experience of the stream, and at test only the keys of the tasks trained so far compete (the
-    reference also lets untrained keys be chosen).
+    experience of the stream (the reference: 10, one per task of its benchmarks), and at test only the keys
+    of the tasks trained so far compete (the reference also lets untrained keys be chosen); the prompts
+    train with the run's optimizer and schedule (the reference: Adam at a constant 0.03 x 24 / 256 for
+    batches of 24, rebuilt per task as here).
     """
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(averaging=frozenset(), averaging_refusal=OWN_TENSORS)
@@ -61,6 +64,9 @@ class DualPrompt(Strategy):
     """Tokens of each E-prompt's key and of its value prefix (5 in the reference code)."""
     pull_weight: Annotated[float, Ge(0)] = 1.0
     """Weight of the key-query matching loss (1 in the reference code)."""
+    shared_prompt_pool: bool = True
+    """Start each task's E-prompt as a copy of the previous task's (the reference's default); False: from
+    its own U(-1, 1) draw."""
     prompts: PromptPool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -125,6 +131,10 @@ class DualPrompt(Strategy):
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         super().after_experience(model, experience)
         self.prompts.after_experience()
+        finished = self.prompts.finished
+        if self.shared_prompt_pool and finished < self.prompts.n_tasks:  # the next task starts from this one's
+            with torch.no_grad():
+                self.prompts[f"e_prompt_{finished}"].copy_(self.prompts[f"e_prompt_{finished - 1}"])
 
     def logits(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         return self.prompts.logits(model, x, task, self.mask_logits)

@@ -12,11 +12,12 @@ from torch import nn
 
 from lifelong.bounds import Annotated, Ge
 from lifelong.data.streams import Batch, Experience, TensorSet
+from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
 from lifelong.strategies.base import FEATURE_STATISTICS, Capabilities, ExperiencePlan, Strategy, StrategyContext
 from lifelong.strategies.parts.adaptation import FirstSessionAdaptation, adaptation_capabilities
 from lifelong.strategies.parts.backbones import check_backbone_path
-from lifelong.strategies.parts.features import ClassStatistics, extract_features, nearest_mean
+from lifelong.strategies.parts.features import METRICS, ClassStatistics, extract_features, nearest_mean
 
 
 @dataclass
@@ -26,6 +27,13 @@ class NCM(Strategy):
     class that returns updates its mean), and a sample gets the label of the nearest mean. No gradient
     step after the backbone is fixed; the memory is one vector per class. Until the backbone is frozen,
     predictions come from the linear head.
+
+    SimpleCIL (Zhou et al., IJCV 2024, "Revisiting Class-Incremental Learning with Pre-Trained Models:
+    Generalizability and Adaptivity are All You Need") is this method with ``metric = "cosine"`` and
+    ``adapt_experiences = 0`` on a pretrained backbone: its reference code (LAMDA-PILOT's ``simplecil``)
+    puts the class means into a cosine classifier and takes no gradient step (the classifier's scale
+    ``sigma`` stays 1 there, and would not change the prediction anyway). Departure from it: the backbone is
+    the library's (``model.weights`` or ``backbone_path``), not an ImageNet-pretrained ViT.
 
     Data-parallel: the ranks add up the class statistics of their parts of each experience."""
 
@@ -41,12 +49,17 @@ class NCM(Strategy):
     backbone_path: str = ""
     """A backbone state dict (``torch.save`` or ``.safetensors``, or a ``lifelong pretrain`` file) loaded before
     the first experience (:mod:`lifelong.models.weights`); empty: none."""
+    metric: str = "euclidean"
+    """The distance to the class means: ``euclidean`` (Mensink et al., Janson et al.) or ``cosine``
+    (SimpleCIL's cosine classifier)."""
     adaptation: FirstSessionAdaptation = field(init=False, repr=False)
     statistics: ClassStatistics = field(default_factory=ClassStatistics, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_backbone_path(self.backbone_path)
+        if self.metric not in METRICS:
+            raise ConfigError(f"strategy.metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
 
     @property
     def capabilities(self) -> Capabilities:
@@ -84,7 +97,8 @@ class NCM(Strategy):
         allowed = None if self.task_mask is None else self.task_mask_on(x.device)[task]  # (B, C)
         features = extract_features(split_model(model)[0], x)  # (B, D)
         classes = torch.tensor(self.statistics.classes, device=x.device)
-        return nearest_mean(features, self.statistics.means(features.dtype).to(x.device), classes, allowed)
+        means = self.statistics.means(features.dtype).to(x.device)  # (K, D)
+        return nearest_mean(features, means, classes, allowed, self.metric)
 
     def memory_size(self) -> int:
         return self.adaptation.memory_size()

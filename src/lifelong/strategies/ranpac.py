@@ -19,8 +19,8 @@ from lifelong.strategies.parts.adaptation import FirstSessionAdaptation, adaptat
 from lifelong.strategies.parts.backbones import check_backbone_path
 from lifelong.strategies.parts.features import extract_features, restrict_to_classes
 
-RIDGES = tuple(10.0**power for power in range(-8, 14))
-"""The candidate ridge strengths, as in the reference code (10^-8 ... 10^13)."""
+RIDGES = tuple(10.0**power for power in range(-8, 9))
+"""The candidate ridge strengths, as in the reference code (``10.0**np.arange(-8, 9)``: 10^-8 ... 10^8)."""
 
 
 def held_out_errors(fit: torch.Tensor, fit_targets: torch.Tensor, check: torch.Tensor, check_targets: torch.Tensor,
@@ -48,15 +48,21 @@ class RanPAC(Strategy):
     Gram matrix ``G += H^T H`` (M, M) and ``C += H^T Y`` (M, classes) with one-hot targets Y, added to at
     every experience (a class that returns adds to its column). The classifier is the ridge solution
     ``W_out = (G + lambda I)^-1 C`` and a sample's logits ``h W_out`` over the seen classes. ``lambda`` is
-    chosen at every experience as the reference code does: fit on the first 80 % of the experience's
-    projected features, pick the candidate with the least mean squared error to the one-hot targets of
-    the other 20 % (drawn at random here, not the first samples, which may be ordered by class); the test
-    set is never used. No gradient step after the backbone is frozen.
+    chosen at every experience as the reference code does: among :data:`RIDGES`, the candidate whose
+    solution fitted on 80 % of the experience's projected features has the least mean squared error to
+    the one-hot targets of the other 20 %; the test set is never used. No gradient step after the backbone
+    is frozen.
 
     First-session adaptation (the paper's Phase 1) is
     :class:`~lifelong.strategies.parts.adaptation.FirstSessionAdaptation`: the whole backbone trains with
-    cross-entropy on the first ``adapt_experiences`` experiences (the paper tunes a parameter-efficient
-    module of a pretrained ViT instead) and/or is loaded from ``backbone_path``; 0 keeps the backbone as it is.
+    cross-entropy on the first ``adapt_experiences`` experiences and/or is loaded from ``backbone_path``; 0
+    keeps the backbone as it is.
+
+    Departures from the reference code (github.com/RanPAC/RanPAC): Phase 1 trains the whole backbone, where
+    the reference tunes a parameter-efficient module (adapter, SSF or VPT) of an ImageNet-pretrained ViT;
+    the held-out 20 % that chooses lambda is drawn at random, not the last 20 % of the experience in the
+    loader's order (which may be ordered by class); the projection's width defaults to 2048, not 10000
+    (the features of the library's small models are 64 to 128 wide, not 768).
     """
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(

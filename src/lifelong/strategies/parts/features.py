@@ -7,7 +7,7 @@ classification, Gaussian sampling of features and refitting a linear head on fea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -138,11 +138,22 @@ def herding(features: torch.Tensor, count: int) -> torch.Tensor:
     return chosen
 
 
+METRICS = ("euclidean", "cosine")
+"""The distances :func:`nearest_mean` measures."""
+
+
 def nearest_mean(features: torch.Tensor, means: torch.Tensor, classes: torch.Tensor,
-                 allowed: torch.Tensor | None = None) -> torch.Tensor:
-    """Label (B,) of the nearest class mean (Euclidean) to each feature (B, D); ``means`` (K, D) belong to
-    ``classes`` (K,). ``allowed`` (B, C) restricts each sample to some labels (a task's classes)."""
-    distance = torch.cdist(features, means)  # (B, K)
+                 allowed: torch.Tensor | None = None, metric: str = "euclidean") -> torch.Tensor:
+    """Label (B,) of the nearest class mean to each feature (B, D); ``means`` (K, D) belong to ``classes``
+    (K,). ``metric``: ``euclidean`` distance, or ``cosine``, the most cosine-similar mean (SimpleCIL's
+    prototype classifier, Zhou et al. 2023: the features and the means normalized to unit length).
+    ``allowed`` (B, C) restricts each sample to some labels (a task's classes)."""
+    if metric == "cosine":
+        distance = -(F.normalize(features, dim=1) @ F.normalize(means, dim=1).T)  # (B, K)
+    elif metric == "euclidean":
+        distance = torch.cdist(features, means)  # (B, K)
+    else:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if allowed is not None:
         distance = distance.masked_fill(~allowed[:, classes], float("inf"))
     return classes[distance.argmin(dim=1)]
@@ -170,9 +181,12 @@ def sample_gaussian(mean: torch.Tensor, covariance: torch.Tensor, count: int, ge
 
 
 def fit_linear_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, classes: list[int],
-                    weight_decay: float = 1e-4, iterations: int = 100) -> None:
+                    weight_decay: float = 1e-4, iterations: int = 100,
+                    transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
     """Refit the rows of ``head`` for ``classes`` by multinomial logistic regression on ``features``
     (N, D) with ``labels`` (N,), starting from the current rows; other rows are left as they are.
+    ``transform`` maps the logits (N, K) of ``classes``, in their sorted order, to those the
+    cross-entropy reads (SLCA's logit normalization); none by default.
 
     Full-batch L-BFGS: deterministic and free of a learning rate, which the classifier-refitting steps
     of SLCA (Zhang et al. 2023) and FeTrIL (Petit et al. 2023) would otherwise each need tuned."""
@@ -185,7 +199,10 @@ def fit_linear_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tenso
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(features @ weight.T + bias, targets) + weight_decay * weight.pow(2).sum()
+        logits = features @ weight.T + bias  # (N, K)
+        if transform is not None:
+            logits = transform(logits)
+        loss = F.cross_entropy(logits, targets) + weight_decay * weight.pow(2).sum()
         loss.backward()
         return loss
 
