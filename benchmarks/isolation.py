@@ -158,6 +158,7 @@ class NetworkPerTask(Strategy):
 
 BASELINES: dict[str, type[Strategy]] = {"per_task_finetune": PerTaskFineTuning, "network_per_task": NetworkPerTask}
 ADAM = (("name", "adam"), ("lr", 0.001))
+CLIP = (("grad_clip", 1.0),)
 PAPER_GPM = (("layer_thresholds", (0.95, 0.99, 0.99)), ("threshold_increment", 0.0), ("samples", 300))
 BATCH_STATISTICS = (("batch_norm_statistics", True),)
 
@@ -174,6 +175,8 @@ class Row:
 COMMON = [Row("naive (fine-tuning, shared head)", "naive"), Row("joint", "joint"),
           Row("fine-tuning, head and norm per task", "per_task_finetune"),
           Row("a network per task", "network_per_task"), Row("ewc", "ewc"), Row("si", "si"),
+          Row("ewc (gradient norm clipped to 1)", "ewc", optim=CLIP),
+          Row("si (gradient norm clipped to 1)", "si", optim=CLIP),
           Row("er (200)", "er", (("buffer_size", 200),))]
 ISOLATION = [Row("dst", "dst"), Row("clr", "clr"), Row("bn_only", "bn_only"),
              Row("hypernetwork (Adam 0.001)", "hypernetwork", optim=ADAM),
