@@ -48,10 +48,11 @@ class GPM(Strategy):
     in float64 rather than by an SVD of the matrix itself (the same spectrum), over every patch of the
     ``samples`` images for a convolution (the code subsamples the patches of the first layers). The first
     basis takes the fewest directions *reaching* the threshold (Eq. 5 as written; the code takes one
-    fewer, those strictly below it). The code resets a plain SGD optimizer at each task and picks the
-    epoch with the best validation loss; here the runner's optimizer and schedule apply, and the
-    projection constrains the gradient, not the update: momentum, Adam's moments and weight decay still
-    move weights inside the bases, so the runner warns about momentum (the paper uses plain SGD).
+    fewer, those strictly below it). The code builds a plain SGD optimizer at each task (and its CIFAR
+    scripts keep the epoch of the best validation loss and halve the learning rate on plateaus); here the
+    runner's optimizer and schedule apply, and the projection constrains the gradient, not the update:
+    momentum, Adam's moments and weight decay still move weights inside the bases, so the runner warns about
+    momentum (the paper uses plain SGD).
     """
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(projects_gradients=True)
