@@ -179,6 +179,7 @@ COMMON = [Row("naive (fine-tuning, shared head)", "naive"), Row("joint", "joint"
           Row("si (gradient norm clipped to 1)", "si", optim=CLIP),
           Row("er (200)", "er", (("buffer_size", 200),))]
 ISOLATION = [Row("dst", "dst"), Row("clr", "clr"), Row("bn_only", "bn_only"),
+             Row("bn_only (a trained head per task)", "bn_only", (("train_head", True),)),
              Row("hypernetwork (Adam 0.001)", "hypernetwork", optim=ADAM),
              Row("hyperinterval (Adam 0.001)", "hypernetwork", (("embedding", "interval"),), ADAM)]
 ROWS = {
