@@ -1,4 +1,5 @@
-"""BN-only: per task, only the normalization layers (affine and statistics) and the head change."""
+"""BN-only: per task, only the normalization layers (affine and statistics) change, and the head with
+``train_head``; by default the head stays at its random initial values, as in the paper."""
 
 from __future__ import annotations
 
@@ -11,8 +12,23 @@ from lifelong.strategies.parts.task_tables import norm_names
 from tests.strategies.isolation import forgetting_against_naive, run_tasks, stored_floats, task_tensors
 
 
-def test_only_per_task_normalization_and_head_change_and_the_model_stays_as_it_was(small_data) -> None:
+def test_by_default_only_normalization_trains_and_the_random_head_stays_as_it_was(small_data) -> None:
+    """The paper's setting (issue 25: the docstring said the output layer trains too, the abstract that every
+    other parameter stays frozen)."""
     strategy = BNOnly()
+    model, snapshots, _ = run_tasks(small_data, strategy)
+    initial = snapshots.models[0]
+    assert all(torch.equal(initial[k], v) for k, v in model.state_dict().items())
+    final = task_tensors(strategy.state_dict())
+    assert all(list(final[task]) == norm_names(model) for task in range(3))
+    # BatchNorm1d(16): weight, bias, running mean and variance 4 * 16 per task, no head
+    assert stored_floats(strategy.state_dict()) == 3 * 4 * 16
+    assert [[p is model.head.weight for p in group["params"]] for group in strategy.parameter_groups(model)] == \
+        [[False, False]]
+
+
+def test_with_train_head_only_per_task_normalization_and_head_change(small_data) -> None:
+    strategy = BNOnly(train_head=True)
     model, snapshots, _ = run_tasks(small_data, strategy)
     initial = snapshots.models[0]
     assert all(torch.equal(initial[k], v) for k, v in model.state_dict().items())  # the frozen random network
@@ -29,7 +45,7 @@ def test_only_per_task_normalization_and_head_change_and_the_model_stays_as_it_w
 
 
 def test_kept_per_task_are_norm_affine_statistics_and_head(small_data) -> None:
-    strategy = BNOnly()
+    strategy = BNOnly(train_head=True)
     run_tasks(small_data, strategy)
     # BatchNorm1d(16): weight, bias, running mean and variance 4 * 16; head Linear(16, 6): 96 + 6
     assert stored_floats(strategy.state_dict()) == 3 * (4 * 16 + 16 * 6 + 6) == 498

@@ -8,7 +8,7 @@ import torch
 from lifelong import OptimConfig
 from lifelong.errors import ConfigError
 from lifelong.strategies import DST
-from lifelong.strategies.dst import layer_densities
+from lifelong.strategies.dst import cosine_fraction, layer_densities
 from tests.strategies.isolation import forgetting_against_naive, run_tasks, stored_floats, task_tensors
 
 ADAM = OptimConfig(name="adam", lr=0.01, epochs=2, batch_size=16, weight_decay=1e-3)
@@ -35,6 +35,41 @@ def test_old_masks_and_the_weights_under_them_stay_bit_identical(small_data, gro
                            final[2]["backbone.1.weight"])
 
 
+@pytest.mark.parametrize("growth", ["random", "gradient"])
+def test_regrowth_never_lands_on_other_tasks_frozen_weights(small_data, growth) -> None:
+    """Every update grows only free positions, so the part of a task's mask it can train keeps its size
+    (issue 25: growing anywhere took task 4's trainable share from 0.67 to 0.11 over 25 updates)."""
+    strategy = DST(sparsity=0.5, update_every=2, decay_epochs=0, growth=growth)
+    updates = []
+    original = strategy.update_mask
+
+    def recording(model, mask):
+        before = {name: m.clone() for name, m in mask.items()}
+        trainable = sum(int((m & ~strategy.frozen[name]).sum()) for name, m in mask.items())
+        original(model, mask)
+        grown_frozen = sum(int((m & ~before[name] & strategy.frozen[name]).sum()) for name, m in mask.items())
+        updates.append((grown_frozen, trainable, sum(int((m & ~strategy.frozen[name]).sum())
+                                                     for name, m in mask.items()),
+                        sum(int(f.sum()) for f in strategy.frozen.values())))
+
+    strategy.update_mask = recording
+    run_tasks(small_data, strategy)
+    assert sum(frozen > 0 for *_, frozen in updates) >= 8  # updates of tasks 1 and 2, beside older weights
+    assert all(grown == 0 for grown, *_ in updates)
+    assert all(after == before for _, before, after, _ in updates)
+
+
+def test_the_prune_fraction_decays_along_a_cosine_over_the_decay_epochs(small_data) -> None:
+    assert cosine_fraction(0.5, 0.005, 0.0) == 0.5
+    assert cosine_fraction(0.5, 0.005, 0.5) == pytest.approx(0.2525)
+    assert cosine_fraction(0.5, 0.005, 1.0) == pytest.approx(0.005)
+    assert cosine_fraction(0.5, 0.005, 3.0) == pytest.approx(0.005)  # held at the end
+    strategy = DST(decay_epochs=2)
+    strategy.train_size, strategy.samples = 100, 100  # one pass of two: half way
+    assert strategy.prune_rate() == pytest.approx(0.2525)
+    assert DST(decay_epochs=0, prune_fraction=0.3).prune_rate() == 0.3
+
+
 def test_sparsity_and_what_is_kept_per_task(small_data) -> None:
     strategy = DST(sparsity=0.75, init="uniform", update_every=3)
     run_tasks(small_data, strategy)
@@ -58,7 +93,9 @@ def test_erk_keeps_small_layers_denser_at_the_same_overall_density() -> None:
 def test_bad_settings_name_the_field() -> None:
     for settings, field in [({"sparsity": 1.0}, "sparsity"), ({"init": "dense"}, "init"),
                             ({"growth": "magic"}, "growth"), ({"update_every": 0}, "update_every"),
-                            ({"prune_fraction": 1.0}, "prune_fraction")]:
+                            ({"prune_fraction": 1.0}, "prune_fraction"),
+                            ({"final_prune_fraction": -0.1}, "final_prune_fraction"),
+                            ({"decay_epochs": -1}, "decay_epochs")]:
         with pytest.raises(ConfigError, match=f"strategy.{field} must be"):
             DST(**settings)
 

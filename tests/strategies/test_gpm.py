@@ -120,6 +120,76 @@ def test_a_projected_step_keeps_the_outputs_on_the_stored_samples(small_data) ->
 
 
 @pytest.mark.parametrize("name", ["gpm", "cuber"])
+def test_the_head_of_an_nn_sequential_keeps_the_rows_of_unseen_classes_free(name, small_data) -> None:
+    """Under task ids the rows of classes no finished experience trained are not projected, whatever the head's
+    module is called: here the last layer of an nn.Sequential, named '2' (issue 25: those rows kept 0.601 of
+    their gradient norm when the head was found by the name 'head')."""
+    stream = task_incremental(small_data, 3)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, stream.n_classes))
+    strategy = STRATEGIES[name](samples=32)
+    strategy.setup(StrategyContext(stream, 0))
+    strategy.after_experience(model, stream[0])
+    batch = stream[1].train.batch()
+    strategy.observe(model, batch).backward()
+    before, first = model[2].weight.grad.clone(), model[0].weight.grad.clone()
+    strategy.after_backward(model)
+    unseen = [c for c in range(stream.n_classes) if c not in stream[0].classes]
+    assert torch.equal(model[2].weight.grad[unseen], before[unseen]) and float(before[unseen].norm()) > 0
+    assert not torch.allclose(model[0].weight.grad, first)  # the layers before the head are projected
+
+
+def test_layer_thresholds_apply_one_threshold_per_layer_in_the_model_order(small_data) -> None:
+    stream = domain_incremental(small_data, 2, transform="permutation")
+    model = mlp(stream.input_shape, stream.n_classes, hidden=(16,), seed=0)
+    bases = {}
+    for key, settings in {"low": {"threshold": 0.5}, "high": {"threshold": 1.0},
+                          "both": {"layer_thresholds": (0.5, 1.0)}}.items():
+        gpm = GPM(samples=64, **settings)
+        gpm.setup(StrategyContext(stream, 0))
+        gpm.after_experience(model, stream[0])
+        bases[key] = gpm.subspaces.bases
+    assert bases["low"]["backbone.1"].shape[1] < bases["high"]["backbone.1"].shape[1]
+    assert torch.equal(bases["both"]["backbone.1"], bases["low"]["backbone.1"])
+    assert torch.equal(bases["both"]["head"], bases["high"]["head"])
+
+
+def test_layer_thresholds_of_the_wrong_count_or_range_are_refused_in_one_line(small_data) -> None:
+    with pytest.raises(ConfigError, match=r"strategy.layer_thresholds must each be > 0 and <= 1, got \[0.5, 1.5\]"):
+        GPM(layer_thresholds=(0.5, 1.5))
+    stream = domain_incremental(small_data, 2, transform="permutation")
+    model = mlp(stream.input_shape, stream.n_classes, hidden=(16,), seed=0)
+    gpm = GPM(layer_thresholds=(0.9, 0.9, 0.9))
+    gpm.setup(StrategyContext(stream, 0))
+    with pytest.raises(ConfigError, match="gives 3 thresholds but the model has 2 projected layers"):
+        gpm.after_experience(model, stream[0])
+
+
+def test_batch_norm_statistics_normalize_every_batch_by_its_own_statistics(small_data) -> None:
+    """As the official code's BatchNorm (track_running_stats=False): training, the representation and
+    evaluation all use the batch's statistics, the running statistics never move, the modes come back."""
+    stream = domain_incremental(small_data, 2, transform="permutation")
+    model = mlp(stream.input_shape, stream.n_classes, hidden=(16,), norm="batch", seed=0)
+    norm = model.backbone[2]
+    running = norm.running_mean.clone()
+    gpm = GPM(samples=32, batch_norm_statistics=True)
+    gpm.setup(StrategyContext(stream, 0))
+    batch = stream[0].train.batch()
+    gpm.observe(model, batch).backward()
+    gpm.after_experience(model, stream[0])
+    model.eval()
+    predicted = gpm.logits(model, batch.x, batch.task)
+    assert model.training is False and norm.training is False and norm.track_running_stats
+    model.train()
+    with torch.no_grad():
+        expected = torch.nn.functional.batch_norm(model.backbone[1](model.backbone[0](batch.x)), None, None,
+                                                  norm.weight, norm.bias, training=True)
+        expected = model.head(model.backbone[3](expected))
+    assert torch.allclose(predicted, expected, atol=1e-6)
+    assert torch.equal(norm.running_mean, running)
+
+
+@pytest.mark.parametrize("name", ["gpm", "cuber"])
 def test_state_survives_torch_save_and_weights_only_load(name, small_data) -> None:
     stream = domain_incremental(small_data, 3, transform="permutation")
     model = mlp(stream.input_shape, stream.n_classes, hidden=(16,), seed=0)

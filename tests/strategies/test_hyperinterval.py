@@ -1,18 +1,22 @@
-"""HyperInterval (Krukowski et al. 2024): interval task embeddings in the hypernetwork strategy."""
+"""HyperInterval (Krukowski et al. 2024): interval task embeddings, the interval target network and its
+worst-case loss in the hypernetwork strategy; and old embeddings that later experiences leave as they were."""
 
 import io
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.func import functional_call
 
 from lifelong import OptimConfig, train
 from lifelong.data import task_incremental
 from lifelong.errors import ConfigError
-from lifelong.models import mlp
+from lifelong.models import cnn, mlp
+from lifelong.runner.observers import Observer, TrainState
 from lifelong.strategies import Hypernetwork
 from lifelong.strategies.base import StrategyContext
-from lifelong.strategies.hypernetwork import WeightGenerator
+from lifelong.strategies.hypernetwork import WeightGenerator, interval_forward, interval_layers
 from tests.strategies.test_hypernetwork import TINY, beside_naive, prepared
 
 INTERVAL = {"embedding": "interval", "interval_radius": 0.2}
@@ -140,3 +144,88 @@ def test_interval_embeddings_forget_clearly_less_than_naive_on_permuted_digits(d
     assert naive["forgetting"] > 0.4
     assert ours["forgetting"] < naive["forgetting"] - 0.25
     assert ours["final_accuracy"] > naive["final_accuracy"] + 0.15
+
+
+class EmbeddingsAtEnd(Observer):
+    """Copies of every task embedding at the end of each experience's training."""
+
+    def __init__(self, strategy: Hypernetwork) -> None:
+        self.strategy, self.copies = strategy, []
+
+    def on_training_end(self, state: TrainState) -> None:
+        self.copies.append({k: v.detach().clone() for k, v in self.strategy.embeddings.items()})
+
+
+@pytest.mark.parametrize("settings", [{}, INTERVAL])
+@pytest.mark.parametrize("keep", [True, False])
+def test_old_embeddings_stay_unchanged_through_later_experiences(small_data, settings, keep) -> None:
+    """The regularizer reads old embeddings detached and the optimizer holds only the current one (issue 25:
+    task 0's embedding moved by 0.085 during experience 1), whether or not the run keeps its optimizer."""
+    stream = task_incremental(small_data, 3)
+    torch.manual_seed(0)
+    model = mlp(stream.input_shape, stream.n_classes, hidden=(8,))
+    strategy = Hypernetwork(**TINY, **settings, beta=0.5)
+    copies = EmbeddingsAtEnd(strategy)
+    train(stream, model, strategy, OptimConfig(lr=0.05, epochs=2, batch_size=16, momentum=0.9, weight_decay=1e-3,
+                                               reset_per_experience=not keep), seed=0, observers=[copies])
+    for task in range(3):
+        assert all(torch.equal(copies.copies[task][str(task)], later[str(task)]) for later in copies.copies[task:])
+    assert not torch.equal(copies.copies[0]["1"], copies.copies[1]["1"])  # the task in training does move
+
+
+def boxes(strategy: Hypernetwork, model, radius: float):
+    center, spread = strategy.generator_net.interval(strategy.task_embeddings([0]), radius)
+    return strategy.weights(model, center[0]), strategy.weights(model, spread[0], offset=False)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_the_interval_target_network_bounds_the_outputs_of_every_weight_in_the_box(kind) -> None:
+    torch.manual_seed(0)
+    model = mlp((8,), 4, hidden=(6, 5)) if kind == "mlp" else cnn((1, 6, 6), 4, channels=(3, 4), norm="none")
+    x = torch.randn(5, *((8,) if kind == "mlp" else (1, 6, 6)))
+    center = {k: v.detach() for k, v in model.named_parameters()}
+    radius = {k: 0.05 * torch.rand_like(v) for k, v in center.items()}
+    lower, upper = interval_forward(interval_layers(model), center, radius, x)
+    assert (upper - lower > 0).all()
+    with torch.no_grad():
+        for draw in range(300):
+            sign = (lambda v: torch.sign(torch.randn_like(v))) if draw < 100 else (lambda v: 2 * torch.rand_like(v) - 1)
+            out = functional_call(model, {k: center[k] + sign(r) * r for k, r in radius.items()}, (x,))
+            assert (out >= lower - 1e-5).all() and (out <= upper + 1e-5).all()
+    zero = {k: torch.zeros_like(v) for k, v in center.items()}
+    same_lower, same_upper = interval_forward(interval_layers(model), center, zero, x)
+    assert torch.allclose(same_lower, model(x), atol=1e-6) and torch.equal(same_lower, same_upper)
+
+
+def test_the_interval_loss_is_the_center_and_worst_case_cross_entropies(small_data) -> None:
+    stream = task_incremental(small_data, 3)
+    strategy, model = prepared(stream, 1, embedding="interval", interval_radius=0.3, kappa=0.25,
+                               interval_warmup_epochs=0, residual=False)
+    batch = stream[0].train.batch()
+    center, radius = boxes(strategy, model, 0.3)
+    lower, upper = interval_forward(interval_layers(model), center, radius, batch.x)
+    worst = torch.where(F.one_hot(batch.y, 6).bool(), lower, upper)
+    center_logits = functional_call(model, center, (batch.x,))
+    expected = 0.25 * F.cross_entropy(strategy.mask_logits(center_logits, batch.task), batch.y) + \
+        0.75 * F.cross_entropy(strategy.mask_logits(worst, batch.task), batch.y)
+    assert strategy.interval_loss(model, batch).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert F.cross_entropy(strategy.mask_logits(worst, batch.task), batch.y) > \
+        F.cross_entropy(strategy.mask_logits(center_logits, batch.task), batch.y)  # the worst case is worse
+
+
+def test_the_warmup_grows_the_radius_and_lowers_kappa_as_the_authors_code() -> None:
+    strategy = Hypernetwork(embedding="interval", interval_radius=0.2, kappa=0.5, interval_warmup_epochs=2)
+    strategy.train_size, strategy.samples, strategy.steps = 100, 50, 1000  # a quarter of the warm-up
+    assert strategy.warmup() == pytest.approx((0.05, 1 - 5e-5 * 1000))
+    strategy.steps = 20000
+    assert strategy.warmup() == pytest.approx((0.05, 0.5))
+    strategy.samples = 200
+    assert strategy.warmup() == (0.2, 0.5)
+
+
+def test_a_model_without_an_interval_version_is_refused_in_one_line(small_data) -> None:
+    stream = task_incremental(small_data, 3)
+    model = mlp(stream.input_shape, stream.n_classes, hidden=(8,), norm="batch", seed=0)
+    with pytest.raises(ConfigError, match="no interval version of BatchNorm1d") as error:
+        train(stream, model, Hypernetwork(**TINY, **INTERVAL), OptimConfig(epochs=1), seed=0)
+    assert "\n" not in str(error.value)

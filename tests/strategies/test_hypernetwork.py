@@ -103,9 +103,11 @@ def test_state_dict_round_trip_restores_predictions_in_place(small_data) -> None
     x = torch.cat([e.test.x for e in stream])
     task = torch.cat([e.test.task for e in stream])
     fresh, _ = prepared(stream, 1)
-    kept = list(fresh.parameter_groups(model)[0]["params"])
+    kept = [*fresh.generator_net.parameters(), *fresh.embeddings.values()]
     fresh.load_state_dict(state, model)
-    assert all(a is b for a, b in zip(kept, fresh.parameter_groups(model)[0]["params"], strict=True))
+    assert all(a is b for a, b in zip(kept, [*fresh.generator_net.parameters(), *fresh.embeddings.values()],
+                                      strict=True))
+    assert fresh.parameter_groups(model)[0]["params"][-1] is fresh.embeddings["2"]  # the task in training
     assert fresh.tasks == strategy.tasks == [0, 1, 2] and fresh.target_tasks == [0, 1]
     assert torch.equal(fresh.logits(model, x, task), strategy.logits(model, x, task))
     assert torch.equal(fresh.targets, strategy.targets)

@@ -62,6 +62,54 @@ def test_si_path_integral_by_hand_and_zero_for_parameters_without_gradient(small
     assert torch.equal(strategy.anchor.weights["weight"], model.weight.detach())
 
 
+def test_si_path_integral_uses_the_task_losss_gradient_not_the_penalty(small_data) -> None:
+    """As the reference's ``unreg_grads``: after an experience, the gradient the path integral reads is the
+    task loss's, though the runner back-propagates the task loss plus the penalty."""
+    stream = class_incremental(small_data, 2)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 6))
+    strategy = SI(lam=3.0)
+    strategy.setup(StrategyContext(stream, 0))
+    strategy.before_experience(model, stream[0])
+    strategy.observe(model, stream[0].train.batch()).backward()
+    strategy.after_backward(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.5 * p.grad
+    strategy.after_experience(model, stream[0])
+    with torch.no_grad():
+        model[1].weight += 0.3  # away from the anchor: the penalty's gradient is far from zero
+    strategy.before_experience(model, stream[1])
+    batch = stream[1].train.batch()
+    model.zero_grad()
+    loss = strategy.observe(model, batch)
+    task_gradient = torch.autograd.grad(strategy.loss(model, batch.x, batch.y, batch.task), model[1].weight)[0]
+    loss.backward()
+    total = model[1].weight.grad.clone()
+    strategy.after_backward(model)
+    assert torch.allclose(strategy.gradient["1.weight"], task_gradient, atol=1e-6)
+    assert not torch.allclose(total, task_gradient, atol=1e-2)
+
+
+def test_si_importance_is_clipped_at_zero_as_the_reference(small_data) -> None:
+    """A parameter whose steps raised the loss (a negative path integral) gets importance 0, not a negative
+    one that would reward moving it (the reference's ReLU over the accumulated Omega)."""
+    stream = class_incremental(small_data, 2)
+    model = nn.Linear(2, 1, bias=False)
+    strategy = SI(lam=1.0, damping=0.5)
+    strategy.setup(StrategyContext(stream, 0))
+    strategy.before_experience(model, stream[0])
+    batch = Batch(torch.tensor([[1.0, 0.0]]), torch.tensor([0]), torch.tensor([0]))
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 1.0]]))
+    strategy.observe(model, batch)
+    (model(batch.x) ** 2 / 2).sum().backward()  # gradient (1, 0)
+    strategy.after_backward(model)
+    with torch.no_grad():
+        model.weight += torch.tensor([[0.5, 0.0]])  # a step up the loss: path -0.5
+    strategy.after_experience(model, stream[0])
+    assert strategy.anchor.importance["weight"][0, 0].item() == 0.0
+
+
 def test_l2_penalty_by_hand(small_data) -> None:
     stream = class_incremental(small_data, 2)
     model = nn.Sequential(nn.Flatten(), nn.Linear(8, 6))

@@ -1,5 +1,5 @@
-"""Task-specific normalization: per task, only the normalization layers' affine parameters (and the head)
-train, the rest of the network stays frozen."""
+"""Task-specific normalization: per task, only the normalization layers' affine parameters (optionally the
+head too) train, the rest of the network stays frozen."""
 
 from __future__ import annotations
 
@@ -18,32 +18,40 @@ from lifelong.strategies.parts.task_tables import TaskTable, by_task, head_names
 
 @dataclass
 class BNOnly(Strategy):
-    """Training BatchNorm and only BatchNorm (Frankle, Schwab & Morcos, ICLR 2021): a network whose
-    weights stay at their random initial values reaches far-above-chance accuracy when only the
-    normalization layers' affine parameters (gamma, beta) and the output layer train. Applied per task,
-    as the continual-learning work on task-specific normalization does: every task keeps its own copy of
-    each normalization layer's affine parameters *and* running statistics, and its own head, selected by
-    the task id of each sample; the shared weights never change after the first experience, so no task
-    forgets (the stream must give task ids, the runner refuses one that does not).
+    """Training BatchNorm and only BatchNorm (Frankle, Schwab & Morcos, ICLR 2021, "Training BatchNorm and Only
+    BatchNorm: On the Expressive Power of Random Features in CNNs"): a network whose weights stay at their
+    random initial values reaches far-above-chance accuracy when only the normalization layers' affine
+    parameters (gamma, beta) train, every other parameter frozen (the output layer included, as in the
+    paper's main experiments). Applied per task, as the continual-learning work on task-specific
+    normalization does: every task keeps its own copy of each normalization layer's affine parameters *and*
+    running statistics, selected by the task id of each sample; the shared weights never change after the
+    first experience, so no task forgets (the stream must give task ids, the runner refuses one that does
+    not).
+
+    The head: by default (``train_head = False``) the output layer stays frozen at its initial values and
+    is shared, as in the paper; ``train_head = True`` gives each task its own head too (the paper's variant
+    that also trains the output layer, a common choice in task-specific normalization).
 
     Frozen values: by default (``train_first = False``) the weights stay at their initial (random, or
     loaded) values, as in the paper; with ``train_first`` the first experience trains the whole network
     and its weights are then frozen (a first-task anchor, as in CLR). A new task's normalization layers
-    and head start as copies of the first task's.
+    (and head) start as copies of the first task's.
 
     Departures: any normalization layer of the backbone counts (BatchNorm, GroupNorm, LayerNorm, the
     library's BCN and AdaB2N), not only BatchNorm; a model without one is refused. The head is one
-    linear layer over all classes per task, masked to the task's classes.
+    linear layer over all classes, masked to each task's classes; the paper studies one task at a time.
 
     Kept per task (:attr:`own`): the affine parameters and running statistics of every normalization layer,
-    plus the head's weight and bias."""
+    with ``train_head`` the head's weight and bias too."""
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(task_ids=True, freeze=False, freeze_refusal=OWN_TENSORS_FREEZE)
 
     train_first: bool = False
     """Train the whole network in the first experience, then freeze its weights (a first-task anchor)."""
+    train_head: bool = False
+    """Give each task its own trained head; off (the paper's setting), the head stays frozen and shared."""
     own: TaskTable = field(init=False, repr=False)
-    """Each task's normalization layers and head (made at :meth:`setup`)."""
+    """Each task's normalization layers, and heads with ``train_head`` (made at :meth:`setup`)."""
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
@@ -54,18 +62,19 @@ class BNOnly(Strategy):
         return ExperiencePlan(train_size=len(experiences[index].train), reset_optimizer=True)
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
-        """Give a new task its own normalization layers and head (copies of the first task's)."""
+        """Give a new task its own normalization layers, and with ``train_head`` its head (copies of the first
+        task's)."""
         names = norm_names(model)
         if not names:
             raise ConfigError("strategy 'bn_only' trains the backbone's normalization layers and this model has "
                               "none; build it with model.norm = 'batch' (or another norm)")
-        self.own.begin(model, experience.task_id, names + head_names(model))
+        self.own.begin(model, experience.task_id, names + (head_names(model) if self.train_head else []))
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         return self.own.parameter_groups(model)
 
     def logits(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        """Each sample through the frozen weights and its task's normalization layers and head, masked to its
+        """Each sample through the frozen weights and its task's normalization layers (and head), masked to its
         task's classes."""
         return self.mask_logits(by_task(x, task, lambda part, t: self.own.run(model, part, t, self.own.shared(model))),
                                 task)

@@ -14,6 +14,7 @@ from lifelong.models.modes import eval_mode
 from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
 from lifelong.strategies.parts.subspaces import (
     LayerSubspaces,
+    check_layer_thresholds,
     column_energies,
     fewest_reaching,
     layer_gradients,
@@ -27,7 +28,7 @@ class CUBER(Strategy):
     """CUBER (Lin, Yang, Fan & Zhang, NeurIPS 2022, "Beyond Not-Forgetting: Continual Learning with
     Backward Knowledge Transfer"): GPM's projection, relaxed for the old tasks the new one can improve.
     Besides GPM's union basis each layer keeps, per finished experience ``j``, that task's own input
-    subspace ``S_j`` (the fewest union directions carrying ``threshold`` of its representation energy,
+    subspace ``S_j`` (the fewest union directions carrying the layer's threshold of its representation energy,
     ranked by energy as in TRGP, Lin et al. ICLR 2022) and its loss gradient at the end of its training,
     in ``S_j``'s coordinates. Before a new experience, the gradient ``g`` of its loss at the current
     weights (on ``samples`` of its training samples) is tested layer by layer against each old task:
@@ -35,7 +36,9 @@ class CUBER(Strategy):
     and *positive correlation*, ``<Proj_{S_j} g, g_j> > 0``: to first order, a step along ``-Proj_{S_j} g``
     lowers task ``j``'s loss as well. For the tasks meeting both, the layer's update may move inside
     ``S_j`` (directions another old task still needs stay protected); every other direction is projected
-    out as in GPM. With no such task CUBER is GPM. The bases, their growth and the projection are GPM's
+    out as in GPM. With no such task CUBER is GPM. The bases, their growth (``threshold``,
+    ``threshold_increment`` or ``layer_thresholds``), the projection, the head rows kept free under task ids
+    and the optional batch-statistics BatchNorm are GPM's
     (:class:`~lifelong.strategies.parts.subspaces.LayerSubspaces`, with GPM's departures).
 
     Departures: the conditions are tested once per experience (single shot, as TRGP's trust region)
@@ -52,7 +55,12 @@ class CUBER(Strategy):
     threshold: Annotated[float, Interval(gt=0, le=1)] = 0.97
     """GPM's energy threshold of the bases after the first experience (epsilon)."""
     threshold_increment: Annotated[float, Ge(0)] = 0.003
-    """Added to ``threshold`` for each later experience (capped at 1)."""
+    """Added to the thresholds for each later experience (capped at 1)."""
+    layer_thresholds: tuple[float, ...] = ()
+    """One threshold per projected layer, in the model's order, in place of ``threshold`` (empty: none)."""
+    batch_norm_statistics: bool = False
+    """Normalize with every batch's own statistics in BatchNorm layers, in training and evaluation (GPM's
+    official code)."""
     samples: Annotated[int, Ge(1)] = 125
     """Training samples of an experience whose layer inputs make its representation, and on which a new
     experience's gradient is tested."""
@@ -70,10 +78,19 @@ class CUBER(Strategy):
     protected: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     """Per layer, the basis columns still projected out (derived from the fields above)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.layer_thresholds = check_layer_thresholds(self.layer_thresholds)
+
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
-        self.subspaces = LayerSubspaces(self.threshold, self.threshold_increment, task_ids=self.task_mask is not None)
+        self.subspaces = LayerSubspaces(self.threshold, self.threshold_increment, self.task_mask is not None,
+                                        self.layer_thresholds, self.batch_norm_statistics)
         self.task_columns, self.task_gradients, self.relaxed, self.protected = {}, {}, {}, {}
+
+    def logits(self, model: nn.Module, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        with self.subspaces.normalization(model):
+            return super().logits(model, x, task)
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return self.loss(model, batch.x, batch.y, batch.task)
@@ -127,14 +144,14 @@ class CUBER(Strategy):
         """Grow the bases (GPM), then record the experience's own subspace and gradient in each layer."""
         super().after_experience(model, experience)
         batch = representation_sample(model, experience.train, self.samples, self.generator)
-        grams, threshold = self.subspaces.grow(model, lambda: self.logits(model, batch.x, batch.task))
+        grams, thresholds = self.subspaces.grow(model, lambda: self.logits(model, batch.x, batch.task))
         gradients = self.gradients(model, batch)
         for name, gram in grams.items():
             basis = self.subspaces.bases[name]
             energies = column_energies(basis, gram)
             order = energies.argsort(descending=True)
             total = float(gram.trace())
-            columns = order[:fewest_reaching(energies[order], threshold * total, total)].sort().values
+            columns = order[:fewest_reaching(energies[order], thresholds[name] * total, total)].sort().values
             self.task_columns.setdefault(name, []).append(columns)
             self.task_gradients.setdefault(name, []).append(gradients[name] @ basis[:, columns].to(gradients[name]))
         self.relaxed = {}

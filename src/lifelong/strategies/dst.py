@@ -45,6 +45,12 @@ def layer_densities(shapes: Sequence[torch.Size], density: float, init: str) -> 
     return [1.0 if i in dense else scale * raw[i] for i in range(len(shapes))]
 
 
+def cosine_fraction(start: float, end: float, progress: float) -> float:
+    """The prune fraction ``progress`` (0 to 1, capped) of the way through an experience: ``start`` falling to
+    ``end`` along a half cosine, as the reference's ``CosineDecay`` (PyTorch's cosine annealing)."""
+    return end + (start - end) * (1 + math.cos(math.pi * min(progress, 1.0))) / 2
+
+
 def masked_names(model: nn.Module) -> list[str]:
     """The backbone's weights that masks cover: its parameters of two or more dimensions (the weights of
     convolutions and linear layers)."""
@@ -57,26 +63,32 @@ def masked_names(model: nn.Module) -> list[str]:
 class DST(Strategy):
     """Dynamic sparse training for continual learning (Yildirim, Gok Yildirim, Sokar, Mocanu & Vanschoren,
     CPAL 2024, "Continual Learning with Dynamic Sparse Training: Exploring Algorithms for Effective Model
-    Updates"; reference code ``cl-dst``). Each task gets a sparse mask over the backbone's weights,
-    drawn at random with a per-layer density from ``init`` (ERK or uniform) at ``1 - sparsity`` overall.
-    Every ``update_every`` steps the topology changes as in SET/RigL: per layer, the ``prune_fraction``
-    of the task's free weights with the smallest magnitude leave the mask (and are zeroed), and as many
-    positions outside the mask join it, drawn at random (SET) or those of the largest dense gradient
-    (RigL; ``growth = "gradient"``). A new weight that no earlier task uses starts at zero.
+    Updates"; reference code ``cl-dst``, over the ``sparselearning`` library). Each task gets a sparse mask
+    over the backbone's weights, drawn at random with a per-layer density from ``init`` (ERK or uniform) at
+    ``1 - sparsity`` overall. Every ``update_every`` steps the topology changes as in SET/RigL: per layer, a
+    fraction of the task's free weights with the smallest magnitude leave the mask (and are zeroed), and as
+    many free positions outside the mask join it, drawn at random (SET) or those of the largest dense
+    gradient (RigL; ``growth = "gradient"``), starting at zero. The fraction decays along a half cosine from
+    ``prune_fraction`` (0.5) to ``final_prune_fraction`` (0.005) over each experience, as the reference's
+    ``CosineDecay`` over the task's ``len(train_loader) * epochs`` steps; the strategy does not see the
+    runner's epochs, so the decay runs over ``decay_epochs`` passes over the experience's training set
+    (counted in samples): set it to ``optim.epochs``.
 
     Isolation: a mask may include weights earlier tasks use (sharing, as in the paper, whose masks are
     drawn over the whole layer), but those stay frozen: their gradients are zeroed in
     :meth:`after_backward`, they get no weight decay and the optimizer restarts at each experience (no
-    momentum carries an old update into them), so they never change; only the task's free weights train,
-    and pruning picks among those only. After a task its mask never changes. At test time each sample
-    runs with *its own task's mask* (the reference code's ``_set_mask``), not the union of the masks up
-    to its task, so a task sees exactly the subnetwork it was trained with.
+    momentum carries an old update into them), so they never change. Only the task's free weights train,
+    pruning picks among those only, and regrowth lands only on free positions (no other task's mask holds
+    them), so the share of its mask a task can train never shrinks (growing onto other tasks' frozen
+    weights would be a one-way ratchet: pruning never gives them back). After a task its mask never
+    changes. At test time each sample runs with *its own task's mask* (the reference code's ``_set_mask``),
+    not the union of the masks up to its task, so a task sees exactly the subnetwork it was trained with.
 
     Departures: biases, normalization layers and the head are kept per task (copies selected by task id)
     rather than shared (the reference code lets BatchNorm drift across tasks); masks cover the backbone's
     weights of two or more dimensions; the reference's choice of a mask by accuracy on a few test
     samples is replaced by the given task id; the topology keeps changing until the experience ends
-    (no final fraction without updates).
+    (no final fraction without updates); the decay's horizon is ``decay_epochs``, not the runner's own steps.
 
     Reported: :meth:`task_sparsity` per task. Kept per task: its mask (:attr:`masks`; one bit an entry in
     principle, a byte as stored, which :meth:`memory_bytes` counts) and its biases, normalization tensors and
@@ -92,8 +104,14 @@ class DST(Strategy):
     """How pruned weights are replaced: ``random`` (SET) or ``gradient`` (RigL, largest dense gradient)."""
     update_every: Annotated[int, Ge(1)] = 100
     """Steps between two prune/grow updates (400 batches in the paper's CIFAR runs)."""
-    prune_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.3
-    """Fraction of the task's free weights in a layer pruned (and regrown) at each update."""
+    prune_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.5
+    """Fraction of the task's free weights in a layer pruned (and regrown) at the first update of an experience
+    (the reference's ``prune_rate``, 0.5)."""
+    final_prune_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.005
+    """The fraction at the end of the decay (the reference's ``eta_min``, 0.005)."""
+    decay_epochs: Annotated[float, Ge(0)] = 5.0
+    """Passes over an experience's training set over which the fraction decays, then stays at
+    ``final_prune_fraction``: the run's ``optim.epochs`` (5 by default); 0 keeps ``prune_fraction`` throughout."""
     own: TaskTable = field(default_factory=TaskTable, init=False, repr=False)
     """Each task's tensors outside the masked weights: biases, normalization tensors, the head."""
     masks: TaskTensors = field(default_factory=TaskTensors, init=False, repr=False)
@@ -101,6 +119,10 @@ class DST(Strategy):
     frozen: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     """Per masked weight, the union of the other tasks' masks: positions the current task may not train."""
     steps: int = field(default=0, init=False, repr=False)
+    samples: int = field(default=0, init=False, repr=False)
+    """Training samples drawn in the current experience (the decay's clock)."""
+    train_size: int = field(default=0, init=False, repr=False)
+    """The current experience's training samples (one pass of the decay)."""
     dense: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     """The masked weights of the last training forward pass, kept for their dense gradient (RigL growth)."""
 
@@ -114,6 +136,7 @@ class DST(Strategy):
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
         self.own, self.masks, self.frozen, self.steps, self.dense = TaskTable(), TaskTensors(), {}, 0, {}
+        self.samples, self.train_size = 0, 0
 
     def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
         """Train on the experience with a new optimizer (:mod:`~lifelong.strategies.parts.task_tables`)."""
@@ -124,7 +147,7 @@ class DST(Strategy):
         new mask; freeze what the other tasks' masks hold."""
         masked = set(masked_names(model))
         self.own.begin(model, experience.task_id, [name for name in model_tensors(model) if name not in masked])
-        self.steps, self.dense = 0, {}
+        self.steps, self.dense, self.samples, self.train_size = 0, {}, 0, len(experience.train)
         if self.own.current not in self.masks:
             self.masks.create(self.own.current, self.new_mask(model), lambda _: False)
         self.frozen = self.other_tasks(model)
@@ -173,7 +196,16 @@ class DST(Strategy):
                                                                               self.masked_weights(model, t))), task)
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        self.samples += len(batch.y)
         return self.loss(model, batch.x, batch.y, batch.task)
+
+    def prune_rate(self) -> float:
+        """The fraction pruned at an update now: the cosine decay over ``decay_epochs`` passes (the samples
+        drawn so far, this one's included, over the experience's training set)."""
+        if self.decay_epochs == 0:
+            return self.prune_fraction
+        return cosine_fraction(self.prune_fraction, self.final_prune_fraction,
+                               self.samples / (self.decay_epochs * max(self.train_size, 1)))
 
     def after_backward(self, model: nn.Module) -> None:
         """Zero the gradients of frozen weights (and of those outside the mask); every ``update_every``
@@ -191,13 +223,14 @@ class DST(Strategy):
 
     @torch.no_grad()
     def update_mask(self, model: nn.Module, mask: dict[str, torch.Tensor]) -> None:
-        """Per layer: drop the smallest-magnitude ``prune_fraction`` of the task's free weights (zeroing
-        them), then add as many positions from outside the mask, at random or by dense gradient; a grown
-        weight no other task uses starts at zero."""
+        """Per layer: drop the smallest-magnitude :meth:`prune_rate` of the task's free weights (zeroing them),
+        then add as many free positions from outside the mask (no other task's), at random or by dense
+        gradient, starting at zero."""
+        rate = self.prune_rate()
         for name, m in mask.items():
             weight, frozen = model.get_parameter(name), self.frozen[name]
             free = m & ~frozen
-            count = int(self.prune_fraction * int(free.sum()))
+            count = int(rate * int(free.sum()))
             if count == 0:
                 continue
             flat = m.view(-1)
@@ -209,10 +242,10 @@ class DST(Strategy):
                 score = dense.grad.abs().view(-1)
             else:
                 score = torch.rand(flat.numel(), generator=self.generator).to(flat.device)
-            grown = score.masked_fill(flat, -math.inf).topk(count).indices
+            # free positions outside the mask, the ones just pruned among them: always at least ``count``
+            grown = score.masked_fill(flat | frozen.view(-1), -math.inf).topk(count).indices
             flat[grown] = True
-            restart = torch.cat([pruned, grown[~frozen.view(-1)[grown]]])
-            weight.view(-1).index_fill_(0, restart, 0.0)
+            weight.view(-1).index_fill_(0, torch.cat([pruned, grown]), 0.0)
         self.dense = {}
 
     def task_sparsity(self) -> dict[int, float]:
@@ -221,11 +254,12 @@ class DST(Strategy):
                 for task, mask in self.masks.sets.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), **self.own.state(), "masks": self.masks.state(), "steps": self.steps}
+        return {**super().state_dict(), **self.own.state(), "masks": self.masks.state(), "steps": self.steps,
+                "samples": self.samples, "train_size": self.train_size}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         super().load_state_dict(state, model)
         self.own.load(state, model)
         self.masks.load(state["masks"], lambda _: False)
-        self.steps = int(state["steps"])
+        self.steps, self.samples, self.train_size = int(state["steps"]), int(state["samples"]), int(state["train_size"])
         self.frozen = self.other_tasks(model)

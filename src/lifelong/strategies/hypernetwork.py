@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -11,18 +12,25 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lifelong.bounds import Annotated, Ge
+from lifelong.bounds import Annotated, Ge, Interval
 from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
+from lifelong.models.classifier import Classifier
 from lifelong.strategies.base import (
     OWN_TENSORS_FREEZE,
     Capabilities,
+    ExperiencePlan,
     Strategy,
     StrategyContext,
 )
 
 EMBEDDINGS = ("point", "interval")
+KAPPA_DECAY = 5e-5
+"""How fast HyperInterval's weight of the center's cross-entropy falls per step during the warm-up, from 1 to
+``kappa`` (the authors' code: ``max(1 - 0.00005 * iteration, kappa)``)."""
+INTERVAL_LAYERS = (nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+"""The layers the interval target network propagates boxes through."""
 
 
 class WeightGenerator(nn.Module):
@@ -81,6 +89,57 @@ class WeightGenerator(nn.Module):
         return self.flat(center), self.flat(spread)
 
 
+def interval_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's layers in the order they run, by qualified name, for the interval target network: an
+    ``nn.Sequential`` or a :class:`~lifelong.models.classifier.Classifier` (``head(backbone(x))``) of the
+    layers in :data:`INTERVAL_LAYERS`; anything else is refused in one line."""
+    if not isinstance(model, nn.Sequential | Classifier):
+        raise ConfigError(f"strategy.embedding='interval' propagates weight intervals through an nn.Sequential or a "
+                          f"built-in mlp/cnn, got {type(model).__name__}; use embedding='point'")
+    leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
+    unsupported = sorted({type(m).__name__ for _, m in leaves if not isinstance(m, INTERVAL_LAYERS)})
+    if unsupported:
+        raise ConfigError(f"strategy.embedding='interval' has no interval version of {', '.join(unsupported)}; "
+                          "build the model without normalization (model.norm='none') or use embedding='point'")
+    return leaves
+
+
+def interval_forward(layers: list[tuple[str, nn.Module]], center: dict[str, torch.Tensor],
+                     radius: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper bounds (B, C) of the outputs of the network ``layers`` over every weight in the box
+    ``center +- radius`` (tensors by qualified parameter name) for the inputs ``x``: interval arithmetic in
+    center-radius form. A linear map of an input box ``c +- r`` by weights ``W +- R`` (bias ``b +- s``) has
+    center ``W c + b`` and radius ``|W| r + R |c| + R r + s``, which holds every product of an input and a
+    weight in their boxes; ReLU and max pooling, monotone, map the bounds; average pooling and flattening,
+    linear with non-negative weights, map center and radius."""
+    c, r = x, torch.zeros_like(x)
+    for name, layer in layers:
+        if isinstance(layer, nn.Linear | nn.Conv2d):
+            weight, spread = center[f"{name}.weight"], radius[f"{name}.weight"]
+            bias = center.get(f"{name}.bias")
+            if isinstance(layer, nn.Linear):
+                def apply(v: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+                    return F.linear(v, w, b)
+            else:
+                def apply(v: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
+                          conv: nn.Conv2d = layer) -> torch.Tensor:
+                    return F.conv2d(v, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+            c, r = apply(c, weight, bias), apply(r, weight.abs()) + apply(c.abs(), spread) + apply(r, spread)
+            if bias is not None:
+                r = r + _broadcast(radius[f"{name}.bias"], r)
+        elif isinstance(layer, nn.ReLU | nn.MaxPool2d):
+            lower, upper = layer(c - r), layer(c + r)
+            c, r = (upper + lower) / 2, (upper - lower) / 2
+        else:  # flatten, average pooling
+            c, r = layer(c), layer(r)
+    return c - r, c + r
+
+
+def _broadcast(bias: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """A bias (C,) shaped to add to a layer's output (B, C) or (B, C, H, W)."""
+    return bias.view(1, -1, *([1] * (out.dim() - 2)))
+
+
 @dataclass
 class Hypernetwork(Strategy):
     """Continual learning with hypernetworks (von Oswald, Henning, Grewe & Sacramento, ICLR 2020): a
@@ -90,15 +149,16 @@ class Hypernetwork(Strategy):
     loss is the task's cross-entropy plus the output regularizer
     ``beta / T_old * sum_{t old} ||h(e_t, Θ) - h(e_t, Θ*)||²``, Θ* being the hypernetwork before the
     current task (its outputs for the old tasks are computed once, at the start of the task, as in the
-    paper's code). The old embeddings stay fixed. At test time each sample gets its task's weights, so
-    the method needs task ids (task-incremental and task-aware domain-incremental streams).
+    paper's code). The old embeddings stay fixed: the regularizer reads them detached and the optimizer
+    holds only Θ and the current embedding, rebuilt at each experience (the paper's code makes its
+    optimizers per task). At test time each sample gets its task's weights, so the method needs task ids
+    (task-incremental and task-aware domain-incremental streams).
 
     The hypernetwork and the embeddings live in the strategy, not in the model: they are not the
     model's weights but what makes them, the model's own parameters are never trained, and the model's
     state dict (checkpoints, evaluation, FLOP counting) keeps its shape. :meth:`parameter_groups` hands
     them to the runner's optimizer instead of the model's parameters. The embeddings of every task of
-    the stream are made at the start, so that an optimizer kept across experiences holds each of them;
-    an embedding without a gradient (a task not yet seen, an old one) is left alone by the optimizer.
+    the stream are made at the start, from the run's seed.
 
     Departures from the paper: the simple regularizer, without the look-ahead ``ΔΘ`` of Eq. 2 and
     without sampling a subset of the old tasks. ``residual`` (on by default) generates the *change*
@@ -114,22 +174,28 @@ class Hypernetwork(Strategy):
 
     ``embedding="interval"`` is HyperInterval (Krukowski, Bielawska, Książek, Wawrzyński, Batorski & Spurek,
     "HyperInterval: Hypernetwork approach to training weight interval regions in continual learning", 2024,
-    arXiv:2405.15444): each task's embedding is a box ``[e_t - ε, e_t + ε]``, and interval bound propagation
-    through the hypernetwork (:meth:`WeightGenerator.interval`) maps it to a box of target weights
-    ``[θ_t_lower, θ_t_upper]``. The task trains and is evaluated with the box's center (the "middle" weights
-    of the authors' code), and the regularizer keeps the old tasks' lower bounds, centers and upper bounds,
-    so that not only one point but a whole region of weights stays fixed for each old task. Departures: the
-    target network is trained on the center alone, without the paper's interval target network and its
-    worst-case cross-entropy (propagating weight intervals would need an interval version of every layer
-    of the user's model, which is only called through ``functional_call``); ``ε`` is one fixed half-width
-    for every coordinate (the authors' code spreads a total ε over the coordinates, ``ε / E`` each when
-    uniform, in some versions with learned proportions); the three squared distances are averaged, not
-    summed, so that ``beta`` means the same as for points and radius 0 is the point version exactly; the
-    universal embedding in the intersection of the tasks' boxes (which needs the boxes forced to overlap,
-    by the authors' cosine-bounded embeddings) is not implemented, each task keeps its own center. Measured:
-    intervals train less stably than points at a high learning rate (four permuted digits, SGD lr 0.05 with
-    momentum 0.9: diverged at the third task where points did not; stable, and forgetting a little less than
-    points on one seed, with ``optim.grad_clip=1`` or lr 0.02).
+    arXiv:2405.15444; authors' code ``pkrukowski1/HyperInterval``): each task's embedding is a box
+    ``[e_t - ε, e_t + ε]``, and interval bound propagation through the hypernetwork
+    (:meth:`WeightGenerator.interval`) maps it to a box of target weights ``[θ_t_lower, θ_t_upper]``. The
+    interval target network (:func:`interval_forward`) propagates the inputs through the model with every
+    weight in that box, giving lower and upper logits; the task's loss is
+    ``κ CE(z_center, y) + (1 - κ) CE(z_worst, y)``, ``z_center`` the logits of the box's center weights (the
+    "middle" weights of the authors' code, also used at test time) and ``z_worst`` the worst case over the
+    box, the true class's lower logit beside the other classes' upper ones. As in the authors' code, during
+    a warm-up (the first half of a task's iterations there) ε grows linearly from 0 and κ falls from 1 by
+    0.00005 per step, then both stay (``kappa``, ``interval_radius``). The regularizer keeps the old tasks'
+    lower bounds, centers and upper bounds, so a whole region of weights stays fixed for each old task. The
+    interval target network covers an ``nn.Sequential`` or a built-in ``mlp``/``cnn`` of linear,
+    convolution, ReLU, flatten and pooling layers; a model with normalization layers is refused (the
+    authors' interval BatchNorm is not implemented).
+
+    HyperInterval's departures: the warm-up lasts ``interval_warmup_epochs`` passes over the experience's
+    training set (the strategy does not see the runner's steps; half of ``optim.epochs`` is the code's
+    half of the iterations); ``ε`` is one fixed half-width for every coordinate (the code spreads a total ε
+    over the coordinates by learned softmax proportions); the three squared distances are averaged, not
+    summed, so that ``beta`` means the same as for points and radius 0 keeps the point version's
+    regularizer; the universal embedding in the intersection of the tasks' boxes and the loss that pulls a
+    new embedding toward the old boxes for it (``rho``) are not implemented: each task keeps its own center.
     """
 
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(task_ids=True, freeze=False, freeze_refusal=OWN_TENSORS_FREEZE)
@@ -150,6 +216,12 @@ class Hypernetwork(Strategy):
     """``"point"``: one embedding per task (von Oswald et al.); ``"interval"``: a box per task (HyperInterval)."""
     interval_radius: Annotated[float, Ge(0)] = 0.1
     """Half-width ε of every coordinate of a task's embedding box (``embedding="interval"`` only)."""
+    kappa: Annotated[float, Interval(ge=0, le=1)] = 0.5
+    """Weight of the center's cross-entropy after the warm-up, the worst case's being ``1 - kappa``
+    (HyperInterval; 0.5 in the authors' loss)."""
+    interval_warmup_epochs: Annotated[float, Ge(0)] = 2.5
+    """Passes over an experience's training set during which ε grows from 0 and κ falls from 1 (the authors'
+    first half of a task: half of ``optim.epochs``, whose default is 5)."""
     generator_net: WeightGenerator | None = field(default=None, init=False, repr=False)
     embeddings: nn.ParameterDict | None = field(default=None, init=False, repr=False)
     tasks: list[int] = field(default_factory=list, init=False, repr=False)
@@ -165,6 +237,16 @@ class Hypernetwork(Strategy):
     shapes: list[torch.Size] = field(default_factory=list, init=False, repr=False)
     task_buffers: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
     """Each begun task's copy of the model's buffers."""
+    current: int = field(default=-1, init=False, repr=False)
+    """The task being trained (its embedding is the one trained)."""
+    steps: int = field(default=0, init=False, repr=False)
+    """Training steps of the current experience (HyperInterval's warm-up)."""
+    samples: int = field(default=0, init=False, repr=False)
+    """Training samples drawn in the current experience (HyperInterval's warm-up)."""
+    train_size: int = field(default=0, init=False, repr=False)
+    """The current experience's training samples."""
+    layers: list[tuple[str, nn.Module]] = field(default_factory=list, init=False, repr=False)
+    """The model's layers for the interval target network (``embedding="interval"``)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -180,6 +262,7 @@ class Hypernetwork(Strategy):
         self.stream_tasks = sorted({experience.task_id for experience in context.stream})
         self.generator_net, self.embeddings, self.targets = None, None, None
         self.tasks, self.target_tasks, self.task_buffers = [], [], {}
+        self.current, self.steps, self.samples, self.train_size, self.layers = -1, 0, 0, 0, []
 
     def build(self, model: nn.Module) -> None:
         """Make the hypernetwork and the embeddings of every task of the stream for ``model``, on its
@@ -196,10 +279,17 @@ class Hypernetwork(Strategy):
             self.embeddings = nn.ParameterDict(
                 {str(task): nn.Parameter(torch.randn(self.embedding_dim)) for task in self.stream_tasks}).to(device)
 
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        """Train on the experience with a new optimizer over Θ and the experience's embedding."""
+        return ExperiencePlan(train_size=len(experiences[index].train), reset_optimizer=True)
+
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         if self.generator_net is None:
             self.build(model)
-        task = experience.task_id
+        if self.embedding == "interval":
+            self.layers = interval_layers(model)
+        task = self.current = experience.task_id
+        self.steps, self.samples, self.train_size = 0, 0, len(experience.train)
         if task not in self.tasks:
             self.tasks.append(task)
             self.task_buffers[task] = {name: b.detach().clone() for name, b in model.named_buffers()}
@@ -207,15 +297,19 @@ class Hypernetwork(Strategy):
         self.targets = self.kept_outputs(self.target_tasks).detach() if self.target_tasks else None
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Θ and the current task's embedding: the old embeddings stay out of the optimizer."""
         if self.generator_net is None:
             self.build(model)
         assert self.generator_net is not None and self.embeddings is not None
-        return [{"params": [*self.generator_net.parameters(), *self.embeddings.parameters()]}]
+        own = [self.embeddings[str(self.current)]] if str(self.current) in self.embeddings else []
+        return [{"params": [*self.generator_net.parameters(), *own]}]
 
     def task_embeddings(self, tasks: list[int]) -> torch.Tensor:
-        """The embeddings of ``tasks`` (len(tasks), E): the centers of their boxes with interval embeddings."""
+        """The embeddings of ``tasks`` (len(tasks), E): the centers of their boxes with interval embeddings.
+        Every task's but the one in training is detached: an old embedding stays fixed."""
         assert self.embeddings is not None
-        return torch.stack([self.embeddings[str(t)] for t in tasks])
+        return torch.stack([self.embeddings[str(t)] if t == self.current else self.embeddings[str(t)].detach()
+                            for t in tasks])
 
     def generate(self, tasks: list[int]) -> torch.Tensor:
         """The flat weights' part made by the hypernetwork (len(tasks), P): ``h(e_t, Θ)``, or with interval
@@ -235,11 +329,34 @@ class Hypernetwork(Strategy):
         center, radius = self.generator_net.interval(self.task_embeddings(tasks), self.interval_radius)
         return torch.cat([center - radius, center, center + radius], dim=1)
 
-    def weights(self, model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The model's parameters by name from one task's generated vector (P,)."""
+    def warmup(self) -> tuple[float, float]:
+        """HyperInterval's ``(ε, κ)`` now: during the first ``interval_warmup_epochs`` passes ε grows linearly
+        from 0 and κ falls from 1 by :data:`KAPPA_DECAY` per step (not below ``kappa``), then ``(interval_radius,
+        kappa)``."""
+        progress = self.samples / (self.interval_warmup_epochs * max(self.train_size, 1)) \
+            if self.interval_warmup_epochs > 0 else 1.0
+        if progress >= 1:
+            return self.interval_radius, self.kappa
+        return self.interval_radius * progress, max(1 - KAPPA_DECAY * self.steps, self.kappa)
+
+    def interval_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """HyperInterval's ``κ CE(z_center) + (1 - κ) CE(z_worst)`` of the current task on ``batch``."""
+        assert self.generator_net is not None
+        radius, kappa = self.warmup()
+        center, spread = self.generator_net.interval(self.task_embeddings([self.current]), radius)
+        center_logits = self.task_model(model, self.current, center[0], batch.x)
+        lower, upper = interval_forward(self.layers, self.weights(model, center[0]),
+                                        self.weights(model, spread[0], offset=False), batch.x)
+        worst = torch.where(F.one_hot(batch.y, upper.shape[1]).bool(), lower, upper)  # (B, C)
+        return kappa * F.cross_entropy(self.mask_logits(center_logits, batch.task), batch.y) + \
+            (1 - kappa) * F.cross_entropy(self.mask_logits(worst, batch.task), batch.y)
+
+    def weights(self, model: nn.Module, flat: torch.Tensor, offset: bool = True) -> dict[str, torch.Tensor]:
+        """The model's parameters by name from one task's generated vector (P,) (with ``residual``, plus the
+        model's own weights unless ``offset`` is False: a radius is not offset)."""
         parts = flat.split([shape.numel() for shape in self.shapes])
         own = dict(model.named_parameters())
-        return {name: part.view(shape) + own[name].detach() if self.residual else part.view(shape)
+        return {name: part.view(shape) + own[name].detach() if self.residual and offset else part.view(shape)
                 for name, part, shape in zip(self.names, parts, self.shapes, strict=True)}
 
     def task_model(self, model: nn.Module, task: int, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -277,7 +394,11 @@ class Hypernetwork(Strategy):
         return self.beta * difference.pow(2).sum() / (len(self.target_tasks) * parts)
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        loss = F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
+        self.steps, self.samples = self.steps + 1, self.samples + len(batch.y)
+        if self.embedding == "interval":
+            loss = self.interval_loss(model, batch)
+        else:
+            loss = F.cross_entropy(self.logits(model, batch.x, batch.task), batch.y)
         penalty = self.regularizer() if self.beta > 0 else None
         return loss if penalty is None else loss + penalty
 
@@ -286,13 +407,16 @@ class Hypernetwork(Strategy):
         return {**super().state_dict(), "tasks": list(self.tasks), "target_tasks": list(self.target_tasks),
                 "generator_net": self.generator_net.state_dict() if built else None,  # type: ignore[union-attr]
                 "embeddings": self.embeddings.state_dict() if built else None,  # type: ignore[union-attr]
-                "targets": self.targets, "task_buffers": self.task_buffers}
+                "targets": self.targets, "task_buffers": self.task_buffers, "current": self.current,
+                "steps": self.steps, "samples": self.samples, "train_size": self.train_size}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         """Restore in place: the optimizer the runner built from :meth:`parameter_groups` keeps stepping
         the same parameter objects."""
         super().load_state_dict(state, model)
         self.tasks, self.target_tasks = list(state["tasks"]), list(state["target_tasks"])
+        self.current, self.steps = int(state["current"]), int(state["steps"])
+        self.samples, self.train_size = int(state["samples"]), int(state["train_size"])
         if state["generator_net"] is not None:
             if self.generator_net is None:
                 self.build(model)

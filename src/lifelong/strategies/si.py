@@ -16,14 +16,22 @@ from lifelong.strategies.parts.penalties import Anchor, trainable_weights
 
 @dataclass
 class SI(Strategy):
-    """Synaptic Intelligence (Zenke et al., ICML 2017, "Continual Learning Through Synaptic
-    Intelligence"). Along training each parameter accumulates the path integral
-    ``w_i = -sum_t g_i(t) * delta_theta_i(t)``, its contribution to the decrease of the loss. At the end
-    of an experience ``Omega_i += w_i / (Delta_i^2 + damping)``, with ``Delta`` the parameter's total move
-    over the experience, and the loss adds ``lam * sum_i Omega_i (theta_i - theta*_i)^2``.
+    """Synaptic Intelligence (Zenke, Poole & Ganguli, ICML 2017, "Continual Learning Through Synaptic
+    Intelligence"; reference code ``ganguli-lab/pathint``). Along training each parameter accumulates the path
+    integral ``w_i = -sum_t g_i(t) * delta_theta_i(t)``, its contribution to the decrease of the task's loss:
+    ``g`` is the gradient of the task's loss alone, without the penalty (the reference's ``unreg_grads``),
+    and ``delta_theta`` the step the optimizer took. At the end of an experience
+    ``Omega_i <- max(0, Omega_i + w_i / (Delta_i^2 + damping))``, with ``Delta`` the parameter's total move
+    over the experience (the reference clips the sum at zero with a ReLU), and the loss adds
+    ``lam * sum_i Omega_i (theta_i - theta*_i)^2``.
 
-    The gradient of a step is read in :meth:`after_backward` and its update, made by the runner's
-    optimizer, is seen at the next :meth:`observe` (or at the end of the experience).
+    The gradient of a step is read in :meth:`after_backward`, where the runner has back-propagated the whole
+    loss: the penalty's own gradient, ``lam * 2 Omega (theta - theta*)``, known in closed form, is taken off
+    it (no second backward pass). Its update, made by the runner's optimizer, is seen at the next
+    :meth:`observe` (or at the end of the experience).
+
+    Departures: the reference trains with Adam and resets it at each task; here the runner's optimizer and
+    settings apply, and the gradient is read before the runner clips it.
 
     Data-parallel: the path integral is built from the averaged gradients and the weights' moves, equal
     on every rank by construction."""
@@ -69,15 +77,21 @@ class SI(Strategy):
         return loss
 
     def after_backward(self, model: nn.Module) -> None:
+        """Keep the gradient of the task's loss: the back-propagated one less the penalty's."""
         self.gradient = {k: v.grad.detach().clone() for k, v in model.named_parameters()
                          if v.requires_grad and v.grad is not None}
+        if self.anchor.is_set and self.lam > 0:
+            for k, g in self.anchor.gradient(model).items():
+                if k in self.gradient:
+                    self.gradient[k].sub_(self.lam * g)
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         """Normalise the path integral by the squared total moves, add it to ``Omega`` and anchor."""
         super().after_experience(model, experience)
         self.accumulate(model)
         end = self.previous
-        self.anchor.update(model, {k: w / ((end[k] - self.start[k]) ** 2 + self.damping) for k, w in self.path.items()})
+        self.anchor.update(model, {k: w / ((end[k] - self.start[k]) ** 2 + self.damping) for k, w in self.path.items()},
+                           floor=0.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), **self.anchor.state(), "path": self.path, "start": self.start,

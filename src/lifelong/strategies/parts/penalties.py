@@ -49,12 +49,22 @@ class Anchor:
         assert self.quadratic is not None, "no experience has ended: there is no anchor yet"
         return self.quadratic(model)
 
-    def update(self, model: nn.Module, importance: dict[str, torch.Tensor], decay: float = 1.0) -> None:
+    def gradient(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """``d/dtheta`` of :meth:`penalty` at the model's current weights, ``2 Omega (theta - theta*)``, by name
+        (detached); only once the anchor :attr:`is_set`."""
+        assert self.quadratic is not None, "no experience has ended: there is no anchor yet"
+        return self.quadratic.gradient(model)
+
+    def update(self, model: nn.Module, importance: dict[str, torch.Tensor], decay: float = 1.0,
+               floor: float | None = None) -> None:
         """Anchor at the model's current trainable weights and accumulate ``importance``, the estimate of
         the experience just ended: ``Omega <- decay * Omega + importance`` (``importance`` alone for a
-        parameter without an old ``Omega``)."""
+        parameter without an old ``Omega``), clamped below at ``floor`` when given."""
         old = self.importance
-        self._set(trainable_weights(model), {k: decay * old[k] + v if k in old else v for k, v in importance.items()})
+        total = {k: decay * old[k] + v if k in old else v for k, v in importance.items()}
+        if floor is not None:
+            total = {k: v.clamp_min(floor) for k, v in total.items()}
+        self._set(trainable_weights(model), total)
 
     def _set(self, weights: dict[str, torch.Tensor], importance: dict[str, torch.Tensor]) -> None:
         self.quadratic = QuadraticPenalty(weights, importance or None) if weights else None
@@ -97,6 +107,13 @@ class QuadraticPenalty:
     def importance(self) -> dict[str, torch.Tensor]:
         """The weights by name; empty when every weight is one."""
         return {} if self.flat_importance is None else self._by_name(self.flat_importance)
+
+    def gradient(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """``2 w (theta - anchor)`` by name (detached): the penalty's gradient at the current parameters."""
+        parameters = dict(model.named_parameters())
+        theta = torch.cat([parameters[name].detach().reshape(-1) for name in self.names])  # (P,)
+        difference = theta - self.flat_anchor
+        return self._by_name(2 * (difference if self.flat_importance is None else self.flat_importance * difference))
 
     def __call__(self, model: torch.nn.Module) -> torch.Tensor:
         """The penalty of ``model``'s current parameters (a scalar with a graph)."""

@@ -16,7 +16,8 @@ the number of samples (or of patches)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from torch import nn
 from lifelong.data.streams import Batch, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.models.modes import eval_mode
+from lifelong.models.nets import split_model
 
 #: Relative slack on the energy criterion, so that a threshold met exactly is met in floating point too.
 ENERGY_SLACK = 1e-9
@@ -164,17 +166,52 @@ def representation_sample(model: nn.Module, data: TensorSet, samples: int, gener
     return Batch(batch.x.to(device), batch.y.to(device), batch.task.to(device))
 
 
+def check_layer_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
+    """``strategy.layer_thresholds`` as a tuple, each in (0, 1], or the one-line refusal."""
+    values = tuple(float(t) for t in thresholds)
+    if any(not 0 < t <= 1 for t in values):
+        raise ConfigError(f"strategy.layer_thresholds must each be > 0 and <= 1, got {list(values)}")
+    return values
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """The model's BatchNorm layers normalize by the statistics of the batch they see, in training and in
+    evaluation alike, and update no running statistics, for the block (GPM's official code builds its
+    BatchNorm layers with ``track_running_stats=False``); each layer's mode and setting come back after."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in norms]
+    for m in norms:
+        m.training, m.track_running_stats = True, False  # training mode, no running statistics: the batch's own
+    try:
+        yield
+    finally:
+        for m, (training, track) in zip(norms, saved, strict=True):
+            m.training, m.track_running_stats = training, track
+
+
 class LayerSubspaces:
     """Each projected layer's input basis (d, K) by module name, grown after every experience by GPM's rule
-    (:func:`grow_basis`) at ``threshold``, raised by ``threshold_increment`` per experience already in the
-    bases (capped at 1); and the projection of every step's gradient off given bases (the bases themselves
-    for GPM, what CUBER still protects of them).
+    (:func:`grow_basis`) at a threshold per layer, raised by ``threshold_increment`` per experience already
+    in the bases (capped at 1); and the projection of every step's gradient off given bases (the bases
+    themselves for GPM, what CUBER still protects of them).
 
-    ``task_ids``: the stream gives task ids. The head's rows of classes no finished experience trained then
-    stay free (the paper's separate heads, which it never projects): they never reach those tasks' logits."""
+    ``threshold``: every layer's threshold, unless ``layer_thresholds`` gives one per projected layer, in the
+    order of ``model.named_modules()`` (the paper's permuted-MNIST MLP: 0.95, 0.99, 0.99).
 
-    def __init__(self, threshold: float, threshold_increment: float, task_ids: bool) -> None:
+    ``task_ids``: the stream gives task ids. The rows of the model's head (its backbone/head split,
+    :func:`~lifelong.models.nets.split_model`) of classes no finished experience trained then stay free (the
+    paper's separate heads, which it never projects): they never reach those tasks' logits.
+
+    ``batch_norm_statistics``: the model's BatchNorm layers use batch statistics throughout
+    (:func:`batch_statistics`, as in the official code) while the holder runs the model through
+    :meth:`normalization`."""
+
+    def __init__(self, threshold: float, threshold_increment: float, task_ids: bool,
+                 layer_thresholds: Sequence[float] = (), batch_norm_statistics: bool = False) -> None:
         self.threshold, self.threshold_increment, self.task_ids = threshold, threshold_increment, task_ids
+        self.layer_thresholds = tuple(layer_thresholds)
+        self.batch_norm_statistics = batch_norm_statistics
         self.bases: dict[str, torch.Tensor] = {}
         self.consolidated = 0
         """Experiences whose representations are in the bases."""
@@ -182,15 +219,30 @@ class LayerSubspaces:
         """The head rows of a list of trained classes on a device, made once (an index made from a list
         at every step would make a GPU wait for the host)."""
 
-    def grow(self, model: nn.Module, forward: Callable[[], object]) -> tuple[dict[str, torch.Tensor], float]:
+    def normalization(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
+        """The block runs the model's BatchNorm layers on batch statistics with ``batch_norm_statistics``, as
+        they are otherwise."""
+        return batch_statistics(model) if self.batch_norm_statistics else contextlib.nullcontext()
+
+    def thresholds(self, names: Sequence[str]) -> dict[str, float]:
+        """The threshold of each projected layer of ``names`` (in the model's order) for the next growth."""
+        if self.layer_thresholds and len(self.layer_thresholds) != len(names):
+            raise ConfigError(f"strategy.layer_thresholds gives {len(self.layer_thresholds)} thresholds but the model "
+                              f"has {len(names)} projected layers ({', '.join(names)}): give one per layer")
+        base = self.layer_thresholds or (self.threshold,) * len(names)
+        raised = self.threshold_increment * self.consolidated
+        return {name: min(value + raised, 1.0) for name, value in zip(names, base, strict=True)}
+
+    def grow(self, model: nn.Module, forward: Callable[[], object]) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """Grow every layer's basis with the inputs ``forward()`` feeds it (the model run on the
-        experience's representation); returns their Gram matrices (d, d) by layer and the threshold used."""
-        grams = input_grams(model, projected_layers(model), forward)
-        threshold = min(self.threshold + self.threshold_increment * self.consolidated, 1.0)
+        experience's representation); returns their Gram matrices (d, d) and the thresholds used, by layer."""
+        layers = projected_layers(model)
+        thresholds = self.thresholds(list(layers))
+        grams = input_grams(model, layers, forward)
         for name, gram in grams.items():
-            self.bases[name] = grow_basis(self.bases.get(name), gram, threshold)
+            self.bases[name] = grow_basis(self.bases.get(name), gram, thresholds[name])
         self.consolidated += 1
-        return grams, threshold
+        return grams, thresholds
 
     def project(self, model: nn.Module, bases: dict[str, torch.Tensor], trained_classes: Sequence[int]) -> None:
         """Project each layer's gradient off its basis in ``bases`` (d, K) and zero the gradient of every
@@ -199,6 +251,7 @@ class LayerSubspaces:
         ``trained_classes``: the classes finished experiences trained (their head rows, with task ids)."""
         if not self.bases:
             return
+        head = split_model(model)[1] if self.task_ids else None
         handled: set[int] = set()
         for name, layer in projected_layers(model).items():
             if name not in self.bases:
@@ -208,7 +261,7 @@ class LayerSubspaces:
                 continue
             gradient = gradient_matrix(layer, layer.weight.grad, None if layer.bias is None else layer.bias.grad)
             basis = bases[name].to(gradient)
-            if self.task_ids and name == "head":
+            if layer is head:
                 rows = self.head_rows(trained_classes, gradient.device)
                 gradient[rows] = project_out(gradient[rows], basis)
             else:
