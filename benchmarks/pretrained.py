@@ -151,9 +151,9 @@ class Diagnostics(Observer):
             if id(p) not in self.initial:
                 self.initial[id(p)], self.parameters[id(p)] = p.detach().clone(), p
 
-    def on_experience_start(self, state: TrainState) -> None:
-        if self.context.optimizer is not None:
-            self.keep(p for group in self.context.optimizer.param_groups for p in group["params"])
+    def on_optimizer(self, optimizer: torch.optim.Optimizer | None) -> None:
+        if optimizer is not None:
+            self.keep(p for group in optimizer.param_groups for p in group["params"])
 
     def trained(self) -> int:
         """Parameters of the tensors that changed since first seen."""

@@ -306,7 +306,7 @@ def _start(run: Run, settings: CheckpointSettings | None, seed: int) -> None:
         folder = settings.folder(run.store.path if run.store else None, run.run_id)
         loop.checkpointer = Checkpointer(settings, folder, run.run_id, seed, run.contents)
     context = RunContext(loop.model, loop.strategy, run.stream, run.test_sets, run.evaluate, run.initial, run.rows,
-                         run.costs, loop.world)
+                         run.costs, loop.world, run.evaluation_weights)
     for observer in run.observers:
         observer.on_run_start(context)
     if loop.checkpointer is not None:

@@ -12,8 +12,10 @@ observer: the runner calls those at fixed points of the step."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,10 @@ class RunContext:
     """The cost of each finished experience, appended as ``rows`` is."""
     world: World = World()
     """This process among the data-parallel ranks."""
+    evaluation_weights: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+    """Opens a context in which the model holds the weights :attr:`evaluate` uses, for an observer that
+    measures something the row does not (the EMA's weights with averaging, the training weights
+    otherwise)."""
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -109,10 +110,14 @@ class Run:
         """The parts whose state a checkpoint keeps beside the model and the strategy, in their order."""
         return [*([self.averaging] if self.averaging is not None else []), *self.observers]
 
+    def evaluation_weights(self) -> AbstractContextManager[None]:
+        """The weights every evaluation of the run uses, in the model while the context is open: the
+        EMA's with one (:mod:`lifelong.runner.averaging`), the training weights otherwise."""
+        return self.averaging.evaluation_weights() if self.averaging is not None else contextlib.nullcontext()
+
     def evaluate(self) -> list[float]:
         """A row: every test set evaluated with the weights evaluations use (the EMA's, with one)."""
-        weights = self.averaging.evaluation_weights() if self.averaging is not None else contextlib.nullcontext()
-        with weights:
+        with self.evaluation_weights():
             return evaluate(self.loop.model, self.loop.strategy, self.test_sets, self.eval_batch_size, self.evaluated)
 
     def contents(self) -> RunContents:
