@@ -10,6 +10,7 @@ the defaults, then a TOML file, then ``--set SECTION.FIELD=VALUE`` overrides.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import tomllib
@@ -427,6 +428,12 @@ def parameters(factory: Callable[..., Any], extras: bool = False) -> dict[str, i
             result[f.name] = inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                                annotation=hints.get(f.name, Any))
         return result
+    return dict(_keyword_parameters(factory))
+
+
+@functools.lru_cache(maxsize=None)
+def _keyword_parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """A function's keyword parameters, read once per function (a run builds its optimizer each experience)."""
     signature = inspect.signature(factory, eval_str=True)
     return {name: p for name, p in signature.parameters.items()
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}

@@ -62,7 +62,8 @@ def _mean(model: nn.Module, data: TensorSet, batch_size: int, world: World,
 def evaluate(model: nn.Module, strategy: Strategy, test_sets: Sequence[TensorSet], batch_size: int = 1024,
              world: World = World()) -> list[float]:
     """The metric on each test set, in order: one row of the run's matrix (accuracies, or a language
-    model's mean losses)."""
-    if strategy.language_model:
-        return [mean_loss(model, data, batch_size, world) for data in test_sets]
-    return [accuracy(model, strategy, data, batch_size, world) for data in test_sets]
+    model's mean losses). The model is in eval mode for the whole row, switched once."""
+    with eval_mode(model):
+        if strategy.language_model:
+            return [mean_loss(model, data, batch_size, world) for data in test_sets]
+        return [accuracy(model, strategy, data, batch_size, world) for data in test_sets]

@@ -244,6 +244,7 @@ class ExperienceLoop:
         that a run resumes mid-epoch even after the adaptive batch size changed."""
         state, augmentation, memory_format = self.state, self.augmentation, self.memory_format
         y_all, task_all = data.y, data.task
+        one_task = len(task_all) > 0 and bool((task_all == task_all[0]).all())  # a slice then serves every batch
         # the inputs are sliced in memory, or read ahead (``reader``) when they are a lazy dataset's
         x_all, lazy = cast(torch.Tensor, data.x), cast(LazyInputs, data.x)
         resumed = state.epoch_order
@@ -269,7 +270,8 @@ class ExperienceLoop:
                     raw, x = x, augmentation[0](x, augmentation[1])
                 if x.ndim == 4:
                     x = x.contiguous(memory_format=memory_format)
-                yield Batch(x, y_all[rows], task_all[rows], raw, None if reader is None else lazy[rows.cpu()])
+                task = task_all[:len(rows)] if one_task else task_all[rows]
+                yield Batch(x, y_all[rows], task, raw, None if reader is None else lazy[rows.cpu()])
             state.epoch += 1
 
     def _order(self, data: TensorSet, index: int, epoch: int) -> torch.Tensor:
