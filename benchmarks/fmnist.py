@@ -138,8 +138,8 @@ def run(row: Row, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     try:
         result = train(stream, model, STRATEGIES[row.strategy](**row.settings()), optim, seed=seed, device="cpu",
                        augment=augmentation(row, args.dataset), channels_last=True)
-    except LifelongError as error:
-        return {"error": f"{type(error).__name__}: {error}"}
+    except (LifelongError, RuntimeError, ValueError) as error:  # the row shows it; the table goes on
+        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
     metrics = result.metrics
     return {"final": metrics["final_accuracy"], "forgetting": metrics["forgetting"],
             "incremental": metrics["average_incremental_accuracy"],
@@ -202,7 +202,7 @@ def main() -> None:
               f"--results {args.results}` (torch {torch.__version__}, one thread per run)\n")
         print(f"All 60,000 training and 10,000 test images (digits with `--dataset digits`). SGD lr 0.05, momentum "
               f"0.9 (0 for {', '.join(PROJECTING)}: their papers' update), batch 32, cosine decay over each "
-              f"experience, {args.epochs} epochs per experience; reduced ResNet-18 nf={args.width}, channels-last; "
+              f"experience, {args.epochs} epoch(s) per experience; reduced ResNet-18 nf={args.width}, channels-last; "
               "augmentation preset `fashion_mnist`. Strategy weights tuned on digits, never on Fashion-MNIST: "
               + ", ".join(f"{name} " + ", ".join(f"{k}={v:g}" for k, v in values.items())
                           for name, values in TUNED.items())

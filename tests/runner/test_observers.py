@@ -1,3 +1,5 @@
+import re
+
 import torch
 
 from lifelong import OptimConfig, class_incremental, mlp, train
@@ -47,3 +49,5 @@ def test_progress_bar_shows_run_and_experiences_with_eta_on_a_terminal_only(smal
     for label in ("run", "experience 1/2", "experience 2/2"):
         assert label in final
     assert "12/12" in final and final.count("6/6") >= 2 and "eta" in final and "0:00:00" in final
+    rates = [int(rate) for rate in re.findall(r"(\d+) samples/s", final)]  # the throughput, shown once trained
+    assert rates and max(rates) > 0

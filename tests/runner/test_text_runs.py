@@ -49,6 +49,9 @@ def test_two_text_domains_through_the_api_learn_each_domain_and_forget_the_first
     assert loss[1, 0] > loss[0, 0] + 0.5  # the first forgotten: its letters are no longer predicted
     assert result.metrics["forgetting"] == pytest.approx(loss[1, 0] - loss[0, 0])
     assert result.metrics["tokens"] == 16 * sum(cost.samples for cost in result.costs)
+    # throughput in predicted tokens: 16 a window, per second of each experience's training
+    assert [cost.tokens for cost in result.costs] == [16 * cost.samples for cost in result.costs]
+    assert all(cost.tokens_per_second == pytest.approx(cost.tokens / cost.seconds) for cost in result.costs)
 
 
 def write_config(folder) -> str:
@@ -86,8 +89,10 @@ db = "{folder / 'runs.db'}"
 def test_two_text_domains_through_the_command_line(tmp_path, capsys) -> None:
     assert main(["run", "--config", write_config(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "loss matrix" in printed and "final_perplexity" in printed
+    assert "loss matrix" in printed and "final_perplexity" in printed and "tokens_per_second" in printed
     record = ResultsStore(tmp_path / "runs.db").get(1)
+    cost = record.experiences[0]["cost"]
+    assert cost["tokens_per_second"] == pytest.approx(cost["tokens"] / cost["seconds"]) and cost["tokens"] > 0
     assert record.status == "finished" and np.asarray(record.rows).shape == (2, 2)
     assert record.metrics["replayed_tokens"] > 0
     assert record.config["strategy"]["replay_fraction"] == 0.25

@@ -114,8 +114,14 @@ def metrics_table(metrics: Mapping[str, Any], costs: Sequence[Mapping[str, Any]]
 def cost_rows(costs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """A run's cost summed over its experiences, as (name, cell) pairs: ``train_seconds`` is wall time
     (on a shared machine it varies with the load); steps, samples and FLOPs compare across machines."""
-    rows = [("train_seconds", f"{sum(c['seconds'] for c in costs):.2f}"),
-            ("samples", str(sum(c["samples"] for c in costs))), ("steps", str(sum(c["steps"] for c in costs)))]
+    seconds, samples = sum(c["seconds"] for c in costs), sum(c["samples"] for c in costs)
+    rows = [("train_seconds", f"{seconds:.2f}"), ("samples", str(samples)),
+            ("steps", str(sum(c["steps"] for c in costs)))]
+    if seconds > 0:
+        rows.append(("samples_per_second", f"{samples / seconds:.1f}"))
+    tokens = sum(c.get("tokens", 0) for c in costs)  # runs stored before tokens were counted have none
+    if tokens and seconds > 0:  # a language model's (the metrics give its token count)
+        rows.append(("tokens_per_second", f"{tokens / seconds:.1f}"))
     if any(c.get("flops") for c in costs):
         rows.append(("flops", f"{sum(c['flops'] for c in costs):.4g}"))
     if costs:

@@ -55,13 +55,23 @@ class ExperienceCost:
     online_metric: float = 0.0
     """Their accuracy (a language model's: mean next-token loss), each batch predicted when it arrived, before
     any training on it (the online accuracy of Cai et al. 2021 and Ghunaim et al. 2023)."""
+    tokens: int = 0
+    """A language model's predicted tokens trained on (``samples`` windows of ``L`` predicted tokens each, the
+    count behind litgpt's and torchtitan's tokens per second); 0 on a classification stream."""
 
     @property
     def samples_per_second(self) -> float:
+        """Throughput of the experience's training: drawn samples per second of its wall time."""
         return self.samples / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def tokens_per_second(self) -> float:
+        """A language model's throughput in predicted tokens per second (0 on a classification stream)."""
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
     def as_dict(self) -> dict[str, float]:
-        return {**asdict(self), "samples_per_second": self.samples_per_second}
+        return {**asdict(self), "samples_per_second": self.samples_per_second,
+                "tokens_per_second": self.tokens_per_second}
 
 
 _STATUS = Path("/proc/self/status")

@@ -139,7 +139,9 @@ class ExperienceLoop:
         if self.realtime is not None and self.world.distributed:  # each rank scored its own batches
             sums = self.world.all_reduce_sum(torch.tensor([online_total, online_count], dtype=torch.float64))
             online_total, online_count = float(sums[0]), int(sums[1])
-        return ExperienceCost(seconds=self.seconds + branch.seconds, samples=state.experience_samples + branch.samples,
+        samples = state.experience_samples + branch.samples
+        window = self.data.x.shape[1] - 1 if strategy.language_model and self.data is not None else 0
+        return ExperienceCost(seconds=self.seconds + branch.seconds, samples=samples, tokens=samples * window,
                               steps=state.experience_step + branch.steps,
                               memory_increase_mb=self.memory.increase_mb(), buffer_size=strategy.memory_size(),
                               memory_bytes=strategy.memory_bytes(), flops=state.experience_flops + branch.flops,

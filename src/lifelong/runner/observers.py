@@ -206,8 +206,8 @@ class Observer:
 
 class ProgressBar(Observer):
     """A rich progress display: a bar for the whole run's planned steps and one per experience, each
-    with its steps, the last loss, the time elapsed and the time left (the ETA, from the rate of the
-    recent steps), refreshed every ``every`` steps. Totals follow the plan when a budget shortens an
+    with its steps, the last loss, the throughput (training samples per second of training time), the time
+    elapsed and the time left (the ETA, from the rate of the recent steps), refreshed every ``every`` steps. Totals follow the plan when a budget shortens an
     experience. Silent when the console is not a terminal (output to a file, CI logs)."""
 
     def __init__(self, n_experiences: int, console: Console | None = None, every: int = 10) -> None:
@@ -215,7 +215,8 @@ class ProgressBar(Observer):
         self.every = every
         self.n_experiences = n_experiences
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TextColumn("eta"),
+                                 TextColumn("loss {task.fields[loss]:.3f}"),
+                                 TextColumn("{task.fields[rate]:.0f} samples/s"), TimeElapsedColumn(), TextColumn("eta"),
                                  TimeRemainingColumn(), console=self.console, transient=False,
                                  disable=not self.console.is_terminal)
         self.run_task: TaskID | None = None
@@ -225,17 +226,20 @@ class ProgressBar(Observer):
         if self.run_task is None:
             self.progress.start()
             self.run_task = self.progress.add_task("run", total=state.total_steps, completed=state.step,
-                                                   loss=state.loss)
+                                                   loss=state.loss, rate=0.0)
         self.task = self.progress.add_task(f"experience {state.experience + 1}/{self.n_experiences}",
                                            total=state.experience_steps, completed=state.experience_step,
-                                           loss=state.loss)
+                                           loss=state.loss, rate=0.0)
 
     def refresh(self, state: TrainState) -> None:
         """Move both bars to ``state``."""
         if self.task is None or self.run_task is None:
             return
-        self.progress.update(self.task, completed=state.experience_step, total=state.experience_steps, loss=state.loss)
-        self.progress.update(self.run_task, completed=state.step, total=state.total_steps, loss=state.loss)
+        seconds, run_seconds = state.experience_seconds, state.train_seconds
+        self.progress.update(self.task, completed=state.experience_step, total=state.experience_steps, loss=state.loss,
+                             rate=state.experience_samples / seconds if seconds > 0 else 0.0)
+        self.progress.update(self.run_task, completed=state.step, total=state.total_steps, loss=state.loss,
+                             rate=state.samples / run_seconds if run_seconds > 0 else 0.0)
 
     def on_step(self, state: TrainState) -> None:
         if state.experience_step % self.every == 0:
