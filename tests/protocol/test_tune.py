@@ -1,4 +1,6 @@
 import math
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -161,3 +163,43 @@ def test_a_trial_scores_the_mean_over_its_seeds(tmp_path) -> None:
     runs = [store.get(run_id) for run_id in result.tuning_run_ids]
     assert [run.config["run"]["seed"] for run in runs] == [3, 4]
     assert result.best_value == pytest.approx(sum(run.metrics["final_accuracy"] for run in runs) / 2)
+
+
+def test_workers_sharing_a_journal_study_continue_it_without_replaying_a_trial(tmp_path) -> None:
+    """Two workers, each with its own results store, on one Optuna journal file: the second continues the
+    study where the first left it (its store gets only the new trial's run), and two workers started at
+    once stop when the study holds its trials (at most one more: a trial begun as the last one finished)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    journal = f"journal:{tmp_path / 'study.log'}"
+    settings = dict(study="shared", overrides=["strategy.name=ewc", *SMALL], eval_seeds=[0], storage=journal)
+    first = run_protocol(ProtocolSettings(trials=2, **settings), ResultsStore(tmp_path / "a.db"))
+    second = run_protocol(ProtocolSettings(trials=3, **settings), ResultsStore(tmp_path / "b.db"))
+    study = optuna.load_study(study_name="shared", storage=tune.study_storage(journal, ResultsStore(tmp_path / "a.db")))
+    assert len(study.trials) == 3
+    assert len(first.tuning_run_ids) == 2 and len(second.tuning_run_ids) == 1  # each lists the runs of its store
+    assert [t.user_attrs["store"] for t in study.trials] == [str(tmp_path / "a.db")] * 2 + [str(tmp_path / "b.db")]
+    tuning = ResultsStore(tmp_path / "b.db").get(second.tuning_run_ids[0])
+    assert tuning.config["protocol"]["trial"] == 2
+
+    command = [sys.executable, "-m", "lifelong.cli", "tune", "--study", "together", "--trials", "4", "--storage",
+               journal, "--eval-seeds", "0", *(f"--set={value}" for value in ["strategy.name=ewc", *SMALL])]
+    workers = [subprocess.Popen([*command, "--db", str(tmp_path / f"w{i}.db")], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    together = optuna.load_study(study_name="together",
+                                 storage=tune.study_storage(journal, ResultsStore(tmp_path / "a.db")))
+    finished = [t for t in together.trials if t.state.is_finished()]
+    assert 4 <= len(finished) <= 5 and len({t.number for t in finished}) == len(finished)
+    # every finished trial ran once, in one of the two workers: their stores hold one tuning run per trial
+    tuning = [r for i in range(2) for r in ResultsStore(tmp_path / f"w{i}.db").runs()
+              if r.config.get("protocol", {}).get("role") == "tuning" and r.status == "finished"]
+    assert sorted(r.config["protocol"]["trial"] for r in tuning) == sorted(t.number for t in finished)
+
+
+def test_a_storage_that_is_neither_a_journal_nor_a_url_is_refused_in_one_line(tmp_path) -> None:
+    store = ResultsStore(tmp_path / "runs.db")
+    with pytest.raises(ConfigError, match="neither journal:PATH nor a database URL"):
+        tune.study_storage("study.log", store)
+    with pytest.raises(ConfigError, match="does not exist"):
+        tune.study_storage(f"journal:{tmp_path / 'missing' / 'study.log'}", store)

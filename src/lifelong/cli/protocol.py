@@ -69,7 +69,8 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
         eval_overrides=args.eval_set or defaults.eval_overrides,
         eval_seeds=parse_seeds(args.eval_seeds, "--eval-seeds"),
         objective=args.objective, validation_fraction=args.validation_fraction, seed=args.seed, fixed=args.fix,
-        trial_seeds=parse_seeds(args.trial_seeds, "--trial-seeds") if args.trial_seeds else None)
+        trial_seeds=parse_seeds(args.trial_seeds, "--trial-seeds") if args.trial_seeds else None,
+        storage=args.storage)
     rerun = f"the same `lifelong tune` command (--study {args.study} --db {db}): it continues the study"
     with continue_with(lambda run_id: rerun):
         result = run_protocol(settings, ResultsStore(db))
@@ -192,6 +193,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                       help="leave this parameter of the search space at its configured value (repeatable), "
                            "e.g. --fix optim.lr")
     tune.add_argument("--db", help="results database (default: the config's run.db)")
+    tune.add_argument("--storage", metavar="journal:PATH|URL",
+                      help="keep the Optuna study in Optuna's journal file PATH or a database URL instead of the "
+                           "results database, so that several tune workers (on several machines, each with its "
+                           "own --db) share one study until it holds --trials finished trials")
     tune.set_defaults(handler=cmd_tune)
     budget = sub.add_parser("budget", help="compare strategies at equal compute: each at every budget level "
                                            "(resumable)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,12 @@ class ProtocolSettings:
     fixed: list[str] = field(default_factory=list)
     """Parameters of the search space left out of the search, kept at their configured values (e.g.
     ``optim.lr``, when a benchmark fixes the optimizer for every strategy and tunes their own weights)."""
+    storage: str | None = None
+    """Where the Optuna study lives: None, the results store's SQLite file (one process); ``journal:PATH``,
+    Optuna's journal file (a file on storage every worker sees, locked per append); or an RDB URL
+    (``postgresql://...``, ``mysql://...``, ``sqlite:///...``). With a shared storage several ``lifelong tune``
+    workers, on one machine or several, draw trials of one study until it holds ``trials`` finished ones;
+    each stores its runs in its own results store."""
 
 
 @dataclass
@@ -129,6 +136,24 @@ def _assignments(values: dict[str, Any]) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in values.items()]
 
 
+def study_storage(storage: str | None, store: ResultsStore) -> str | optuna.storages.BaseStorage:
+    """The Optuna storage of :attr:`ProtocolSettings.storage`: the results store's SQLite file by default."""
+    if storage is None:
+        return f"sqlite:///{store.path}"
+    if storage.startswith("journal:"):
+        path = Path(storage.removeprefix("journal:"))
+        if not path.parent.is_dir():
+            raise ConfigError(f"--storage {storage}: folder {path.parent} does not exist; create it (on storage "
+                              "every worker sees) or name another journal file")
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if "://" not in storage:
+        raise ConfigError(f"--storage {storage!r} is neither journal:PATH nor a database URL; give journal:PATH "
+                          "(Optuna's journal file) or a URL such as postgresql://user@host/db or sqlite:///study.db")
+    return storage
+
+
 def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolResult:
     """Tune on the tuning stream (continuing a stored study of the same name), then evaluate the best
     hyperparameters on the evaluation stream; return what was found and stored."""
@@ -146,10 +171,13 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
     space = searched(search_space(base.strategy.name), settings.fixed, base.strategy.name)
     group_id = store.find_group("protocol", settings.study) or store.create_group(
         "protocol", settings.study, {**settings.__dict__, "search_space": {k: repr(v) for k, v in space.items()}})
-    study = optuna.create_study(study_name=settings.study, storage=f"sqlite:///{store.path}", direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=settings.seed), load_if_exists=True)
-    for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # a trial cut off by an interrupted run
+    study = optuna.create_study(study_name=settings.study, storage=study_storage(settings.storage, store),
+                                direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed),
+                                load_if_exists=True)
+    if settings.storage is None:  # one process owns the study: a running trial was cut off by an interrupted run
+        for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
+    # a shared study's running trials may be other workers' and are left alone; they count once finished
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(settings.seed, len(study.trials)))
 
     def objective(trial: optuna.Trial) -> float:
@@ -177,12 +205,14 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
             run_ids.append(result.run_id)
         trial.set_user_attr("run_id", run_ids[0])
         trial.set_user_attr("run_ids", run_ids)
+        trial.set_user_attr("store", str(store.path))  # a shared study's trials are in their workers' stores
         return float(np.mean(scores))
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
-    if done < settings.trials:
-        study.optimize(objective, n_trials=settings.trials - done)
+    if done < settings.trials:  # workers sharing the study stop once it holds the trials, whoever ran them
+        study.optimize(objective, n_trials=settings.trials - done,
+                       callbacks=[optuna.study.MaxTrialsCallback(settings.trials, states=finished)])
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         raise TrainingError(f"tune: all {settings.trials} trials of study {settings.study!r} diverged; narrow the "
                             "search space or set optim.grad_clip")
@@ -191,14 +221,17 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
                                                       *_assignments(best.params)])
     evaluation = run_seeds(evaluation_config, settings.eval_seeds, store=store, group_id=group_id, role="evaluation",
                            reuse=True, tolerate_divergence=True)
-    tuning_run_ids = [int(run_id) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                      for run_id in t.user_attrs.get("run_ids", [t.user_attrs["run_id"]])]
+    here = str(store.path)
+    completed = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                 if t.user_attrs.get("store", here) == here]  # this worker's (another's runs are in its store)
+    tuning_run_ids = [int(run_id) for t in completed for run_id in t.user_attrs.get("run_ids", [t.user_attrs["run_id"]])]
     evaluation_run_ids = [int(r.run_id) for r in evaluation.runs if r.run_id is not None]
     diverged = {t.number: t.user_attrs["diverged"] for t in study.get_trials(
         deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)) if "diverged" in t.user_attrs}
     store.set_group_summary(group_id, {
         "best_params": best.params, "best_value": best.value, "best_trial": best.number,
-        "best_tuning_run": best.user_attrs["run_id"], "objective": settings.objective,
+        "best_tuning_run": best.user_attrs["run_id"], "best_tuning_store": best.user_attrs.get("store", here),
+        "objective": settings.objective,
         "tuning_runs": tuning_run_ids, "evaluation_runs": evaluation_run_ids,
         "diverged_trials": diverged, "diverged_evaluation_seeds": evaluation.diverged,
         "evaluation": {name: value.as_dict() for name, value in evaluation.summary.items()}})
