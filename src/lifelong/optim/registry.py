@@ -19,6 +19,7 @@ from lifelong.optim.adagradnorm import AdaGradNorm
 from lifelong.optim.decay import split_weight_decay
 from lifelong.optim.lamb import LAMB
 from lifelong.optim.lars import LARS
+from lifelong.optim.projected import SGDP, AdamP
 
 Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
 
@@ -42,10 +43,11 @@ def adamw(params: Params, lr: float, weight_decay: float = 0.0, betas: tuple[flo
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
 
 
-OPTIMIZERS = {"sgd": sgd, "adam": adam, "adamw": adamw, "lars": LARS, "lamb": LAMB, "adagradnorm": AdaGradNorm}
+OPTIMIZERS = {"sgd": sgd, "adam": adam, "adamw": adamw, "lars": LARS, "lamb": LAMB, "adagradnorm": AdaGradNorm,
+              "sgdp": SGDP, "adamp": AdamP}
 
-SCALING_RULES = {"sgd": "linear", "lars": "linear", "adam": "sqrt", "adamw": "sqrt", "lamb": "sqrt",
-                 "adagradnorm": "sqrt"}
+SCALING_RULES = {"sgd": "linear", "lars": "linear", "sgdp": "linear", "adam": "sqrt", "adamw": "sqrt", "lamb": "sqrt",
+                 "adagradnorm": "sqrt", "adamp": "sqrt"}
 """The batch-size scaling rule that suits each optimizer (``optim.lr_scaling = "auto"``): linear for
 SGD-type updates (Goyal et al. 2017; You et al. 2017), square root for adaptive ones (Granziol et al.
 2022, "Learning Rates as a Function of Batch Size"; You et al. 2020 for LAMB)."""

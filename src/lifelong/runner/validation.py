@@ -24,7 +24,8 @@ from lifelong.models.norms import begin_experience
 from lifelong.runner.checkpoint import random_states_kept
 from lifelong.strategies.base import Strategy, StrategyContext
 
-STATEFUL_UPDATES = {"adam": "Adam's moments", "adamw": "Adam's moments", "lamb": "LAMB's moments"}
+STATEFUL_UPDATES = {"adam": "Adam's moments", "adamw": "Adam's moments", "lamb": "LAMB's moments",
+                    "adamp": "AdamP's moments"}
 """Optimizers whose update is not the current gradient whatever the momentum setting."""
 
 
@@ -121,7 +122,7 @@ def check_capabilities(strategy: Strategy, stream: Stream, optim: OptimConfig, *
                 raise ConfigError(f"optim.{field}={value!r} ranks or tests samples by a classifier's loss and is "
                                   "not defined for a language model; leave it at its default")
     carried = STATEFUL_UPDATES.get(optim.name) or (
-        f"momentum {optim.momentum}" if optim.name in ("sgd", "lars") and optim.momentum > 0 else None)
+        f"momentum {optim.momentum}" if optim.name in ("sgd", "lars", "sgdp") and optim.momentum > 0 else None)
     if capabilities.projects_gradients and carried:
         warnings.warn(f"strategy {name} projects each step's gradient, but with "
                       f"optim.name={optim.name!r} the update carries {carried}, which hold directions the "
