@@ -10,6 +10,7 @@ from lifelong.errors import ConfigError
 from lifelong.optim.projected import SGDP, AdamP, tangent_update
 from lifelong.optim.registry import build_optimizer
 from lifelong.strategies import Naive
+from tests.runner.test_checkpoint_resume import resumed_and_reference
 
 
 def test_the_update_of_a_weight_orthogonal_to_its_gradient_loses_its_radial_part_by_hand() -> None:
@@ -80,3 +81,13 @@ def test_both_train_a_run_on_digits_and_refuse_bad_settings_in_one_line(digits_d
     assert all(matrices["adamp"][i, i] > 0.9 for i in range(5))  # every experience learned
     with pytest.raises(ConfigError, match="wd_ratio"):
         build_optimizer("sgdp", [nn.Parameter(torch.ones(2, 2))], lr=0.1, options={"wd_ratio": 2.0})
+
+
+@pytest.mark.parametrize("name", ["sgdp", "adamp"])
+def test_a_run_killed_with_sigkill_resumes_bit_for_bit(small_data, tmp_path, name) -> None:
+    """On an MLP with BatchNorm, where the projection fires, the optimizers' state (momentum, moments and
+    Adam's step count) comes back from the checkpoint exactly."""
+    optim = OptimConfig(name=name, lr=0.05 if name == "sgdp" else 0.01, momentum=0.9, weight_decay=0.01, epochs=2,
+                        batch_size=16, reset_per_experience=False)
+    resumed_and_reference(class_incremental(small_data, 3), "naive", tmp_path, {"naive": {}}, optim=optim,
+                          model_for=lambda stream: mlp(stream.input_shape, stream.n_classes, hidden=(16,), norm="batch"))
