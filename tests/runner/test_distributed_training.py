@@ -195,3 +195,46 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp
     reference = single_process_reference(tmp_path, strategy, extra)
     assert abs(runs[0].metrics["final_accuracy"] - reference) <= 0.05
     assert runs[0].metrics["effective_lr"] == pytest.approx(0.03)  # lr given at the global batch of 16
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_nodes_on_one_host_train_as_two_processes_of_one_node(tmp_path) -> None:
+    """``torchrun --nnodes=2 --nproc_per_node=1`` with a c10d rendezvous on 127.0.0.1: the two nodes form
+    one gloo world of two ranks and give the run of two processes on one node bit for bit; only global rank
+    0 stores the run and writes its checkpoints."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    job = ["-m", "lifelong", "run", "--set", "strategy.name=er", "--set", "strategy.buffer_size=200",
+           "--set", "optim.batch_size=8", "--set", "optim.base_batch_size=16", "--set", "optim.epochs=1",
+           "--set", "run.checkpoint_every_steps=20", "--set", "run.keep_finished_checkpoints=true"]
+    port = _free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                               f"--node_rank={rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+                               "--rdzv-id=two-nodes", *job, "--db", str(tmp_path / "nodes.db")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+             for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert sum(out.count("accuracy matrix") for out, _ in outputs) == 1  # global rank 0 alone prints
+    one_node = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               *job, "--db", str(tmp_path / "one-node.db")], capture_output=True, text=True,
+                              timeout=300, env=env, cwd=tmp_path)
+    assert one_node.returncode == 0, one_node.stderr[-2000:]
+    [two], [one] = ResultsStore(tmp_path / "nodes.db").runs(), ResultsStore(tmp_path / "one-node.db").runs()
+    assert two.status == "finished" and two.metrics["world_size"] == 2
+    assert two.rows == one.rows and two.metrics["final_accuracy"] == one.metrics["final_accuracy"]
+    written = sorted(path.relative_to(tmp_path / "nodes-checkpoints") for path in
+                     (tmp_path / "nodes-checkpoints").rglob("*.pt"))
+    assert written and written == sorted(path.relative_to(tmp_path / "one-node-checkpoints") for path in
+                                                   (tmp_path / "one-node-checkpoints").rglob("*.pt"))
+    from lifelong.runner.checkpoint import read
+
+    nodes_last, one_last = (read(tmp_path / folder / written[-1]) for folder in ("nodes-checkpoints",
+                                                                                 "one-node-checkpoints"))
+    assert all(torch.equal(nodes_last["model"][key], one_last["model"][key]) for key in one_last["model"])
