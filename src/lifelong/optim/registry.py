@@ -18,6 +18,7 @@ from lifelong.errors import ConfigError
 from lifelong.optim.adagradnorm import AdaGradNorm
 from lifelong.optim.decay import split_weight_decay
 from lifelong.optim.lamb import LAMB
+from lifelong.optim.hypergradient import HypergradientSGD
 from lifelong.optim.lars import LARS
 from lifelong.optim.projected import SGDP, AdamP
 
@@ -44,9 +45,9 @@ def adamw(params: Params, lr: float, weight_decay: float = 0.0, betas: tuple[flo
 
 
 OPTIMIZERS = {"sgd": sgd, "adam": adam, "adamw": adamw, "lars": LARS, "lamb": LAMB, "adagradnorm": AdaGradNorm,
-              "sgdp": SGDP, "adamp": AdamP}
+              "sgdp": SGDP, "adamp": AdamP, "sgd_hd": HypergradientSGD}
 
-SCALING_RULES = {"sgd": "linear", "lars": "linear", "sgdp": "linear", "adam": "sqrt", "adamw": "sqrt", "lamb": "sqrt",
+SCALING_RULES = {"sgd": "linear", "lars": "linear", "sgdp": "linear", "sgd_hd": "linear", "adam": "sqrt", "adamw": "sqrt", "lamb": "sqrt",
                  "adagradnorm": "sqrt", "adamp": "sqrt"}
 """The batch-size scaling rule that suits each optimizer (``optim.lr_scaling = "auto"``): linear for
 SGD-type updates (Goyal et al. 2017; You et al. 2017), square root for adaptive ones (Granziol et al.

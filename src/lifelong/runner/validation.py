@@ -122,7 +122,7 @@ def check_capabilities(strategy: Strategy, stream: Stream, optim: OptimConfig, *
                 raise ConfigError(f"optim.{field}={value!r} ranks or tests samples by a classifier's loss and is "
                                   "not defined for a language model; leave it at its default")
     carried = STATEFUL_UPDATES.get(optim.name) or (
-        f"momentum {optim.momentum}" if optim.name in ("sgd", "lars", "sgdp") and optim.momentum > 0 else None)
+        f"momentum {optim.momentum}" if optim.name in ("sgd", "lars", "sgdp", "sgd_hd") and optim.momentum > 0 else None)
     if capabilities.projects_gradients and carried:
         warnings.warn(f"strategy {name} projects each step's gradient, but with "
                       f"optim.name={optim.name!r} the update carries {carried}, which hold directions the "
