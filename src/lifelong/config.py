@@ -99,6 +99,14 @@ class OptimConfig(BaseModel):
     experience's own steps decay the schedule's rate linearly to 0; the decayed weights are evaluated and
     the next experience continues from them at the full rate. No step is added (unlike ``branch_decay``,
     which it excludes)."""
+    forecast_stop: float | None = Field(None, gt=0)
+    """Learning-curve extrapolation (:mod:`lifelong.runner.forecast`): end an experience early once a power
+    law ``a + b t^-c`` fitted to its running training loss forecasts less than this gain in loss over the
+    rest of its planned steps; each experience's fit and stop are stored in ``metrics.forecast``. None:
+    every experience trains its planned steps."""
+    forecast_every: int = Field(25, ge=1)
+    """Steps per point of the loss curve ``forecast_stop`` fits (their mean loss); the first forecast comes
+    after 4 points."""
     reset_per_experience: bool = True
     """Build a fresh optimizer (no momentum or Adam moments carried over) at each experience."""
     stream_rate: float | Literal["naive"] | None = None

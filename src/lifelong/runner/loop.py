@@ -66,6 +66,7 @@ from lifelong.runner.evaluation import evaluate
 from lifelong.runner.experience import ExperienceLoop
 from lifelong.runner.flops import FlopMeter
 from lifelong.runner.gradsync import gradient_sync
+from lifelong.runner.forecast import ForecastStop
 from lifelong.runner.observers import Observer, PeriodicEvaluation, ProgressBar, RunContext, TrainState
 from lifelong.runner.plan import plan_stream
 from lifelong.runner.results import ResultsStore, environment
@@ -210,7 +211,10 @@ def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimCo
             {**environment(), "device": str(place.device)}) if store else None
         if store and run_id is not None and not restored:
             store.record_initial(run_id, initial)
-        observers = [*options.observers, *([evaluation] if evaluation else []),
+        forecast = ForecastStop(optim.forecast_stop, optim.forecast_every) if optim.forecast_stop else None
+        # the runner's own stateful observers first: a checkpoint keeps observers' states by position, so a run
+        # resumed with other observers of the caller's (or none) still gets its curve and forecast back
+        observers = [*([evaluation] if evaluation else []), *([forecast] if forecast else []), *options.observers,
                      *([ProgressBar(len(stream))] if place.progress else [])]
         averaging = Averaging(average, model) if average else None
         loop = _loop(model, strategy, setup, budget, options, place, generator, observers, averaging,
@@ -218,7 +222,7 @@ def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimCo
         run = Run(stream=stream, experiences=experiences, plans=plans, loop=loop, test_sets=test_sets,
                   eval_batch_size=place.eval_batch_size, evaluated=place.evaluated, config=config, random={},
                   initial=initial, rows=restored.rows() if restored else [], costs=restored.costs() if restored else [],
-                  observers=observers, evaluation=evaluation, averaging=averaging,
+                  observers=observers, evaluation=evaluation, forecast=forecast, averaging=averaging,
                   branch=BranchOff(optim.branch_decay, options.seed, place.device, loop.augmentation)
                   if optim.branch_decay is not None else None,
                   store=store, run_id=run_id, restored=restored, generator=generator, probed=probed,

@@ -29,6 +29,7 @@ from lifelong.runner.checkpoint import (
 )
 from lifelong.runner.evaluation import evaluate
 from lifelong.runner.experience import ExperienceLoop
+from lifelong.runner.forecast import ForecastStop
 from lifelong.runner.observers import Observer, PeriodicEvaluation, TrainState
 from lifelong.runner.plan import PlannedExperience, plan_records
 from lifelong.runner.results import ResultsStore, RunRecord
@@ -90,6 +91,8 @@ class Run:
     costs: list[ExperienceCost] = field(default_factory=list)
     observers: Sequence[Observer] = ()
     evaluation: PeriodicEvaluation | None = None
+    forecast: ForecastStop | None = None
+    """Learning-curve extrapolation (``optim.forecast_stop``), one of the observers; its records go to the metrics."""
     averaging: Averaging | None = None
     branch: BranchOff | None = None
     store: ResultsStore | None = None
@@ -198,6 +201,8 @@ class Run:
             result.metrics["compile_seconds"] = self.compile_seconds
         if self.averaging is not None:
             result.metrics["average"] = self.averaging.summary()
+        if self.forecast is not None:
+            result.metrics["forecast"] = self.forecast.records
         return result
 
 
