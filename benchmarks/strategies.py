@@ -9,7 +9,8 @@ seconds (the runner's clock, evaluation excluded) and samples held in memory at 
 run A-GEM and naive with the plain SGD of the A-GEM paper (momentum 0); one runs SI with gradient
 clipping (its default run diverges in class-incremental); one runs SLCA with the backbone
 scale that a validation split preferred (``benchmarks/strategy_defaults.py``). A run whose loss diverges
-is reported as such, not dropped.
+is reported as such, not dropped; a method that refuses the MLP or the stream (the prompt methods need a ViT,
+the task-aware isolation methods task ids at test time) is reported with its one-line refusal.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 
 from lifelong.config import OptimConfig
 from lifelong.data import class_incremental, digits, task_incremental
-from lifelong.errors import TrainingError
+from lifelong.errors import ConfigError, TrainingError
 from lifelong.models import mlp
 from lifelong.runner import train
 from lifelong.strategies import STRATEGIES, Strategy
@@ -55,6 +56,8 @@ def row(label: str, scenario: str, make: Callable[[], Strategy], optim: OptimCon
         except TrainingError:
             diverged += 1
             continue
+        except ConfigError as error:  # a method that cannot train this model or stream says so in one line
+            return f"| {label} | {scenario} | - | - | - | - | refused: {str(error).splitlines()[0]} |"
         finals.append(result.metrics["final_accuracy"])
         if result.metrics["forgetting"] is not None:
             forgets.append(result.metrics["forgetting"])
