@@ -249,3 +249,26 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
     experiment trackers it names (:func:`tracking_observers`). :func:`prepare_run`, then
     :meth:`~lifelong.runner.run.Run.execute`."""
     return prepare_run(config, store, progress, prepared, extra_config, resume_run).execute()
+
+
+def stored_run(config: RunConfig, store: ResultsStore, prepared: tuple[Stream, nn.Module, Strategy] | None = None,
+               extra_config: dict[str, Any] | None = None) -> tuple[int, bool]:
+    """The stored run of ``config`` (with ``extra_config``'s sections): found finished in ``store``, resumed
+    from the checkpoint of an interrupted one, or trained; and whether it trained now. What a protocol's
+    cells (a sweep's, a budget's, a job a cluster requeued) use, so that a cell is never trained twice."""
+    resolved_config = {**resolve_config(config), **(extra_config or {})}
+    finished = store.find_finished(resolved_config)
+    if finished is not None:
+        return finished, False
+    interrupted = store.find_interrupted(resolved_config) if config.run.checkpoint else None
+    if interrupted is not None:
+        try:
+            result = run_config(config, store=store, prepared=prepared, extra_config=extra_config,
+                                resume_run=interrupted)
+        except ResumeError:  # it saved no usable checkpoint: train it afresh, from newly built parts
+            result = run_config(config, store=store, extra_config=extra_config)
+    else:
+        result = run_config(config, store=store, prepared=prepared, extra_config=extra_config)
+    assert result.run_id is not None
+    return result.run_id, True
+

@@ -2,7 +2,8 @@ import pytest
 
 from lifelong.cli import main
 from lifelong.errors import ConfigError
-from lifelong.protocol import sweep as sweep_module
+from lifelong import experiment
+from lifelong.protocol import launchers
 from lifelong.protocol.sweep import load_sweep, run_sweep
 from lifelong.runner.results import ResultsStore
 
@@ -37,7 +38,7 @@ def test_interrupted_sweep_restarts_only_missing_cells(tmp_path, monkeypatch) ->
     db = str(tmp_path / "runs.db")
     sweep = load_sweep(path, db=db)
     store = ResultsStore(db)
-    real_run = sweep_module.run_config
+    real_run = experiment.run_config
     trained = []
 
     def interrupt_on_third(config, **kwargs):
@@ -46,7 +47,7 @@ def test_interrupted_sweep_restarts_only_missing_cells(tmp_path, monkeypatch) ->
         trained.append(config)
         return real_run(config, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "run_config", interrupt_on_third)
+    monkeypatch.setattr(experiment, "run_config", interrupt_on_third)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(sweep, store)
     assert len(store.runs()) == 2
@@ -55,7 +56,7 @@ def test_interrupted_sweep_restarts_only_missing_cells(tmp_path, monkeypatch) ->
         trained.append(config)
         return real_run(config, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "run_config", count)
+    monkeypatch.setattr(experiment, "run_config", count)
     group_id, outcomes = run_sweep(load_sweep(path, db=db), store)
     # the second call trained exactly the 4 cells the first did not reach, none twice
     assert len(trained) == 6 and [o.trained for o in outcomes] == [False] * 2 + [True] * 4
@@ -65,7 +66,7 @@ def test_interrupted_sweep_restarts_only_missing_cells(tmp_path, monkeypatch) ->
     assert group.kind == "sweep" and len(group.members) == 6
     assert group.summary["er strategy.buffer_size=20 optim.lr=0.05"]["final_accuracy"]["n"] == 2
     # a third run trains nothing
-    monkeypatch.setattr(sweep_module, "run_config", lambda *a, **k: pytest.fail("nothing should train"))
+    monkeypatch.setattr(experiment, "run_config", lambda *a, **k: pytest.fail("nothing should train"))
     assert not any(o.trained for o in run_sweep(load_sweep(path, db=db), store)[1])
 
 
@@ -92,3 +93,27 @@ def test_repeated_seeds_are_refused(tmp_path) -> None:
     path.write_text(SWEEP.replace("seeds = [0, 1]", "seeds = [1, 1]"))
     with pytest.raises(ConfigError, match=r"sweep.seeds: expected distinct integers, got \[1, 1\]"):
         load_sweep(path)
+
+
+def test_a_sweep_on_submitit_jobs_imports_the_runs_the_local_launcher_trains(tmp_path, monkeypatch) -> None:
+    """``--launcher submitit-local``: each missing cell is a job writing its own store; the driver imports
+    the finished runs (same matrices as training them here), and a rerun submits nothing."""
+    pytest.importorskip("submitit")
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.replace('"optim.lr" = [0.01, 0.05]', '"optim.lr" = [0.05]')
+                    .replace("seeds = [0, 1]", "seeds = [0]").replace("[10, 20]", "10"))  # naive and er: 2 cells
+    db = str(tmp_path / "runs.db")
+    store = ResultsStore(db)
+    group_id, outcomes = run_sweep(load_sweep(path, db=db), store, launcher="submitit-local",
+                                   folder=tmp_path / "jobs", resources={"timeout_min": 10})
+    assert [o.trained for o in outcomes] == [True, True] and len(store.runs()) == 2
+    assert all(r.status == "finished" for r in store.runs()) and len(store.group(group_id).members) == 2
+    assert len(list((tmp_path / "jobs" / "cells").glob("*.db"))) == 2  # one store per job, written by it alone
+    here = ResultsStore(tmp_path / "here.db")
+    _, local = run_sweep(load_sweep(path, db=str(tmp_path / "here.db")), here)
+    for job, trained_here in zip(outcomes, local, strict=True):
+        imported, reference = store.get(job.run_id), here.get(trained_here.run_id)
+        assert imported.matrix == reference.matrix and imported.initial == reference.initial
+        assert [e["accuracies"] for e in imported.experiences] == [e["accuracies"] for e in reference.experiences]
+    monkeypatch.setattr(launchers, "run_jobs", lambda *a, **k: pytest.fail("nothing should be submitted"))
+    assert not any(o.trained for o in run_sweep(load_sweep(path, db=db), store, launcher="submitit-local")[1])

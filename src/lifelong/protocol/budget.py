@@ -40,8 +40,8 @@ from rich.console import Console
 
 from lifelong.config import Component, RunConfig, validate_config
 from lifelong.data.streams import Experience, Stream
-from lifelong.errors import ConfigError, ResumeError
-from lifelong.experiment import build_strategy, prepare, resolve_config, run_config
+from lifelong.errors import ConfigError
+from lifelong.experiment import build_strategy, prepare, resolve_config, run_config, stored_run
 from lifelong.metrics.aggregate import aggregate_metrics
 from lifelong.optim.setup import resolve
 from lifelong.protocol.sweep import cell_progress
@@ -237,27 +237,6 @@ def budget_record(section: Mapping[str, Any], optim: Mapping[str, Any], costs: S
             "spent_fraction": sum(spent) / total if total > 0 else None, "epochs": optim["epochs"]}
 
 
-def _run_cell(config: RunConfig, prepared: tuple[Any, Any, Strategy], section: dict[str, Any],
-              store: ResultsStore) -> tuple[int, bool]:
-    """The stored run of a cell: found finished, resumed from the checkpoint of an interrupted one, or
-    trained; and whether it trained now."""
-    resolved = {**resolve_config(config), "budget": section}
-    finished = store.find_finished(resolved)
-    if finished is not None:
-        return finished, False
-    interrupted = store.find_interrupted(resolved) if config.run.checkpoint else None
-    if interrupted is not None:
-        try:
-            result = run_config(config, store=store, prepared=prepared, extra_config={"budget": section},
-                                resume_run=interrupted)
-        except ResumeError:  # it saved no usable checkpoint: train it afresh, from newly built parts
-            result = run_config(config, store=store, extra_config={"budget": section})
-    else:
-        result = run_config(config, store=store, prepared=prepared, extra_config={"budget": section})
-    assert result.run_id is not None
-    return result.run_id, True
-
-
 def run_budgeted(config: RunConfig, strategies: Mapping[str, Mapping[str, Any]] | Sequence[str],
                  levels: Sequence[float] = BudgetSettings.levels, seeds: Sequence[int] = (0,),
                  store: ResultsStore | None = None, *, unit: str = "flops", reference: str = "naive",
@@ -316,7 +295,7 @@ def _budget_cell(config: RunConfig, settings: BudgetSettings, label: str, compon
     cell = _with(config, component, seed, {"epochs": epochs, UNITS[settings.unit]: cap})
     section = {"unit": settings.unit, "level": level, "absolute": settings.absolute, "reference": settings.reference,
                "label": label}
-    run_id, trained = _run_cell(cell, (stream, model, strategy), section, store)
+    run_id, trained = stored_run(cell, store, (stream, model, strategy), {"budget": section})
     record = store.get(run_id)
     costs = [e["cost"] for e in record.experiences]
     budget = budget_record(section, record.config["optim"], costs, reference)

@@ -39,7 +39,7 @@ from rich.table import Table
 
 from lifelong.config import RunConfig, describe_validation_error, load_config
 from lifelong.errors import ConfigError, MissingFileError
-from lifelong.experiment import build_strategy, prepare, resolve_config, run_config
+from lifelong.experiment import build_strategy, prepare, resolve_config, stored_run
 from lifelong.metrics.aggregate import Aggregate, aggregate_metrics
 from lifelong.runner.results import ResultsStore
 
@@ -159,18 +159,31 @@ def cell_progress(console: Console, name: str, total: int) -> Iterator[Callable[
             progress.advance(task)
 
 
-def run_sweep(sweep: Sweep, store: ResultsStore, console: Console | None = None) -> tuple[int, list[CellOutcome]]:
+def run_sweep(sweep: Sweep, store: ResultsStore, console: Console | None = None, launcher: str = "local",
+              folder: Path | None = None, resources: dict[str, Any] | None = None) -> tuple[int, list[CellOutcome]]:
     """Run every cell that has no finished run in ``store``; return the sweep's group id and each
-    cell's outcome."""
+    cell's outcome. ``launcher`` (:mod:`lifelong.protocol.launchers`): ``local`` runs the cells here, one
+    after another (an interrupted one resumes from its checkpoint); ``slurm`` or ``submitit-local`` submits the
+    missing cells as one job array with its files in ``folder`` and imports the runs the jobs return."""
     group_id = store.find_group("sweep", sweep.name) or store.create_group("sweep", sweep.name, sweep.settings)
+    submitted: dict[int, int] = {}  # cell index -> run id, for the cells a launcher's jobs ran
+    if launcher != "local":
+        from lifelong.protocol.launchers import run_jobs
+
+        missing = [index for index, cell in enumerate(sweep.cells)
+                   if store.find_finished(resolve_config(cell.config)) is None]
+        if missing:
+            ran = run_jobs([sweep.cells[index].config for index in missing], store, launcher,
+                           folder or Path(f"{store.path}-jobs"), resources)
+            submitted = dict(zip(missing, ran, strict=True))
     outcomes = []
     with cell_progress(console or Console(stderr=True), f"sweep {sweep.name}", len(sweep.cells)) as advance:
-        for cell in sweep.cells:
+        for index, cell in enumerate(sweep.cells):
             advance(f"{cell.label} seed={cell.seed}")
-            run_id = store.find_finished(resolve_config(cell.config))
-            trained = run_id is None
-            if run_id is None:
-                run_id = run_config(cell.config, store=store, progress=False).run_id
+            if index in submitted:
+                run_id, trained = submitted[index], True
+            else:  # found finished, or (local launcher) resumed or trained here
+                run_id, trained = stored_run(cell.config, store)
             store.add_to_group(group_id, run_id, "cell", f"{cell.label} seed={cell.seed}")
             outcomes.append(CellOutcome(cell, run_id, trained, store.get(run_id).metrics or {}))
     store.set_group_summary(group_id, {label: {name: value.as_dict() for name, value in summary.items()}

@@ -425,6 +425,21 @@ class ResultsStore:
             conn.execute("UPDATE runs SET status = 'finished', finished = ?, matrix = ?, metrics = ?, error = NULL "
                          "WHERE id = ?", (_now(), json.dumps(matrix), json.dumps(metrics), run_id))
 
+    def import_run(self, record: RunRecord) -> int:
+        """Store a finished run of another store (a cluster job's) as a new run of this one, with its
+        configuration, environment, initial accuracies, experiences, matrix, metrics and curve; its id here.
+        The job's store is written by the job alone and this one by its driver alone, so no two processes
+        on two machines ever write one SQLite file."""
+        if record.status != "finished" or record.matrix is None or record.metrics is None:
+            raise ValueError(f"run {record.id} is {record.status}; only a finished run is imported")
+        run_id = self.start_run(record.name, record.strategy, record.seed, record.config, record.environment)
+        if record.initial is not None:
+            self.record_initial(run_id, record.initial)
+        for experience in record.experiences:
+            self.record_experience(run_id, experience["index"], experience["accuracies"], experience["cost"])
+        self.finish_run(run_id, record.matrix, record.metrics, record.curve or None)
+        return run_id
+
     def add_metrics(self, run_id: int, values: dict[str, Any]) -> None:
         """Add ``values`` to a finished run's metrics (replacing those of the same name), in one
         transaction: what a protocol derives from the run afterwards (a budget protocol's spent compute),
