@@ -202,7 +202,8 @@ def test_the_interrupt_hint_is_a_command_that_works(tmp_path, monkeypatch, capsy
     assert "2 cells" in capsys.readouterr().out
 
 
-def test_a_run_whose_process_is_gone_is_shown_as_interrupted(tmp_path, capsys) -> None:
+def test_a_run_whose_process_is_gone_is_shown_as_interrupted(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "500")  # the hint names the store's path: one line whatever the path's length
     db = tmp_path / "runs.db"
     store = ResultsStore(db)
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

@@ -38,7 +38,7 @@ class PowerLaw:
     c: float
 
     def __call__(self, t: float) -> float:
-        return self.a + self.b * t ** -self.c
+        return float(self.a + self.b * t ** -self.c)
 
 
 def fit_power_law(steps: np.ndarray, losses: np.ndarray) -> PowerLaw:
