@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from lifelong.errors import ConfigError
+from lifelong.optim.checks import check_common, check_positive
 from lifelong.optim.closure import evaluate_closure
 
 
@@ -26,12 +26,8 @@ class AdaGradNorm(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float,
                  weight_decay: float = 0.0, initial_norm: float = 0.01) -> None:
-        if not lr > 0:
-            raise ConfigError(f"optim.lr must be > 0, got {lr!r}")
-        if not weight_decay >= 0:
-            raise ConfigError(f"optim.weight_decay must be >= 0, got {weight_decay!r}")
-        if not initial_norm > 0:
-            raise ConfigError(f"optim.optimizer_params.initial_norm must be > 0, got {initial_norm!r}")
+        check_common(lr, weight_decay)
+        check_positive("initial_norm", initial_norm)
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
         self.accumulator = initial_norm ** 2
         """b^2: the running sum of squared gradient norms, seeded with b_0^2."""

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from lifelong.errors import ConfigError
+from lifelong.optim.checks import check_common, check_positive
 from lifelong.optim.closure import evaluate_closure
 
 
@@ -38,14 +38,8 @@ class HypergradientSGD(torch.optim.Optimizer):
     def __init__(self, params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float,
                  momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
                  hypergradient_lr: float = 1e-3) -> None:
-        if not lr > 0:
-            raise ConfigError(f"optim.lr must be > 0, got {lr!r}")
-        if not 0 <= momentum < 1:
-            raise ConfigError(f"optim.momentum must be in [0, 1), got {momentum!r}")
-        if not weight_decay >= 0:
-            raise ConfigError(f"optim.weight_decay must be >= 0, got {weight_decay!r}")
-        if not hypergradient_lr >= 0:
-            raise ConfigError(f"optim.optimizer_params.hypergradient_lr must be >= 0, got {hypergradient_lr!r}")
+        check_common(lr, weight_decay, momentum)
+        check_positive("hypergradient_lr", hypergradient_lr, allow_zero=True)
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov,
                                   "hypergradient_lr": hypergradient_lr, "hyper_offset": 0.0})
 

@@ -8,12 +8,12 @@ learning rate) grow without divergence.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from lifelong.errors import ConfigError
+from lifelong.optim.checks import check_betas, check_common, check_positive
 from lifelong.optim.closure import evaluate_closure
 from lifelong.optim.lars import trust_ratio
 
@@ -33,16 +33,10 @@ class LAMB(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float,
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6) -> None:
-        if not lr > 0:
-            raise ConfigError(f"optim.lr must be > 0, got {lr!r}")
-        if not weight_decay >= 0:
-            raise ConfigError(f"optim.weight_decay must be >= 0, got {weight_decay!r}")
-        if not isinstance(betas, Sequence) or len(betas) != 2 \
-                or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
-            raise ConfigError(f"optim.optimizer_params.betas must be two numbers in [0, 1), got {betas!r}")
-        if not eps > 0:
-            raise ConfigError(f"optim.optimizer_params.eps must be > 0, got {eps!r}")
-        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps})
+        check_common(lr, weight_decay)
+        betas = check_betas(betas)
+        check_positive("eps", eps)
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "betas": betas, "eps": eps})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from lifelong.errors import ConfigError
+from lifelong.optim.checks import check_common, check_positive
 from lifelong.optim.closure import evaluate_closure
 
 
@@ -40,14 +40,8 @@ class LARS(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float,
                  momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001) -> None:
-        if not lr > 0:
-            raise ConfigError(f"optim.lr must be > 0, got {lr!r}")
-        if not 0 <= momentum < 1:
-            raise ConfigError(f"optim.momentum must be in [0, 1), got {momentum!r}")
-        if not weight_decay >= 0:
-            raise ConfigError(f"optim.weight_decay must be >= 0, got {weight_decay!r}")
-        if not trust_coefficient > 0:
-            raise ConfigError(f"optim.optimizer_params.trust_coefficient must be > 0, got {trust_coefficient!r}")
+        check_common(lr, weight_decay, momentum)
+        check_positive("trust_coefficient", trust_coefficient)
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
                                   "trust_coefficient": trust_coefficient})
 

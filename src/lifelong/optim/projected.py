@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from lifelong.errors import ConfigError
+from lifelong.optim.checks import check_betas, check_common, check_positive
 from lifelong.optim.closure import evaluate_closure
 
 Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
@@ -51,13 +52,9 @@ def tangent_update(weight: torch.Tensor, grad: torch.Tensor, update: torch.Tenso
     return update, False
 
 
-def _check(lr: float, weight_decay: float, delta: float, wd_ratio: float) -> None:
-    if not lr > 0:
-        raise ConfigError(f"optim.lr must be > 0, got {lr!r}")
-    if not weight_decay >= 0:
-        raise ConfigError(f"optim.weight_decay must be >= 0, got {weight_decay!r}")
-    if not delta > 0:
-        raise ConfigError(f"optim.optimizer_params.delta must be > 0, got {delta!r}")
+def _check(lr: float, weight_decay: float, delta: float, wd_ratio: float, momentum: float | None = None) -> None:
+    check_common(lr, weight_decay, momentum)
+    check_positive("delta", delta)
     if not 0 <= wd_ratio <= 1:
         raise ConfigError(f"optim.optimizer_params.wd_ratio must be in [0, 1], got {wd_ratio!r}")
 
@@ -72,9 +69,7 @@ class SGDP(torch.optim.Optimizer):
 
     def __init__(self, params: Params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  nesterov: bool = False, delta: float = 0.1, wd_ratio: float = 0.1, eps: float = 1e-8) -> None:
-        _check(lr, weight_decay, delta, wd_ratio)
-        if not 0 <= momentum < 1:
-            raise ConfigError(f"optim.momentum must be in [0, 1), got {momentum!r}")
+        _check(lr, weight_decay, delta, wd_ratio, momentum)
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov,
                                   "delta": delta, "wd_ratio": wd_ratio, "eps": eps})
 
@@ -112,9 +107,7 @@ class AdamP(torch.optim.Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, nesterov: bool = False,
                  delta: float = 0.1, wd_ratio: float = 0.1) -> None:
         _check(lr, weight_decay, delta, wd_ratio)
-        if not all(0 <= beta < 1 for beta in betas):
-            raise ConfigError(f"optim.optimizer_params.betas must lie in [0, 1), got {betas!r}")
-        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "betas": betas, "eps": eps,
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "betas": check_betas(betas), "eps": eps,
                                   "nesterov": nesterov, "delta": delta, "wd_ratio": wd_ratio})
 
     @torch.no_grad()
