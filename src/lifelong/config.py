@@ -76,6 +76,11 @@ class OptimConfig(BaseModel):
     """Per-experience budget in training samples drawn (a number, or one per experience)."""
     max_seconds: float | list[float] | None = None
     """Per-experience budget in training wall time (a number, or one per experience)."""
+    max_tokens: int | list[int] | None = None
+    """A language model's per-experience budget in predicted tokens (a number, or one per experience), the
+    unit continual pre-training is budgeted in (litgpt's and torchtitan's token budgets): each window of
+    ``L + 1`` tokens predicts ``L``, so an experience draws at most ``max_tokens // L`` windows (with
+    ``max_samples`` too, the smaller cap holds). Refused on a classification stream."""
     max_flops: float | list[float] | None = None
     """Per-experience budget in floating-point operations (forward and backward), a number or one per
     experience; implies ``count_flops``."""
@@ -132,13 +137,13 @@ class OptimConfig(BaseModel):
         raise ValueError(f"must be a positive cost per batch, {NAIVE!r} (a naive step's) or None (no real-time "
                          "stream)")
 
-    @field_validator("max_steps", "max_samples", "max_seconds", "max_flops", mode="before")
+    @field_validator("max_steps", "max_samples", "max_tokens", "max_seconds", "max_flops", mode="before")
     @classmethod
     def _per_experience_budget(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
         """A budget is one number for every experience or a non-empty list of them, one per experience
         (checked against the run's experiences when it is planned): counts of steps and samples whole
         and >= 1, seconds and FLOPs > 0."""
-        whole = info.field_name in ("max_steps", "max_samples")
+        whole = info.field_name in ("max_steps", "max_samples", "max_tokens")
         kind = "an integer >= 1" if whole else "a number > 0"
         if value is None:
             return value

@@ -69,3 +69,10 @@ def test_run_with_seeds_stores_a_group_with_the_aggregate(tmp_path, capsys) -> N
     assert group.summary["final_accuracy"]["mean"] == pytest.approx(sum(finals) / 3)
     assert main([*args[:3], "--seeds", "0,x"]) == 2
     assert "--seeds: expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_a_setting_added_later_at_its_neutral_value_keeps_the_key_of_runs_stored_before_it() -> None:
+    before = {"optim": {"lr": 0.1}, "run": {"seed": 0}}  # a run stored before forecast_stop existed
+    assert config_key(before) == config_key({"optim": {"lr": 0.1, "forecast_stop": None, "forecast_every": 25,
+                                                       "max_tokens": None}, "run": {"seed": 0}})
+    assert config_key(before) != config_key({"optim": {"lr": 0.1, "forecast_stop": 0.01}, "run": {"seed": 0}})

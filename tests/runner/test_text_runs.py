@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from lifelong import OptimConfig, ResultsStore, train
+from lifelong import OptimConfig, ResultsStore, class_incremental, mlp, train
 from lifelong.cli import main
 from lifelong.data.corpora import TextDomain
 from lifelong.data.text import text_stream
+from lifelong.errors import ConfigError
 from lifelong.models.gpt import gpt
 from lifelong.strategies import STRATEGIES
 from tests.runner.test_checkpoint_resume import resumed_and_reference
@@ -157,3 +158,18 @@ def test_a_gpt_run_decays_only_its_matrices_and_reports_bits_per_byte() -> None:
                    seed=0, device="cpu")
     # byte tokens: one byte a token (end of document counted as one), so bits per byte = nats / ln 2
     assert result.metrics["final_bits_per_byte"] == pytest.approx(result.metrics["final_loss"] / np.log(2), rel=1e-6)
+
+
+def test_a_token_budget_caps_each_domain_at_its_windows_and_is_refused_on_images(small_data) -> None:
+    text = stream()  # windows of 17 tokens: 16 predicted each
+    torch.manual_seed(0)
+    result = train(text, tiny_gpt(text), STRATEGIES["naive"](),
+                   OptimConfig(name="adam", lr=0.01, epochs=3, batch_size=4, max_tokens=[16 * 10, 16 * 22]), seed=0)
+    # 10 and 22 windows: the budget ends each domain at its windows, never beyond
+    assert [cost.samples for cost in result.costs] == [8, 20]  # batches of 4: 10 -> 8, 22 -> 20 (a step never exceeds)
+    assert [cost.tokens for cost in result.costs] == [8 * 16, 20 * 16]
+    with pytest.raises(ConfigError, match="max_tokens budgets a language model"):
+        train(class_incremental(small_data, 2), mlp((8,), 6, hidden=(8,)), STRATEGIES["naive"](),
+              OptimConfig(max_tokens=100))
+    with pytest.raises(ConfigError, match="less than one window's 16 predicted tokens"):
+        train(text, tiny_gpt(text), STRATEGIES["naive"](), OptimConfig(name="adam", max_tokens=10))

@@ -30,7 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
+from lifelong.data.streams import Stream
 from lifelong.errors import ConfigError
+from lifelong.metrics.objectives import LANGUAGE_MODEL
 from lifelong.optim.batch_size import AdaptiveBatchSize
 from lifelong.optim.setup import Limit, OptimSetup, epoch_end
 from lifelong.runner.flops import FlopMeter
@@ -43,6 +45,35 @@ Number = TypeVar("Number", int, float)
 def _at(cap: Number | Sequence[Number] | None, experience: int) -> Number | None:
     """A cap's value in ``experience``: one number for every experience, one per experience, or None."""
     return cap[experience] if isinstance(cap, Sequence) else cap
+
+
+def sample_cap(max_samples: int | Sequence[int] | None, max_tokens: int | Sequence[int] | None,
+               stream: Stream) -> int | Sequence[int] | None:
+    """The sample cap of ``optim.max_samples`` and ``optim.max_tokens`` together: a language model's token
+    budget in windows of the stream (each predicts ``L`` tokens: ``max_tokens // L`` windows), the smaller of
+    the two caps where both are set (per experience where either is a list)."""
+    if max_tokens is None:
+        return max_samples
+    if stream.objective != LANGUAGE_MODEL:
+        raise ConfigError(f"optim.max_tokens budgets a language model's predicted tokens; stream {stream.name!r} "
+                          "is a classification stream: use optim.max_samples (or max_steps, max_flops)")
+    predicted = stream.input_shape[0] - 1
+    if min(max_tokens if isinstance(max_tokens, Sequence) else [max_tokens]) < predicted:
+        raise ConfigError(f"optim.max_tokens={max_tokens} is less than one window's {predicted} predicted tokens "
+                          f"(stream {stream.name!r}); give at least {predicted} per experience")
+    windows = [t // predicted for t in max_tokens] if isinstance(max_tokens, Sequence) else max_tokens // predicted
+    if max_samples is None:
+        return windows
+    lengths = {len(cap) for cap in (windows, max_samples) if isinstance(cap, Sequence)}
+    if len(lengths) > 1:
+        raise ConfigError(f"optim.max_samples and optim.max_tokens give {' and '.join(map(str, sorted(lengths)))} "
+                          "per-experience budgets; give both one per experience, or one number")
+    def at(cap: int | Sequence[int], experience: int) -> int:
+        return cap[experience] if isinstance(cap, Sequence) else cap
+
+    if lengths:
+        return [min(at(windows, i), at(max_samples, i)) for i in range(lengths.pop())]
+    return min(at(windows, 0), at(max_samples, 0))
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from lifelong.optim.probe import probe
 from lifelong.optim.setup import OptimSetup, resolve
 from lifelong.runner.averaging import Averaging
 from lifelong.runner.branch import BranchOff
-from lifelong.runner.budget import Budget, Replanner
+from lifelong.runner.budget import Budget, Replanner, sample_cap
 from lifelong.runner.checkpoint import (
     Checkpointer,
     CheckpointSettings,
@@ -189,7 +189,8 @@ def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimCo
         # run, whose model is rebuilt from the seed before its checkpoint is loaded, probes the same size again
         probed = probe(model, experiences[0].train) if optim.batch_size == PROBE else None
         setup = resolve(optim, probed.batch_size) if probed else setup
-        budget = Budget(optim.max_steps, optim.max_samples, optim.max_seconds, optim.max_flops)
+        budget = Budget(optim.max_steps, sample_cap(optim.max_samples, optim.max_tokens, stream), optim.max_seconds,
+                        optim.max_flops)
         plans = plan_stream(strategy, experiences, setup, budget, place.world)
         config = options.config or describe(stream, model, strategy, optim, options.seed)
         average = options.average if options.average is not None and options.average.method != "none" else None

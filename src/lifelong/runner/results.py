@@ -161,10 +161,20 @@ class GroupRecord:
     """``{"run_id", "role", "label"}`` for each run, in the order they were added."""
 
 
+_KEY_NEUTRAL: dict[str, dict[str, Any]] = {"optim": {"forecast_stop": None, "forecast_every": 25, "max_tokens": None}}
+"""Settings added after runs were stored, left out of the key at the value that changes nothing: a run that
+leaves them there finds the runs stored before they existed (a resumed sweep or benchmark retrains nothing)."""
+
+
+def _kept_in_key(section: str, key: str, value: Any) -> bool:
+    neutral = _KEY_NEUTRAL.get(section, {})
+    return key not in _KEY_EXCLUDED.get(section, ()) and not (key in neutral and neutral[key] == value)
+
+
 def config_key(config: dict[str, Any]) -> str:
     """A digest of a resolved configuration (seed included, storage and display settings excluded):
     two runs with the same key computed the same thing."""
-    trimmed = {section: ({k: v for k, v in values.items() if k not in _KEY_EXCLUDED.get(section, ())}
+    trimmed = {section: ({k: v for k, v in values.items() if _kept_in_key(section, k, v)}
                          if isinstance(values, dict) else values) for section, values in config.items()}
     return hashlib.sha256(json.dumps(trimmed, sort_keys=True, default=str).encode()).hexdigest()
 
