@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from typing import Annotated, Any
 
@@ -41,8 +42,19 @@ def _sides(marker: object) -> list[Bound]:
     return []
 
 
+def _without_none(annotation: object) -> tuple[object, bool]:
+    """``X`` of ``X | None`` (a setting that may be left off), and whether None is allowed."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [member for member in typing.get_args(annotation) if member is not type(None)]
+        if len(members) == 1:
+            return members[0], True
+    return annotation, False
+
+
 def bounds_of(annotation: object) -> list[Bound]:
-    """The sides of the range an annotation declares (empty for a plain type)."""
+    """The sides of the range an annotation declares (empty for a plain type); an optional field's
+    (``Annotated[float, Gt(0)] | None``) are those of its number."""
+    annotation = _without_none(annotation)[0]
     if typing.get_origin(annotation) is not Annotated:
         return []
     return [side for marker in typing.get_args(annotation)[1:] for side in _sides(marker)]
@@ -83,6 +95,8 @@ def check_bounds(section: str, instance: object) -> None:
         if not sides:
             continue
         value: Any = getattr(instance, field.name)
+        if value is None and _without_none(hints[field.name])[1]:
+            continue  # an optional setting left off
         number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         if not number or not all(_holds(side, value) for side in sides):
             raise ConfigError(f"{section}.{field.name} must be {describe(hints[field.name])}, got {value!r}")

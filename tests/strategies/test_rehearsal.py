@@ -192,3 +192,30 @@ def test_agem_with_momentum_warns_that_the_update_is_not_projected(small_data) -
         warnings.simplefilter("error")
         train(stream, mlp((8,), 6, hidden=(16,)), AGEM(buffer_size=20), OptimConfig(epochs=1, momentum=0.0))
         train(stream, mlp((8,), 6, hidden=(16,)), ER(buffer_size=20), OptimConfig(epochs=1, momentum=0.9))
+
+
+def test_domain_temperature_weighs_the_replayed_domains_by_their_sizes() -> None:
+    """Two earlier domains of 20 and 180 training samples: at T = 1 a replayed row comes from the small one
+    with p = 20 / 200 = 0.1, at T = 2 with sqrt(20) / (sqrt(20) + sqrt(180)) = 0.25, at a large T about 0.5;
+    uniform draws from the memory would follow its contents instead."""
+    from lifelong.data.streams import Experience, Stream, TensorSet
+    from lifelong.strategies.replay import ReplayMixture, domain_weights
+
+    assert domain_weights({0: 20, 1: 180}, 1.0) == pytest.approx({0: 0.1, 1: 0.9})
+    assert domain_weights({0: 20, 1: 180}, 2.0) == pytest.approx({0: 0.25, 1: 0.75})
+    generator = torch.Generator().manual_seed(0)
+    sizes = (20, 180, 10)
+    experiences = tuple(Experience(TensorSet.of(torch.randn(n, 4, generator=generator), torch.zeros(n, dtype=torch.long),
+                                                task), TensorSet.of(torch.randn(2, 4), torch.zeros(2, dtype=torch.long),
+                                                                    task), (0,), task)
+                        for task, n in enumerate(sizes))
+    stream = Stream(experiences, 2, (4,))
+    for temperature, small in ((1.0, 0.1), (2.0, 0.25), (1000.0, 0.5)):
+        strategy = ReplayMixture(buffer_size=100, replay_fraction=0.5, domain_temperature=temperature)
+        strategy.setup(StrategyContext(stream, 0))
+        for experience in experiences[:2]:
+            strategy.after_experience(nn.Linear(4, 2), experience)
+        drawn = torch.cat([strategy.weighted_replay(16)["task"] for _ in range(400)])
+        assert len(drawn) == 6400 and set(drawn.tolist()) <= {0, 1}  # only earlier domains come back
+        assert (drawn == 0).float().mean().item() == pytest.approx(small, abs=0.03)
+        assert strategy.replayed == 6400  # counted as replayed

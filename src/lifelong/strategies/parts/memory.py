@@ -162,7 +162,10 @@ class _Memory:
     def sample(self, n: int) -> dict[str, torch.Tensor]:
         """``min(n, len(self))`` stored rows drawn without replacement."""
         take = min(n, self.size)
-        index = torch.randperm(self.size, generator=self.generator)[:take]
+        return self.rows(torch.randperm(self.size, generator=self.generator)[:take])
+
+    def rows(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The stored rows at ``index`` (a long tensor of slots below ``len(self)``)."""
         index = index.to(next(iter(self.data.values())).device, non_blocking=True)  # no stream synchronisation
         rows = {k: v.index_select(0, index) for k, v in self.data.items()}
         if self.source is not None:
@@ -328,6 +331,11 @@ class ReservoirMemory:
     def sample(self, count: int) -> dict[str, torch.Tensor]:
         """``min(count, len(self))`` rows drawn without replacement, as stored: neither counted nor augmented."""
         return self.buffer.sample(count)
+
+    def replay_slots(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The rows at the memory's slots ``index``, as they enter training (counted, augmented): for a caller
+        that chooses the rows itself (:class:`~lifelong.strategies.replay.ReplayMixture`'s domain weights)."""
+        return self.as_replayed(self.buffer.rows(index))
 
     def contents(self) -> dict[str, Inputs]:
         """Every stored row (views of the storage)."""
