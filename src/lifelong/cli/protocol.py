@@ -58,7 +58,7 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     with continue_with(lambda run_id: rerun):
         group_id, outcomes = run_sweep(sweep, ResultsStore(db), console=Console(stderr=True), launcher=args.launcher,
                                        folder=Path(args.jobs_folder) if args.jobs_folder else None,
-                                       resources=resources)
+                                       resources=resources, address=args.address)
     console.print(sweep_table(outcomes, headline(outcomes[0].metrics) if outcomes else METRIC_NAMES[:3]))
     trained = sum(outcome.trained for outcome in outcomes)
     console.print(f"sweep {sweep.name!r}: {len(outcomes)} cells, {trained} trained now, "
@@ -175,15 +175,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     sweep = sub.add_parser("sweep", help="run a grid over strategies and hyperparameters (resumable)")
     sweep.add_argument("--config", required=True, help="sweep TOML file (see lifelong.protocol.sweep)")
     sweep.add_argument("--db", help="results database (default: the base config's run.db)")
-    sweep.add_argument("--launcher", default="local", choices=("local", "slurm", "submitit-local"),
+    sweep.add_argument("--launcher", default="local", choices=("local", "slurm", "submitit-local", "ray"),
                        help="where cells run: here, one after another (default); as a SLURM job array through "
                             "submitit (each job its own store, imported by this process; preempted jobs requeue "
-                            "and resume); or the same jobs as local processes")
+                            "and resume); the same jobs as local processes; or Ray tasks on the cluster at "
+                            "--address (retried and resumed when a worker dies)")
+    sweep.add_argument("--address", help="the Ray cluster's address (default: a local Ray instance for the sweep)")
     sweep.add_argument("--jobs-folder", help="folder of the jobs' logs, stores and checkpoints, on storage every "
                                              "node sees (default: <db>-jobs)")
     sweep.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                       help="a submitit parameter of the jobs (repeatable), e.g. slurm_partition=gpu, "
-                            "timeout_min=120, cpus_per_task=4, gpus_per_node=1")
+                       help="a parameter of the jobs (repeatable): submitit's, e.g. slurm_partition=gpu, "
+                            "timeout_min=120, cpus_per_task=4, gpus_per_node=1, or Ray's task options, e.g. "
+                            "num_cpus=2, num_gpus=1")
     sweep.set_defaults(handler=cmd_sweep)
     tune = sub.add_parser("tune", help="tune-then-evaluate: search hyperparameters with Optuna on a tuning "
                                        "stream, evaluate the best on a separate stream")

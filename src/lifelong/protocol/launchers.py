@@ -1,4 +1,4 @@
-"""Where a protocol's cells run: in this process, or as a SLURM job array through ``submitit``.
+"""Where a protocol's cells run: in this process, as a SLURM job array through ``submitit``, or as Ray tasks.
 
 ``lifelong sweep --launcher slurm`` submits every cell the results store does not hold yet as one task of
 a job array (``submitit.AutoExecutor``; ``--launcher submitit-local`` runs the same jobs as local processes,
@@ -10,6 +10,12 @@ for the jobs and imports each finished run into its own store (:meth:`ResultsSto
 per SQLite file, nothing lost, and a sweep rerun after a driver crash skips the cells already imported and
 re-imports those whose jobs finished meanwhile (their stores hold them finished, so nothing retrains).
 ``submitit`` is an optional extra (``pip install 'lifelong[slurm]'``).
+
+``--launcher ray`` runs the same jobs as Ray tasks (``pip install 'lifelong[ray]'``) on the cluster at
+``--address`` (a running head; without one, a local Ray instance for the sweep's duration), each with its
+CPU/GPU request (``num_cpus``, ``num_gpus``); a task whose worker dies is retried (``max_retries``) and
+resumes its run from the checkpoint in its own store, and the driver imports what the tasks return, as
+with SLURM.
 """
 
 from __future__ import annotations
@@ -25,9 +31,9 @@ from lifelong.config import RunConfig
 from lifelong.errors import ConfigError
 from lifelong.runner.results import ResultsStore, RunRecord
 
-LAUNCHERS = ("local", "slurm", "submitit-local")
+LAUNCHERS = ("local", "slurm", "submitit-local", "ray")
 """``local``: cells run one after another in this process; ``slurm``: a SLURM job array through submitit;
-``submitit-local``: the same jobs as local processes (no cluster needed)."""
+``submitit-local``: the same jobs as local processes (no cluster needed); ``ray``: Ray tasks."""
 
 
 def _submitit() -> Any:
@@ -69,18 +75,46 @@ class CellJob:
 
 
 def run_jobs(configs: Sequence[RunConfig], store: ResultsStore, launcher: str, folder: Path,
-             resources: dict[str, Any] | None = None) -> list[int]:
-    """Run ``configs`` as one job array of ``launcher`` (``slurm`` or ``submitit-local``), wait for them, and
+             resources: dict[str, Any] | None = None, address: str | None = None) -> list[int]:
+    """Run ``configs`` as jobs of ``launcher`` (``slurm``, ``submitit-local`` or ``ray``), wait for them, and
     import each finished run into ``store``; the run ids there, in order. ``resources``: submitit's
-    ``update_parameters`` (``timeout_min``, ``slurm_partition``, ``cpus_per_task``, ``gpus_per_node``, ...)."""
+    ``update_parameters`` (``timeout_min``, ``slurm_partition``, ``cpus_per_task``, ``gpus_per_node``, ...) or
+    Ray's task options (``num_cpus``, ``num_gpus``, ``max_retries``); ``address``: the Ray cluster's."""
     if launcher not in LAUNCHERS[1:]:
         raise ConfigError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-    submitit = _submitit()
-    executor = submitit.AutoExecutor(folder=str(folder / "jobs"), cluster="slurm" if launcher == "slurm" else "local")
-    executor.update_parameters(**{"timeout_min": 60, **(resources or {})})
     jobs = [CellJob(config.model_dump(mode="json"), str(cell_store(folder, config))) for config in configs]
     for job in jobs:
         Path(job.store).parent.mkdir(parents=True, exist_ok=True)
+    records = _ray(jobs, resources or {}, address) if launcher == "ray" else _submitit_array(
+        jobs, launcher, folder, resources or {})
+    return [store.import_run(RunRecord(**record)) for record in records]
+
+
+def _submitit_array(jobs: list[CellJob], launcher: str, folder: Path, resources: dict[str, Any]) -> list[dict[str, Any]]:
+    submitit = _submitit()
+    executor = submitit.AutoExecutor(folder=str(folder / "jobs"), cluster="slurm" if launcher == "slurm" else "local")
+    executor.update_parameters(**{"timeout_min": 60, **resources})
     with executor.batch():
         submitted = [executor.submit(job) for job in jobs]
-    return [store.import_run(RunRecord(**job.result())) for job in submitted]
+    return [job.result() for job in submitted]
+
+
+def _run_job(job: CellJob) -> dict[str, Any]:
+    return job()
+
+
+def _ray(jobs: list[CellJob], resources: dict[str, Any], address: str | None) -> list[dict[str, Any]]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--launcher ray runs cells as Ray tasks, and ray is not installed; "
+                          "pip install 'lifelong[ray]' (or ray)") from None
+    started = not ray.is_initialized()
+    if started:  # a cluster's head at address, or a local instance for this sweep
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(_run_job).options(**{"num_cpus": 1, "max_retries": 3, **resources})
+        return list(ray.get([task.remote(job) for job in jobs]))
+    finally:
+        if started:
+            ray.shutdown()

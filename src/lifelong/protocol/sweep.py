@@ -160,11 +160,13 @@ def cell_progress(console: Console, name: str, total: int) -> Iterator[Callable[
 
 
 def run_sweep(sweep: Sweep, store: ResultsStore, console: Console | None = None, launcher: str = "local",
-              folder: Path | None = None, resources: dict[str, Any] | None = None) -> tuple[int, list[CellOutcome]]:
+              folder: Path | None = None, resources: dict[str, Any] | None = None,
+              address: str | None = None) -> tuple[int, list[CellOutcome]]:
     """Run every cell that has no finished run in ``store``; return the sweep's group id and each
     cell's outcome. ``launcher`` (:mod:`lifelong.protocol.launchers`): ``local`` runs the cells here, one
-    after another (an interrupted one resumes from its checkpoint); ``slurm`` or ``submitit-local`` submits the
-    missing cells as one job array with its files in ``folder`` and imports the runs the jobs return."""
+    after another (an interrupted one resumes from its checkpoint); ``slurm``, ``submitit-local`` or ``ray``
+    (the cluster at ``address``) runs the missing cells as jobs with their files in ``folder`` and imports the
+    runs the jobs return."""
     group_id = store.find_group("sweep", sweep.name) or store.create_group("sweep", sweep.name, sweep.settings)
     submitted: dict[int, int] = {}  # cell index -> run id, for the cells a launcher's jobs ran
     if launcher != "local":
@@ -174,7 +176,7 @@ def run_sweep(sweep: Sweep, store: ResultsStore, console: Console | None = None,
                    if store.find_finished(resolve_config(cell.config)) is None]
         if missing:
             ran = run_jobs([sweep.cells[index].config for index in missing], store, launcher,
-                           folder or Path(f"{store.path}-jobs"), resources)
+                           folder or Path(f"{store.path}-jobs"), resources, address)
             submitted = dict(zip(missing, ran, strict=True))
     outcomes = []
     with cell_progress(console or Console(stderr=True), f"sweep {sweep.name}", len(sweep.cells)) as advance:
