@@ -41,8 +41,11 @@ def row_results(done: dict[tuple[str, str, int], dict[str, Any]], futures: dict[
 
 
 def spread(values: list[float | None], digits: int = 3) -> str:
-    """Mean ± std over seeds, ``-`` for a metric a run does not have (a joint run's forgetting)."""
+    """Mean ± std over seeds (the value alone for one seed), ``-`` for a metric a run does not have (a joint
+    run's forgetting)."""
     if any(value is None for value in values):
         return "-"
-    deviation = statistics.stdev(values) if len(values) > 1 else 0.0  # type: ignore[arg-type]
+    if len(values) == 1:  # one seed has no spread to show
+        return f"{values[0]:.{digits}f}"
+    deviation = statistics.stdev(values)  # type: ignore[arg-type]
     return f"{statistics.mean(values):.{digits}f} ± {deviation:.{digits}f}"
