@@ -47,7 +47,7 @@ from lifelong.protocol.seeds import parse_seeds
 from lifelong.strategies import EWC, STRATEGIES
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runs import finished_runs, record, row_results, spread  # noqa: E402
+from runs import accuracy_flops_figure, finished_runs, record, row_results, spread  # noqa: E402
 
 PATH = "/usr/share/datasets/fashion-mnist"
 SETTINGS = {"protocol": "der-seq-mnist", "data": "fashion_mnist, 60000 train / 10000 test, [0, 1]", "experiences": 5,
@@ -199,36 +199,6 @@ def percent(values: list[float | None]) -> str:
     return spread([None if v is None else 100 * v for v in values], digits=2)
 
 
-def figure(points: list[tuple[Row, float, float]], path: Path) -> None:
-    """Final accuracy (%) against GFLOPs per run, one point per row (colour: strategy, marker: buffer),
-    log x axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    strategies = list(dict.fromkeys(row.label.split(" ")[0] for row, _, _ in points))
-    colours = dict(zip(strategies, plt.get_cmap("tab20").colors, strict=False))
-    markers = {None: "o", 200: "s", 500: "^", 5120: "D"}
-    fig, ax = plt.subplots(figsize=(9, 6))
-    for row, gflops, accuracy in points:
-        buffer = dict(row.settings).get("buffer_size")
-        ax.scatter(gflops, accuracy, color=colours[row.label.split(" ")[0]], marker=markers[buffer], s=40,
-                   edgecolors="black", linewidths=0.4)
-    handles = [plt.Line2D([], [], color=colours[name], marker="o", linestyle="", label=name) for name in strategies]
-    handles += [plt.Line2D([], [], color="grey", marker=markers[size], linestyle="", label=f"buffer {size}")
-                for size in (200, 500, 5120)]
-    ax.legend(handles=handles, fontsize=8, loc="center right")
-    ax.set_xscale("log")
-    ax.set_xlabel("GFLOPs per run (training, forward + backward)")
-    ax.set_ylabel("final accuracy, class-incremental (%)")
-    ax.set_title("DER protocol on Split Fashion-MNIST (MLP 784-100-100-10, 1 epoch, batch 10)")
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -280,7 +250,10 @@ def main() -> None:
                   f"{statistics.mean(r['seconds'] for r in results):.0f} | {gflops:.1f} |", flush=True)
             points.append((row, gflops, 100 * statistics.mean(r["final"] for r in results)))
     if args.figure is not None and points:
-        figure(points, args.figure)
+        accuracy_flops_figure([(row.label.split(" ")[0], dict(row.settings).get("buffer_size"), gflops, accuracy)
+                               for row, gflops, accuracy in points], args.figure,
+                              "DER protocol on Split Fashion-MNIST (MLP 784-100-100-10, 1 epoch, batch 10)",
+                              "final accuracy, class-incremental (%)")
     print(f"\nWall time {time.perf_counter() - started:.0f} s.", file=sys.stderr)
 
 

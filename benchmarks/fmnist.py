@@ -53,7 +53,7 @@ from lifelong.protocol.seeds import parse_seeds
 from lifelong.strategies import STRATEGIES
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runs import finished_runs, record, row_results, spread  # noqa: E402
+from runs import accuracy_flops_figure, finished_runs, record, row_results, spread  # noqa: E402
 
 PATH = "/usr/share/datasets/fashion-mnist"
 
@@ -146,8 +146,10 @@ def run(row: Row, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             "seconds": sum(c.seconds for c in result.costs), "flops": sum(c.flops for c in result.costs)}
 
 
-def print_table(rows: list[Row], results: Any, title: str) -> None:
+def print_table(rows: list[Row], results: Any, title: str, figure: Path | None = None) -> None:
+    """The scenario's table, and with ``figure`` its final accuracy against GFLOPs, linked below it."""
     print(f"\n## {title}\n")
+    points = []
     print("| strategy | final accuracy | forgetting | average incremental accuracy | seconds | GFLOPs | seeds |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
@@ -157,6 +159,12 @@ def print_table(rows: list[Row], results: Any, title: str) -> None:
         print(f"| {row.label} | {spread([r['final'] for r in found])} | {spread([r['forgetting'] for r in found])} | "
               f"{spread([r['incremental'] for r in found])} | {statistics.mean(r['seconds'] for r in found):.0f} | "
               f"{statistics.mean(r['flops'] for r in found) / 1e9:.0f} | {len(found)} |", flush=True)
+        points.append((row.strategy, row.memory, statistics.mean(r["flops"] for r in found) / 1e9,
+                       statistics.mean(r["final"] for r in found)))
+    if figure is not None and points:
+        accuracy_flops_figure(points, figure, f"Split Fashion-MNIST, {rows[0].scenario}-incremental",
+                              "final accuracy (mean over seeds)")
+        print(f"\n![final accuracy against GFLOPs, {rows[0].scenario}-incremental]({figure.parent.name}/{figure.name})")
 
 
 def main() -> None:
@@ -170,6 +178,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--scenarios", default="class,task,domain")
     parser.add_argument("--rows", default="", help="row labels to run, separated by semicolons (default: all)")
+    parser.add_argument("--figures", type=Path, default=None,
+                        help="folder for one PNG per table, final accuracy against GFLOPs (linked from the tables)")
     parser.add_argument("--available", action="store_true",
                         help="print the finished runs only (a row's seeds so far), training nothing")
     parser.add_argument("--results", type=Path, default=Path("fmnist-runs.jsonl"),
@@ -212,7 +222,8 @@ def main() -> None:
                                         "rotation trains on its own fifth of the training set (12,000 images) and "
                                         f"is tested on {args.domain_test} test images under it (crops, no flips)"
                                         if scenario == "domain" else "")
-            print_table([r for r in chosen if r.scenario == scenario], results, title)
+            print_table([r for r in chosen if r.scenario == scenario], results, title,
+                        args.figures / f"{scenario}.png" if args.figures else None)
     print(f"\nWall time {time.perf_counter() - started:.0f} s.", file=sys.stderr)
 
 

@@ -49,3 +49,36 @@ def spread(values: list[float | None], digits: int = 3) -> str:
         return f"{values[0]:.{digits}f}"
     deviation = statistics.stdev(values)  # type: ignore[arg-type]
     return f"{statistics.mean(values):.{digits}f} ± {deviation:.{digits}f}"
+
+
+def accuracy_flops_figure(points: list[tuple[str, int | None, float, float]], path: Path, title: str,
+                          ylabel: str) -> None:
+    """Final accuracy against GFLOPs per run, one point per row ``(strategy, memory or None, GFLOPs,
+    accuracy)``: colour by strategy, marker by memory size, log x axis; written to ``path`` as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    strategies = list(dict.fromkeys(strategy for strategy, _, _, _ in points))
+    colours = dict(zip(strategies, plt.get_cmap("tab20").colors, strict=False))
+    sizes = sorted({memory for _, memory, _, _ in points if memory is not None})
+    markers = {None: "o", **dict(zip(sizes, "s^Dvp", strict=False))}
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for strategy, memory, gflops, accuracy in points:
+        ax.scatter(gflops, accuracy, color=colours[strategy], marker=markers.get(memory, "X"), s=40,
+                   edgecolors="black", linewidths=0.4)
+    handles = [plt.Line2D([], [], color=colours[name], marker="o", linestyle="", label=name) for name in strategies]
+    handles += [plt.Line2D([], [], color="grey", marker=markers[size], linestyle="", label=f"memory {size}")
+                for size in sizes]
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.set_xscale("log")
+    ax.set_xlabel("GFLOPs per run (training, forward + backward)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
