@@ -137,3 +137,38 @@ def test_a_sweep_on_ray_tasks_imports_the_same_runs(tmp_path) -> None:
     assert [o.trained for o in outcomes] == [True, True] and len(store.group(group_id).members) == 2
     _, local = run_sweep(load_sweep(path, db=str(tmp_path / "here.db")), here)
     assert [store.get(o.run_id).matrix for o in outcomes] == [here.get(o.run_id).matrix for o in local]
+
+
+def test_a_requeued_job_resumes_its_killed_run_bit_for_bit(tmp_path, monkeypatch) -> None:
+    """What submitit's requeue (or a Ray retry) does: the job runs again on the store its killed attempt left;
+    the run resumes from the last checkpoint and ends as an uninterrupted run does."""
+    import os
+    import signal
+
+    from lifelong.config import load_config
+    from lifelong.runner.observers import Observer
+
+    class KillAt(Observer):
+        def on_step(self, state) -> None:
+            if state.step == 7:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    config = load_config(None, ["dataset.name=synthetic", "dataset.n_classes=4", "dataset.n_features=6",
+                                "dataset.n_per_class=20", "scenario.n_experiences=2", "optim.epochs=2",
+                                "model.hidden=[8]", "strategy.name=er", "strategy.buffer_size=10",
+                                "run.checkpoint_every_steps=3", f"run.db={tmp_path / 'runs.db'!s}"])
+    job = launchers.CellJob(config.model_dump(mode="json"), str(tmp_path / "cell.db"))
+    pid = os.fork()
+    if pid == 0:  # the first attempt, killed without any cleanup after step 7
+        try:
+            monkeypatch.setattr(experiment, "tracking_observers", lambda config: [KillAt()])
+            job()
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert [r.status for r in ResultsStore(tmp_path / "cell.db").runs()] == ["interrupted"]
+    resumed = job()  # the requeued attempt
+    reference = launchers.CellJob(config.model_dump(mode="json"), str(tmp_path / "reference.db"))()
+    assert resumed["status"] == "finished" and resumed["id"] == 1  # the same run, resumed, not a new one
+    assert resumed["matrix"] == reference["matrix"] and resumed["initial"] == reference["initial"]
