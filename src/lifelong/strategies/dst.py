@@ -233,19 +233,23 @@ class DST(Strategy):
             count = int(rate * int(free.sum()))
             if count == 0:
                 continue
-            flat = m.view(-1)
-            magnitude = weight.abs().masked_fill(~free, math.inf).view(-1)
+            # positions in the tensors' logical order (reshape, not view: a channels-last weight is not flat)
+            flat = m.reshape(-1).clone()
+            magnitude = weight.abs().masked_fill(~free, math.inf).reshape(-1)
             pruned = magnitude.topk(count, largest=False).indices
             flat[pruned] = False
             dense = self.dense.get(name)
             if self.growth == "gradient" and dense is not None and dense.grad is not None:
-                score = dense.grad.abs().view(-1)
+                score = dense.grad.abs().reshape(-1)
             else:
                 score = torch.rand(flat.numel(), generator=self.generator).to(flat.device)
             # free positions outside the mask, the ones just pruned among them: always at least ``count``
-            grown = score.masked_fill(flat | frozen.view(-1), -math.inf).topk(count).indices
+            grown = score.masked_fill(flat | frozen.reshape(-1), -math.inf).topk(count).indices
             flat[grown] = True
-            weight.view(-1).index_fill_(0, torch.cat([pruned, grown]), 0.0)
+            m.copy_(flat.view(m.shape))
+            zeroed = torch.zeros_like(flat)
+            zeroed[torch.cat([pruned, grown])] = True
+            weight.masked_fill_(zeroed.view(weight.shape), 0.0)
         self.dense = {}
 
     def task_sparsity(self) -> dict[int, float]:
