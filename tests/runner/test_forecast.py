@@ -68,3 +68,16 @@ def test_a_forecasting_run_killed_with_sigkill_resumes_bit_for_bit(small_data, t
     resumed, _, reference, _ = resumed_and_reference(class_incremental(small_data, 3), "naive", tmp_path,
                                                      {"naive": {}}, optim=optim)
     assert resumed.metrics["forecast"] == reference.metrics["forecast"]
+
+
+def test_show_prints_where_the_forecast_stopped_experiences(tmp_path, capsys, monkeypatch) -> None:
+    from lifelong.cli import main
+
+    monkeypatch.setenv("COLUMNS", "300")  # the stops on one line of the table
+    db = str(tmp_path / "runs.db")
+    assert main(["run", "--db", db, "--no-checkpoint", "--set", "strategy.name=naive", "--set",
+                 "optim.forecast_stop=0.005", "--set", "optim.forecast_every=10"]) == 0
+    capsys.readouterr()
+    assert main(["show", "1", "--db", db]) == 0
+    shown = capsys.readouterr().out
+    assert "forecast_stops" in shown and "exp 0 at 80/85, exp 1 at 40/85" in shown

@@ -106,6 +106,10 @@ def metrics_table(metrics: Mapping[str, Any], costs: Sequence[Mapping[str, Any]]
     table.add_column("value", justify="right")
     for name in metric_names([metrics]):
         table.add_row(name, fmt(metrics[name]))
+    stops = [r for r in metrics.get("forecast") or [] if r.get("stopped_at") is not None]
+    if "forecast" in metrics:  # optim.forecast_stop: where the learning-curve forecast ended experiences
+        table.add_row("forecast_stops", ", ".join(f"exp {r['experience']} at {r['stopped_at']}/{r['planned_steps']}"
+                                                  for r in stops) or "none")
     for name, value in cost_rows(costs):
         table.add_row(name, value)
     return table
