@@ -4,6 +4,7 @@ name, train, store. The CLI is a thin layer over :func:`run_config`."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ from lifelong.runner.run import Run
 from lifelong.runner.tracking import trackers
 from lifelong.runner.validation import check_freeze, check_model
 from lifelong.strategies import STRATEGIES, Strategy
+
+Parts = tuple[Stream, nn.Module, Strategy]
+"""What a run trains: its stream, model and strategy (:func:`prepare`)."""
 
 MODEL_SKIP = ("input_shape", "n_classes", "seed", "vocab_size")
 """Model-builder arguments a configuration does not set: the stream gives the shape, classes and (to a
@@ -150,7 +154,7 @@ def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
             if isinstance(values, dict) else values for section, values in config.items()}
 
 
-def prepare(config: RunConfig) -> tuple[Stream, nn.Module, Strategy]:
+def prepare(config: RunConfig) -> Parts:
     """Build (and so validate) the stream, model and strategy a config names, and check every setting
     that training would refuse (optimizer, schedule, device, the model against the stream), so that a
     mistake stops before anything is printed, stored or trained."""
@@ -216,7 +220,7 @@ def resume(store: ResultsStore, run_id: int, progress: bool = False) -> RunResul
 
 
 def prepare_run(config: RunConfig, store: ResultsStore | None = None, progress: bool = False,
-                prepared: tuple[Stream, nn.Module, Strategy] | None = None,
+                prepared: Parts | None = None,
                 extra_config: dict[str, Any] | None = None, resume_run: int | None = None) -> Run:
     """Build everything the config names (unless ``prepared``) and prepare the run
     (:func:`lifelong.runner.loop.prepare`): every setting checked, the first experience's preparation
@@ -240,7 +244,7 @@ def prepare_run(config: RunConfig, store: ResultsStore | None = None, progress: 
 
 
 def run_config(config: RunConfig, store: ResultsStore | None = None, progress: bool = False,
-               prepared: tuple[Stream, nn.Module, Strategy] | None = None,
+               prepared: Parts | None = None,
                extra_config: dict[str, Any] | None = None, resume_run: int | None = None) -> RunResult:
     """Build everything the config names (unless ``prepared``) and train; with a ``store`` the run is
     recorded. ``extra_config`` adds sections to the stored configuration (e.g. a tuning run's
@@ -251,24 +255,32 @@ def run_config(config: RunConfig, store: ResultsStore | None = None, progress: b
     return prepare_run(config, store, progress, prepared, extra_config, resume_run).execute()
 
 
-def stored_run(config: RunConfig, store: ResultsStore, prepared: tuple[Stream, nn.Module, Strategy] | None = None,
+def stored_run(config: RunConfig, store: ResultsStore,
+               prepared: Parts | Callable[[], Parts] | None = None,
                extra_config: dict[str, Any] | None = None) -> tuple[int, bool]:
     """The stored run of ``config`` (with ``extra_config``'s sections): found finished in ``store``, resumed
     from the checkpoint of an interrupted one, or trained; and whether it trained now. What a protocol's
-    cells (a sweep's, a budget's, a job a cluster requeued) use, so that a cell is never trained twice."""
+    cells (a sweep's, a budget's, a job a cluster requeued) use, so that a cell is never trained twice.
+    ``prepared``: the parts to train (default: built from ``config``), or a function that builds them, which
+    is called again when a resume finds no usable checkpoint (a tuning trial's validation split is not in
+    its config, so the fresh parts must come from the same function)."""
     resolved_config = {**resolve_config(config), **(extra_config or {})}
     finished = store.find_finished(resolved_config)
     if finished is not None:
         return finished, False
+    build = prepared if callable(prepared) else None
     interrupted = store.find_interrupted(resolved_config) if config.run.checkpoint else None
+    parts = build() if build is not None else prepared
+    assert parts is None or isinstance(parts, tuple)
     if interrupted is not None:
         try:
-            result = run_config(config, store=store, prepared=prepared, extra_config=extra_config,
+            result = run_config(config, store=store, prepared=parts, extra_config=extra_config,
                                 resume_run=interrupted)
         except ResumeError:  # it saved no usable checkpoint: train it afresh, from newly built parts
-            result = run_config(config, store=store, extra_config=extra_config)
+            result = run_config(config, store=store, prepared=build() if build is not None else None,
+                                extra_config=extra_config)
     else:
-        result = run_config(config, store=store, prepared=prepared, extra_config=extra_config)
+        result = run_config(config, store=store, prepared=parts, extra_config=extra_config)
     assert result.run_id is not None
     return result.run_id, True
 

@@ -119,26 +119,6 @@ def test_a_sweep_on_submitit_jobs_imports_the_runs_the_local_launcher_trains(tmp
     assert not any(o.trained for o in run_sweep(load_sweep(path, db=db), store, launcher="submitit-local")[1])
 
 
-def test_a_sweep_on_ray_tasks_imports_the_same_runs(tmp_path) -> None:
-    """``--launcher ray`` on a local Ray head started by the test on 127.0.0.1 (and stopped by it): each cell
-    a task with its own store, the driver imports the runs, equal to those the submitit jobs gave."""
-    ray = pytest.importorskip("ray")
-    path = tmp_path / "sweep.toml"
-    path.write_text(SWEEP.replace('"optim.lr" = [0.01, 0.05]', '"optim.lr" = [0.05]')
-                    .replace("seeds = [0, 1]", "seeds = [0]").replace("[10, 20]", "10"))
-    db = str(tmp_path / "runs.db")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    try:
-        group_id, outcomes = run_sweep(load_sweep(path, db=db), ResultsStore(db), launcher="ray",
-                                       folder=tmp_path / "jobs")
-    finally:
-        ray.shutdown()
-    store, here = ResultsStore(db), ResultsStore(tmp_path / "here.db")
-    assert [o.trained for o in outcomes] == [True, True] and len(store.group(group_id).members) == 2
-    _, local = run_sweep(load_sweep(path, db=str(tmp_path / "here.db")), here)
-    assert [store.get(o.run_id).matrix for o in outcomes] == [here.get(o.run_id).matrix for o in local]
-
-
 def test_a_requeued_job_resumes_its_killed_run_bit_for_bit(tmp_path, monkeypatch) -> None:
     """What submitit's requeue (or a Ray retry) does: the job runs again on the store its killed attempt left;
     the run resumes from the last checkpoint and ends as an uninterrupted run does."""

@@ -203,3 +203,49 @@ def test_a_storage_that_is_neither_a_journal_nor_a_url_is_refused_in_one_line(tm
         tune.study_storage("study.log", store)
     with pytest.raises(ConfigError, match="does not exist"):
         tune.study_storage(f"journal:{tmp_path / 'missing' / 'study.log'}", store)
+
+
+def _same_trials(launched: tune.ProtocolResult, launched_store: ResultsStore, local: tune.ProtocolResult,
+                 local_store: ResultsStore) -> None:
+    """The launcher's trials are the local ones: same parameters, same tuning and evaluation runs."""
+    assert launched.best_params == local.best_params and launched.best_value == local.best_value
+    assert len(launched.tuning_run_ids) == len(local.tuning_run_ids) == 2
+    for job_run, here_run in zip(launched.tuning_run_ids, local.tuning_run_ids, strict=True):
+        imported, reference = launched_store.get(job_run), local_store.get(here_run)
+        assert imported.matrix == reference.matrix and imported.config["protocol"] == reference.config["protocol"]
+        assert imported.config["optim"] == reference.config["optim"]
+    assert launched.evaluation["final_accuracy"].mean == local.evaluation["final_accuracy"].mean
+
+
+def test_trials_run_as_submitit_jobs_are_the_trials_the_local_study_runs(tmp_path, monkeypatch) -> None:
+    """``lifelong tune --launcher submitit-local --parallel 2``: the driver asks the study for two trials,
+    their runs are jobs on the validation split (each job its own store), the driver imports them and tells
+    the study; the same sampler seed gives the same trials, runs and best parameters as tuning here, and a
+    rerun of the finished study submits nothing."""
+    pytest.importorskip("submitit")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = dict(study="jobs", trials=2, overrides=["strategy.name=ewc", *SMALL], eval_seeds=[0])
+    store = ResultsStore(tmp_path / "runs.db")
+    launched = run_protocol(ProtocolSettings(launcher="submitit-local", jobs_folder=str(tmp_path / "jobs"),
+                                             resources={"timeout_min": 10}, **settings), store)
+    assert len(list((tmp_path / "jobs" / "cells").glob("*.db"))) == 2  # one store per trial, written by its job
+    assert all(r.config["protocol"]["validation_fraction"] == 0.2 for r in store.runs() if "protocol" in r.config)
+    here = ResultsStore(tmp_path / "here.db")
+    _same_trials(launched, store, run_protocol(ProtocolSettings(**settings), here), here)
+    monkeypatch.setattr("lifelong.protocol.launchers.launch", lambda *a, **k: pytest.fail("nothing to submit"))
+    again = run_protocol(ProtocolSettings(launcher="submitit-local", jobs_folder=str(tmp_path / "jobs"), **settings),
+                         store)
+    assert again.best_params == launched.best_params and len(store.runs()) == 3  # 2 trials + 1 evaluation run
+
+
+def test_trials_whose_jobs_diverge_are_pruned(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("submitit")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    monkeypatch.setattr(tune, "search_space", lambda name: {"optim.lr": FloatRange(1e6, 1e7, log=True)})
+    settings = ProtocolSettings(study="diverge", trials=2, overrides=[*SMALL, "optim.momentum=0"], eval_seeds=[0],
+                                launcher="submitit-local", jobs_folder=str(tmp_path / "jobs"))
+    with pytest.raises(TrainingError, match="all 2 trials of study 'diverge' diverged"):
+        run_protocol(settings, ResultsStore(tmp_path / "runs.db"))
+    study = optuna.load_study(study_name="diverge", storage=f"sqlite:///{tmp_path / 'runs.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert "the loss became" in study.trials[0].user_attrs["diverged"]

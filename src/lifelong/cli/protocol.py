@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -39,13 +40,10 @@ def run_with_seeds(config: RunConfig, seeds: list[int], store: ResultsStore, con
     return 0
 
 
-def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
-    from lifelong.protocol.sweep import load_sweep, run_sweep, sweep_table
-
-    sweep = load_sweep(args.config, db=args.db)
-    db = sweep.cells[0].config.run.db
-    resources = {}
-    for assignment in args.slurm:
+def job_resources(assignments: list[str]) -> dict[str, Any]:
+    """``--slurm KEY=VALUE`` (repeatable) as the launcher's job parameters, each value read as JSON when it is."""
+    resources: dict[str, Any] = {}
+    for assignment in assignments:
         key, equals, value = assignment.partition("=")
         if not equals or not key:
             raise ConfigError(f"--slurm {assignment!r}: expected KEY=VALUE (a submitit parameter, e.g. "
@@ -54,6 +52,15 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
             resources[key] = json.loads(value)
         except json.JSONDecodeError:
             resources[key] = value
+    return resources
+
+
+def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
+    from lifelong.protocol.sweep import load_sweep, run_sweep, sweep_table
+
+    sweep = load_sweep(args.config, db=args.db)
+    db = sweep.cells[0].config.run.db
+    resources = job_resources(args.slurm)
     rerun = f"`lifelong sweep --config {args.config} --db {db}` (it skips the cells already finished)"
     with continue_with(lambda run_id: rerun):
         group_id, outcomes = run_sweep(sweep, ResultsStore(db), console=Console(stderr=True), launcher=args.launcher,
@@ -82,7 +89,8 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
         eval_seeds=parse_seeds(args.eval_seeds, "--eval-seeds"),
         objective=args.objective, validation_fraction=args.validation_fraction, seed=args.seed, fixed=args.fix,
         trial_seeds=parse_seeds(args.trial_seeds, "--trial-seeds") if args.trial_seeds else None,
-        storage=args.storage)
+        storage=args.storage, launcher=args.launcher, parallel=args.parallel, jobs_folder=args.jobs_folder,
+        resources=job_resources(args.slurm), address=args.address)
     rerun = f"the same `lifelong tune` command (--study {args.study} --db {db}): it continues the study"
     with continue_with(lambda run_id: rerun):
         result = run_protocol(settings, ResultsStore(db))
@@ -170,23 +178,28 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def add_launcher_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--launcher``, ``--address``, ``--jobs-folder`` and ``--slurm`` of ``sweep`` and ``tune``."""
+    parser.add_argument("--launcher", default="local", choices=("local", "slurm", "submitit-local", "ray"),
+                        help=f"where {what} run: here, one after another (default); as a SLURM job array through "
+                             "submitit (each job its own store, imported by this process; preempted jobs requeue "
+                             "and resume); the same jobs as local processes; or Ray tasks on the cluster at "
+                             "--address (retried and resumed when a worker dies)")
+    parser.add_argument("--address", help="the Ray cluster's address (default: a local Ray instance for the run)")
+    parser.add_argument("--jobs-folder", help="folder of the jobs' logs, stores and checkpoints, on storage every "
+                                              "node sees (default: <db>-jobs)")
+    parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                        help="a parameter of the jobs (repeatable): submitit's, e.g. slurm_partition=gpu, "
+                             "timeout_min=120, cpus_per_task=4, gpus_per_node=1, or Ray's task options, e.g. "
+                             "num_cpus=2, num_gpus=1")
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register the protocol subcommands on the CLI's subparsers."""
     sweep = sub.add_parser("sweep", help="run a grid over strategies and hyperparameters (resumable)")
     sweep.add_argument("--config", required=True, help="sweep TOML file (see lifelong.protocol.sweep)")
     sweep.add_argument("--db", help="results database (default: the base config's run.db)")
-    sweep.add_argument("--launcher", default="local", choices=("local", "slurm", "submitit-local", "ray"),
-                       help="where cells run: here, one after another (default); as a SLURM job array through "
-                            "submitit (each job its own store, imported by this process; preempted jobs requeue "
-                            "and resume); the same jobs as local processes; or Ray tasks on the cluster at "
-                            "--address (retried and resumed when a worker dies)")
-    sweep.add_argument("--address", help="the Ray cluster's address (default: a local Ray instance for the sweep)")
-    sweep.add_argument("--jobs-folder", help="folder of the jobs' logs, stores and checkpoints, on storage every "
-                                             "node sees (default: <db>-jobs)")
-    sweep.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                       help="a parameter of the jobs (repeatable): submitit's, e.g. slurm_partition=gpu, "
-                            "timeout_min=120, cpus_per_task=4, gpus_per_node=1, or Ray's task options, e.g. "
-                            "num_cpus=2, num_gpus=1")
+    add_launcher_arguments(sweep, "cells")
     sweep.set_defaults(handler=cmd_sweep)
     tune = sub.add_parser("tune", help="tune-then-evaluate: search hyperparameters with Optuna on a tuning "
                                        "stream, evaluate the best on a separate stream")
@@ -221,6 +234,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                       help="keep the Optuna study in Optuna's journal file PATH or a database URL instead of the "
                            "results database, so that several tune workers (on several machines, each with its "
                            "own --db) share one study until it holds --trials finished trials")
+    add_launcher_arguments(tune, "trials")
+    tune.add_argument("--parallel", type=int, default=2,
+                      help="with a launcher: trials asked of the study at a time, run as jobs together "
+                           "(default: %(default)s)")
     tune.set_defaults(handler=cmd_tune)
     budget = sub.add_parser("budget", help="compare strategies at equal compute: each at every budget level "
                                            "(resumable)")

@@ -22,15 +22,15 @@ import numpy as np
 import optuna
 from sklearn.model_selection import train_test_split
 
-from lifelong.config import build, load_config
+from lifelong.config import RunConfig, build, load_config
 from lifelong.data.catalog import DATASETS
 from lifelong.data.datasets import Dataset
 from lifelong.errors import ConfigError, TrainingError
-from lifelong.experiment import build_model, build_stream, build_strategy, run_config
+from lifelong.experiment import Parts, build_model, build_stream, build_strategy, run_config
 from lifelong.metrics.aggregate import Aggregate
 from lifelong.protocol.seeds import run_seeds
 from lifelong.protocol.spaces import Parameter, search_space, suggest
-from lifelong.runner.results import ResultsStore
+from lifelong.runner.results import ResultsStore, RunRecord
 
 #: Metrics a study may maximise.
 OBJECTIVES = ("final_accuracy", "final_accuracy_pooled", "average_incremental_accuracy",
@@ -68,6 +68,18 @@ class ProtocolSettings:
     (``postgresql://...``, ``mysql://...``, ``sqlite:///...``). With a shared storage several ``lifelong tune``
     workers, on one machine or several, draw trials of one study until it holds ``trials`` finished ones;
     each stores its runs in its own results store."""
+    launcher: str = "local"
+    """Where trials run (:mod:`lifelong.protocol.launchers`): ``local``, here, one after another; ``slurm``,
+    ``submitit-local`` or ``ray``, as jobs, ``parallel`` trials at a time (asked of the study together, told
+    once their jobs are back), their runs imported into this process's results store."""
+    parallel: int = 2
+    """Trials asked of the study at a time with a launcher (their runs are ``parallel`` x seeds jobs)."""
+    jobs_folder: str | None = None
+    """The launcher's folder of job logs, stores and checkpoints (default ``<db>-jobs``), seen by every node."""
+    resources: dict[str, Any] = field(default_factory=dict)
+    """The launcher's job parameters (submitit's ``timeout_min``, ``slurm_partition``, ...; Ray's ``num_cpus``)."""
+    address: str | None = None
+    """The Ray cluster's address (default: a local Ray instance for the study's duration)."""
 
 
 @dataclass
@@ -98,6 +110,14 @@ def validation_split(dataset: Dataset, fraction: float, seed: int) -> Dataset:
                                                      stratify=dataset.y_train.numpy())
     return Dataset(f"{dataset.name}-validation", dataset.x_train[train_index], dataset.y_train[train_index],
                    dataset.x_train[validation_index], dataset.y_train[validation_index], dataset.n_classes)
+
+
+def tuning_parts(config: RunConfig, fraction: float, seed: int) -> Parts:
+    """The stream, model and strategy of a tuning trial's run: the configured dataset with its test set
+    replaced by the validation split (:func:`validation_split`), so the trial is scored on training data."""
+    dataset = validation_split(build("dataset", DATASETS, config.dataset), fraction, seed)
+    stream = build_stream(config, dataset=dataset)
+    return stream, build_model(config, stream), build_strategy(config)
 
 
 def check_tunable(dataset: object) -> None:
@@ -163,6 +183,8 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
         raise ConfigError("--trial-seeds must name at least one seed")
     if settings.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {settings.trials}")
+    if settings.parallel < 1:
+        raise ConfigError(f"--parallel must be >= 1, got {settings.parallel}")
     if not 0.0 < settings.validation_fraction < 1.0:  # checked before the study records a failed trial
         raise ConfigError(f"--validation-fraction must lie in (0, 1), got {settings.validation_fraction}")
     base = load_config(settings.config, [*settings.overrides, *settings.tune_overrides])
@@ -180,37 +202,69 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
     # a shared study's running trials may be other workers' and are left alone; they count once finished
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(settings.seed, len(study.trials)))
 
+    trial_seeds: list[int | None] = [*settings.trial_seeds] if settings.trial_seeds else [None]
+
+    def trial_configs(values: dict[str, Any]) -> list[tuple[int | None, RunConfig]]:
+        """A trial's runs: one per trial seed (None: the configured ``run.seed``)."""
+        return [(seed, load_config(settings.config, [*settings.overrides, *settings.tune_overrides, *_assignments(
+            values), *([] if seed is None else [f"run.seed={seed}"])])) for seed in trial_seeds]
+
+    def trial_record(trial: optuna.Trial) -> dict[str, Any]:
+        return {"protocol": {"role": "tuning", "study": settings.study, "trial": trial.number,
+                             "validation_fraction": settings.validation_fraction}}
+
+    def scored(trial: optuna.Trial, runs: list[tuple[int | None, int]]) -> float:
+        """The trial's score over its seeds' runs (now in ``store``), and its runs linked to the group."""
+        for seed, run_id in runs:
+            store.add_to_group(group_id, run_id, "tuning", f"trial {trial.number} seed {seed}")
+        trial.set_user_attr("run_id", runs[0][1])
+        trial.set_user_attr("run_ids", [run_id for _, run_id in runs])
+        trial.set_user_attr("store", str(store.path))  # a shared study's trials are in their workers' stores
+        return float(np.mean([float(store.get(run_id).metrics[settings.objective])  # type: ignore[index]
+                              for _, run_id in runs]))
+
+    def diverged_trial(trial: optuna.Trial, seed: int | None, error: str) -> None:
+        trial.set_user_attr("diverged", error if seed is None else f"seed {seed}: {error}")
+
     def objective(trial: optuna.Trial) -> float:
-        values = suggest(trial, space)
-        scores, run_ids = [], []
-        for seed in settings.trial_seeds or [None]:
-            seeded = [] if seed is None else [f"run.seed={seed}"]
-            config = load_config(settings.config, [*settings.overrides, *settings.tune_overrides,
-                                                   *_assignments(values), *seeded])
-            dataset = validation_split(build("dataset", DATASETS, config.dataset), settings.validation_fraction,
-                                       settings.seed)
-            stream = build_stream(config, dataset=dataset)
+        runs = []
+        for seed, config in trial_configs(suggest(trial, space)):
             try:
-                result = run_config(config, store=store,
-                                    prepared=(stream, build_model(config, stream), build_strategy(config)),
-                                    extra_config={"protocol": {"role": "tuning", "study": settings.study,
-                                                               "trial": trial.number,
-                                                               "validation_fraction": settings.validation_fraction}})
+                result = run_config(config, store=store, extra_config=trial_record(trial), prepared=tuning_parts(
+                    config, settings.validation_fraction, settings.seed))
             except TrainingError as error:  # a diverging setting is a result of the search, not a crash of it
-                trial.set_user_attr("diverged", str(error) if seed is None else f"seed {seed}: {error}")
+                diverged_trial(trial, seed, str(error))
                 raise optuna.TrialPruned(str(error)) from None
             assert result.run_id is not None
-            store.add_to_group(group_id, result.run_id, "tuning", f"trial {trial.number} seed {seed}")
-            scores.append(float(result.metrics[settings.objective]))  # type: ignore[arg-type]
-            run_ids.append(result.run_id)
-        trial.set_user_attr("run_id", run_ids[0])
-        trial.set_user_attr("run_ids", run_ids)
-        trial.set_user_attr("store", str(store.path))  # a shared study's trials are in their workers' stores
-        return float(np.mean(scores))
+            runs.append((seed, result.run_id))
+        return scored(trial, runs)
+
+    def launched(count: int) -> None:
+        """``count`` trials asked together, run as jobs of the launcher, imported and told."""
+        from lifelong.protocol.launchers import cell_job, launch
+
+        folder = Path(settings.jobs_folder or f"{store.path}-jobs")
+        validation = {"fraction": settings.validation_fraction, "seed": settings.seed}
+        trials = [study.ask() for _ in range(count)]
+        cells = [(trial, seed, config) for trial in trials for seed, config in trial_configs(suggest(trial, space))]
+        records = launch([cell_job(config, folder, validation, trial_record(trial)) for trial, _, config in cells],
+                         settings.launcher, folder, settings.resources, settings.address)
+        for trial in trials:
+            mine = [(seed, record) for (owner, seed, _), record in zip(cells, records, strict=True) if owner is trial]
+            failed = [(seed, record["diverged"]) for seed, record in mine if "diverged" in record]
+            if failed:
+                diverged_trial(trial, *failed[0])
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, scored(trial, [(seed, store.import_run(RunRecord(**record))) for seed, record in mine]))
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
-    if done < settings.trials:  # workers sharing the study stop once it holds the trials, whoever ran them
+    if settings.launcher != "local":
+        while done < settings.trials:
+            launched(min(settings.parallel, settings.trials - done))
+            done = len(study.get_trials(deepcopy=False, states=finished))
+    elif done < settings.trials:  # workers sharing the study stop once it holds the trials, whoever ran them
         study.optimize(objective, n_trials=settings.trials - done,
                        callbacks=[optuna.study.MaxTrialsCallback(settings.trials, states=finished)])
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
