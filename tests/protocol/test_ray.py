@@ -37,7 +37,7 @@ class KilledOnce(launchers.CellJob):
 
     def __call__(self):
         marker = Path(f"{self.store}.killed")
-        if marker.exists() or "er" != self.config["strategy"]["name"]:
+        if marker.exists() or self.config["strategy"]["name"] != "er" or self.config["run"]["seed"] != 1:
             return super().__call__()
 
         class KillAt(Observer):
@@ -56,25 +56,27 @@ class KilledOnce(launchers.CellJob):
 
 def test_a_sweep_on_ray_tasks_survives_a_killed_worker_and_stores_the_local_runs(tmp_path, ray_instance,
                                                                                    monkeypatch) -> None:
-    """``--launcher ray``: each cell a task with its own store; the worker running the ER cell is killed by its
-    PID mid-run, Ray retries the task, which resumes the run from its checkpoint; the driver imports every
-    cell once, with the matrices the local launcher trains."""
+    """``--launcher ray``, 2 strategies x 2 seeds: each cell a task with its own store; the worker running ER
+    with seed 1 is killed by its PID mid-run, Ray retries the task, which resumes the run from its checkpoint;
+    the driver imports every cell once, with the matrices the local launcher trains, and a driver started
+    again submits nothing."""
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers unpickle KilledOnce by value
     monkeypatch.setattr(launchers, "CellJob", KilledOnce)
     path = tmp_path / "sweep.toml"
     path.write_text(SWEEP.replace('"optim.lr" = [0.01, 0.05]', '"optim.lr" = [0.05]')
-                    .replace("seeds = [0, 1]", "seeds = [0]").replace("[10, 20]", "10")
-                    .replace('"model.hidden=[8]"', '"model.hidden=[8]", "run.checkpoint_every_steps=2"'))
+                    .replace("[10, 20]", "10").replace('"model.hidden=[8]"', '"model.hidden=[8]", "run.checkpoint_every_steps=2"'))
     db = str(tmp_path / "runs.db")
     group_id, outcomes = run_sweep(load_sweep(path, db=db), ResultsStore(db), launcher="ray", folder=tmp_path / "jobs")
     assert len(list((tmp_path / "jobs" / "cells").glob("*.killed"))) == 1  # the ER cell's worker was killed
     killed = ResultsStore(next((tmp_path / "jobs" / "cells").glob("*.killed")).with_suffix("").with_suffix(".db"))
     assert [r.status for r in killed.runs()] == ["finished"]  # resumed: the same run, not a second one
     store, here = ResultsStore(db), ResultsStore(tmp_path / "here.db")
-    assert [o.trained for o in outcomes] == [True, True] and len(store.runs()) == 2
-    assert len(store.group(group_id).members) == 2
+    assert [o.trained for o in outcomes] == [True] * 4 and len(store.runs()) == 4
+    assert len(store.group(group_id).members) == 4
     _, local = run_sweep(load_sweep(path, db=str(tmp_path / "here.db")), here)
     assert [store.get(o.run_id).matrix for o in outcomes] == [here.get(o.run_id).matrix for o in local]
+    monkeypatch.setattr(launchers, "run_jobs", lambda *a, **k: pytest.fail("nothing should be submitted"))
+    assert not any(o.trained for o in run_sweep(load_sweep(path, db=db), store, launcher="ray")[1])
 
 
 def test_tune_on_ray_tasks_runs_the_local_trials(tmp_path, capsys, ray_instance) -> None:
