@@ -135,3 +135,25 @@ def test_command_blocks_run_as_written(tmp_path, monkeypatch, capsys, capped_epo
     checkpoints = folder / "lifelong-runs-checkpoints"
     left = {path.name for path in checkpoints.iterdir()} if checkpoints.exists() else set()
     assert left == {f"run-{i}" for i, _ in unfinished}
+
+
+def test_the_hugging_face_model_commands_run_as_written(tmp_path, monkeypatch, capsys, capped_epochs) -> None:
+    """The first block of "Bring your Hugging Face model or dataset": it makes its own tiny model, so it runs
+    here (the pip line is the ``hf`` extra, which the test extra holds; the second block names the user's
+    folders)."""
+    pytest.importorskip("transformers")
+    section = README.split("## Bring your Hugging Face model or dataset\n", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"^```sh\n(.*?)^```", section, flags=re.DOTALL | re.MULTILINE)[0]
+    monkeypatch.chdir(tmp_path)
+    for line in block.strip().splitlines():
+        if line.startswith("pip install "):
+            assert line == "pip install 'lifelong[hf]'"
+        elif line.startswith("python -c "):
+            subprocess.run([sys.executable, *shlex.split(line)[1:]], cwd=tmp_path, env=child_environment(),
+                           check=True, capture_output=True, timeout=300)
+        else:
+            run_line(line, tmp_path, capsys)
+    from transformers import AutoModelForImageClassification
+
+    assert AutoModelForImageClassification.from_pretrained(tmp_path / "vit-ranpac").config.num_labels == 10
+    assert [r.strategy for r in ResultsStore(tmp_path / "lifelong-runs.db").runs()] == ["ranpac", "l2p"]

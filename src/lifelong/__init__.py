@@ -45,7 +45,7 @@ if TYPE_CHECKING:
         text_stream,
     )
     from lifelong.experiment import run_config
-    from lifelong.models import causal_lm, cnn, gpt, mlp, resnet18, resnet32, vit
+    from lifelong.models import causal_lm, cnn, gpt, hf, mlp, resnet18, resnet32, save_pretrained, vit
     from lifelong.models.weights import load_weights
     from lifelong.runner import Observer, ResultsStore, RunResult, TrainState, train
     from lifelong.runner.checkpoint import CheckpointSettings
@@ -95,7 +95,8 @@ _EXPORTS = {
                      "domain_incremental", "few_shot", "from_arrays", "from_dataset", "hierarchical", "recurring", "si_blurry",
                      "split_arrays", "synthetic", "task_incremental", "text_stream"), "lifelong.data"),
     "run_config": "lifelong.experiment",
-    **dict.fromkeys(("causal_lm", "cnn", "gpt", "mlp", "resnet18", "resnet32", "vit"), "lifelong.models"),
+    **dict.fromkeys(("causal_lm", "cnn", "gpt", "hf", "mlp", "resnet18", "resnet32", "save_pretrained", "vit"),
+                    "lifelong.models"),
     "load_weights": "lifelong.models.weights",
     **dict.fromkeys(("Observer", "ResultsStore", "RunResult", "TrainState", "train"), "lifelong.runner"),
     "CheckpointSettings": "lifelong.runner.checkpoint",

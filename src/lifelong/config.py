@@ -197,6 +197,12 @@ class RunSettings(BaseModel):
     keep_finished_checkpoints: bool = False
     """Keep a run's checkpoints once it has finished (by default they are deleted then: a finished run
     cannot be resumed, and its result is in the results store)."""
+    save_pretrained: str | None = None
+    """A folder the run's trained model is written to as Hugging Face ``save_pretrained`` does, once the
+    last experience is evaluated and before the run is stored as finished (``model.name = "hf"`` only;
+    :func:`lifelong.models.hf.save_pretrained`): ``model.path`` reads it back. The model's own weights
+    (the evaluated ones: an EMA's with ``[average] method = "ema"``; LoRA merged into them), not what a
+    strategy keeps beside it (class means, projections, prompts). ``lifelong pretrain`` writes it too."""
     eval_every_steps: int | None = Field(None, ge=1)
     """Evaluate every test set every this many optimizer steps (a continual-evaluation curve, from
     which the stability gap is measured); None evaluates only at the end of each experience."""

@@ -21,6 +21,7 @@ from lifelong.data.text import TextCorpus
 from lifelong.errors import ConfigError, ResumeError
 from lifelong.metrics.objectives import LANGUAGE_MODEL
 from lifelong.models.freeze import check_mode, freeze
+from lifelong.models.hf import check_save_pretrained, model_folder, save_pretrained
 from lifelong.models.nets import MODELS
 from lifelong.models.weights import load_weights
 from lifelong.optim.setup import resolve
@@ -34,6 +35,7 @@ from lifelong.runner.run import Run
 from lifelong.runner.tracking import trackers
 from lifelong.runner.validation import check_freeze, check_model
 from lifelong.strategies import STRATEGIES, Strategy
+from lifelong.strategies.parts.tuning import merged_weights
 
 Parts = tuple[Stream, nn.Module, Strategy]
 """What a run trains: its stream, model and strategy (:func:`prepare`)."""
@@ -57,10 +59,25 @@ def _scenario_component(config: RunConfig) -> Any:
     return type(config.scenario)(name=config.scenario.name, **params)
 
 
+def _dataset_component(config: RunConfig) -> Component:
+    """The dataset section; a text dataset read by a Hugging Face language model (``model.name = "hf"``)
+    takes the tokenizer saved beside the model (``model.path``), and another tokenizer is refused: the
+    model's embeddings are its tokenizer's ids."""
+    params = config.dataset.params
+    if config.model.name == "hf" and config.dataset.name == "text":
+        path = str(config.model.params.get("path", ""))
+        model_folder(path)
+        given = params.setdefault("tokenizer", path)
+        if not isinstance(given, str) or Path(given).absolute() != Path(path).absolute():
+            raise ConfigError(f"dataset.tokenizer: model.name='hf' reads text with the tokenizer saved beside the model "
+                              f"(model.path {path!r}), got {given!r}; drop dataset.tokenizer")
+    return Component(name=config.dataset.name, **params)
+
+
 def build_stream(config: RunConfig, dataset: Dataset | None = None) -> Stream:
     """The dataset (the configured one unless ``dataset`` is given, e.g. a validation split for
     tuning), split into a stream by the configured scenario."""
-    dataset = dataset or build("dataset", DATASETS, config.dataset)
+    dataset = dataset or build("dataset", DATASETS, _dataset_component(config))
     if isinstance(dataset, TextCorpus) and config.scenario.name != "text_domains":
         raise ConfigError(f"scenario.name: the text dataset is cut into token windows by scenario.name='text_domains', "
                           f"not {config.scenario.name!r}")
@@ -111,8 +128,8 @@ def build_strategy(config: RunConfig) -> Strategy:
     return strategy
 
 
-PATH_FIELDS = {"dataset": ("path", "factory", "tokenizer", "save_tokenizer", "domains"), "model": ("weights",),
-               "strategy": ("backbone_path",), "run": ("db", "checkpoint_dir", "log_dir")}
+PATH_FIELDS = {"dataset": ("path", "factory", "tokenizer", "save_tokenizer", "domains"), "model": ("weights", "path"),
+               "strategy": ("backbone_path",), "run": ("db", "checkpoint_dir", "log_dir", "save_pretrained")}
 """The settings that name files or folders, stored as absolute paths (:func:`absolute_paths`)."""
 
 
@@ -120,7 +137,7 @@ def resolve_config(config: RunConfig) -> dict[str, Any]:
     """The full configuration with every default filled in, as stored with the run: its paths absolute
     (:func:`absolute_paths`), so that ``lifelong run --resume`` finds the same files from any folder."""
     return absolute_paths({
-        "dataset": resolved("dataset", DATASETS, config.dataset),
+        "dataset": resolved("dataset", DATASETS, _dataset_component(config)),
         "scenario": resolved("scenario", SCENARIOS, _scenario_component(config), skip=("dataset",)),
         "model": resolved("model", MODELS, config.model, skip=MODEL_SKIP),
         "strategy": resolved("strategy", STRATEGIES, config.strategy),
@@ -134,8 +151,8 @@ def resolve_config(config: RunConfig) -> dict[str, Any]:
 def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with the relative paths of :data:`PATH_FIELDS` made absolute from the current folder: a
     file or folder (``dataset.path``, ``model.weights``, ``run.db`` ...), the file of ``dataset.factory =
-    "file.py:function"`` (not a module name), a tokenizer's ``.json`` file (not ``byte`` or ``bpe``), and
-    every text domain that is not a preset (nested lists of files too)."""
+    "file.py:function"`` (not a module name), a tokenizer's ``.json`` file or folder (not ``byte`` or
+    ``bpe``), and every text domain that is not a preset (nested lists of files too)."""
     from lifelong.data.corpora import TEXT_DOMAINS
 
     def absolute(field: str, value: Any) -> Any:
@@ -146,7 +163,7 @@ def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
         if field == "factory":
             module, colon, function = value.partition(":")
             return str(Path(module).absolute()) + colon + function if module.endswith(".py") else value
-        if (field == "tokenizer" and not value.endswith(".json")) or (field == "domains" and value in TEXT_DOMAINS):
+        if (field == "tokenizer" and value in ("byte", "bpe")) or (field == "domains" and value in TEXT_DOMAINS):
             return value
         return str(Path(value).absolute())
 
@@ -174,6 +191,44 @@ def check_settings(config: RunConfig) -> None:
     if config.run.eval_every_steps and config.run.eval_every_samples:
         raise ConfigError("run.eval_every_samples: set either run.eval_every_steps or run.eval_every_samples, "
                           f"not both (got {config.run.eval_every_steps} and {config.run.eval_every_samples})")
+
+
+def check_save_settings(config: RunConfig, model: nn.Module) -> None:
+    """Refuse, before anything trains, a ``run.save_pretrained`` that could not be written: a model other
+    than a Hugging Face one, a folder that cannot hold it, adapters (which no weight can hold; LoRA merges
+    into the weights), a model sharded over the ranks."""
+    folder = config.run.save_pretrained
+    if not folder:
+        return
+    check_save_pretrained(model, folder)
+    module = resolved("strategy", STRATEGIES, config.strategy).get("module")
+    if module == "adapter":
+        raise ConfigError(f"run.save_pretrained writes the model's weights, and strategy {config.strategy.name!r} tunes "
+                          "bottleneck adapters, which no weight can hold; set strategy.module='lora' (merged into the "
+                          "weights) or drop run.save_pretrained")
+    if config.run.shard != "none":
+        raise ConfigError("run.save_pretrained writes the whole model from rank 0, and run.shard='fsdp' splits it over "
+                          "the ranks; drop one of them")
+
+
+def refuse_save_pretrained(config: RunConfig, protocol: str) -> None:
+    """Refuse ``run.save_pretrained`` in a protocol that trains several runs, all of which would write the folder."""
+    if config.run.save_pretrained:
+        raise ConfigError(f"run.save_pretrained writes one run's model, and {protocol} trains several runs; drop it "
+                          "(and save the run you keep with lifelong run)")
+
+
+def pretrained_export(config: RunConfig) -> Callable[[nn.Module], None] | None:
+    """What writes the trained model to ``run.save_pretrained`` (LoRA merged into the weights it tunes), or
+    None without it."""
+    folder = config.run.save_pretrained
+    if not folder:
+        return None
+
+    def export(model: nn.Module) -> None:
+        save_pretrained(model, folder, merged_weights(model))
+
+    return export
 
 
 def checkpoint_settings(config: RunConfig, store: ResultsStore | None) -> CheckpointSettings | None:
@@ -231,6 +286,7 @@ def prepare_run(config: RunConfig, store: ResultsStore | None = None, progress: 
     else:
         check_settings(config)
     stream, model, strategy = prepared
+    check_save_settings(config, model)
     options = RunOptions(seed=config.run.seed, device=config.run.device, store=store,
                          config={**resolve_config(config), **(extra_config or {})}, progress=progress,
                          eval_batch_size=config.run.eval_batch_size, eval_every_steps=config.run.eval_every_steps,
@@ -239,7 +295,8 @@ def prepare_run(config: RunConfig, store: ResultsStore | None = None, progress: 
                          channels_last=config.run.channels_last, compile=config.run.compile,
                          augment=Augment.from_config(config.augment), augment_replay=config.augment.replay,
                          observers=tracking_observers(config), average=config.average,
-                         parallel=Parallelism(config.run.overlap_grad_sync, config.run.bucket_mb, config.run.shard))
+                         parallel=Parallelism(config.run.overlap_grad_sync, config.run.bucket_mb, config.run.shard),
+                         export=pretrained_export(config))
     return prepare_training(stream, model, strategy, config.optim, options)
 
 

@@ -1,5 +1,6 @@
 """``lifelong pretrain``: train the configured model on a dataset (or some of its classes) and save its
-backbone for ``model.weights`` and ``strategy.backbone_path`` (:mod:`lifelong.protocol.pretrain`)."""
+backbone for ``model.weights`` and ``strategy.backbone_path``, or a Hugging Face model as a folder for
+``model.path`` (``run.save_pretrained``) (:mod:`lifelong.protocol.pretrain`)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,12 @@ def cmd_pretrain(args: argparse.Namespace, console: Console) -> int:
                   f"({result.train_samples} samples) in {result.seconds:.1f} s: train accuracy "
                   f"{result.train_accuracy:.3f}, validation accuracy {result.validation_accuracy:.3f} "
                   f"({result.validation_samples} held-out training samples)")
-    console.print(f"backbone written to {result.path} (described in {result.sidecar}); use it with "
-                  f"--set model.weights={json.dumps(str(result.path))} or strategy.backbone_path", soft_wrap=True)
+    if result.path is not None:
+        console.print(f"backbone written to {result.path} (described in {result.sidecar}); use it with "
+                      f"--set model.weights={json.dumps(str(result.path))} or strategy.backbone_path", soft_wrap=True)
+    if config.run.save_pretrained:
+        console.print(f"model written to the folder {config.run.save_pretrained}; use it with --set model.name=hf "
+                      f"--set model.path={json.dumps(config.run.save_pretrained)}", soft_wrap=True)
     return 0
 
 
@@ -58,6 +63,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                                "scenario's first experience (default: every class)")
     pretrain.add_argument("--validation-fraction", type=float, default=0.1,
                           help="share of the training samples held out to measure accuracy (default 0.1)")
-    pretrain.add_argument("--output", required=True,
-                          help="backbone file to write (.pt, or .safetensors), with a sidecar .json beside it")
+    pretrain.add_argument("--output",
+                          help="backbone file to write (.pt, or .safetensors), with a sidecar .json beside it; "
+                               "required unless --set run.save_pretrained=FOLDER writes a Hugging Face model")
     pretrain.set_defaults(handler=cmd_pretrain)

@@ -113,10 +113,10 @@ def text(domains: Sequence[DomainSpec], tokenizer: str = "byte", bpe_vocab_size:
          validation_fraction: float = 0.1, seed: int = 0, save_tokenizer: str = "") -> TextCorpus:
     """The ``text`` dataset: ``domains`` split by document (:func:`split_domains`) and a tokenizer:
     ``"byte"`` (:class:`~lifelong.data.tokenizers.ByteTokenizer`), ``"bpe"`` (byte-level BPE of
-    ``bpe_vocab_size`` tokens trained on the first domain's training documents) or a saved BPE
-    tokenizer's ``.json`` file. ``seed`` draws the validation documents. ``save_tokenizer``: a ``.json``
-    file the BPE tokenizer is written to, for ``tokenizer = FILE`` in later runs (the same vocabulary on
-    another stream)."""
+    ``bpe_vocab_size`` tokens trained on the first domain's training documents), a saved BPE
+    tokenizer's ``.json`` file or a Hugging Face tokenizer's folder (a model's, ``model.name = "hf"``).
+    ``seed`` draws the validation documents. ``save_tokenizer``: a ``.json`` file the BPE tokenizer is
+    written to, for ``tokenizer = FILE`` in later runs (the same vocabulary on another stream)."""
     if save_tokenizer:
         check_tokenizer_file(save_tokenizer, tokenizer)
     splits = split_domains(domains, validation_fraction, seed)
@@ -132,6 +132,9 @@ def check_tokenizer_file(path: str, tokenizer: str) -> None:
     if tokenizer == "byte":
         raise ConfigError("dataset.save_tokenizer saves a BPE tokenizer, and dataset.tokenizer='byte' needs no file; "
                           "set dataset.tokenizer='bpe' or drop dataset.save_tokenizer")
+    if Path(tokenizer).is_dir():
+        raise ConfigError(f"dataset.save_tokenizer saves a BPE tokenizer, and dataset.tokenizer={tokenizer!r} is a "
+                          "Hugging Face tokenizer's folder, saved already; drop dataset.save_tokenizer")
     file = Path(path)
     if file.suffix != ".json":
         raise ConfigError(f"dataset.save_tokenizer must be a .json file (dataset.tokenizer reads one), got {path!r}")

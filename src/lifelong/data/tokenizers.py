@@ -7,6 +7,8 @@ et al. 2016 on GPT-2's byte alphabet, Radford et al. 2019) trained locally with 
 ``tokenizers`` (an optional dependency, ``pip install 'lifelong[text]'``): fewer, longer tokens, learnt
 from the first domain of a stream only, so that later domains are tokenized by a vocabulary that did
 not see them (the continual pre-training setting, where the tokenizer is fixed before the shift).
+:class:`HFTokenizer` is the tokenizer saved in a Hugging Face model's folder (``AutoTokenizer``, optional
+``pip install 'lifelong[hf]'``), the one a model of ``model.name = "hf"`` reads text with.
 
 Any object with ``encode``, ``decode``, ``vocab_size`` and ``eos_id`` (:class:`Tokenizer`) can be
 given to a text stream instead.
@@ -127,16 +129,63 @@ class BPETokenizer:
         return f"BPETokenizer(vocab_size={self.vocab_size})"
 
 
+class HFTokenizer:
+    """The tokenizer saved in a local folder by ``save_pretrained`` (a Hugging Face model's own; read with
+    ``AutoTokenizer`` and ``local_files_only``: nothing is downloaded). Its end-of-sequence token ends a
+    document, and no other special token is added when encoding (a Llama tokenizer's beginning-of-sequence
+    token), so documents are packed as with the other tokenizers. ``vocab_size`` counts added tokens too."""
+
+    def __init__(self, backend: Any, name: str) -> None:
+        if backend.eos_token_id is None:
+            raise DataError(f"dataset.tokenizer: the tokenizer in {name!r} has no end-of-sequence token, which "
+                            "ends every document of a text stream; save it with an eos_token")
+        self.backend, self.name = backend, name
+        self.eos_id = int(backend.eos_token_id)
+        self.vocab_size = len(backend)
+
+    @classmethod
+    def load(cls, path: str | Path) -> HFTokenizer:
+        """The tokenizer saved in the folder ``path``."""
+        try:
+            import transformers
+        except ImportError:
+            raise ConfigError(f"dataset.tokenizer: reading the tokenizer folder {str(path)!r} needs Hugging Face "
+                              "transformers: pip install 'lifelong[hf]'") from None
+        try:
+            backend = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError, TypeError) as error:
+            raise DataError(f"dataset.tokenizer: {str(path)!r} holds no tokenizer transformers can read "
+                            f"({str(error).splitlines()[0]}); give a folder with the tokenizer files save_pretrained "
+                            "writes (tokenizer.json, tokenizer_config.json)") from None
+        return cls(backend, str(path))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.backend.encode(text, add_special_tokens=False, verbose=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.backend.decode(list(ids), skip_special_tokens=True))
+
+    def token_strings(self) -> list[str]:
+        """Each token id decoded alone, in one batch."""
+        return list(self.backend.batch_decode([[i] for i in range(self.vocab_size)], skip_special_tokens=True))
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer({Path(self.name).name!r}, vocab_size={self.vocab_size})"
+
+
 def token_bytes(tokenizer: Tokenizer) -> torch.Tensor:
     """(vocab_size,) long: the UTF-8 bytes each token id stands for, so that a loss per token converts to
     bits per byte whatever the tokenizer. The end of a document counts as one byte (the separator between
     documents), so a :class:`ByteTokenizer` run's bits per byte is exactly its loss in nats over ln 2. A
     :class:`BPETokenizer` token's bytes are the characters of its byte-level form (one per byte); any other
-    tokenizer's are those of the token decoded alone (at least one)."""
+    tokenizer's are those of the token decoded alone (at least one; a byte-level token that is part of a
+    character decodes to U+FFFD, three bytes)."""
     if isinstance(tokenizer, ByteTokenizer):
         return torch.ones(tokenizer.vocab_size, dtype=torch.long)
     if isinstance(tokenizer, BPETokenizer):
         lengths = [len(tokenizer.backend.id_to_token(i) or "x") for i in range(tokenizer.vocab_size)]
+    elif isinstance(tokenizer, HFTokenizer):
+        lengths = [len(text.encode("utf-8")) for text in tokenizer.token_strings()]
     else:
         lengths = [len(tokenizer.decode([i]).encode("utf-8")) for i in range(tokenizer.vocab_size)]
     counts = torch.tensor(lengths, dtype=torch.long).clamp_min(1)
@@ -146,7 +195,8 @@ def token_bytes(tokenizer: Tokenizer) -> torch.Tensor:
 
 def make_tokenizer(tokenizer: str | Tokenizer, first_domain: Sequence[str], bpe_vocab_size: int) -> Tokenizer:
     """``tokenizer`` as an object: ``"byte"``; ``"bpe"`` trained on ``first_domain`` (the first domain's
-    training documents); a path to a saved BPE ``.json`` file; or a :class:`Tokenizer` as it is."""
+    training documents); a path to a saved BPE ``.json`` file; a folder holding a Hugging Face tokenizer
+    (:class:`HFTokenizer`); or a :class:`Tokenizer` as it is."""
     if isinstance(tokenizer, str):
         if tokenizer == "byte":
             return ByteTokenizer()
@@ -154,9 +204,11 @@ def make_tokenizer(tokenizer: str | Tokenizer, first_domain: Sequence[str], bpe_
             return BPETokenizer.train(first_domain, bpe_vocab_size)
         if tokenizer.endswith(".json"):
             return BPETokenizer.load(tokenizer)
-        raise ConfigError(f"dataset.tokenizer must be 'byte', 'bpe' or a saved BPE tokenizer's .json file, "
-                          f"got {tokenizer!r}")
+        if tokenizer and Path(tokenizer).is_dir():
+            return HFTokenizer.load(tokenizer)
+        raise ConfigError(f"dataset.tokenizer must be 'byte', 'bpe', a saved BPE tokenizer's .json file or a folder "
+                          f"holding a Hugging Face tokenizer, got {tokenizer!r}")
     if not isinstance(tokenizer, Tokenizer):
-        raise ConfigError(f"dataset.tokenizer must be 'byte', 'bpe', a .json file or an object with encode, decode, "
-                          f"vocab_size and eos_id, got {type(tokenizer).__name__}")
+        raise ConfigError(f"dataset.tokenizer must be 'byte', 'bpe', a .json file, a tokenizer folder or an object "
+                          f"with encode, decode, vocab_size and eos_id, got {type(tokenizer).__name__}")
     return tokenizer

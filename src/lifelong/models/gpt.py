@@ -45,6 +45,14 @@ def count_cpu_attention() -> None:
         flop_counter.flop_registry.setdefault(target, formula)
 
 
+def no_decay_names(module: nn.Module) -> set[str]:
+    """Names of ``module``'s parameters that take no weight decay in GPT-2's recipe: every bias and
+    normalization parameter (1-D: decaying a scale towards 0 only fights the normalization) and every
+    embedding (rows of rare tokens would shrink for want of gradient; a tied output layer is one too)."""
+    embeddings = {f"{name}.weight" for name, child in module.named_modules() if isinstance(child, nn.Embedding)}
+    return embeddings | {name for name, parameter in module.named_parameters() if parameter.ndim < 2}
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention in which position ``t`` attends to positions ``<= t`` only."""
 
@@ -113,11 +121,8 @@ class GPT(nn.Module):
                 nn.init.normal_(projection.weight, mean=0.0, std=0.02 / math.sqrt(2 * n_layers))
 
     def no_weight_decay(self) -> set[str]:
-        """Names of the parameters that take no weight decay: every bias and LayerNorm parameter (1-D:
-        decaying a scale towards 0 only fights the normalization) and the token and position embeddings
-        (rows of rare tokens would shrink for want of gradient; the token one is the tied output layer too)."""
-        embeddings = {f"{name}.weight" for name, module in self.named_modules() if isinstance(module, nn.Embedding)}
-        return embeddings | {name for name, parameter in self.named_parameters() if parameter.ndim < 2}
+        """:func:`no_decay_names` of the GPT."""
+        return no_decay_names(self)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, L, V)
         length = tokens.shape[-1]

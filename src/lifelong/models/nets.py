@@ -1,6 +1,7 @@
 """Networks built from a stream's input shape, each split into ``backbone`` and ``head``; the
-registry :data:`MODELS` holds these, the ResNets of :mod:`lifelong.models.resnet` and the Vision
-Transformer of :mod:`lifelong.models.vit`.
+registry :data:`MODELS` holds these, the ResNets of :mod:`lifelong.models.resnet`, the Vision
+Transformer of :mod:`lifelong.models.vit`, the GPT of :mod:`lifelong.models.gpt` and the Hugging Face
+models of :mod:`lifelong.models.hf`.
 
 The split matters to methods that work on features (nearest class mean, iCaRL, FeTrIL, SLCA): they
 read ``model.backbone(x)`` and refit or replace ``model.head``. Any ``nn.Module`` can be trained; for
@@ -18,6 +19,7 @@ from torch import nn
 from lifelong.errors import ConfigError
 from lifelong.models.classifier import Classifier
 from lifelong.models.gpt import gpt
+from lifelong.models.hf import hf
 from lifelong.models.norms import check_norm, conv_type, linear_type, norm_layer
 from lifelong.models.resnet import resnet18, resnet32
 from lifelong.models.seeding import seeded
@@ -89,7 +91,7 @@ def _cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int], no
     return Classifier(nn.Sequential(*layers), in_ch, n_classes)
 
 
-MODELS = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18, "resnet32": resnet32, "gpt": gpt, "vit": vit}
+MODELS = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18, "resnet32": resnet32, "gpt": gpt, "vit": vit, "hf": hf}
 MODEL_SUMMARIES = {
     "mlp": ("features, or any input flattened", "Linear -> norm -> ReLU per hidden width, then a linear head"),
     "cnn": ("images (C, H, W)", "3x3 convolution -> norm -> ReLU -> max-pool per entry of channels, global average "
@@ -100,6 +102,9 @@ MODEL_SUMMARIES = {
                                               "stream's"),
     "vit": ("images (C, H, W)", "a small Vision Transformer: patch embedding, class token, pre-norm blocks (the "
                                 "prompt strategies' backbone)"),
+    "hf": ("images, or a text stream's token windows", ("a Hugging Face model from the local folder model.path: an "
+                                                        "image classifier (ViT, DeiT, ...) or a causal LM (GPT-2, "
+                                                        "Llama, ...) with its tokenizer; nothing is downloaded")),
 }
 """What each model of :data:`MODELS` reads and is, for ``lifelong models``."""
 

@@ -6,8 +6,8 @@ position embeddings are added, then pre-norm blocks (``x + attn(norm(x))``, ``x 
 final LayerNorm; the features are the class token's output. Attention projections and the MLP are
 ``nn.Linear`` modules (``qkv``, ``proj``, ``fc1``, ``fc2``), so LoRA and adapters on linear layers apply.
 
-Prompt methods reach inside the backbone through two keyword arguments of :meth:`VisionTransformer.forward`
-(and :meth:`VisionTransformer.tokens`), never by patching modules:
+Prompt methods reach inside the backbone through two keyword arguments of :meth:`PromptableBackbone.forward`
+(and :meth:`PromptableBackbone.tokens`), never by patching modules:
 
 * ``prompts`` (B, P, D): tokens inserted after the class token at the input of the blocks (prompt
   tuning, L2P). They carry no position embedding.
@@ -81,7 +81,33 @@ class Block(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
 
 
-class VisionTransformer(nn.Module):
+class PromptableBackbone(nn.Module):
+    """A transformer backbone the prompt methods (L2P, DualPrompt, CODA-Prompt) can prompt: tokens ``dim``
+    wide, ``depth`` blocks, and :meth:`tokens` taking ``prompts`` and ``prefixes``. The library's
+    :class:`VisionTransformer` is one, and so is a Hugging Face ViT (:class:`lifelong.models.hf.HFImageBackbone`),
+    which says through :meth:`prompt_refusal` when its attention is out of the prompts' reach."""
+
+    dim: int
+    depth: int
+
+    def tokens(self, x: torch.Tensor, prompts: torch.Tensor | None = None,
+               prefixes: Mapping[int, Prefix] | None = None) -> torch.Tensor:
+        """The output sequence (B, 1 + P + N, D): class token, the ``prompts`` (B, P, D) if given, then the
+        N patches; ``prefixes`` maps a block index to the keys and values it adds."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, prompts: torch.Tensor | None = None,
+                prefixes: Mapping[int, Prefix] | None = None) -> torch.Tensor:
+        """The class token's features (B, D); without prompts or prefixes, the plain backbone's."""
+        return self.tokens(x, prompts, prefixes)[:, 0]
+
+    def prompt_refusal(self) -> str:
+        """Why prompts and prefixes cannot reach this backbone's attention, as a clause ("its attention ...");
+        empty when they can."""
+        return ""
+
+
+class VisionTransformer(PromptableBackbone):
     """Patch embedding, class token, position embeddings, ``depth`` pre-norm blocks, final LayerNorm."""
 
     def __init__(self, input_shape: Sequence[int], dim: int, depth: int, heads: int, patch: int,
@@ -99,8 +125,7 @@ class VisionTransformer(nn.Module):
 
     def tokens(self, x: torch.Tensor, prompts: torch.Tensor | None = None,
                prefixes: Mapping[int, Prefix] | None = None) -> torch.Tensor:
-        """The normalised output sequence (B, 1 + P + N, D): class token, the ``prompts`` (B, P, D) if
-        given, then the N patches; ``prefixes`` maps a block index to the keys and values it adds."""
+        """The normalised output sequence (B, 1 + P + N, D) (:meth:`PromptableBackbone.tokens`)."""
         patches = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D)
         tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), patches], dim=1) + self.pos_embed
         if prompts is not None:
@@ -109,11 +134,6 @@ class VisionTransformer(nn.Module):
         for index, block in enumerate(self.blocks):
             tokens = block(tokens, prefixes.get(index))
         return self.norm(tokens)
-
-    def forward(self, x: torch.Tensor, prompts: torch.Tensor | None = None,
-                prefixes: Mapping[int, Prefix] | None = None) -> torch.Tensor:
-        """The class token's features (B, D); without prompts or prefixes, the plain backbone's."""
-        return self.tokens(x, prompts, prefixes)[:, 0]
 
 
 def vit(input_shape: Sequence[int], n_classes: int, dim: int = 64, depth: int = 4, heads: int = 4, patch: int = 4,

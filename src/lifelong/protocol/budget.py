@@ -41,7 +41,7 @@ from rich.console import Console
 from lifelong.config import Component, RunConfig, validate_config
 from lifelong.data.streams import Experience, Stream
 from lifelong.errors import ConfigError
-from lifelong.experiment import build_strategy, prepare, resolve_config, run_config, stored_run
+from lifelong.experiment import build_strategy, prepare, refuse_save_pretrained, resolve_config, run_config, stored_run
 from lifelong.metrics.aggregate import aggregate_metrics
 from lifelong.optim.setup import resolve
 from lifelong.protocol.sweep import cell_progress
@@ -252,6 +252,7 @@ def run_budgeted(config: RunConfig, strategies: Mapping[str, Mapping[str, Any]] 
     ``optim.max_<unit>`` (one per experience) and ``optim.epochs`` (:func:`budget_epochs`) of each run."""
     settings = BudgetSettings(unit, tuple(levels), reference, absolute, name)
     settings.check()
+    refuse_save_pretrained(config, "lifelong budget")
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ConfigError(f"budget seeds must be distinct integers >= 0, got {list(seeds)}")
     given = [f"optim.{key}" for key in BUDGET_FIELDS if getattr(config.optim, key) is not None]

@@ -7,7 +7,8 @@ library trained: this module trains it, through the one runner (a single experie
 cross-entropy, the run's ``[optim]`` and ``[augment]`` settings), and writes the backbone with
 :func:`~lifelong.models.weights.save_backbone`: a file that ``model.weights`` and the strategies'
 ``backbone_path`` load, and a sidecar JSON with the model and its settings, the dataset, the classes, the
-seed and the accuracies. Accuracy is measured on the training samples and on a stratified validation split
+seed and the accuracies. A Hugging Face model (``model.name = "hf"``) can be written instead, or too, as a
+``save_pretrained`` folder (``run.save_pretrained``), which ``model.path`` reads back: backbone and head. Accuracy is measured on the training samples and on a stratified validation split
 held out of the *training* set, so the dataset's test split stays unseen for the continual run that follows.
 """
 
@@ -36,8 +37,9 @@ from lifelong.strategies.naive import Naive
 class PretrainResult:
     """Where the backbone was written and how well the pretrained model classifies its classes."""
 
-    path: Path
-    sidecar: Path
+    path: Path | None
+    """The backbone file (None without ``--output``)."""
+    sidecar: Path | None
     classes: list[int]
     train_accuracy: float
     validation_accuracy: float
@@ -51,17 +53,22 @@ def base_classes(config: RunConfig) -> list[int]:
     return list(build_stream(config)[0].classes)
 
 
-def pretrain(config: RunConfig, output: str | Path, classes: Sequence[int] | None = None,
+def pretrain(config: RunConfig, output: str | Path | None, classes: Sequence[int] | None = None,
              validation_fraction: float = 0.1, progress: bool = False) -> PretrainResult:
     """Train the configured model on ``classes`` of the configured dataset (default: all) for
     ``optim.epochs`` epochs and write its backbone to ``output`` (``.safetensors`` by the suffix, else
-    ``torch.save``) with a sidecar ``<stem>.json``. The head covers every class of the dataset; only the
-    backbone is saved. ``model.freeze`` is the continual run's and is ignored here (the whole model trains);
-    ``model.weights`` is honoured (pretraining continues from the file)."""
+    ``torch.save``) with a sidecar ``<stem>.json``, and (``run.save_pretrained``, a Hugging Face model) the
+    whole model as a ``save_pretrained`` folder; one of the two at least. The head covers every class of the
+    dataset; a backbone file holds only the backbone. ``model.freeze`` is the continual run's and is ignored
+    here (the whole model trains); ``model.weights`` is honoured (pretraining continues from the file)."""
     model_params = {k: v for k, v in config.model.params.items() if k != "freeze"}
     config = config.model_copy(update={"model": Component(name=config.model.name, **model_params)})
     check_settings(config)
-    check_backbone_output(output)
+    if output is None and not config.run.save_pretrained:
+        raise ConfigError("lifelong pretrain writes a backbone file (--output FILE) or a Hugging Face folder "
+                          "(--set run.save_pretrained=FOLDER, model.name='hf'); give one of them")
+    if output is not None:
+        check_backbone_output(output)
     if not 0.0 < validation_fraction < 1.0:
         raise ConfigError(f"--validation-fraction must lie in (0, 1), got {validation_fraction}")
     dataset = build("dataset", DATASETS, config.dataset)
@@ -89,6 +96,9 @@ def pretrain(config: RunConfig, output: str | Path, classes: Sequence[int] | Non
     train_accuracy = accuracy(model, strategy, experience.train)
     validation_accuracy = float(result.matrix[0, 0])
     seconds = sum(cost.seconds for cost in result.costs)
+    if output is None:
+        return PretrainResult(None, None, chosen, train_accuracy, validation_accuracy, len(train_index),
+                              len(validation_index), seconds)
     resolved = resolve_config(config)
     sidecar = save_backbone(model, output, {
         "model": resolved["model"], "dataset": resolved["dataset"], "input_shape": list(dataset.input_shape),

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from lifelong.config import RunConfig
 from lifelong.errors import ConfigError, TrainingError
-from lifelong.experiment import resolve_config, run_config
+from lifelong.experiment import refuse_save_pretrained, resolve_config, run_config
 from lifelong.metrics.aggregate import Aggregate, aggregate_metrics
 from lifelong.runner.loop import RunResult
 from lifelong.runner.results import ResultsStore
@@ -50,6 +50,8 @@ def run_seeds(config: RunConfig, seeds: Sequence[int], store: ResultsStore | Non
     again (a run is a deterministic function of its configuration and seed). With ``tolerate_divergence`` a
     seed whose loss diverges is recorded in ``diverged`` (its stored run says failed) and the others go on.
     """
+    if len(seeds) > 1:
+        refuse_save_pretrained(config, "--seeds")
     own_group = store is not None and group_id is None
     runs, diverged = [], {}
     for seed in seeds:

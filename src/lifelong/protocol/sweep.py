@@ -39,7 +39,7 @@ from rich.table import Table
 
 from lifelong.config import RunConfig, describe_validation_error, load_config
 from lifelong.errors import ConfigError, MissingFileError
-from lifelong.experiment import build_strategy, prepare, resolve_config, stored_run
+from lifelong.experiment import build_strategy, prepare, refuse_save_pretrained, resolve_config, stored_run
 from lifelong.metrics.aggregate import Aggregate, aggregate_metrics
 from lifelong.runner.results import ResultsStore
 
@@ -167,6 +167,8 @@ def run_sweep(sweep: Sweep, store: ResultsStore, console: Console | None = None,
     after another (an interrupted one resumes from its checkpoint); ``slurm``, ``submitit-local`` or ``ray``
     (the cluster at ``address``) runs the missing cells as jobs with their files in ``folder`` and imports the
     runs the jobs return."""
+    for cell in sweep.cells:
+        refuse_save_pretrained(cell.config, "a sweep")
     group_id = store.find_group("sweep", sweep.name) or store.create_group("sweep", sweep.name, sweep.settings)
     submitted: dict[int, int] = {}  # cell index -> run id, for the cells a launcher's jobs ran
     if launcher != "local":

@@ -26,7 +26,8 @@ from lifelong.config import RunConfig, build, load_config
 from lifelong.data.catalog import DATASETS
 from lifelong.data.datasets import Dataset
 from lifelong.errors import ConfigError, TrainingError
-from lifelong.experiment import Parts, build_model, build_stream, build_strategy, run_config
+from lifelong.experiment import (Parts, build_model, build_stream, build_strategy, refuse_save_pretrained,
+                                 run_config)
 from lifelong.metrics.aggregate import Aggregate
 from lifelong.protocol.seeds import run_seeds
 from lifelong.protocol.spaces import Parameter, search_space, suggest
@@ -189,6 +190,7 @@ def run_protocol(settings: ProtocolSettings, store: ResultsStore) -> ProtocolRes
         raise ConfigError(f"--validation-fraction must lie in (0, 1), got {settings.validation_fraction}")
     base = load_config(settings.config, [*settings.overrides, *settings.tune_overrides])
     load_config(settings.config, [*settings.overrides, *settings.eval_overrides])  # fail before tuning
+    refuse_save_pretrained(base, "lifelong tune")
     check_tunable(build("dataset", DATASETS, base.dataset))
     space = searched(search_space(base.strategy.name), settings.fixed, base.strategy.name)
     group_id = store.find_group("protocol", settings.study) or store.create_group(

@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +135,10 @@ class RunOptions:
     parallel: Parallelism | None = None
     """How gradients are averaged (bucketed all-reduces overlapping backward by default) or whether the
     model is sharded with FSDP2 (:class:`~lifelong.runner.distributed.Parallelism`)."""
+    export: Callable[[nn.Module], None] | None = None
+    """Writes the trained model somewhere (``run.save_pretrained``): called once, by rank 0, after the last
+    experience is evaluated, with the model holding the weights evaluations use, before the run is stored
+    as finished (a failure to write fails the run)."""
 
 
 def train(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConfig | None = None,
@@ -227,7 +231,7 @@ def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimCo
                   branch=BranchOff(optim.branch_decay, options.seed, place.device, loop.augmentation)
                   if optim.branch_decay is not None else None,
                   store=store, run_id=run_id, restored=restored, generator=generator, probed=probed,
-                  compile_seconds=compile_seconds if options.compile else None)
+                  compile_seconds=compile_seconds if options.compile else None, export=options.export)
         try:
             _start(run, place.checkpoint, options.seed)
         except (KeyboardInterrupt, Exception) as error:

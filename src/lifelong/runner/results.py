@@ -106,10 +106,10 @@ CREATE TABLE group_runs (
 """,
 }
 
-#: Settings that say where a run is recorded, displayed or checkpointed, not what it computes: left
+#: Settings that say where a run is recorded, displayed, checkpointed or written to, not what it computes: left
 #: out of its key (resuming from a checkpoint reproduces the uninterrupted run).
 _KEY_EXCLUDED = {"run": ("db", "progress", "checkpoint", "checkpoint_dir", "checkpoint_every_steps",
-                         "keep_checkpoints", "keep_finished_checkpoints")}
+                         "keep_checkpoints", "keep_finished_checkpoints", "save_pretrained")}
 
 
 @dataclass

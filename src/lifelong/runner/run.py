@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from lifelong.data.streams import Experience, Stream, TensorSet
 from lifelong.data.text import validation_bytes_per_token
@@ -103,6 +104,8 @@ class Run:
     probed: ProbeResult | None = None
     compile_seconds: float | None = None
     """Seconds the model took to compile and warm up (None: not compiled)."""
+    export: Callable[[nn.Module], None] | None = None
+    """Writes the trained model (:attr:`~lifelong.runner.loop.RunOptions.export`)."""
 
     @property
     def state(self) -> TrainState:
@@ -139,6 +142,9 @@ class Run:
             try:
                 self._train()
                 result = self._result()
+                if self.export is not None and self.loop.world.is_main:
+                    with self.evaluation_weights():
+                        self.export(self.loop.model)
                 if store is not None and run_id is not None:
                     store.finish_run(run_id, self.rows, result.metrics, result.extra.get("curve"))
                 if checkpointer is not None:

@@ -13,7 +13,7 @@ from torch import nn
 from lifelong.bounds import Annotated, Ge
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
-from lifelong.models.vit import VisionTransformer
+from lifelong.models.vit import PromptableBackbone
 from lifelong.strategies.base import OWN_TENSORS, Capabilities, ExperiencePlan, Strategy, StrategyContext
 from lifelong.strategies.parts.backbones import check_backbone_path
 from lifelong.strategies.parts.features import restrict_to_classes
@@ -104,7 +104,7 @@ class CODAPrompt(Strategy):
                               f"({self.prompts.n_tasks})")
         return count
 
-    def create(self, vit: VisionTransformer) -> dict[str, torch.Tensor]:
+    def create(self, vit: PromptableBackbone) -> dict[str, torch.Tensor]:
         check_layers("layers", self.layers, vit.depth)
         count, layers, tasks = self.per_task(), len(self.layers), range(self.prompts.n_tasks)
         tensors = {f"components_{task}": torch.zeros(layers, count, self.prompt_length, vit.dim) for task in tasks}
@@ -130,7 +130,7 @@ class CODAPrompt(Strategy):
         """The ``kind`` tensors of the tasks in use, concatenated over components (layers, M, ...)."""
         return torch.cat([self.prompts[f"{kind}_{task}"] for task in range(self.prompts.active_tasks())], dim=1)
 
-    def features(self, vit: VisionTransformer, x: torch.Tensor, task: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, vit: PromptableBackbone, x: torch.Tensor, task: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         queries = query(vit, x)  # (B, D)
         components, keys, attention = self.in_use("components"), self.in_use("keys"), self.in_use("attention")
         weights = torch.stack([attention_weights(queries, k, a) for k, a in zip(keys, attention, strict=True)],

@@ -12,7 +12,7 @@ from torch import nn
 from lifelong.bounds import Annotated, Ge
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
-from lifelong.models.vit import VisionTransformer
+from lifelong.models.vit import PromptableBackbone
 from lifelong.strategies.base import OWN_TENSORS, Capabilities, ExperiencePlan, Strategy, StrategyContext
 from lifelong.strategies.parts.backbones import check_backbone_path
 from lifelong.strategies.parts.features import restrict_to_classes
@@ -81,7 +81,7 @@ class DualPrompt(Strategy):
         self.prompts = PromptPool("dualprompt", self.backbone_path, len(context.stream.experiences), self.create,
                                   self.trainable, self.features)
 
-    def create(self, vit: VisionTransformer) -> dict[str, torch.Tensor]:
+    def create(self, vit: PromptableBackbone) -> dict[str, torch.Tensor]:
         check_layers("g_layers", self.g_layers, vit.depth)
         check_layers("e_layers", self.e_layers, vit.depth)
         tensors = {"g_prompt": uniform(self.generator, len(self.g_layers), 2, self.g_length, vit.dim)}
@@ -101,7 +101,7 @@ class DualPrompt(Strategy):
         """The task (B,) whose key is most cosine-similar to each query (B, D)."""
         return cosine(queries, self.keys()).argmax(dim=1)
 
-    def features(self, vit: VisionTransformer, x: torch.Tensor, task: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, vit: PromptableBackbone, x: torch.Tensor, task: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         queries = query(vit, x)  # (B, D)
         batch = len(x)
         if task is None:

@@ -12,7 +12,7 @@ from torch import nn
 from lifelong.bounds import Annotated, Ge
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
-from lifelong.models.vit import VisionTransformer
+from lifelong.models.vit import PromptableBackbone
 from lifelong.strategies.base import OWN_TENSORS, Capabilities, ExperiencePlan, Strategy, StrategyContext
 from lifelong.strategies.parts.backbones import check_backbone_path
 from lifelong.strategies.parts.features import restrict_to_classes
@@ -61,11 +61,11 @@ class L2P(Strategy):
         self.prompts = PromptPool("l2p", self.backbone_path, len(context.stream.experiences), self.create,
                                   lambda task: ["pool", "pool_keys"], self.features)
 
-    def create(self, vit: VisionTransformer) -> dict[str, torch.Tensor]:
+    def create(self, vit: PromptableBackbone) -> dict[str, torch.Tensor]:
         return {"pool": uniform(self.generator, self.pool_size, self.prompt_length, vit.dim),
                 "pool_keys": uniform(self.generator, self.pool_size, vit.dim)}
 
-    def features(self, vit: VisionTransformer, x: torch.Tensor, task: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, vit: PromptableBackbone, x: torch.Tensor, task: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         pool, keys = self.prompts["pool"], self.prompts["pool_keys"]
         queries = query(vit, x)  # (B, D)
         chosen = select_prompts(queries, keys, self.top)  # (B, N)

@@ -9,6 +9,10 @@ they follow the model to its device at every use, and the strategy's state dict 
 resume. Each experience rebuilds the optimizer (as the papers' code does per task), so the groups always
 hold exactly the prompts that experience trains; frozen prompts also stop requiring gradients.
 
+The backbone is a :class:`~lifelong.models.vit.PromptableBackbone`: the library's ViT, or a Hugging Face ViT
+(``model.name = "hf"``) whose attention the prompts reach through transformers' attention interface; any
+other model, or a Hugging Face one whose attention they cannot reach, is refused in one line saying why.
+
 Shared departures from the papers: the backbone is not ImageNet-pretrained but whatever the model
 holds (pretrained by the library, loaded by ``model.weights``, or from ``backbone_path``); prompts are
 inserted after the position embeddings and carry none; no batch-wise prompt voting at test.
@@ -25,29 +29,34 @@ from torch import nn
 
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
-from lifelong.models.vit import Prefix, VisionTransformer
+from lifelong.models.vit import Prefix, PromptableBackbone
 from lifelong.strategies.base import ExperiencePlan
 from lifelong.strategies.parts.backbones import load_backbone
 from lifelong.strategies.parts.features import restrict_to_classes
 
 Mask = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """The strategy's masking of logits (B, C) to each sample's task classes, given the tasks (B,)."""
-Features = Callable[[VisionTransformer, torch.Tensor, int | None], tuple[torch.Tensor, torch.Tensor]]
+Features = Callable[[PromptableBackbone, torch.Tensor, int | None], tuple[torch.Tensor, torch.Tensor]]
 """A method's prompted features (B, D) of inputs ``x`` and its extra loss (a scalar), given the ViT and the
 experience being trained (the task identity the papers use in training), None at test."""
 
 
-def prompted_vit(model: nn.Module, strategy: str) -> tuple[VisionTransformer, nn.Linear]:
-    """The model's ViT backbone and linear head; a :class:`ConfigError` for any other model."""
+def prompted_vit(model: nn.Module, strategy: str) -> tuple[PromptableBackbone, nn.Linear]:
+    """The model's ViT backbone (the library's, or a Hugging Face ViT whose attention prompts reach) and
+    linear head; a one-line :class:`ConfigError` for any other model, saying why."""
     backbone, head = getattr(model, "backbone", None), getattr(model, "head", None)
-    if not isinstance(backbone, VisionTransformer) or not isinstance(head, nn.Linear):
-        raise ConfigError(f"strategy {strategy!r} prompts a Vision Transformer: set model.name='vit' "
-                          f"(got a {type(backbone if backbone is not None else model).__name__})")
+    if not isinstance(backbone, PromptableBackbone) or not isinstance(head, nn.Linear):
+        raise ConfigError(f"strategy {strategy!r} prompts a Vision Transformer: set model.name='vit', or 'hf' with a "
+                          f"ViT-style classifier (got a {type(backbone if backbone is not None else model).__name__})")
+    refusal = backbone.prompt_refusal()
+    if refusal:
+        raise ConfigError(f"strategy {strategy!r} prompts a transformer's attention, and {refusal}; use a ViT-style "
+                          "model (ViT, DeiT) or a method that needs no prompts (ncm, ranpac, lora)")
     return backbone, head
 
 
 @torch.no_grad()
-def query(vit: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+def query(vit: PromptableBackbone, x: torch.Tensor) -> torch.Tensor:
     """The query features (B, D): the frozen backbone's class token without any prompt."""
     return vit(x)
 
@@ -102,7 +111,7 @@ class PromptPool:
     samples and the prompts never push old classes down."""
 
     def __init__(self, method: str, backbone_path: str, n_tasks: int,
-                 create: Callable[[VisionTransformer], dict[str, torch.Tensor]], trainable: Callable[[int], list[str]],
+                 create: Callable[[PromptableBackbone], dict[str, torch.Tensor]], trainable: Callable[[int], list[str]],
                  features: Features) -> None:
         self.method, self.backbone_path, self.n_tasks = method, backbone_path, n_tasks
         """The registry name (for error messages), the backbone file, and the stream's experiences."""
@@ -126,12 +135,12 @@ class PromptPool:
         """The task whose prompts the current (or next) experience trains."""
         return min(self.finished, self.n_tasks - 1)
 
-    def vit(self, model: nn.Module) -> tuple[VisionTransformer, nn.Linear]:
+    def vit(self, model: nn.Module) -> tuple[PromptableBackbone, nn.Linear]:
         """The model's ViT and head; the prompts are made at the first call and moved to the model's device."""
         vit, head = prompted_vit(model, self.method)
         if self.tensors is None:
             self.tensors = nn.ParameterDict({k: nn.Parameter(v) for k, v in self.create(vit).items()})
-        device = vit.cls_token.device
+        device = next(vit.parameters()).device
         if next(iter(self.tensors.values())).device != device:
             self.tensors.to(device)  # in place: the optimizer keeps the same parameters
         return vit, head

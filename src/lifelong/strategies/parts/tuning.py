@@ -105,6 +105,25 @@ def tuning_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
             for name, p in module.named_parameters()}
 
 
+def merged_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weight of every LoRA-tuned linear layer of ``model`` with its low-rank term merged in,
+    ``W + (alpha / r) B A``, by the parameter's qualified name: what a saved copy of the model holds so that
+    it computes what the tuned model does (merging is exact, Hu et al. 2022, Sec. 4.1). An adapter, a ReLU
+    between its projections, merges into no weight: refused in one line."""
+    merged = {}
+    for name, layer in model.named_modules():
+        tuning = getattr(layer, "tuning", None)
+        if not isinstance(tuning, Tuning):
+            continue
+        if tuning.kind != "lora":
+            raise ConfigError(f"the model's layer {name!r} carries a bottleneck adapter, which no weight of the model "
+                              "can hold (a ReLU lies between its projections); tune with strategy.module='lora', "
+                              "which merges into the weights")
+        assert isinstance(layer, nn.Linear)
+        merged[f"{name}.weight"] = (layer.weight + tuning.scale * tuning.up @ tuning.down).detach()
+    return merged
+
+
 @contextmanager
 def substituted(parameters: dict[str, nn.Parameter], values: dict[str, torch.Tensor]) -> Iterator[None]:
     """Run with ``values`` in place of the ``parameters`` of the same names (another copy of the tuning
