@@ -12,7 +12,7 @@ from lifelong.strategies import AGEM, DER, ER, ERACE, STRATEGIES, UER, DERpp, GD
 from lifelong.strategies.agem import project
 from lifelong.strategies.base import StrategyContext
 from lifelong.strategies.er_ace import incoming_class_logits
-from lifelong.strategies.uer import cosine_logits
+from lifelong.strategies.parts.contrastive import cosine_logits
 
 
 def linear_model() -> nn.Sequential:
