@@ -12,7 +12,7 @@ from lifelong.strategies import AGEM, DER, ER, ERACE, STRATEGIES, UER, DERpp, GD
 from lifelong.strategies.agem import project
 from lifelong.strategies.base import StrategyContext
 from lifelong.strategies.er_ace import incoming_class_logits
-from lifelong.strategies.uer import cosine_logits
+from lifelong.strategies.parts.contrastive import cosine_logits
 
 
 def linear_model() -> nn.Sequential:
@@ -128,7 +128,7 @@ def test_bad_rehearsal_settings_name_the_field() -> None:
 
 
 FAMILY = ["naive", "joint", "cumulative", "er", "er_ace", "agem", "uer", "der", "derpp", "replay", "gdumb", "icarl",
-          "lwf"]
+          "lwf", "pcr", "hpcr", "onpro"]
 
 
 @pytest.mark.parametrize("name", FAMILY)

@@ -57,6 +57,11 @@ SEARCH_SPACES: dict[str, dict[str, Parameter]] = {
     "mas": {"strategy.lam": FloatRange(0.01, 100.0, log=True)},  # Aljundi et al. 2018
     "l2": {"strategy.lam": FloatRange(1e-3, 10.0, log=True)},
     "uer": {"strategy.cosine_scale": FloatRange(4.0, 32.0, log=True)},
+    "pcr": {"strategy.temperature": FloatRange(0.03, 0.3, log=True)},  # Lin et al. 2023
+    "hpcr": {"strategy.temperature": FloatRange(0.03, 0.3, log=True),  # Lin et al. 2024
+             "strategy.logit_distillation": FloatRange(1e-3, 1.0, log=True),
+             "strategy.similarity_distillation": FloatRange(0.05, 2.0, log=True)},
+    "onpro": {"strategy.prototype_temperature": FloatRange(0.1, 1.0, log=True)},  # Wei et al. 2023
     "ncm": {},
     "fetril": {"strategy.weight_decay": FloatRange(1e-6, 1e-2, log=True)},  # Petit et al. 2023
     "slca": {"strategy.backbone_lr_scale": FloatRange(1e-3, 0.1, log=True)},  # Zhang et al. 2023

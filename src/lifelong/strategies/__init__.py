@@ -30,6 +30,8 @@ from lifelong.strategies.lwf import LwF
 from lifelong.strategies.mas import MAS
 from lifelong.strategies.naive import Naive
 from lifelong.strategies.ncm import NCM
+from lifelong.strategies.onpro import OnPro
+from lifelong.strategies.pcr import HPCR, PCR
 from lifelong.strategies.ranpac import RanPAC
 from lifelong.strategies.replay import ReplayMixture
 from lifelong.strategies.sequential_tuning import Adapter, LoRA
@@ -58,12 +60,13 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "slca": SLCA,
     "fetril": FeTrIL,
     "uer": UER,
+    "pcr": PCR, "hpcr": HPCR, "onpro": OnPro,
     "gpm": GPM, "cuber": CUBER, "dst": DST, "clr": CLR, "bn_only": BNOnly, "hypernetwork": Hypernetwork,
     "l2p": L2P, "dualprompt": DualPrompt, "coda_prompt": CODAPrompt,
     "lora": LoRA, "adapter": Adapter, "lae": LAE, "ranpac": RanPAC,
 }
 
-__all__ = ["AGEM", "CLR", "CODAPrompt", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "L2", "L2P", "LAE", "MAS",
-           "NCM", "SI", "SLCA", "Adapter", "BNOnly", "Cumulative", "DERpp", "DualPrompt", "FeTrIL", "GDumb",
-           "Hypernetwork", "ICaRL", "Joint", "LoRA", "LwF", "Naive", "RanPAC", "ReplayMixture", "STRATEGIES",
+__all__ = ["AGEM", "CLR", "CODAPrompt", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "HPCR", "L2", "L2P", "LAE",
+           "MAS", "NCM", "PCR", "SI", "SLCA", "Adapter", "BNOnly", "Cumulative", "DERpp", "DualPrompt", "FeTrIL", "GDumb",
+           "Hypernetwork", "ICaRL", "Joint", "LoRA", "LwF", "Naive", "OnPro", "RanPAC", "ReplayMixture", "STRATEGIES",
            "Strategy", "UER"]

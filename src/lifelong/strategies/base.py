@@ -16,10 +16,11 @@ error, not a silently wrong learning rate. Memory updates stay in the hooks.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -321,3 +322,18 @@ class Strategy(ABC):
         self.replayed = int(state["replayed"])
         self.generator.set_state(state["generator"])
         self.local_generator.set_state(state["local_generator"])
+
+
+Variant = TypeVar("Variant", bound=type[Strategy])
+
+
+def named_variant(cls: Variant, name: str, doc: str) -> Variant:
+    """``cls``, a class that a factory defined anew for one variant of a method (DER and DER++, PCR and
+    HPCR: one definition, defaults of its own per variant, each a direct subclass of :class:`Strategy`),
+    named ``name`` (found by pickle, named in errors) with its methods' qualified names and docstring ``doc``."""
+    cls.__name__ = cls.__qualname__ = name
+    for method in vars(cls).values():
+        if inspect.isfunction(method):
+            method.__qualname__ = f"{name}.{method.__name__}"
+    cls.__doc__ = doc
+    return cls

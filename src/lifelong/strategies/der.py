@@ -8,7 +8,6 @@ not a setting (``strategy.beta`` is refused for ``der``); DER++ exposes it. Both
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,7 +18,12 @@ from torch import nn
 from lifelong.bounds import Annotated, Ge
 from lifelong.data.streams import Batch
 from lifelong.models.norms import forward_with_tasks
-from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
+from lifelong.strategies.base import (
+    Capabilities,
+    Strategy,
+    StrategyContext,
+    named_variant,
+)
 from lifelong.strategies.parts.memory import (
     BufferSize,
     MemoryBudget,
@@ -87,12 +91,7 @@ def dark_experience_replay(name: str, doc: str, beta_default: Any) -> type[Strat
             super().load_state_dict(state, model)
             self.memory.load_state_dict(state["buffer"])
 
-    DarkExperienceReplay.__name__ = DarkExperienceReplay.__qualname__ = name  # found by pickle, named in errors
-    for method in vars(DarkExperienceReplay).values():
-        if inspect.isfunction(method):
-            method.__qualname__ = f"{name}.{method.__name__}"
-    DarkExperienceReplay.__doc__ = doc
-    return DarkExperienceReplay
+    return named_variant(DarkExperienceReplay, name, doc)
 
 
 DER = dark_experience_replay(

@@ -13,6 +13,7 @@ from lifelong.bounds import Annotated, Gt
 from lifelong.data.streams import Batch
 from lifelong.models.nets import split_model
 from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
+from lifelong.strategies.parts.contrastive import cosine_logits
 from lifelong.strategies.parts.memory import (
     BufferSize,
     MemoryBudget,
@@ -21,12 +22,6 @@ from lifelong.strategies.parts.memory import (
     ReservoirMemory,
     check_memory_keeps,
 )
-
-
-def cosine_logits(features: torch.Tensor, head: nn.Linear, scale: float) -> torch.Tensor:
-    """``scale * cos(f, w_c)`` (B, C) for features (B, D) and the head's class weights (C, D): the angle
-    factor of the dot-product logit ``|w_c| |f| cos``, without the norms that carry the class bias."""
-    return scale * F.normalize(features, dim=1) @ F.normalize(head.weight, dim=1).T
 
 
 @dataclass

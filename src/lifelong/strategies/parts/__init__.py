@@ -8,6 +8,8 @@
 - ``subspaces``: per-layer gradient subspaces (GPM, CUBER);
 - ``task_tables``: per-task copies of model tensors (DST, CLR, BN-only);
 - ``features``: features and class statistics (NCM, FeTrIL, SLCA, RanPAC, iCaRL);
+- ``contrastive``: contrastive losses on features: proxies, similarity structure, prototypes (UER's cosine
+  logits, PCR, HPCR, OnPro);
 - ``backbones`` and ``adaptation``: pretrained backbone files, and adapt-then-freeze (first-session adaptation);
 - ``prompts`` and ``tuning``: prompt pools on a ViT (L2P, DualPrompt, CODA-Prompt) and LoRA/adapter modules.
 
