@@ -77,7 +77,7 @@ class CellJob:
         store = ResultsStore(self.store)
         parts = None
         if self.validation is not None:
-            from lifelong.protocol.tune import tuning_parts
+            from lifelong.protocol.validation import tuning_parts
 
             # a function, not parts: rebuilt from the same split when a resume finds no usable checkpoint
             parts = functools.partial(tuning_parts, config, float(self.validation["fraction"]),
