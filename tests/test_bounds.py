@@ -56,3 +56,18 @@ def test_a_strategy_field_out_of_range_gives_the_same_error_from_python_and_a_co
         build("strategy", STRATEGIES, Component(name="er", buffer_size=-1))
     assert str(from_python.value) == str(from_config.value)
     assert "\n" not in str(from_python.value) and "buffer_size" in str(from_python.value)
+
+
+def test_a_range_whose_ends_are_swapped_is_refused_naming_both_fields() -> None:
+    import pytest
+
+    from lifelong.bounds import check_ordered
+    from lifelong.errors import ConfigError
+    from lifelong.strategies import STRATEGIES
+
+    with pytest.raises(ConfigError, match=r"^strategy.mixup_min \(0.7\) must not exceed strategy.mixup_max \(0.6\); "
+                                          r"swap them$"):
+        STRATEGIES["onpro"](mixup_min=0.7, mixup_max=0.6)
+    with pytest.raises(ConfigError, match=r"strategy.gradient_scale_min \(2.0\) must not exceed"):
+        STRATEGIES["hpcr"](gradient_scale_min=2.0, gradient_scale_max=1.0)
+    check_ordered("strategy", STRATEGIES["onpro"](mixup_min=0.6, mixup_max=0.6), "mixup_min", "mixup_max")

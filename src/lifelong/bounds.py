@@ -100,3 +100,13 @@ def check_bounds(section: str, instance: object) -> None:
         number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         if not number or not all(_holds(side, value) for side in sides):
             raise ConfigError(f"{section}.{field.name} must be {describe(hints[field.name])}, got {value!r}")
+
+
+def check_ordered(section: str, instance: object, low: str, high: str) -> None:
+    """Refuse, in one line naming both fields, a range whose lower end ``low`` exceeds its upper ``high``
+    (e.g. a mixing weight's or a loss factor's ``*_min`` and ``*_max``): each lies in its declared bounds, their
+    order is a rule between two fields."""
+    low_value, high_value = getattr(instance, low), getattr(instance, high)
+    if low_value > high_value:
+        raise ConfigError(f"{section}.{low} ({low_value}) must not exceed {section}.{high} ({high_value}); "
+                          "swap them")

@@ -11,7 +11,8 @@ from lifelong.errors import ConfigError, TrainingError
 from lifelong.protocol import tune
 from lifelong.experiment import build_strategy
 from lifelong.protocol.spaces import SEARCH_SPACES, FloatRange, search_space
-from lifelong.protocol.tune import ProtocolSettings, run_protocol, validation_split
+from lifelong.protocol.tune import ProtocolSettings, run_protocol
+from lifelong.protocol.validation import validation_split
 from lifelong.runner.results import ResultsStore
 from lifelong.strategies import STRATEGIES
 

@@ -60,7 +60,7 @@ class CellJob:
     resubmitted as it is, and the new one resumes the run from the checkpoint the interrupted one left.
 
     ``validation`` (a tuning trial's): ``{"fraction": f, "seed": s}``, train on the dataset with its test set
-    replaced by that stratified share of its training set (:func:`lifelong.protocol.tune.validation_split`);
+    replaced by that stratified share of its training set (:func:`lifelong.protocol.validation.validation_split`);
     ``extra_config``: sections added to the stored configuration (the trial's ``protocol`` record)."""
 
     def __init__(self, config: dict[str, Any], store: str, validation: dict[str, Any] | None = None,

@@ -26,7 +26,7 @@ from lifelong.data.catalog import DATASETS
 from lifelong.errors import ConfigError, TrainingError
 from lifelong.experiment import refuse_save_pretrained, run_config
 from lifelong.metrics.aggregate import Aggregate
-from lifelong.protocol.validation import check_tunable, tuning_parts, validation_split  # noqa: F401 - its home
+from lifelong.protocol.validation import check_tunable, tuning_parts
 from lifelong.protocol.seeds import run_seeds
 from lifelong.protocol.spaces import Parameter, search_space, suggest
 from lifelong.runner.results import ResultsStore, RunRecord

@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.bounds import Annotated, Ge, Gt, Interval
+from lifelong.bounds import Annotated, Ge, Gt, Interval, check_ordered
 from lifelong.data.streams import Batch
-from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
 from lifelong.strategies.base import Strategy, StrategyContext
 from lifelong.strategies.parts.contrastive import (
@@ -79,9 +78,7 @@ class OnPro(Strategy):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_memory_keeps(self.memory_keeps)
-        if self.mixup_min > self.mixup_max:
-            raise ConfigError(f"strategy.mixup_min ({self.mixup_min}) must not exceed strategy.mixup_max "
-                              f"({self.mixup_max}); swap them")
+        check_ordered("strategy", self, "mixup_min", "mixup_max")
 
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)

@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.bounds import Annotated, Ge, Gt
+from lifelong.bounds import Annotated, Ge, Gt, check_ordered
 from lifelong.data.streams import Batch, Experience
-from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
 from lifelong.strategies.base import Strategy, StrategyContext, named_variant
 from lifelong.strategies.parts.contrastive import (
@@ -82,9 +81,7 @@ def proxy_contrastive_replay(name: str, doc: str, holistic: dict[str, Any]) -> t
         def __post_init__(self) -> None:
             super().__post_init__()
             check_memory_keeps(self.memory_keeps)
-            if self.gradient_scale_min > self.gradient_scale_max:
-                raise ConfigError(f"strategy.gradient_scale_min ({self.gradient_scale_min}) must not exceed "
-                                  f"strategy.gradient_scale_max ({self.gradient_scale_max}); swap them")
+            check_ordered("strategy", self, "gradient_scale_min", "gradient_scale_max")
 
         def setup(self, context: StrategyContext) -> None:
             super().setup(context)
