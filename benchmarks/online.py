@@ -32,6 +32,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +77,19 @@ def run(dataset: str, row: str, seed: int, args: argparse.Namespace) -> dict[str
     model = resnet18(stream.input_shape, stream.n_classes, nf=args.width) if dataset == "fashion_mnist" \
         else mlp(stream.input_shape, stream.n_classes)
     try:
-        result = train(stream, model, STRATEGIES[strategy](buffer_size=args.memory, **settings), optim(), seed=seed,
+        memory = {"buffer_size": args.memory} if keeps_memory(strategy) else {}
+        result = train(stream, model, STRATEGIES[strategy](**memory, **settings), optim(), seed=seed,
                        device=args.device)
     except (LifelongError, RuntimeError, ValueError) as error:  # a refused or failed run is reported in its row
         return {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
     last = [float(value) for value in result.matrix[-1]]
     return {"final": result.metrics["final_accuracy"], "forgetting": result.metrics["forgetting"],
             "last": last[-1], "earlier": statistics.mean(last[:-1]), "seconds": sum(c.seconds for c in result.costs)}
+
+
+def keeps_memory(strategy: str) -> bool:
+    """Whether ``strategy`` has a replay memory (``buffer_size``), which every such row sets to ``--memory``."""
+    return "buffer_size" in {f.name for f in fields(STRATEGIES[strategy])}
 
 
 def table_row(label: str, results: list[dict[str, Any]]) -> str:
@@ -137,7 +144,8 @@ def main() -> None:
             for row in rows:
                 results = row_results(done, futures, dataset, (dataset, row), row, seeds, 6)
                 if results is not None:
-                    print(table_row(f"{row} ({args.memory})", results), flush=True)
+                    print(table_row(f"{row} ({args.memory})" if keeps_memory(ROWS[row][0]) else row, results),
+                          flush=True)
     print(f"\nWall time {time.perf_counter() - started:.0f} s.", file=sys.stderr)
 
 
