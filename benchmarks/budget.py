@@ -49,6 +49,12 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "naive": {}, "er": {"buffer_size": MEMORY}, "er_ace": {"buffer_size": MEMORY}, "der": {"buffer_size": MEMORY},
     "derpp": {"buffer_size": MEMORY}, "gdumb": {"buffer_size": MEMORY}, "agem": {"buffer_size": MEMORY},
     "icarl": {"buffer_size": MEMORY}, "lwf": {}, "ewc": {}, "ncm": {}, "fetril": {}}
+REFUSED_REALTIME = {
+    "gdumb": "it retrains from scratch on its memory, not on the arriving batches",
+    "icarl": "it trains on the batches and its exemplars, then passes over the experience again to pick exemplars",
+    "ncm": "it passes over the experience a second time for the class means (the runner refuses a real-time "
+           "stream for a strategy that trains on more samples than the stream brings)"}
+"""Strategies a stream that does not wait cannot serve: each needs data after it has passed."""
 PACES = {"naive pace": 1.0, "half pace": 2.0}
 """Real-time rows: the stream's time between two batches, in naive steps of one batch."""
 
@@ -89,6 +95,21 @@ def spread(values: list[float]) -> str:
         f"{values[0]:.3f}"
 
 
+def summary(points: list[Any], front: set[tuple[str, float]], levels: list[float]) -> None:
+    """What the table says about the papers' claim, computed from its means: the best strategy at each level,
+    ER's gap to it, and the strategies on the front."""
+    print("\n### Computed from the table\n")
+    for level in levels:
+        cell = sorted((p for p in points if p.level == level), key=lambda p: -p.accuracy)
+        er = next(p for p in cell if p.label == "er")
+        rank = [p.label for p in cell].index("er") + 1
+        ahead = ", ".join(f"{p.label} {p.accuracy:.3f}" for p in cell[:rank - 1])
+        print(f"- {level:g}x: best {cell[0].label} {cell[0].accuracy:.3f}; er {er.accuracy:.3f}, rank {rank} of "
+              f"{len(cell)}" + (f" (behind {ahead})" if ahead else ""))
+    movers = sorted({label for label, _ in front})
+    print(f"- on the Pareto front at some level: {', '.join(movers)}\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -110,7 +131,9 @@ def main() -> None:
     print("# Compute-matched continual learning on Split Fashion-MNIST\n")
     print(f"`OMP_NUM_THREADS=1 python benchmarks/budget.py --seeds {args.seeds} --levels {args.levels}` "
           f"(torch {torch.__version__}, one thread; every run in `{args.db}`)\n")
-    print(" ".join(__doc__.split("\n\n")[1].split()) + "\n")
+    settings, bullets = __doc__.split("\n\n")[2:4]
+    print(" ".join(settings.split()) + "\n")
+    print("\n".join("* " + " ".join(item.split()) for item in ("\n" + bullets).split("\n* ")[1:]) + "\n")
     print("## Every strategy at equal FLOPs\n")
     print("Budget: a multiple of naive's FLOPs for one epoch of each experience. Spent: FLOPs over the run, mean "
           "over seeds, and its ratio to the budget (above 1: the first experience's closing hook, or a method's "
@@ -131,6 +154,7 @@ def main() -> None:
                   f"{spread([r.metrics['forgetting'] for r in cell])} | "
                   f"{max(r.memory_bytes for r in cell) / 1024:.0f} | {'*' if (label, level) in front else ''} |",
                   flush=True)
+    summary(points, front, levels)
     if not args.no_realtime:
         step = naive_step_flops(store, int(rows[0].budget["reference_run"]))
         print("\n## A stream that does not wait\n")
@@ -140,7 +164,8 @@ def main() -> None:
         print("| strategy | pace | online accuracy | final accuracy | trained share |")
         print("|---|---|---|---|---|")
         for label, settings in STRATEGIES.items():
-            if label in ("gdumb", "icarl"):  # they train on data other than what arrives: refused
+            if label in REFUSED_REALTIME:
+                print(f"| {label} | both | not run: {REFUSED_REALTIME[label]} | | |", flush=True)
                 continue
             for pace, factor in PACES.items():
                 runs = [realtime_run(overrides, label, settings, step * factor, seed, store) for seed in seeds]
