@@ -62,6 +62,17 @@ def points_of(record: RunRecord) -> list[dict[str, Any]]:
     return points
 
 
+MARKERS = "os^Dv<>Ph*Xd"
+"""Marker per series, cycled with a 20-colour map so that a dozen strategies stay distinguishable."""
+
+
+def _series_style(index: int) -> dict[str, Any]:
+    """Colour and marker of the ``index``-th series: tab20's colours, even ones first (the saturated half),
+    and a marker that changes with every colour."""
+    return {"color": plt.get_cmap("tab20")((2 * index) % 20 + (2 * index) // 20 % 2),
+            "marker": MARKERS[index % len(MARKERS)]}
+
+
 def _grid(count: int, width: float = 4.2, height: float = 3.4) -> tuple[Figure, list[Any]]:
     columns = min(count, 3)
     rows = math.ceil(count / columns)
@@ -183,11 +194,11 @@ def budget_accuracy_vs_compute(records: Sequence[RunRecord]) -> Figure:
     figure, axes = _grid(len(units), width=6.0, height=4.4)
     for axis, unit in zip(axes, units, strict=True):
         shown = [p for p in points if p.unit == unit]
-        for label in dict.fromkeys(p.label for p in shown):
+        for index, label in enumerate(dict.fromkeys(p.label for p in shown)):
             line = sorted((p for p in shown if p.label == label), key=lambda p: p.spent)
             drawn = axis.errorbar([p.spent for p in line], [p.accuracy for p in line],
-                                  yerr=[p.accuracy_std or 0.0 for p in line], marker="o", markersize=4,
-                                  capsize=2, linewidth=1.2, label=label, zorder=2)
+                                  yerr=[p.accuracy_std or 0.0 for p in line], markersize=4, capsize=2,
+                                  linewidth=1.2, label=label, zorder=2, **_series_style(index))
             for point in line:
                 axis.annotate(point.budget, (point.spent, point.accuracy), textcoords="offset points",
                               xytext=(4, -9), fontsize=6, color=drawn[0].get_color())
@@ -211,9 +222,10 @@ def budget_accuracy_vs_memory(records: Sequence[RunRecord]) -> Figure:
     so that a strategy keeping nothing is drawn at 0."""
     points = budget_points(records)
     figure, axis = plt.subplots(figsize=(6.0, 4.4))
-    for label in dict.fromkeys(p.label for p in points):
+    for index, label in enumerate(dict.fromkeys(p.label for p in points)):
         own = [p for p in points if p.label == label]
-        drawn = axis.scatter([p.memory_bytes for p in own], [p.accuracy for p in own], label=label, s=22, zorder=2)
+        drawn = axis.scatter([p.memory_bytes for p in own], [p.accuracy for p in own], label=label, s=22, zorder=2,
+                             **_series_style(index))
         for point in own:
             axis.annotate(point.budget, (point.memory_bytes, point.accuracy), textcoords="offset points",
                           xytext=(4, -3), fontsize=6, color=drawn.get_facecolor()[0])
