@@ -56,8 +56,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fmnist import PATH, subset  # noqa: E402
-from runs import finished_runs, record, row_results, spread  # noqa: E402
+from fmnist import PATH  # noqa: E402
+from runs import finished_runs, record, row_results, spread, subset  # noqa: E402
 
 from lifelong import OptimConfig, train  # noqa: E402
 from lifelong.data import domain_incremental  # noqa: E402

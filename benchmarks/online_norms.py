@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fmnist import PATH, spread, subset  # noqa: E402
+from fmnist import PATH  # noqa: E402
+from runs import spread, subset  # noqa: E402
 
 from lifelong import ER, OptimConfig, train  # noqa: E402
 from lifelong.data import class_incremental  # noqa: E402

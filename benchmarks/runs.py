@@ -1,6 +1,6 @@
 """What the long benchmarks share: every finished run appended to a JSON-lines file as it ends (a crash
-or an interrupt loses no finished run, and a rerun with the same settings reuses them), and mean ± std
-over seeds for the tables."""
+or an interrupt loses no finished run, and a rerun with the same settings reuses them), mean ± std over
+seeds for the tables, and a fixed per-class subset of a dataset."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ import statistics
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from lifelong import from_arrays
+from lifelong.data.datasets import Dataset
 
 
 def finished_runs(path: Path, settings: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -82,3 +87,19 @@ def accuracy_flops_figure(points: list[tuple[str, int | None, float, float]], pa
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
+
+
+def first_per_class(labels: np.ndarray, per_class: int, n_classes: int) -> np.ndarray:
+    """Indices of the first ``per_class`` samples of each class in a fixed shuffle (seed 0), in order."""
+    order = np.random.default_rng(0).permutation(len(labels))
+    return np.sort(np.concatenate([order[labels[order] == c][:per_class] for c in range(n_classes)]))
+
+
+def subset(dataset: Dataset, per_class: int, test_per_class: int | None = None) -> Dataset:
+    """The first ``per_class`` training images of each class in a fixed shuffle, and as many test images
+    (all of them when ``test_per_class`` is None): the same subset for every row and seed of a benchmark."""
+    kept = first_per_class(dataset.y_train.numpy(), per_class, dataset.n_classes)
+    tested = np.arange(len(dataset.y_test)) if test_per_class is None else \
+        first_per_class(dataset.y_test.numpy(), test_per_class, dataset.n_classes)
+    return from_arrays(dataset.name, dataset.x_train[kept].numpy(), dataset.y_train[kept].numpy(),
+                       dataset.x_test[tested].numpy(), dataset.y_test[tested].numpy())

@@ -47,7 +47,7 @@ from lifelong.optim.setup import resolve
 from lifelong.protocol.sweep import cell_progress
 from lifelong.runner.results import ResultsStore
 from lifelong.runner.validation import check_capabilities
-from lifelong.strategies import STRATEGIES, Strategy
+from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StrategyContext
 from lifelong.world import World
 
