@@ -31,10 +31,35 @@ def test_empirical_fisher_matches_per_sample_gradients() -> None:
     torch.manual_seed(0)
     model = nn.Linear(3, 4)
     data = TensorSet.of(torch.randn(5, 3), torch.tensor([0, 1, 3, 0, 2]), 0)
-    fisher = fisher_diagonal(model, data, empirical=True, batch_size=2)
+    fisher = fisher_diagonal(model, data, labels="empirical", batch_size=2)
     expected = fisher_by_hand(model, data, data.y)
     for k in expected:
         assert torch.allclose(fisher[k], expected[k], atol=1e-6)
+
+
+def test_weighted_fisher_is_mammoths_estimate() -> None:
+    # DER's reference code (Mammoth's ewc_on): p(y|x) * (d log p(y|x) / d theta)^2 with the true label, one
+    # backward pass per sample, averaged
+    torch.manual_seed(0)
+    model = nn.Linear(3, 4)
+    data = TensorSet.of(torch.randn(5, 3), torch.tensor([0, 1, 3, 0, 2]), 0)
+    expected = {k: torch.zeros_like(v) for k, v in model.named_parameters()}
+    for i in range(len(data)):
+        model.zero_grad()
+        log_p = F.log_softmax(model(data.x[i:i + 1]), dim=1)[0, data.y[i]]
+        log_p.backward()
+        for k, p in model.named_parameters():
+            expected[k] += log_p.exp().detach() * p.grad**2 / len(data)
+    fisher = fisher_diagonal(model, data, labels="weighted", batch_size=2)
+    for k in expected:
+        assert torch.allclose(fisher[k], expected[k], atol=1e-7)
+    empirical = fisher_diagonal(model, data, labels="empirical", batch_size=2)
+    assert all((fisher[k] <= empirical[k] + 1e-9).all() for k in expected)  # p(y|x) <= 1 weighs every term down
+
+
+def test_fisher_labels_are_checked() -> None:
+    with pytest.raises(ConfigError, match="strategy.fisher_labels must be one of"):
+        EWC(fisher_labels="true")
 
 
 def test_sampled_fisher_uses_labels_drawn_from_the_model() -> None:

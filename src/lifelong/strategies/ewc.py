@@ -10,8 +10,14 @@ from torch import nn
 
 from lifelong.bounds import Annotated, Ge, Interval
 from lifelong.data.streams import Batch, Experience
-from lifelong.strategies.base import BOTH_OBJECTIVES, Capabilities, Strategy, StrategyContext
-from lifelong.strategies.parts.importance import fisher_diagonal
+from lifelong.errors import ConfigError
+from lifelong.strategies.base import (
+    BOTH_OBJECTIVES,
+    Capabilities,
+    Strategy,
+    StrategyContext,
+)
+from lifelong.strategies.parts.importance import FISHER_LABELS, fisher_diagonal
 from lifelong.strategies.parts.penalties import Anchor
 
 
@@ -31,11 +37,24 @@ class EWC(Strategy):
     training data, ``benchmarks/defaults.py``)."""
     decay: Annotated[float, Interval(ge=0, le=1)] = 1.0
     """Decay of the old Fisher (gamma in Schwarz et al.); 1 keeps it all."""
+    fisher_labels: str = "sampled"
+    """The Fisher estimate's labels (:func:`~lifelong.strategies.parts.importance.fisher_diagonal`): ``sampled``
+    from the model (the paper's Fisher), ``empirical`` (the true label) or ``weighted`` (the true label times
+    ``p(y|x)``, DER's reference code, Mammoth's ``ewc_on``, whose ``e_lambda`` values assume it)."""
     anchor: Anchor = field(default_factory=Anchor, init=False, repr=False)
     """The weights ``theta*`` after the last experience and the running Fisher ``F`` (its importance)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fisher_labels not in FISHER_LABELS:
+            raise ConfigError(f"strategy.fisher_labels must be one of {list(FISHER_LABELS)}, got "
+                              f"{self.fisher_labels!r}")
+
     def setup(self, context: StrategyContext) -> None:
         super().setup(context)
+        if self.language_model and self.fisher_labels == "weighted":
+            raise ConfigError("strategy.fisher_labels = 'weighted' weights a classifier's true label by p(y|x); "
+                              "for a language model use 'sampled' or 'empirical'")
         self.anchor = Anchor()
 
     def observe(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -50,7 +69,7 @@ class EWC(Strategy):
         super().after_experience(model, experience)
         mask = None if self.task_mask is None else self.task_mask[experience.task_id]
         part = experience.train.subset(self.world.portion(len(experience.train)))
-        fisher = fisher_diagonal(model, part, class_mask=mask, generator=self.generator,
+        fisher = fisher_diagonal(model, part, class_mask=mask, generator=self.generator, labels=self.fisher_labels,
                                  language_model=self.language_model)
         self.anchor.update(model, self.world.average(fisher, weight=len(part)), decay=self.decay)
 
