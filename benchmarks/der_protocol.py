@@ -95,7 +95,7 @@ ROWS = [
     Row("joint (3 epochs)", "joint", 0.03, epochs=3),
     Row("ewc", "ewc", 0.03, (("lam", 180.0), ("decay", 1.0)), paper=20.46),
     # Mammoth's own Fisher estimate (the true label's squared gradient times p(y|x)), which e_lambda was chosen for
-    Row("ewc, Mammoth's Fisher", "ewc", 0.03, (("lam", 180.0), ("decay", 1.0), ("fisher_labels", "weighted")),
+    Row("ewc (Mammoth's Fisher)", "ewc", 0.03, (("lam", 180.0), ("decay", 1.0), ("fisher_labels", "weighted")),
         paper=20.46),
     Row("si", "si", 0.1, (("lam", 1.0), ("damping", 0.9)), paper=19.27),
     Row("lwf", "lwf", 0.03, (("alpha", 1.0), ("temperature", 2.0)), weight_decay=1e-3, paper=19.62),
