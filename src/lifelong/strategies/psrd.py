@@ -3,6 +3,7 @@ the new samples, without replay."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -14,7 +15,12 @@ from lifelong.bounds import Annotated, Ge, Gt
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
+from lifelong.strategies.base import (
+    Capabilities,
+    ExperiencePlan,
+    Strategy,
+    StrategyContext,
+)
 from lifelong.strategies.parts.contrastive import (
     cosine_logits,
     relation_distillation,
@@ -91,10 +97,15 @@ class PSRD(Strategy):
         self.groups, self.current = [], []
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        """The model's parameters, and the prototypes (the head's weight) at ``prototype_lr_scale``."""
+        """The model's parameters, then the prototypes (the head's weight), each group at the scale
+        :meth:`plan` declares."""
         prototypes = split_model(model)[1].weight
         rest = [p for p in model.parameters() if p.requires_grad and p is not prototypes]
-        return [{"params": rest}, {"params": [prototypes], "lr_scale": self.prototype_lr_scale}]
+        return [{"params": rest}, {"params": [prototypes]}]
+
+    def plan(self, experiences: Sequence[Experience], index: int) -> ExperiencePlan:
+        """Train on the experience, the prototypes at ``prototype_lr_scale`` times the run's learning rate."""
+        return ExperiencePlan(train_size=len(experiences[index].train), lr_scales=(1.0, self.prototype_lr_scale))
 
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
         self.current = sorted(experience.classes)
