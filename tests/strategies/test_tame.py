@@ -112,9 +112,10 @@ def test_online_on_digits_tame_finds_the_tasks_and_routes_to_their_experts(digit
 
 
 def test_on_si_blurry_digits_tame_spawns_experts_without_being_told_where_tasks_end(digits_data) -> None:
-    # measured (seed 0): 5 experts; final accuracy on Si-Blurry (N 0.5, M 0.1) digits in the comment below
+    # measured (seed 0): experiences of 666, 141, 126, 265 and 149 samples start at steps 67, 82, 95 and 122,
+    # where the z-test fires and nowhere else; final accuracy 0.294 (ER at memory 200: 0.466)
     stream = si_blurry(digits_data, 5, seed=0)
     strategy = TAME(buffer_size=200)
     result = train(stream, mlp(stream.input_shape, stream.n_classes, seed=0), strategy, ONLINE, seed=0)
-    assert len(strategy.experts) >= 3
+    assert strategy.shifts == [67, 82, 95, 122] and len(strategy.experts) == 5
     assert result.metrics["final_accuracy"] > 0.2
