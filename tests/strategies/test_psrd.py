@@ -13,7 +13,10 @@ from lifelong import PSRD, OptimConfig, class_incremental, mlp, train
 from lifelong.data.streams import Batch
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import StrategyContext
-from lifelong.strategies.parts.contrastive import relation_distillation, supervised_contrastive_loss
+from lifelong.strategies.parts.contrastive import (
+    relation_distillation,
+    supervised_contrastive_loss,
+)
 from tests.runner.test_checkpoint_resume import resumed_and_reference
 
 ONLINE = OptimConfig(lr=0.1, momentum=0.0, batch_size=10, epochs=1)
