@@ -1,5 +1,6 @@
-"""Online class-incremental learning (issue 29): ER, ER-ACE and the contrastive replay methods PCR, HPCR and
-OnPro at one memory size, on digits and on Split Fashion-MNIST.
+"""Online class-incremental learning (issue 29): ER, ER-ACE, the contrastive replay methods PCR, HPCR and
+OnPro, replay-free PSRD and the task-agnostic experts of TAME at one memory size, on digits and on Split
+Fashion-MNIST, and (``digits_si_blurry``) on a Si-Blurry stream of digits.
 
     OMP_NUM_THREADS=1 python benchmarks/online.py --datasets digits --rows er,er_ace,pcr,hpcr,onpro,\\
         hpcr_factor_1,hpcr_no_distillation --results docs/results/online-contrastive-runs.jsonl \\
@@ -39,7 +40,7 @@ from typing import Any
 import torch
 
 from lifelong import OptimConfig, train
-from lifelong.data import class_incremental, digits
+from lifelong.data import class_incremental, digits, si_blurry
 from lifelong.data.files import fashion_mnist
 from lifelong.errors import LifelongError
 from lifelong.models import mlp, resnet18
@@ -50,18 +51,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 from runs import finished_runs, record, row_results, spread  # noqa: E402
 
 PATH = "/usr/share/datasets/fashion-mnist"
-DATASETS = ("digits", "fashion_mnist_mlp", "fashion_mnist")
+DATASETS = ("digits", "fashion_mnist_mlp", "fashion_mnist", "digits_si_blurry")
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "er": ("er", {}), "er_ace": ("er_ace", {}), "pcr": ("pcr", {}), "hpcr": ("hpcr", {}), "onpro": ("onpro", {}),
     "hpcr_factor_1": ("hpcr", {"gradient_scale_min": 1.0, "gradient_scale_max": 1.0}),
     "hpcr_no_distillation": ("hpcr", {"logit_distillation": 0.0, "similarity_distillation": 0.0}),
+    "psrd": ("psrd", {}), "psrd_prototype_lr_1": ("psrd", {"prototype_lr_scale": 1.0}), "tame": ("tame", {}),
 }
 """Each row's strategy and the settings it changes from the defaults; the ``hpcr_*`` rows take one part of
-HPCR away each (its loss factor, its distillation), to see which part a difference from PCR comes from."""
+HPCR away each (its loss factor, its distillation), to see which part a difference from PCR comes from;
+``psrd_prototype_lr_1`` trains PSRD's prototypes at the run's learning rate, not a tenth of it (the
+authors' multi-epoch value), to see whether one pass is too short for them."""
 DEFAULT_ROWS = ("er", "er_ace", "pcr", "hpcr", "onpro")
 TITLES = {"digits": "Class-incremental digits, 5 x 2 classes, MLP 256-256",
           "fashion_mnist_mlp": "Class-incremental Split Fashion-MNIST, 5 x 2 classes, MLP 256-256",
-          "fashion_mnist": "Class-incremental Split Fashion-MNIST, 5 x 2 classes, reduced ResNet-18"}
+          "fashion_mnist": "Class-incremental Split Fashion-MNIST, 5 x 2 classes, reduced ResNet-18",
+          "digits_si_blurry": "Si-Blurry digits, 5 experiences (N = 0.5, M = 0.1, from the run's seed), MLP 256-256"}
 
 
 def optim() -> OptimConfig:
@@ -72,7 +77,8 @@ def run(dataset: str, row: str, seed: int, args: argparse.Namespace) -> dict[str
     """One run's figures, or its one-line error."""
     strategy, settings = ROWS[row]
     torch.set_num_threads(1)
-    stream = class_incremental(fashion_mnist(PATH) if dataset.startswith("fashion_mnist") else digits(), 5)
+    data = fashion_mnist(PATH) if dataset.startswith("fashion_mnist") else digits()
+    stream = si_blurry(data, 5, seed=seed) if dataset.endswith("si_blurry") else class_incremental(data, 5)
     torch.manual_seed(seed)  # the initial weights, from the seed alone
     model = resnet18(stream.input_shape, stream.n_classes, nf=args.width) if dataset == "fashion_mnist" \
         else mlp(stream.input_shape, stream.n_classes)

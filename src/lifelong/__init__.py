@@ -68,9 +68,11 @@ if TYPE_CHECKING:
         MAS,
         NCM,
         PCR,
+        PSRD,
         SI,
         SLCA,
         STRATEGIES,
+        TAME,
         UER,
         Adapter,
         BNOnly,
@@ -106,9 +108,9 @@ _EXPORTS = {
     "train_online": "lifelong.runner.online",
     **dict.fromkeys(("CSVLog", "MLflowLog", "TensorBoardLog"), "lifelong.runner.tracking"),
     **dict.fromkeys(("AGEM", "CLR", "CODAPrompt", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "HPCR", "L2",
-                     "L2P", "LAE", "MAS", "NCM", "PCR", "SI", "SLCA", "STRATEGIES", "UER", "Adapter", "BNOnly",
+                     "L2P", "LAE", "MAS", "NCM", "PCR", "PSRD", "SI", "SLCA", "STRATEGIES", "UER", "Adapter", "BNOnly",
                      "Cumulative", "DERpp", "DualPrompt", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint", "LoRA",
-                     "LwF", "Naive", "OnPro", "RanPAC", "ReplayMixture", "Strategy"), "lifelong.strategies"),
+                     "LwF", "Naive", "OnPro", "RanPAC", "ReplayMixture", "Strategy", "TAME"), "lifelong.strategies"),
 }
 __all__ = sorted([*_EXPORTS, "ConfigError", "DataError", "LifelongError", "MissingFileError", "ResumeError",
                   "StorageError", "StrategyError", "TrainingError"])

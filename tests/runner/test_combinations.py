@@ -61,11 +61,11 @@ STRATEGY_SETTINGS = {
     "dualprompt": {"g_layers": (0,), "e_layers": (1,), "g_length": 2, "e_length": 2},
     "coda_prompt": {"pool_size": 6, "prompt_length": 2, "layers": (0, 1)},
     "lora": {"rank": 2, "alpha": 2.0}, "adapter": {"rank": 2, "alpha": 2.0}, "lae": {"rank": 2, "alpha": 2.0},
-    "ranpac": {"projection_dim": 16},
+    "ranpac": {"projection_dim": 16}, "psrd": {}, "tame": {"buffer_size": 12, "window": 2},
 }
 PROMPTS = {"l2p", "dualprompt", "coda_prompt"}
 """Prompt methods: with the MLP of the combination test they must refuse in one line; they train a ViT."""
-BUFFERS = {"er", "er_ace", "der", "derpp", "uer", "agem", "gdumb", "icarl"}
+BUFFERS = {"er", "er_ace", "der", "derpp", "uer", "agem", "gdumb", "icarl", "tame"}
 KEEPS_POSITIONS = BUFFERS - {"icarl"}
 
 SCHEDULES = [("constant", {}), ("cosine", {"horizon": "experience"}), ("cosine", {"horizon": "stream", "final": 0.1}),

@@ -112,7 +112,7 @@ SPECIAL: dict[str, dict[str, Any]] = {
     "er": {"settings": MEMORY}, "er_ace": {"settings": MEMORY}, "der": {"settings": MEMORY},
     "derpp": {"settings": MEMORY}, "uer": {"settings": MEMORY}, "icarl": {"settings": MEMORY},
     "pcr": {"settings": MEMORY}, "hpcr": {"settings": {**MEMORY, "gradient_scale_period": 6}},
-    "onpro": {"settings": MEMORY},
+    "onpro": {"settings": MEMORY}, "tame": {"settings": {**MEMORY, "window": 4}},
     "agem": {"settings": {**MEMORY, "reference_batch_size": 16}},
     "gdumb": {"settings": {**MEMORY, "memory_passes": 2}},
     "replay": {"settings": {"buffer_size": 24, "replay_fraction": 0.25}},

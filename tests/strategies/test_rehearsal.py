@@ -128,7 +128,7 @@ def test_bad_rehearsal_settings_name_the_field() -> None:
 
 
 FAMILY = ["naive", "joint", "cumulative", "er", "er_ace", "agem", "uer", "der", "derpp", "replay", "gdumb", "icarl",
-          "lwf", "pcr", "hpcr", "onpro"]
+          "lwf", "pcr", "hpcr", "onpro", "psrd", "tame"]
 
 
 @pytest.mark.parametrize("name", FAMILY)

@@ -62,6 +62,9 @@ SEARCH_SPACES: dict[str, dict[str, Parameter]] = {
              "strategy.logit_distillation": FloatRange(1e-3, 1.0, log=True),
              "strategy.similarity_distillation": FloatRange(0.05, 2.0, log=True)},
     "onpro": {"strategy.prototype_temperature": FloatRange(0.1, 1.0, log=True)},  # Wei et al. 2023
+    "psrd": {"strategy.distillation_weight": FloatRange(0.1, 10.0, log=True),  # Asadi et al. 2023
+             "strategy.prototype_lr_scale": FloatRange(0.01, 1.0, log=True)},
+    "tame": {"strategy.threshold": FloatRange(2.0, 5.0)},  # Zhu et al. 2022
     "ncm": {},
     "fetril": {"strategy.weight_decay": FloatRange(1e-6, 1e-2, log=True)},  # Petit et al. 2023
     "slca": {"strategy.backbone_lr_scale": FloatRange(1e-3, 0.1, log=True)},  # Zhang et al. 2023

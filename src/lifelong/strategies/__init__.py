@@ -32,11 +32,13 @@ from lifelong.strategies.naive import Naive
 from lifelong.strategies.ncm import NCM
 from lifelong.strategies.onpro import OnPro
 from lifelong.strategies.pcr import HPCR, PCR
+from lifelong.strategies.psrd import PSRD
 from lifelong.strategies.ranpac import RanPAC
 from lifelong.strategies.replay import ReplayMixture
 from lifelong.strategies.sequential_tuning import Adapter, LoRA
 from lifelong.strategies.si import SI
 from lifelong.strategies.slca import SLCA
+from lifelong.strategies.tame import TAME
 from lifelong.strategies.uer import UER
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -60,13 +62,13 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "slca": SLCA,
     "fetril": FeTrIL,
     "uer": UER,
-    "pcr": PCR, "hpcr": HPCR, "onpro": OnPro,
+    "pcr": PCR, "hpcr": HPCR, "onpro": OnPro, "psrd": PSRD, "tame": TAME,
     "gpm": GPM, "cuber": CUBER, "dst": DST, "clr": CLR, "bn_only": BNOnly, "hypernetwork": Hypernetwork,
     "l2p": L2P, "dualprompt": DualPrompt, "coda_prompt": CODAPrompt,
     "lora": LoRA, "adapter": Adapter, "lae": LAE, "ranpac": RanPAC,
 }
 
-__all__ = ["AGEM", "CLR", "CODAPrompt", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "HPCR", "L2", "L2P", "LAE",
-           "MAS", "NCM", "PCR", "SI", "SLCA", "Adapter", "BNOnly", "Cumulative", "DERpp", "DualPrompt", "FeTrIL", "GDumb",
-           "Hypernetwork", "ICaRL", "Joint", "LoRA", "LwF", "Naive", "OnPro", "RanPAC", "ReplayMixture", "STRATEGIES",
-           "Strategy", "UER"]
+__all__ = ["AGEM", "CLR", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "HPCR", "L2", "L2P", "LAE", "MAS", "NCM",
+           "PCR", "PSRD", "SI", "SLCA", "STRATEGIES", "TAME", "UER", "Adapter", "BNOnly", "CODAPrompt", "Cumulative",
+           "DERpp", "DualPrompt", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint", "LoRA", "LwF", "Naive", "OnPro",
+           "RanPAC", "ReplayMixture", "Strategy"]

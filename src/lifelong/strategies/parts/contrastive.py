@@ -1,6 +1,7 @@
-"""Contrastive losses on a model's features, for the online methods that learn with them: anchors against the
-classifier's proxies (PCR, HPCR), the similarity structure of replayed samples (HPCR's distillation), and
-class prototypes of a batch against each other (OnPro), with the second augmented view these losses read.
+"""Contrastive losses on a model's features, for the methods that learn with them: anchors against the
+classifier's proxies (PCR, HPCR), the similarity structure of replayed samples (HPCR's distillation),
+class prototypes of a batch against each other (OnPro), the supervised contrastive loss and the old model's
+prototype-sample relations (PSRD), with the second augmented view these losses read.
 
 Each loss takes the features it contrasts and returns a scalar; which samples, heads and weights go in is
 the method's. Classes are the columns of a ``(N, C)`` logit matrix or the rows of a ``(C, D)`` prototype
@@ -101,3 +102,51 @@ def pair_probabilities(prototypes: torch.Tensor, present: torch.Tensor) -> tuple
     valid = present[pairs[:, 0]] & present[pairs[:, 1]]
     closeness = (1 / distance.clamp_min(1e-12)).masked_fill(~valid, torch.finfo(distance.dtype).min)
     return pairs, F.softmax(closeness, dim=0) * valid
+
+
+SUPCON_BASE_TEMPERATURE = 0.07
+"""The supervised contrastive loss's reference temperature: the loss is scaled by ``temperature / 0.07``, as in
+Khosla et al.'s code and the PSRD authors' copy of it."""
+
+
+def supervised_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The supervised contrastive loss (Khosla et al., NeurIPS 2020, ``L_out``) of ``features`` (N, D) with
+    ``labels`` (N,): each anchor's mean, over its positives (the other samples of its class), of
+    ``-log(exp(z_i . z_p / tau) / sum_{a != i} exp(z_i . z_a / tau))`` on normalized features, scaled by
+    ``tau / 0.07`` (:data:`SUPCON_BASE_TEMPERATURE`), averaged over the anchors that have a positive (0 when
+    none has)."""
+    z = F.normalize(features, dim=1)
+    itself = torch.eye(len(z), dtype=torch.bool, device=z.device)  # (N, N)
+    logits = (z @ z.T / temperature).masked_fill(itself, torch.finfo(z.dtype).min)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (N, N)
+    positive = (labels.unsqueeze(0) == labels.unsqueeze(1)) & ~itself  # (N, N)
+    counts = positive.sum(dim=1)  # (N,)
+    mean_log_prob = (log_prob * positive).sum(dim=1) / counts.clamp_min(1)
+    anchored = counts > 0
+    return -(temperature / SUPCON_BASE_TEMPERATURE) * (mean_log_prob * anchored).sum() / anchored.sum().clamp_min(1)
+
+
+def prototype_scores(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """``f . p_c / |p_c|`` (N, K) of features (N, D) against prototypes (K, D): the sample-to-prototype
+    similarity PSRD distils, normalized on the prototypes' side only (as in the authors' code), so a
+    sample's norm acts as an inverse temperature of its relations."""
+    return features @ F.normalize(prototypes, dim=1).T
+
+
+def relation_distillation(features: torch.Tensor, prototypes: torch.Tensor, old_features: torch.Tensor,
+                          old_prototypes: torch.Tensor, groups: list[torch.Tensor], temperature: float
+                          ) -> torch.Tensor:
+    """PSRD's prototype-sample relation distillation (Asadi et al., ICML 2023): for each group of old classes
+    (an earlier task's, ``groups``: class indices (K_t,) each), the softmax at ``temperature`` of the new
+    samples' similarities (:func:`prototype_scores`) to that task's prototypes, from the old model's
+    ``old_features`` (N, D) and ``old_prototypes`` (C, D), is the target of the same softmax from the current
+    ``features`` (N, D) and ``prototypes`` (C, D): ``KL(old || current)``, averaged over the samples and
+    summed over the groups (0 without groups). It keeps how each old prototype relates to the data, not
+    where it lies, so prototypes and features may drift together."""
+    loss = features.new_zeros(())
+    for classes in groups:
+        current = prototype_scores(features, prototypes[classes]) / temperature  # (N, K_t)
+        old = prototype_scores(old_features, old_prototypes[classes]).detach() / temperature
+        loss = loss + F.kl_div(F.log_softmax(current, dim=1), F.log_softmax(old, dim=1), reduction="batchmean",
+                               log_target=True)
+    return loss
