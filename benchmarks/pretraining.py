@@ -53,6 +53,7 @@ from lifelong.data.streams import Stream
 from lifelong.data.text import text_stream
 from lifelong.errors import LifelongError
 from lifelong.metrics.objectives import count_model_loss
+from lifelong.metrics.utilization import lm_flops_per_token, measured_peak, mfu
 from lifelong.models.gpt import gpt
 from lifelong.protocol.seeds import parse_seeds
 from lifelong.strategies import STRATEGIES
@@ -115,6 +116,7 @@ def run(row: Row, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     stream = make_stream(seed, args)
     torch.manual_seed(seed)
+    peak = measured_peak()
     model = gpt(stream.input_shape, stream.n_classes, stream.vocab_size, d_model=args.width, n_layers=args.layers,
                 n_heads=args.heads)
     optim = OptimConfig(name="adamw", lr=args.lr, batch_size=args.batch, epochs=1, weight_decay=0.1, grad_clip=1.0,
@@ -133,7 +135,22 @@ def run(row: Row, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             "later_tokens": context * sum(c.samples for c in result.costs[1:]) if len(result.costs) > 1
             else context * result.costs[0].samples,
             "tokens": context * sum(c.samples for c in result.costs),
-            "replayed_tokens": result.metrics["replayed_tokens"], "seconds": sum(c.seconds for c in result.costs)}
+            "replayed_tokens": result.metrics["replayed_tokens"], "seconds": sum(c.seconds for c in result.costs),
+            "flops_per_token": lm_flops_per_token(model), "peak_flops": peak}
+
+
+def throughput(result: dict[str, Any]) -> tuple[float, float | None]:
+    """A run's trained tokens per second of training, and its MFU against the matmul peak measured in the
+    run's process before it trained (None for a run recorded before the peak was)."""
+    seconds = result["seconds"]
+    flops = result.get("flops_per_token")
+    return result["tokens"] / seconds, mfu((flops or 0.0) * result["tokens"], seconds, result.get("peak_flops"))
+
+
+def utilization(results: list[dict[str, Any]]) -> str:
+    """The mean MFU of a row's runs in percent, ``n/a`` where a run has no measured peak."""
+    values = [throughput(r)[1] for r in results]
+    return "n/a" if any(v is None for v in values) else f"{100 * statistics.mean(values):.2f} %"  # type: ignore[misc]
 
 
 def summary(labels: list[str], finals: dict[str, list[float]], forgetting: dict[str, float | None],
@@ -173,6 +190,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rows", default="", help="row labels to run, separated by ';' (default: all)")
+    parser.add_argument("--heading", default="#", help="the Markdown heading of the table's section")
     parser.add_argument("--results", type=Path, default=Path("pretraining-runs.jsonl"),
                         help="each finished run is appended here, and a rerun with the same settings reuses it")
     args = parser.parse_args()
@@ -182,7 +200,7 @@ def main() -> None:
     rows = [row for row in ROWS if not chosen or row.label in chosen]
     count_rows = [entry for entry in COUNTS if not chosen or entry[0] in chosen]
     started = time.perf_counter()
-    settings = {k: v for k, v in vars(args).items() if k not in ("seeds", "workers", "results", "rows")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("seeds", "workers", "results", "rows", "heading")}
     done = finished_runs(args.results, settings)
     steps = args.train_tokens // args.context // args.batch
     with ProcessPoolExecutor(args.workers) as pool:
@@ -191,12 +209,13 @@ def main() -> None:
         for (row, seed), future in futures.items():
             future.add_done_callback(lambda f, row=row, seed=seed: record(args.results, settings, "text", row.label,
                                                                           seed, f))
-        print(f"# Continual pre-training: {' -> '.join(domains)} fortunes, a small GPT\n")
+        print(f"{args.heading} Continual pre-training: {' -> '.join(domains)} fortunes, a small GPT\n")
         print(f"`python benchmarks/pretraining.py --seeds {args.seeds} --domains {args.domains} "
               f"--context {args.context} --train-tokens {args.train_tokens} "
               f"--validation-tokens {args.validation_tokens} --width {args.width} --layers {args.layers} "
               f"--heads {args.heads} --batch {args.batch} --lr {args.lr:g} "
-              f"--eval-every {args.eval_every} --workers {args.workers}` (torch {torch.__version__}, one thread a "
+              f"--eval-every {args.eval_every} --workers {args.workers}"
+              + (f" --rows '{args.rows}'" if args.rows else "") + f"` (torch {torch.__version__}, one thread a "
               "run)\n")
         print(f"GPT (byte tokens, context {args.context}, d_model {args.width}, {args.layers} layers, {args.heads} "
               f"heads, tied embeddings); AdamW lr {args.lr:g}, weight decay 0.1 on the weight matrices only (biases, "
@@ -211,8 +230,8 @@ def main() -> None:
               f"(bits per byte: divide by ln 2 = 0.693), lower is better; mean ± std over {len(seeds)} seeds.\n")
         loss_columns = " | ".join(f"final loss {d}" for d in domains)
         print(f"| row | {loss_columns} | forgetting {domains[0]} | stability gap | tokens after {domains[0]} | "
-              "tokens | replayed tokens | seconds |")
-        print("|---|" + "---|" * (len(domains) + 6))
+              "tokens | replayed tokens | seconds | tokens/s | MFU |")
+        print("|---|" + "---|" * (len(domains) + 8))
         finals: dict[str, list[float]] = {}
         forgetting: dict[str, float | None] = {}
         for label, order, union in count_rows:
@@ -220,9 +239,9 @@ def main() -> None:
             finals[label] = [statistics.mean(r["final"][j] for r in results) for j in range(len(domains))]
             losses = " | ".join(spread([r["final"][j] for r in results]) for j in range(len(domains)))
             print(f"| {label} | {losses} | - | - | - | {statistics.mean(r['tokens'] for r in results):,.0f} | 0 | "
-                  f"{statistics.mean(r['seconds'] for r in results):.0f} |", flush=True)
+                  f"{statistics.mean(r['seconds'] for r in results):.0f} | - | - |", flush=True)
         for row in rows:
-            results = row_results(done, futures, "text", row, row.label, seeds, len(domains) + 7)
+            results = row_results(done, futures, "text", row, row.label, seeds, len(domains) + 9)
             if results is None:
                 continue
             finals[row.label] = [statistics.mean(r["final"][j] for r in results) for j in range(len(domains))]
@@ -234,7 +253,8 @@ def main() -> None:
                   f"{statistics.mean(r['later_tokens'] for r in results):,.0f} | "
                   f"{statistics.mean(r['tokens'] for r in results):,.0f} | "
                   f"{statistics.mean(r['replayed_tokens'] for r in results):,.0f} | "
-                  f"{statistics.mean(r['seconds'] for r in results):.0f} |", flush=True)
+                  f"{statistics.mean(r['seconds'] for r in results):.0f} | "
+                  f"{statistics.mean(throughput(r)[0] for r in results):,.0f} | {utilization(results)} |", flush=True)
         if COUNTS[1][0] in finals:
             summary([label for label, _, _ in COUNTS] + [row.label for row in rows], finals, forgetting, domains)
     print(f"\nWall time {time.perf_counter() - started:.0f} s.", file=sys.stderr)

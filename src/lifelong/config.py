@@ -17,7 +17,7 @@ import tomllib
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -224,6 +224,12 @@ class RunSettings(BaseModel):
     result). See ``lifelong.runner.gradsync``."""
     bucket_mb: float = Field(25.0, gt=0)
     """Megabytes of gradients per bucket of the overlapped all-reduce."""
+    peak_flops: Annotated[float, Field(gt=0)] | Literal["measure"] | None = None
+    """Peak FLOP/s of one device, for the model FLOPs utilization (MFU) shown in the progress bar, the
+    costs and ``lifelong show`` (:mod:`lifelong.metrics.utilization`): a datasheet's figure for the run's
+    dtype (``lifelong.metrics.utilization.PUBLISHED_PEAKS``: 989e12 for an H100 SXM in bf16, 312e12 for an
+    A100), or ``"measure"``: a matrix product timed on the run's device before training (on a CPU, where no
+    datasheet figure fits every machine, the peak its threads really give). Unset: MFU is n/a, never guessed."""
     shard: Literal["none", "fsdp"] = "none"
     """Data-parallel runs: ``fsdp`` shards the model's blocks over the ranks with FSDP2 (a model too
     large for one device; strategies that change only the data or the loss, no checkpoints yet)."""

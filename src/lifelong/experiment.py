@@ -21,6 +21,7 @@ from lifelong.data.text import TextCorpus
 from lifelong.errors import ConfigError, ResumeError
 from lifelong.metrics.objectives import LANGUAGE_MODEL
 from lifelong.models.freeze import check_mode, freeze
+from lifelong.models.gpt import mask_documents
 from lifelong.models.hf import check_save_pretrained, model_folder, save_pretrained
 from lifelong.models.nets import MODELS
 from lifelong.models.weights import load_weights
@@ -107,6 +108,7 @@ def build_model(config: RunConfig, stream: Stream) -> nn.Module:
                           f"windows of token ids; use model.name={language_models[0]!r}")
     vocabulary = (stream.vocab_size,) if config.model.name in language_models else ()
     model = build("model", MODELS, builder, stream.input_shape, stream.n_classes, *vocabulary, skip=MODEL_SKIP)
+    mask_documents(model, stream.document_end)  # dataset.pack_across_documents = false
     if weights:
         load_weights(model, weights)
     freeze(model, mode)
@@ -296,7 +298,7 @@ def prepare_run(config: RunConfig, store: ResultsStore | None = None, progress: 
                          augment=Augment.from_config(config.augment), augment_replay=config.augment.replay,
                          observers=tracking_observers(config), average=config.average,
                          parallel=Parallelism(config.run.overlap_grad_sync, config.run.bucket_mb, config.run.shard),
-                         export=pretrained_export(config))
+                         export=pretrained_export(config), peak_flops=config.run.peak_flops)
     return prepare_training(stream, model, strategy, config.optim, options)
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from lifelong.config import parameters
 from lifelong.metrics.aggregate import NOT_METRICS
+from lifelong.metrics.utilization import mfu
 
 METRIC_NAMES = ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer",
                 "forward_transfer", "final_accuracy_pooled", "average_incremental_accuracy_per_experience")
@@ -126,6 +127,8 @@ def cost_rows(costs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     tokens = sum(c.get("tokens", 0) for c in costs)  # runs stored before tokens were counted have none
     if tokens and seconds > 0:  # a language model's (the metrics give its token count)
         rows.append(("tokens_per_second", f"{tokens / seconds:.1f}"))
+    if costs and all("model_flops" in c for c in costs):  # runs stored before MFU was measured lack it
+        rows.append(("mfu", run_mfu(costs)))
     if any(c.get("flops") for c in costs):
         rows.append(("flops", f"{sum(c['flops'] for c in costs):.4g}"))
     if costs:
@@ -134,6 +137,17 @@ def cost_rows(costs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
             if all(name in c for c in costs):
                 rows.append((name, f"{max(c[name] for c in costs):.0f}"))
     return rows
+
+
+def run_mfu(costs: Sequence[Mapping[str, Any]]) -> str:
+    """The run's model FLOPs utilization: its model FLOPs over its training seconds over the peak FLOP/s
+    (``run.peak_flops``), as a percentage; ``n/a`` with the reason where the model FLOPs or the peak are
+    unknown."""
+    flops, seconds = sum(c["model_flops"] for c in costs), sum(c["seconds"] for c in costs)
+    utilization = mfu(flops, seconds, costs[-1]["peak_flops"])
+    if utilization is not None:
+        return f"{utilization:.2%}"
+    return "n/a (no run.peak_flops)" if flops > 0 else "n/a (model FLOPs unknown: optim.count_flops)"
 
 
 def stream_table(rows: list[dict[str, Any]], title: str) -> Table:

@@ -155,6 +155,10 @@ class Stream:
     name: str = ""
     objective: str = "classification"
     vocab_size: int = 0
+    document_end: int | None = None
+    """A packed text stream whose attention must not cross documents (``dataset.pack_across_documents =
+    false``): the end-of-document id its model masks attention at (:func:`~lifelong.models.gpt.mask_documents`);
+    None: a window's tokens attend across the documents it packs."""
 
     def __post_init__(self) -> None:
         check_stream(self)

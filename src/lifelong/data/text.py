@@ -19,6 +19,14 @@ From documents to windows, in three steps:
    is predicted exactly once), as many as the budget asks. The model reads ``x[:, :-1]`` and predicts
    ``x[:, 1:]``.
 
+This is packing as pre-training runs do it: every window is full (no padding), a document runs on into
+the next window, and a window holds the end of one document and the start of the next. Whether attention
+may cross documents inside a window is the dataset's ``pack_across_documents``: true (the default, as
+GPT-2) lets a token attend to the previous document's tokens; false makes the model's attention
+block-diagonal per document (:func:`~lifelong.models.gpt.document_mask`, carried by the stream's
+``document_end``), which our GPT does and any other model refuses. The windows and the token budget are
+the same either way.
+
 The stream is domain-incremental (no domain id at test time): ``y`` and ``task`` of a window are its
 domain's index, which the language-model objective uses only to report a loss per domain.
 
@@ -63,6 +71,8 @@ class TextCorpus:
 
     domains: tuple[DomainSplit, ...]
     tokenizer: Tokenizer
+    pack_across_documents: bool = True
+    """Whether attention may cross documents within a packed window (module docstring)."""
 
     @property
     def name(self) -> str:
@@ -110,13 +120,16 @@ def split_domains(domains: Sequence[DomainSpec], validation_fraction: float = 0.
 
 
 def text(domains: Sequence[DomainSpec], tokenizer: str = "byte", bpe_vocab_size: int = 4096,
-         validation_fraction: float = 0.1, seed: int = 0, save_tokenizer: str = "") -> TextCorpus:
+         validation_fraction: float = 0.1, seed: int = 0, save_tokenizer: str = "",
+         pack_across_documents: bool = True) -> TextCorpus:
     """The ``text`` dataset: ``domains`` split by document (:func:`split_domains`) and a tokenizer:
     ``"byte"`` (:class:`~lifelong.data.tokenizers.ByteTokenizer`), ``"bpe"`` (byte-level BPE of
     ``bpe_vocab_size`` tokens trained on the first domain's training documents), a saved BPE
     tokenizer's ``.json`` file or a Hugging Face tokenizer's folder (a model's, ``model.name = "hf"``).
     ``seed`` draws the validation documents. ``save_tokenizer``: a ``.json`` file the BPE tokenizer is
-    written to, for ``tokenizer = FILE`` in later runs (the same vocabulary on another stream)."""
+    written to, for ``tokenizer = FILE`` in later runs (the same vocabulary on another stream).
+    ``pack_across_documents``: false keeps attention within each document of a packed window (module
+    docstring)."""
     if save_tokenizer:
         check_tokenizer_file(save_tokenizer, tokenizer)
     splits = split_domains(domains, validation_fraction, seed)
@@ -124,7 +137,7 @@ def text(domains: Sequence[DomainSpec], tokenizer: str = "byte", bpe_vocab_size:
     if save_tokenizer:
         assert isinstance(made, BPETokenizer)
         made.save(save_tokenizer)
-    return TextCorpus(splits, made)
+    return TextCorpus(splits, made, pack_across_documents)
 
 
 def check_tokenizer_file(path: str, tokenizer: str) -> None:
@@ -236,7 +249,8 @@ def text_domains(dataset: TextCorpus, context: int = 64, train_tokens: int | Non
         ))
     return Stream(tuple(experiences), n_classes=len(experiences), input_shape=(context + 1,), task_aware=False,
                   name=f"{dataset.name} ({dataset.tokenizer!r}, context {context})",
-                  objective="language_model", vocab_size=dataset.tokenizer.vocab_size)
+                  objective="language_model", vocab_size=dataset.tokenizer.vocab_size,
+                  document_end=None if dataset.pack_across_documents else dataset.tokenizer.eos_id)
 
 
 def validation_bytes_per_token(stream: Stream) -> list[float] | None:
@@ -255,11 +269,11 @@ def validation_bytes_per_token(stream: Stream) -> list[float] | None:
 def text_stream(domains: Sequence[DomainSpec], *, tokenizer: str | Tokenizer = "byte", context: int = 64,
                 train_tokens: int | None = None, validation_tokens: int | None = None,
                 validation_fraction: float = 0.1, bpe_vocab_size: int = 4096, seed: int = 0,
-                name: str = "") -> Stream:
+                name: str = "", pack_across_documents: bool = True) -> Stream:
     """A domain-incremental language-modelling stream over text ``domains`` in one call: :func:`text`
     (which also takes a tokenizer object here) followed by :func:`text_domains`; ``name`` replaces the
     stream's default name."""
     splits = split_domains(domains, validation_fraction, seed)
-    corpus = TextCorpus(splits, make_tokenizer(tokenizer, splits[0].train, bpe_vocab_size))
+    corpus = TextCorpus(splits, make_tokenizer(tokenizer, splits[0].train, bpe_vocab_size), pack_across_documents)
     stream = text_domains(corpus, context, train_tokens, validation_tokens, seed)
     return dataclasses.replace(stream, name=name) if name else stream

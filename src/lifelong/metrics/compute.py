@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from lifelong.metrics.utilization import mfu
+
 
 @dataclass
 class ExperienceCost:
@@ -58,6 +60,13 @@ class ExperienceCost:
     tokens: int = 0
     """A language model's predicted tokens trained on (``samples`` windows of ``L`` predicted tokens each, the
     count behind litgpt's and torchtitan's tokens per second); 0 on a classification stream."""
+    model_flops: float = 0.0
+    """The model FLOPs of training (:mod:`lifelong.metrics.utilization`): a transformer language model's
+    ``6 N + 12 L d T`` per token (PaLM, appendix B) times ``tokens``, else the FLOP meter's count
+    (``flops``); 0 when neither is known."""
+    peak_flops: float = 0.0
+    """The peak FLOP/s of the run's devices (``run.peak_flops`` times the data-parallel ranks), 0 when
+    unset: then MFU is n/a."""
 
     @property
     def samples_per_second(self) -> float:
@@ -69,9 +78,14 @@ class ExperienceCost:
         """A language model's throughput in predicted tokens per second (0 on a classification stream)."""
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
-    def as_dict(self) -> dict[str, float]:
+    @property
+    def mfu(self) -> float | None:
+        """Model FLOPs utilization: ``model_flops / seconds / peak_flops``; None when any is unknown."""
+        return mfu(self.model_flops, self.seconds, self.peak_flops)
+
+    def as_dict(self) -> dict[str, float | None]:
         return {**asdict(self), "samples_per_second": self.samples_per_second,
-                "tokens_per_second": self.tokens_per_second}
+                "tokens_per_second": self.tokens_per_second, "mfu": self.mfu}
 
 
 _STATUS = Path("/proc/self/status")

@@ -14,6 +14,14 @@ Initialization follows GPT-2 as nanoGPT reproduces it: every weight normal with 
 embeddings too, where GPT-2's code used 0.01), biases zero, and the projections that write into the
 residual stream scaled by ``1 / sqrt(2 * n_layers)`` so that the residual's variance does not grow
 with depth.
+Packed windows (:mod:`lifelong.data.text`: documents joined with an end-of-document id, cut into
+full windows) let attention cross from one document into the next by default, as GPT-2 and most
+pre-training runs do. With ``document_end`` set (``dataset.pack_across_documents = false``,
+:func:`mask_documents`) attention is block-diagonal and causal: position ``t`` attends to ``s <= t`` only
+within its own document, a document being the tokens up to and including an end-of-document id
+(:func:`document_mask`; the document-masking of Llama 3's pre-training, Grattafiori et al. 2024). Position
+embeddings keep counting from the window's start (not restarted per document), and the end-of-document
+position still predicts the next document's first token, from its own document alone.
 Weight decay applies to the matrices of the linear layers only: :meth:`GPT.no_weight_decay` names the
 biases, the LayerNorm scales and shifts and both embeddings (the token one is also the tied output layer),
 as GPT-2's recipe in minGPT does; :func:`lifelong.optim.decay.split_weight_decay` reads it.
@@ -64,11 +72,13 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(d_model, d_model)
         self.proj_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
+        """``mask``: (B, 1, L, L) true where a position may attend (:func:`document_mask`); None: causal."""
         batch, length, width = x.shape
         q, k, v = (t.view(batch, length, self.n_heads, -1).transpose(1, 2)  # (B, H, L, D / H)
                    for t in self.qkv(x).split(width, dim=-1))
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=mask is None)
         return self.proj_dropout(self.proj(y.transpose(1, 2).reshape(batch, length, width)))
 
 
@@ -83,8 +93,8 @@ class Block(nn.Module):
         self.mlp_norm = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), mask)
         return x + self.mlp(self.mlp_norm(x))
 
     def residual_projections(self) -> tuple[nn.Linear, nn.Linear]:
@@ -96,10 +106,12 @@ class GPT(nn.Module):
     """Tokens (B, L) long, ``L <= context`` -> next-token logits (B, L, vocab_size)."""
 
     def __init__(self, vocab_size: int, context: int, d_model: int = 128, n_layers: int = 4, n_heads: int = 4,
-                 mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+                 mlp_ratio: float = 4.0, dropout: float = 0.0, document_end: int | None = None) -> None:
         super().__init__()
         _check(vocab_size, context, d_model, n_layers, n_heads, mlp_ratio, dropout)
         self.context = context
+        self.document_end = document_end
+        """The end-of-document id attention does not cross (module docstring); None: attention crosses."""
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         self.position_embedding = nn.Embedding(context, d_model)
         self.embedding_dropout = nn.Dropout(dropout)
@@ -131,9 +143,35 @@ class GPT(nn.Module):
                             "a larger context")
         positions = torch.arange(length, device=tokens.device)
         x = self.embedding_dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        mask = None if self.document_end is None else document_mask(tokens, self.document_end)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, mask)
         return self.lm_head(self.norm(x))
+
+
+def document_mask(tokens: torch.Tensor, end: int) -> torch.Tensor:
+    """(B, 1, L, L) true where position ``t`` of ``tokens`` (B, L) may attend to ``s``: ``s <= t`` and both in
+    one document, a document ending with (and including) the id ``end``. Position ``t``'s document is the
+    number of ``end`` ids before it."""
+    ends = (tokens == end).long()
+    document = ends.cumsum(-1) - ends  # (B, L): ends strictly before each position
+    length = tokens.shape[-1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
+    return ((document[:, :, None] == document[:, None, :]) & causal)[:, None]
+
+
+def mask_documents(model: nn.Module, end: int | None) -> nn.Module:
+    """``model`` with attention kept within documents ending with the id ``end``
+    (``dataset.pack_across_documents = false``; ``None``: attention crosses them); refused for a model
+    that cannot mask attention per document."""
+    if not isinstance(model, GPT):
+        if end is None:
+            return model
+        raise ConfigError(f"dataset.pack_across_documents=false keeps attention within each document, and "
+                          f"{type(model).__name__} cannot mask it per document; use model.name='gpt' or set "
+                          "dataset.pack_across_documents=true")
+    model.document_end = end
+    return model
 
 
 def _check(vocab_size: int, context: int, d_model: int, n_layers: int, n_heads: int, mlp_ratio: float,

@@ -84,6 +84,11 @@ class ExperienceLoop:
     """Training seconds of the experience last closed."""
     batch_size_changes: list[dict[str, Any]] = field(default_factory=list)
     """Every change of the adaptive batch size, with its re-scaled rate."""
+    flops_per_token: float | None = None
+    """A transformer language model's model FLOPs per trained token (:func:`~lifelong.metrics.utilization.lm_flops_per_token`);
+    None: the FLOP meter's count is the model FLOPs."""
+    peak_flops: float = 0.0
+    """Peak FLOP/s of the run's devices together (0: unknown, MFU n/a)."""
     realtime: RealTimeStream | None = field(init=False, default=None)
     """The real-time stream (``optim.stream_rate``), or None: every batch is trained on."""
 
@@ -141,10 +146,13 @@ class ExperienceLoop:
             online_total, online_count = float(sums[0]), int(sums[1])
         samples = state.experience_samples + branch.samples
         window = self.data.x.shape[1] - 1 if strategy.language_model and self.data is not None else 0
+        flops = state.experience_flops + branch.flops
+        model_flops = self.flops_per_token * samples * window if self.flops_per_token is not None else flops
         return ExperienceCost(seconds=self.seconds + branch.seconds, samples=samples, tokens=samples * window,
+                              model_flops=model_flops, peak_flops=self.peak_flops,
                               steps=state.experience_step + branch.steps,
                               memory_increase_mb=self.memory.increase_mb(), buffer_size=strategy.memory_size(),
-                              memory_bytes=strategy.memory_bytes(), flops=state.experience_flops + branch.flops,
+                              memory_bytes=strategy.memory_bytes(), flops=flops,
                               replayed=strategy.replayed - state.replayed_before + branch.replayed,
                               skipped=state.experience_skipped, online_samples=online_count,
                               online_metric=online_total / online_count if online_count else 0.0)

@@ -37,7 +37,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -49,6 +49,7 @@ from lifelong.data.streams import Experience, Stream, TensorSet
 from lifelong.errors import ConfigError
 from lifelong.metrics.compute import MemoryMeter
 from lifelong.metrics.objectives import LANGUAGE_MODEL, logits_of
+from lifelong.metrics.utilization import lm_flops_per_token, measured_peak
 from lifelong.optim.probe import probe
 from lifelong.optim.setup import OptimSetup, resolve
 from lifelong.runner.averaging import Averaging
@@ -135,6 +136,11 @@ class RunOptions:
     parallel: Parallelism | None = None
     """How gradients are averaged (bucketed all-reduces overlapping backward by default) or whether the
     model is sharded with FSDP2 (:class:`~lifelong.runner.distributed.Parallelism`)."""
+    peak_flops: float | Literal["measure"] | None = None
+    """Peak FLOP/s of one device, for the model FLOPs utilization (MFU) of the costs and the progress bar
+    (:mod:`lifelong.metrics.utilization`): a number (a datasheet's, e.g. 989e12 for an H100 SXM in bf16),
+    ``"measure"`` (a timed matrix product on the run's device, in the model's dtype, before training), or
+    None: MFU is n/a."""
     export: Callable[[nn.Module], None] | None = None
     """Writes the trained model somewhere (``run.save_pretrained``): called once, by rank 0, after the last
     experience is evaluated, with the model holding the weights evaluations use, before the run is stored
@@ -219,11 +225,18 @@ def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimCo
         forecast = ForecastStop(optim.forecast_stop, optim.forecast_every) if optim.forecast_stop else None
         # the runner's own stateful observers first: a checkpoint keeps observers' states by position, so a run
         # resumed with other observers of the caller's (or none) still gets its curve and forecast back
+        language_model = stream.objective == LANGUAGE_MODEL
+        flops_per_token = lm_flops_per_token(model) if language_model else None
+        peak = peak_flops(options.peak_flops, model, place.device)
+        window = stream.input_shape[0] - 1 if language_model else 0
         observers = [*([evaluation] if evaluation else []), *([forecast] if forecast else []), *options.observers,
-                     *([ProgressBar(len(stream))] if place.progress else [])]
+                     *([ProgressBar(len(stream), tokens_per_sample=window,
+                                    flops_per_sample=window * flops_per_token if flops_per_token else None,
+                                    peak_flops=place.world.size * peak if peak else None)]
+                       if place.progress else [])]
         averaging = Averaging(average, model) if average else None
         loop = _loop(model, strategy, setup, budget, options, place, generator, observers, averaging,
-                     sum(plan.steps for plan in plans))
+                     sum(plan.steps for plan in plans), flops_per_token, peak)
         run = Run(stream=stream, experiences=experiences, plans=plans, loop=loop, test_sets=test_sets,
                   eval_batch_size=place.eval_batch_size, evaluated=place.evaluated, config=config, random={},
                   initial=initial, rows=restored.rows() if restored else [], costs=restored.costs() if restored else [],
@@ -239,6 +252,16 @@ def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimCo
             raise
         run.random = random_states(cuda)
     return run
+
+
+def peak_flops(setting: float | Literal["measure"] | None, model: nn.Module, device: torch.device) -> float | None:
+    """One device's peak FLOP/s as ``run.peak_flops`` gives it: a number as it is, ``"measure"`` timed on
+    ``device`` in the dtype of the model's parameters (:func:`~lifelong.metrics.utilization.measured_peak`),
+    None unknown."""
+    if setting != "measure":
+        return setting
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return measured_peak(device, dtype)
 
 
 def _placement(options: RunOptions, optim: OptimConfig, curve: bool) -> _Placement:
@@ -292,12 +315,14 @@ def _place_model(stream: Stream, model: nn.Module, strategy: Strategy, optim: Op
 
 def _loop(model: nn.Module, strategy: Strategy, setup: OptimSetup, budget: Budget, options: RunOptions,
           place: _Placement, generator: torch.Generator | None, observers: Sequence[Observer],
-          averaging: Averaging | None, total_steps: int) -> ExperienceLoop:
-    """The loop that trains the run's experiences, with its meters and its gradient synchronisation."""
+          averaging: Averaging | None, total_steps: int, flops_per_token: float | None,
+          peak: float | None) -> ExperienceLoop:
+    """The loop that trains the run's experiences, with its meters and its gradient synchronisation;
+    ``flops_per_token`` and ``peak`` (one device's) give its MFU."""
     world = place.world
     meter = FlopMeter(setup.count_flops, world)
     augment = options.augment
-    return ExperienceLoop(model=model, strategy=strategy, setup=setup, world=world, seed=options.seed,
+    return ExperienceLoop(flops_per_token=flops_per_token, peak_flops=world.size * (peak or 0.0),model=model, strategy=strategy, setup=setup, world=world, seed=options.seed,
                           device=place.device, state=TrainState(total_steps=total_steps), meter=meter,
                           observers=observers, averaging=averaging,
                           planner=Replanner(budget, setup, meter, world, strategy.memory_size),

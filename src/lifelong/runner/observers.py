@@ -34,6 +34,7 @@ from lifelong.errors import ConfigError
 from lifelong.metrics.objectives import as_scores, gap_record, higher_is_better
 from lifelong.metrics.online import online_metrics
 from lifelong.metrics.stability import StabilityGap, stability_gaps, stability_summary
+from lifelong.metrics.utilization import mfu
 from lifelong.world import World
 
 if TYPE_CHECKING:
@@ -208,15 +209,22 @@ class ProgressBar(Observer):
     """A rich progress display: a bar for the whole run's planned steps and one per experience, each
     with its steps, the last loss, the throughput (training samples per second of training time), the time
     elapsed and the time left (the ETA, from the rate of the recent steps), refreshed every ``every`` steps. Totals follow the plan when a budget shortens an
-    experience. Silent when the console is not a terminal (output to a file, CI logs)."""
+    experience. Silent when the console is not a terminal (output to a file, CI logs).
 
-    def __init__(self, n_experiences: int, console: Console | None = None, every: int = 10) -> None:
+    A language model's throughput is in tokens per second (``tokens_per_sample`` predicted tokens a
+    window), beside its model FLOPs utilization when ``flops_per_sample`` (model FLOPs a window) and
+    ``peak_flops`` (of the run's devices) are known (:func:`throughput`)."""
+
+    def __init__(self, n_experiences: int, console: Console | None = None, every: int = 10,
+                 tokens_per_sample: int = 0, flops_per_sample: float | None = None,
+                 peak_flops: float | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.every = every
         self.n_experiences = n_experiences
+        self.tokens_per_sample, self.flops_per_sample, self.peak_flops = tokens_per_sample, flops_per_sample, peak_flops
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("loss {task.fields[loss]:.3f}"),
-                                 TextColumn("{task.fields[rate]:.0f} samples/s"), TimeElapsedColumn(), TextColumn("eta"),
+                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
                                  TimeRemainingColumn(), console=self.console, transient=False,
                                  disable=not self.console.is_terminal)
         self.run_task: TaskID | None = None
@@ -226,10 +234,10 @@ class ProgressBar(Observer):
         if self.run_task is None:
             self.progress.start()
             self.run_task = self.progress.add_task("run", total=state.total_steps, completed=state.step,
-                                                   loss=state.loss, rate=0.0)
+                                                   loss=state.loss, rate=self.throughput(0, 0.0))
         self.task = self.progress.add_task(f"experience {state.experience + 1}/{self.n_experiences}",
                                            total=state.experience_steps, completed=state.experience_step,
-                                           loss=state.loss, rate=0.0)
+                                           loss=state.loss, rate=self.throughput(0, 0.0))
 
     def refresh(self, state: TrainState) -> None:
         """Move both bars to ``state``."""
@@ -237,9 +245,19 @@ class ProgressBar(Observer):
             return
         seconds, run_seconds = state.experience_seconds, state.train_seconds
         self.progress.update(self.task, completed=state.experience_step, total=state.experience_steps, loss=state.loss,
-                             rate=state.experience_samples / seconds if seconds > 0 else 0.0)
+                             rate=self.throughput(state.experience_samples, seconds))
         self.progress.update(self.run_task, completed=state.step, total=state.total_steps, loss=state.loss,
-                             rate=state.samples / run_seconds if run_seconds > 0 else 0.0)
+                             rate=self.throughput(state.samples, run_seconds))
+
+    def throughput(self, samples: int, seconds: float) -> str:
+        """The rate cell: ``samples`` trained in ``seconds`` as samples/s, or a language model's tokens/s
+        and MFU (``MFU n/a`` without a peak, ``run.peak_flops``)."""
+        per_second = samples / seconds if seconds > 0 else 0.0
+        if not self.tokens_per_sample:
+            return f"{per_second:.0f} samples/s"
+        utilization = mfu((self.flops_per_sample or 0.0) * samples, seconds, self.peak_flops)
+        shown = "n/a" if utilization is None else f"{utilization:.1%}"
+        return f"{per_second * self.tokens_per_sample:,.0f} tokens/s, MFU {shown}"
 
     def on_step(self, state: TrainState) -> None:
         if state.experience_step % self.every == 0:

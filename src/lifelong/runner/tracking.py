@@ -75,7 +75,8 @@ class ScalarLog(Observer):
         step = state.step
         objective = context.stream.objective
         self.records += [(step, f"{metric_name(objective)}/exp_{j}", float(a)) for j, a in enumerate(accuracies)]
-        self.records += [(step, f"cost/{name}", float(value)) for name, value in context.costs[-1].as_dict().items()]
+        self.records += [(step, f"cost/{name}", float(value)) for name, value in context.costs[-1].as_dict().items()
+                         if value is not None]  # MFU without a peak is n/a, not a number
         last = len(context.rows) == (1 if context.strategy.capabilities.joint else len(context.stream))
         if last:
             sizes = [len(test) for test in context.test_sets]

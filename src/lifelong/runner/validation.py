@@ -32,6 +32,11 @@ STATEFUL_UPDATES = {"adam": "Adam's moments", "adamw": "Adam's moments", "lamb":
 def check_model(model: nn.Module, stream: Stream, device: torch.device) -> None:
     """The model takes the stream's inputs and outputs one logit per class of the stream (a language
     model: one logit per token of the vocabulary at every position of a window)."""
+    if stream.document_end is not None and getattr(model, "document_end", None) != stream.document_end:
+        raise ConfigError(f"the stream keeps attention within documents (dataset.pack_across_documents=false, "
+                          f"end-of-document id {stream.document_end}) and {type(model).__name__} does not mask it so; "
+                          "build the model with lifelong.models.gpt.mask_documents(model, stream.document_end) or "
+                          "use a stream whose attention crosses documents")
     first = stream[0].train
     sample = next(first.subset(torch.arange(min(2, len(first)))).batches(2)).x.to(device)
     language_model = stream.objective == LANGUAGE_MODEL
