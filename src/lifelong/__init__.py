@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from lifelong.runner import Observer, ResultsStore, RunResult, TrainState, train
     from lifelong.runner.checkpoint import CheckpointSettings
     from lifelong.runner.online import train_online
-    from lifelong.runner.tracking import CSVLog, MLflowLog, TensorBoardLog
+    from lifelong.runner.tracking import CSVLog, MLflowLog, TensorBoardLog, WandbLog
     from lifelong.strategies import (
         AGEM,
         CLR,
@@ -106,7 +106,7 @@ _EXPORTS = {
     **dict.fromkeys(("Observer", "ResultsStore", "RunResult", "TrainState", "train"), "lifelong.runner"),
     "CheckpointSettings": "lifelong.runner.checkpoint",
     "train_online": "lifelong.runner.online",
-    **dict.fromkeys(("CSVLog", "MLflowLog", "TensorBoardLog"), "lifelong.runner.tracking"),
+    **dict.fromkeys(("CSVLog", "MLflowLog", "TensorBoardLog", "WandbLog"), "lifelong.runner.tracking"),
     **dict.fromkeys(("AGEM", "CLR", "CODAPrompt", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "HPCR", "L2",
                      "L2P", "LAE", "MAS", "NCM", "PCR", "PSRD", "SI", "SLCA", "STRATEGIES", "UER", "Adapter", "BNOnly",
                      "Cumulative", "DERpp", "DualPrompt", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint", "LoRA",

@@ -161,7 +161,7 @@ class OptimConfig(BaseModel):
         raise ValueError(f"must be an integer >= 1, or {PROBE!r} to measure it on the first experience")
 
 
-Tracker = Literal["csv", "tensorboard", "mlflow"]
+Tracker = Literal["csv", "tensorboard", "mlflow", "wandb"]
 """The experiment trackers ``run.log`` can name (:mod:`lifelong.runner.tracking`)."""
 
 
@@ -212,8 +212,8 @@ class RunSettings(BaseModel):
     (:mod:`lifelong.runner.online`). Exclusive with ``eval_every_steps``."""
     log: list[Tracker] = Field(default_factory=list)
     """Experiment tracking (:mod:`lifelong.runner.tracking`), e.g. ``["csv", "tensorboard"]``: ``csv``
-    needs nothing; ``tensorboard`` and ``mlflow`` need ``pip install 'lifelong[tensorboard]'`` and
-    ``'lifelong[mlflow]'``."""
+    needs nothing; ``tensorboard``, ``mlflow`` and ``wandb`` (Weights & Biases in offline mode: nothing is
+    sent) need ``pip install 'lifelong[tensorboard]'``, ``'lifelong[mlflow]'`` and ``'lifelong[wandb]'``."""
     log_dir: str | None = None
     """Folder of the tracking logs; default: ``<db name>-logs`` next to the results database."""
     log_every_steps: int = Field(10, ge=1)

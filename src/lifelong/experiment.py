@@ -61,11 +61,12 @@ def _scenario_component(config: RunConfig) -> Any:
 
 
 def _dataset_component(config: RunConfig) -> Component:
-    """The dataset section; a text dataset read by a Hugging Face language model (``model.name = "hf"``)
-    takes the tokenizer saved beside the model (``model.path``), and another tokenizer is refused: the
-    model's embeddings are its tokenizer's ids."""
+    """The dataset section; a text dataset (``text``, or ``hf`` with a ``text_column``) read by a Hugging
+    Face language model (``model.name = "hf"``) takes the tokenizer saved beside the model (``model.path``),
+    and another tokenizer is refused: the model's embeddings are its tokenizer's ids."""
     params = config.dataset.params
-    if config.model.name == "hf" and config.dataset.name == "text":
+    texts = config.dataset.name == "text" or (config.dataset.name == "hf" and bool(params.get("text_column")))
+    if config.model.name == "hf" and texts:
         path = str(config.model.params.get("path", ""))
         model_folder(path)
         given = params.setdefault("tokenizer", path)

@@ -12,6 +12,7 @@ import logging
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch.utils.data import Dataset as MapDataset
@@ -20,6 +21,9 @@ from lifelong.data.adapter import from_dataset
 from lifelong.data.datasets import Dataset, from_arrays
 from lifelong.data.split import train_test_indices
 from lifelong.errors import ConfigError, DataError, MissingFileError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -165,12 +169,20 @@ def read_image(file: Path, shape: tuple[int, int] | None, grayscale: bool) -> np
 
     try:
         with Image.open(file) as image:
-            image = image.convert("L" if grayscale else "RGB")
-            if shape is not None and (image.height, image.width) != shape:
-                image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.float32) / 255.0
+            return image_pixels(image, shape, grayscale)
     except OSError as error:  # Pillow's UnidentifiedImageError and truncated files are OSErrors
         raise DataError(f"dataset.path: {str(file)!r} is not a readable image ({error})") from None
+
+
+def image_pixels(image: PILImage, shape: tuple[int, int] | None, grayscale: bool) -> np.ndarray:
+    """An open Pillow image as (C, H, W) float32 in [0, 1]: one channel (``grayscale``) or three (RGB),
+    resized bilinearly to ``shape`` = (height, width) when given. Decoding it may raise ``OSError``."""
+    from PIL import Image
+
+    image = image.convert("L" if grayscale else "RGB")
+    if shape is not None and (image.height, image.width) != shape:
+        image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
     return pixels[None] if grayscale else pixels.transpose(2, 0, 1)
 
 

@@ -1,5 +1,6 @@
-"""Experiment tracking: observers that log a run's scalars to a CSV file, TensorBoard event files or an
-MLflow tracking store, as ``run.log = ["csv", "tensorboard", "mlflow"]`` asks.
+"""Experiment tracking: observers that log a run's scalars to a CSV file, TensorBoard event files, an
+MLflow tracking store or an offline Weights & Biases run, as ``run.log = ["csv", "tensorboard", "mlflow",
+"wandb"]`` asks.
 
 What is logged, at the run's optimizer step: every ``every_steps`` steps ``train/loss``, ``train/lr``
 and ``train/batch_size``; after each experience its row of the accuracy matrix, ``accuracy/exp_<j>``
@@ -9,15 +10,17 @@ metrics, ``metrics/<name>`` (:func:`~lifelong.metrics.accuracy_matrix.summary`).
 
 A step only appends three numbers to a list; the writing happens at the end of each experience, after
 its training clock has stopped, so tracking costs no training time (a TensorBoard scalar costs about
-0.1 ms to write, a tenth of a step of the digits MLP). TensorBoard and MLflow are optional extras
-(``pip install 'lifelong[tensorboard]'``, ``'lifelong[mlflow]'``); asking for one that is not installed
-is a :class:`~lifelong.errors.ConfigError` naming the ``pip install`` to run, raised before training.
+0.1 ms to write, a tenth of a step of the digits MLP). TensorBoard, MLflow and W&B are optional extras
+(``pip install 'lifelong[tensorboard]'``, ``'lifelong[mlflow]'``, ``'lifelong[wandb]'``); asking for one that
+is not installed is a :class:`~lifelong.errors.ConfigError` naming the ``pip install`` to run, raised
+before training.
 """
 
 from __future__ import annotations
 
 import csv
 import importlib
+import itertools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -181,6 +184,35 @@ class MLflowLog(ScalarLog):
         self.client.set_terminated(self.run_id)
 
 
+class WandbLog(ScalarLog):
+    """One Weights & Biases run in offline mode, in project ``project``, named ``run_name`` and configured
+    with the stream and the strategy: ``wandb`` writes it under ``folder/wandb/offline-run-<time>-<id>/``
+    (its ``.wandb`` file) and sends nothing anywhere, whatever ``WANDB_MODE`` says; ``wandb sync`` on that
+    folder uploads it, if ever wanted. Each step's scalars are one ``log`` call at that step (W&B's
+    ``_step`` is the run's optimizer step). Needs ``pip install 'lifelong[wandb]'``."""
+
+    def __init__(self, folder: str | Path, project: str = "lifelong", run_name: str | None = None,
+                 every_steps: int = 10) -> None:
+        super().__init__(every_steps)
+        self.folder, self.project, self.run_name = Path(folder), project, run_name
+        self.wandb = require("wandb", "wandb")
+        self.run: Any = None
+
+    def open(self, context: RunContext) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        settings = self.wandb.Settings(console="off", silent=True, save_code=False, disable_git=True)
+        self.run = self.wandb.init(mode="offline", dir=str(self.folder), project=self.project, name=self.run_name,
+                                   config={"stream": context.stream.name, "strategy": type(context.strategy).__name__},
+                                   settings=settings)
+
+    def write(self, records: Sequence[Record]) -> None:
+        for step, group in itertools.groupby(records, key=lambda record: record[0]):
+            self.run.log({name: value for _, name, value in group}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
 TRACKERS: tuple[str, ...] = get_args(Tracker)
 """The names ``run.log`` takes."""
 
@@ -198,7 +230,8 @@ def check_folder(folder: Path) -> None:
 
 def trackers(names: Sequence[str], folder: str | Path, run_name: str, every_steps: int = 10) -> list[ScalarLog]:
     """The observers ``names`` ask for, writing under ``folder``: ``<run_name>.csv``, TensorBoard files
-    in ``tensorboard/<run_name>/``, MLflow runs named ``run_name`` in ``mlflow.db``."""
+    in ``tensorboard/<run_name>/``, MLflow runs named ``run_name`` in ``mlflow.db``, offline W&B runs
+    named ``run_name`` in ``wandb/``."""
     folder = Path(folder)
     unknown = sorted(set(names) - set(TRACKERS))
     if unknown:
@@ -210,6 +243,8 @@ def trackers(names: Sequence[str], folder: str | Path, run_name: str, every_step
             made[name] = CSVLog(folder / f"{run_name}.csv", every_steps)
         elif name == "tensorboard":
             made[name] = TensorBoardLog(folder / "tensorboard" / run_name, every_steps)
+        elif name == "wandb":
+            made[name] = WandbLog(folder, run_name=run_name, every_steps=every_steps)
         else:
             folder.mkdir(parents=True, exist_ok=True)
             made[name] = MLflowLog(f"sqlite:///{(folder / 'mlflow.db').resolve()}", run_name=run_name,
