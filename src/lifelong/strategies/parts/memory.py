@@ -352,3 +352,53 @@ class ReservoirMemory:
         self.buffer.load_state_dict(state)
         if self.budget_bytes and state["capacity"] is not None:
             self.buffer.capacity, self.priced = int(state["capacity"]), True  # type: ignore[call-overload]
+
+
+class RecallSchedule:
+    """Which stored samples a step may replay: a sample replayed at step ``t`` rests, and is replayed again
+    at step ``t + interval`` at the earliest (the recall interval of Kang et al., CVPR 2025, "Do Your Best
+    and Get Enough Rest for Continual Learning"). Each step draws its samples uniformly, without
+    replacement, among the rested ones, with the method's
+    :attr:`~lifelong.strategies.base.Strategy.local_generator` (each data-parallel rank schedules its own
+    share of the memory).
+
+    A sample is known by its arrival, the count of samples offered to the memory before it (a column the
+    memory stores with it), so a sample that replaces another in a slot is fresh, not resting. The interval
+    is capped at ``len(memory) // count`` for a step of ``count`` samples: samples replayed in the last
+    ``interval - 1`` steps then number at most ``len(memory) - count``, so every step finds ``count`` rested
+    ones; with the cap itself (``interval = 0``) a full memory is replayed in a round robin."""
+
+    def __init__(self, interval: int, generator: torch.Generator) -> None:
+        self.interval = interval
+        self.generator = generator
+        self.step = 0
+        """Steps scheduled so far."""
+        self.last: dict[int, int] = {}
+        """The step at which each stored sample (by arrival) was last replayed."""
+
+    def effective_interval(self, stored: int, count: int) -> int:
+        """The interval a step of ``count`` samples keeps with ``stored`` samples in memory."""
+        longest = stored // count
+        return longest if self.interval == 0 else min(self.interval, longest)
+
+    def choose(self, arrivals: torch.Tensor, count: int) -> torch.Tensor:
+        """The slots (at most ``count``) of the stored samples with ``arrivals`` (N,) this step replays, and
+        the step counted. A sample is rested when it was never replayed or ``interval`` steps have passed."""
+        held = arrivals.tolist()
+        interval = self.effective_interval(len(held), count)
+        rested = torch.tensor([slot for slot, arrival in enumerate(held)
+                               if self.step - self.last.get(arrival, -interval) >= interval], dtype=torch.long)
+        slots = rested[torch.randperm(len(rested), generator=self.generator)[:count]]
+        stored = set(held)
+        self.last = {arrival: step for arrival, step in self.last.items() if arrival in stored}
+        for slot in slots.tolist():
+            self.last[held[slot]] = self.step
+        self.step += 1
+        return slots
+
+    def state_dict(self) -> dict[str, object]:
+        return {"step": self.step, "last": [[arrival, step] for arrival, step in self.last.items()]}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.step = int(state["step"])  # type: ignore[call-overload]
+        self.last = {int(arrival): int(step) for arrival, step in state["last"]}  # type: ignore[union-attr]
