@@ -83,6 +83,7 @@ if TYPE_CHECKING:
         Hypernetwork,
         ICaRL,
         Joint,
+        KVBottleneck,
         LoRA,
         LwF,
         Naive,
@@ -90,6 +91,7 @@ if TYPE_CHECKING:
         RanPAC,
         ReplayMixture,
         Strategy,
+        ViewBatch,
     )
 
 _EXPORTS = {
@@ -108,7 +110,8 @@ _EXPORTS = {
     **dict.fromkeys(("AGEM", "CLR", "CODAPrompt", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "HPCR", "L2",
                      "L2P", "LAE", "MAS", "NCM", "PCR", "SI", "SLCA", "STRATEGIES", "UER", "Adapter", "BNOnly",
                      "Cumulative", "DERpp", "DualPrompt", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint", "LoRA",
-                     "LwF", "Naive", "OnPro", "RanPAC", "ReplayMixture", "Strategy"), "lifelong.strategies"),
+                     "LwF", "Naive", "OnPro", "RanPAC", "ReplayMixture", "Strategy", "KVBottleneck", "ViewBatch"),
+                    "lifelong.strategies"),
 }
 __all__ = sorted([*_EXPORTS, "ConfigError", "DataError", "LifelongError", "MissingFileError", "ResumeError",
                   "StorageError", "StrategyError", "TrainingError"])

@@ -32,18 +32,19 @@ class ViewBatch(Strategy):
     after a long enough rest. Experience replay (Chaudhry et al. 2019) as :class:`~lifelong.strategies.er.ER`
     does it, with the same reservoir memory and the same replayed rows per step, but a step's replayed rows
     are ``replay_batch_size // views`` stored samples, each ``views`` times, every copy augmented afresh by
-    the run's replay augmentation (``[augment]`` with ``replay = true``): the view-batch. A replayed sample
-    then rests: it is replayed again ``recall_interval`` steps later at the earliest
-    (:class:`~lifelong.strategies.parts.memory.RecallSchedule`; 0, the default, is the longest rest the memory
-    allows, a round robin over it). Fewer distinct samples per step at the same compute make the interval
-    between two replays of a sample ``views`` times longer than uniform replay's on average, as the
-    paper's sampler makes it ``views`` epochs. The new batch and the replayed rows are learned with one
-    cross-entropy, as in ER.
+    the run's replay augmentation (``[augment]`` with ``replay = true``): the view-batch. A sample learned at
+    a step, replayed or new in that step's batch, then rests: it is replayed ``recall_interval`` steps later
+    at the earliest (:class:`~lifelong.strategies.parts.memory.RecallSchedule`; 0, the default, rests
+    ``len(memory) // (replay_batch_size // views)`` steps, the longest the memory allows, a round robin over
+    it). Fewer distinct samples per step at the same compute make that interval ``views`` times longer than
+    with one view, as the paper's sampler makes it ``views`` epochs. The new batch and the replayed rows are
+    learned with one cross-entropy, as in ER.
 
     Departures from the paper: the view-batch applies to the replayed samples only (the reference's sampler
     repeats the new task's samples too, over several epochs; an online stream sees each new sample once, in
     the runner's batch); the rest is an explicit number of steps, where the reference lets it follow from
-    repeating each sample in consecutive positions of an epoch's order; the paper's view-batch
+    repeating each sample in consecutive positions of an epoch's order, and a new sample rests from the step
+    that trained on it; the paper's view-batch
     self-supervised loss (one-to-many divergence between the views) and its strong augmentation are left out.
     Without replay augmentation the views of a sample are the same input, and the view-batch weighs it
     ``views`` times in the step.
@@ -58,8 +59,8 @@ class ViewBatch(Strategy):
     views: Annotated[int, Ge(1)] = 4
     """Views of each replayed sample in a step (the reference's ``--aug-repeat``, 4 in its runs)."""
     recall_interval: Annotated[int, Ge(0)] = 0
-    """Steps a replayed sample rests before it may be replayed again; 0: the longest the memory allows
-    (``len(memory) // (replay_batch_size // views)``), which also caps any other value."""
+    """Steps a learned sample rests before it may be replayed again; 0: the longest the memory allows,
+    ``len(memory) // (replay_batch_size // views)``."""
     memory: ReservoirMemory = field(init=False, repr=False)
     schedule: RecallSchedule = field(init=False, repr=False)
 
@@ -89,7 +90,9 @@ class ViewBatch(Strategy):
             x, y, task = torch.cat([x, replay["x"]]), torch.cat([y, replay["y"]]), torch.cat([task, replay["task"]])
         loss = self.loss(model, x, y, task)
         seen = self.memory.buffer.seen
-        self.memory.remember(batch, arrival=torch.arange(seen, seen + len(batch.y), device=batch.y.device))
+        arrivals = torch.arange(seen, seen + len(batch.y))  # (B,)
+        self.schedule.learned(arrivals)
+        self.memory.remember(batch, arrival=arrivals.to(batch.y.device))
         return loss
 
     def memory_size(self) -> int:

@@ -355,18 +355,19 @@ class ReservoirMemory:
 
 
 class RecallSchedule:
-    """Which stored samples a step may replay: a sample replayed at step ``t`` rests, and is replayed again
-    at step ``t + interval`` at the earliest (the recall interval of Kang et al., CVPR 2025, "Do Your Best
-    and Get Enough Rest for Continual Learning"). Each step draws its samples uniformly, without
-    replacement, among the rested ones, with the method's
+    """Which stored samples a step replays: a sample learned at step ``t`` (replayed, or trained on when it
+    arrived in a new batch) rests, and is replayed again at step ``t + interval`` at the earliest (the recall
+    interval of Kang et al., CVPR 2025, "Do Your Best and Get Enough Rest for Continual Learning"). Each
+    step draws its samples uniformly, without replacement, among the rested ones, with the method's
     :attr:`~lifelong.strategies.base.Strategy.local_generator` (each data-parallel rank schedules its own
-    share of the memory).
+    share of the memory); when fewer than a step's samples are rested, those that have rested longest
+    make up the rest (ties: the lower slot), so every step replays as many as the memory holds.
 
     A sample is known by its arrival, the count of samples offered to the memory before it (a column the
-    memory stores with it), so a sample that replaces another in a slot is fresh, not resting. The interval
-    is capped at ``len(memory) // count`` for a step of ``count`` samples: samples replayed in the last
-    ``interval - 1`` steps then number at most ``len(memory) - count``, so every step finds ``count`` rested
-    ones; with the cap itself (``interval = 0``) a full memory is replayed in a round robin."""
+    memory stores with it), so a sample that replaces another in a slot rests from its own arrival, not
+    its slot's last replay. ``interval = 0`` rests ``len(memory) // count`` steps for a step of ``count``
+    samples, the longest rest after which the memory still has a sample for every row: a full memory is
+    then replayed in a round robin."""
 
     def __init__(self, interval: int, generator: torch.Generator) -> None:
         self.interval = interval
@@ -374,21 +375,33 @@ class RecallSchedule:
         self.step = 0
         """Steps scheduled so far."""
         self.last: dict[int, int] = {}
-        """The step at which each stored sample (by arrival) was last replayed."""
+        """The step at which each sample (by arrival) was last learned, for those stored or just offered."""
 
     def effective_interval(self, stored: int, count: int) -> int:
-        """The interval a step of ``count`` samples keeps with ``stored`` samples in memory."""
-        longest = stored // count
-        return longest if self.interval == 0 else min(self.interval, longest)
+        """The rest a step of ``count`` samples keeps with ``stored`` samples in memory."""
+        return stored // count if self.interval == 0 else self.interval
+
+    def learned(self, arrivals: torch.Tensor) -> None:
+        """Samples of this step's new batch, with ``arrivals`` (B,), were trained on: they rest from now."""
+        for arrival in arrivals.tolist():
+            self.last[arrival] = self.step
+
+    def rested(self, arrivals: list[int], count: int) -> torch.Tensor:
+        """The slots (K,) of the stored samples with ``arrivals`` that rested enough for a step of ``count``."""
+        interval = self.effective_interval(len(arrivals), count)
+        return torch.tensor([slot for slot, arrival in enumerate(arrivals)
+                             if self.step - self.last.get(arrival, -interval) >= interval], dtype=torch.long)
 
     def choose(self, arrivals: torch.Tensor, count: int) -> torch.Tensor:
-        """The slots (at most ``count``) of the stored samples with ``arrivals`` (N,) this step replays, and
-        the step counted. A sample is rested when it was never replayed or ``interval`` steps have passed."""
+        """The slots (``min(count, N)``) of the stored samples with ``arrivals`` (N,) this step replays, and
+        the step counted: the rested ones drawn uniformly, made up by those that rested longest."""
         held = arrivals.tolist()
-        interval = self.effective_interval(len(held), count)
-        rested = torch.tensor([slot for slot, arrival in enumerate(held)
-                               if self.step - self.last.get(arrival, -interval) >= interval], dtype=torch.long)
+        rested = self.rested(held, count)
         slots = rested[torch.randperm(len(rested), generator=self.generator)[:count]]
+        if len(slots) < count:
+            waiting = sorted(set(range(len(held))) - set(rested.tolist()),
+                             key=lambda slot: (self.last.get(held[slot], -1), slot))
+            slots = torch.cat([slots, torch.tensor(waiting[:count - len(slots)], dtype=torch.long)])
         stored = set(held)
         self.last = {arrival: step for arrival, step in self.last.items() if arrival in stored}
         for slot in slots.tolist():
