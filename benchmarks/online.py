@@ -57,11 +57,17 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "hpcr_factor_1": ("hpcr", {"gradient_scale_min": 1.0, "gradient_scale_max": 1.0}),
     "hpcr_no_distillation": ("hpcr", {"logit_distillation": 0.0, "similarity_distillation": 0.0}),
     "psrd": ("psrd", {}), "psrd_prototype_lr_1": ("psrd", {"prototype_lr_scale": 1.0}), "tame": ("tame", {}),
+    "kv_bottleneck": ("kv_bottleneck", {}), "view_batch": ("view_batch", {}),
+    "view_batch_1": ("view_batch", {"views": 1}), "view_batch_2": ("view_batch", {"views": 2}),
 }
 """Each row's strategy and the settings it changes from the defaults; the ``hpcr_*`` rows take one part of
 HPCR away each (its loss factor, its distillation), to see which part a difference from PCR comes from;
 ``psrd_prototype_lr_1`` trains PSRD's prototypes at the run's learning rate, not a tenth of it (the
-authors' multi-epoch value), to see whether one pass is too short for them."""
+authors' multi-epoch value), to see whether one pass is too short for them.
+``kv_bottleneck``'s encoder is the MLP's backbone frozen as initialised from the seed (random ReLU features:
+no other stream to pretrain on is shipped, and training it on the stream would not be a frozen encoder); its
+keys are fitted, without labels, on the first experience's training inputs. ``view_batch_1`` and ``view_batch_2``
+are view-batch replay with 1 view (the recall interval alone) and 2 views, where ``view_batch`` has its paper's 4."""
 DEFAULT_ROWS = ("er", "er_ace", "pcr", "hpcr", "onpro")
 TITLES = {"digits": "Class-incremental digits, 5 x 2 classes, MLP 256-256",
           "fashion_mnist_mlp": "Class-incremental Split Fashion-MNIST, 5 x 2 classes, MLP 256-256",

@@ -85,6 +85,7 @@ if TYPE_CHECKING:
         Hypernetwork,
         ICaRL,
         Joint,
+        KVBottleneck,
         LoRA,
         LwF,
         Naive,
@@ -92,6 +93,7 @@ if TYPE_CHECKING:
         RanPAC,
         ReplayMixture,
         Strategy,
+        ViewBatch,
     )
 
 _EXPORTS = {
@@ -110,7 +112,8 @@ _EXPORTS = {
     **dict.fromkeys(("AGEM", "CLR", "CODAPrompt", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "HPCR", "L2",
                      "L2P", "LAE", "MAS", "NCM", "PCR", "PSRD", "SI", "SLCA", "STRATEGIES", "UER", "Adapter", "BNOnly",
                      "Cumulative", "DERpp", "DualPrompt", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint", "LoRA",
-                     "LwF", "Naive", "OnPro", "RanPAC", "ReplayMixture", "Strategy", "TAME"), "lifelong.strategies"),
+                     "LwF", "Naive", "OnPro", "RanPAC", "ReplayMixture", "Strategy", "TAME", "KVBottleneck",
+                     "ViewBatch"), "lifelong.strategies"),
 }
 __all__ = sorted([*_EXPORTS, "ConfigError", "DataError", "LifelongError", "MissingFileError", "ResumeError",
                   "StorageError", "StrategyError", "TrainingError"])

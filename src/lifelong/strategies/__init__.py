@@ -23,6 +23,7 @@ from lifelong.strategies.gpm import GPM
 from lifelong.strategies.hypernetwork import Hypernetwork
 from lifelong.strategies.icarl import ICaRL
 from lifelong.strategies.joint import Joint
+from lifelong.strategies.kv_bottleneck import KVBottleneck
 from lifelong.strategies.l2 import L2
 from lifelong.strategies.l2p import L2P
 from lifelong.strategies.lae import LAE
@@ -40,6 +41,7 @@ from lifelong.strategies.si import SI
 from lifelong.strategies.slca import SLCA
 from lifelong.strategies.tame import TAME
 from lifelong.strategies.uer import UER
+from lifelong.strategies.view_batch import ViewBatch
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "naive": Naive,
@@ -66,9 +68,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "gpm": GPM, "cuber": CUBER, "dst": DST, "clr": CLR, "bn_only": BNOnly, "hypernetwork": Hypernetwork,
     "l2p": L2P, "dualprompt": DualPrompt, "coda_prompt": CODAPrompt,
     "lora": LoRA, "adapter": Adapter, "lae": LAE, "ranpac": RanPAC,
+    "kv_bottleneck": KVBottleneck, "view_batch": ViewBatch,
 }
 
 __all__ = ["AGEM", "CLR", "CUBER", "DER", "DST", "ER", "ERACE", "EWC", "GPM", "HPCR", "L2", "L2P", "LAE", "MAS", "NCM",
            "PCR", "PSRD", "SI", "SLCA", "STRATEGIES", "TAME", "UER", "Adapter", "BNOnly", "CODAPrompt", "Cumulative",
-           "DERpp", "DualPrompt", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint", "LoRA", "LwF", "Naive", "OnPro",
-           "RanPAC", "ReplayMixture", "Strategy"]
+           "DERpp", "DualPrompt", "FeTrIL", "GDumb", "Hypernetwork", "ICaRL", "Joint", "KVBottleneck", "LoRA", "LwF",
+           "Naive", "OnPro", "RanPAC", "ReplayMixture", "Strategy", "ViewBatch"]

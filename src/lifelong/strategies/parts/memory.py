@@ -352,3 +352,66 @@ class ReservoirMemory:
         self.buffer.load_state_dict(state)
         if self.budget_bytes and state["capacity"] is not None:
             self.buffer.capacity, self.priced = int(state["capacity"]), True  # type: ignore[call-overload]
+
+
+class RecallSchedule:
+    """Which stored samples a step replays: a sample learned at step ``t`` (replayed, or trained on when it
+    arrived in a new batch) rests, and is replayed again at step ``t + interval`` at the earliest (the recall
+    interval of Kang et al., CVPR 2025, "Do Your Best and Get Enough Rest for Continual Learning"). Each
+    step draws its samples uniformly, without replacement, among the rested ones, with the method's
+    :attr:`~lifelong.strategies.base.Strategy.local_generator` (each data-parallel rank schedules its own
+    share of the memory); when fewer than a step's samples are rested, those that have rested longest
+    make up the rest (ties: the lower slot), so every step replays as many as the memory holds.
+
+    A sample is known by its arrival, the count of samples offered to the memory before it (a column the
+    memory stores with it), so a sample that replaces another in a slot rests from its own arrival, not
+    its slot's last replay. ``interval = 0`` rests ``len(memory) // count`` steps for a step of ``count``
+    samples, the longest rest after which the memory still has a sample for every row: a full memory is
+    then replayed in a round robin."""
+
+    def __init__(self, interval: int, generator: torch.Generator) -> None:
+        self.interval = interval
+        self.generator = generator
+        self.step = 0
+        """Steps scheduled so far."""
+        self.last: dict[int, int] = {}
+        """The step at which each sample (by arrival) was last learned, for those stored or just offered."""
+
+    def effective_interval(self, stored: int, count: int) -> int:
+        """The rest a step of ``count`` samples keeps with ``stored`` samples in memory."""
+        return stored // count if self.interval == 0 else self.interval
+
+    def learned(self, arrivals: torch.Tensor) -> None:
+        """Samples of this step's new batch, with ``arrivals`` (B,), were trained on: they rest from now."""
+        for arrival in arrivals.tolist():
+            self.last[arrival] = self.step
+
+    def rested(self, arrivals: list[int], count: int) -> torch.Tensor:
+        """The slots (K,) of the stored samples with ``arrivals`` that rested enough for a step of ``count``."""
+        interval = self.effective_interval(len(arrivals), count)
+        return torch.tensor([slot for slot, arrival in enumerate(arrivals)
+                             if self.step - self.last.get(arrival, -interval) >= interval], dtype=torch.long)
+
+    def choose(self, arrivals: torch.Tensor, count: int) -> torch.Tensor:
+        """The slots (``min(count, N)``) of the stored samples with ``arrivals`` (N,) this step replays, and
+        the step counted: the rested ones drawn uniformly, made up by those that rested longest."""
+        held = arrivals.tolist()
+        rested = self.rested(held, count)
+        slots = rested[torch.randperm(len(rested), generator=self.generator)[:count]]
+        if len(slots) < count:
+            waiting = sorted(set(range(len(held))) - set(rested.tolist()),
+                             key=lambda slot: (self.last.get(held[slot], -1), slot))
+            slots = torch.cat([slots, torch.tensor(waiting[:count - len(slots)], dtype=torch.long)])
+        stored = set(held)
+        self.last = {arrival: step for arrival, step in self.last.items() if arrival in stored}
+        for slot in slots.tolist():
+            self.last[held[slot]] = self.step
+        self.step += 1
+        return slots
+
+    def state_dict(self) -> dict[str, object]:
+        return {"step": self.step, "last": [[arrival, step] for arrival, step in self.last.items()]}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.step = int(state["step"])  # type: ignore[call-overload]
+        self.last = {int(arrival): int(step) for arrival, step in state["last"]}  # type: ignore[union-attr]
