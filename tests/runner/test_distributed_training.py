@@ -24,7 +24,7 @@ SETTINGS = {"er": {"buffer_size": 20}, "er_ace": {"buffer_size": 20}, "der": {"b
             "gdumb": {"buffer_size": 30, "memory_passes": 2}, "icarl": {"buffer_size": 24}, "ewc": {"lam": 10.0},
             "si": {}, "mas": {}, "l2": {}, "lwf": {}, "naive": {}, "joint": {}, "cumulative": {},
             "ncm": {"adapt_experiences": 1}, "fetril": {"adapt_experiences": 1},
-            "slca": {"samples_per_class": 8, "backbone_lr_scale": 0.1}}
+            "slca": {"samples_per_class": 8, "backbone_lr_scale": 0.1}, "view_batch": {"buffer_size": 20, "views": 2}}
 """Every strategy of the registry, with settings for a stream of 6 classes in 3 experiences."""
 
 OPTIM = {"epochs": 2, "batch_size": 8, "base_batch_size": 16, "momentum": 0.0, "count_flops": True}

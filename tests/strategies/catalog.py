@@ -113,6 +113,8 @@ SPECIAL: dict[str, dict[str, Any]] = {
     "derpp": {"settings": MEMORY}, "uer": {"settings": MEMORY}, "icarl": {"settings": MEMORY},
     "pcr": {"settings": MEMORY}, "hpcr": {"settings": {**MEMORY, "gradient_scale_period": 6}},
     "onpro": {"settings": MEMORY}, "tame": {"settings": {**MEMORY, "window": 4}},
+    "view_batch": {"settings": {**MEMORY, "views": 2}},
+    "kv_bottleneck": {"settings": {"heads": 4, "keys": 8, "key_dim": 2}},
     "agem": {"settings": {**MEMORY, "reference_batch_size": 16}},
     "gdumb": {"settings": {**MEMORY, "memory_passes": 2}},
     "replay": {"settings": {"buffer_size": 24, "replay_fraction": 0.25}},

@@ -97,3 +97,12 @@ def test_online_on_digits_the_rest_keeps_more_than_er_and_the_view_batch_learns(
         result = train(stream, mlp(stream.input_shape, stream.n_classes, seed=0), strategy, ONLINE, seed=0)
         found[name] = result.metrics["final_accuracy"]
     assert found["rest"] > found["er"] + 0.1 and found["view_batch"] > 0.35
+
+
+def test_a_byte_budget_pays_each_sample_with_its_arrival(small_data) -> None:
+    strategy = ViewBatch(memory_budget_bytes=560)
+    strategy.setup(StrategyContext(class_incremental(small_data, 3)))
+    train_set = class_incremental(small_data, 3)[0].train
+    strategy.observe(mlp((8,), 6, hidden=(4,), seed=0), Batch(train_set.x[:20], train_set.y[:20], train_set.task[:20]))
+    # a row: 8 float32 inputs (32 bytes), label, task id and arrival (8 bytes each): 56 bytes, 10 in 560
+    assert len(strategy.memory) == 10 and strategy.memory_bytes() == 560

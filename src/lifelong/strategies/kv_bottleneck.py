@@ -15,7 +15,12 @@ from lifelong.data.loader import derive_seed
 from lifelong.data.streams import Batch, Experience
 from lifelong.errors import ConfigError
 from lifelong.models.nets import split_model
-from lifelong.strategies.base import OWN_TENSORS, Capabilities, Strategy, StrategyContext
+from lifelong.strategies.base import (
+    OWN_TENSORS,
+    Capabilities,
+    Strategy,
+    StrategyContext,
+)
 from lifelong.strategies.parts.backbones import check_backbone_path, load_backbone
 from lifelong.strategies.parts.features import extract_features
 
