@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import statistics
 import sys
 import time
@@ -136,7 +137,7 @@ def run(row: Row, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     optim = OptimConfig(lr=0.05, momentum=0.0 if row.strategy in PROJECTING else 0.9, batch_size=32,
                         epochs=args.epochs, schedule="cosine", count_flops=True)
     try:
-        result = train(stream, model, STRATEGIES[row.strategy](**row.settings()), optim, seed=seed, device="cpu",
+        result = train(stream, model, STRATEGIES[row.strategy](**row.settings()), optim, seed=seed, device=args.device,
                        augment=augmentation(row, args.dataset), channels_last=True)
     except (LifelongError, RuntimeError, ValueError) as error:  # the row shows it; the table goes on
         return {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
@@ -176,6 +177,7 @@ def main() -> None:
     parser.add_argument("--domain-test", type=int, default=2000, help="test images under each rotation")
     parser.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist, or digits to check the rows")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cuda: every run on the GPU (several workers share it)")
     parser.add_argument("--scenarios", default="class,task,domain")
     parser.add_argument("--rows", default="", help="row labels to run, separated by semicolons (default: all)")
     parser.add_argument("--figures", type=Path, default=None,
@@ -188,10 +190,13 @@ def main() -> None:
     seeds, scenarios = parse_seeds(args.seeds), args.scenarios.split(",")
     chosen = [r for r in ROWS if r.scenario in scenarios and (not args.rows or r.label in args.rows.split(";"))]
     settings = {"version": 2, "epochs": args.epochs, "width": args.width, "rotation": args.rotation,
-                "dataset": args.dataset, "domain_test": args.domain_test, "tuned": TUNED}
+                "dataset": args.dataset, "domain_test": args.domain_test, "tuned": TUNED,
+                **({} if args.device == "cpu" else {"device": args.device})}  # CPU runs keep their record
     done = finished_runs(args.results, settings)
     started = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
+    # CUDA cannot be used in a forked child: GPU workers start fresh interpreters
+    context = multiprocessing.get_context("spawn" if args.device != "cpu" else None)
+    with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
         futures: dict[tuple[Row, int], Future] = {}
         for seed in seeds:  # seed by seed: a run cut short still holds every row of its first seeds
             for row in chosen:
@@ -209,7 +214,10 @@ def main() -> None:
         print("# Split Fashion-MNIST: the strategy catalogue on a reduced ResNet-18\n")
         print(f"`OMP_NUM_THREADS=1 python benchmarks/fmnist.py --seeds {args.seeds} --epochs {args.epochs} "
               f"--width {args.width} --rotation {args.rotation:g} --dataset {args.dataset} "
-              f"--results {args.results}` (torch {torch.__version__}, one thread per run)\n")
+              f"--results {args.results}" + (f" --device {args.device}" if args.device != "cpu" else "")
+              + f"` (torch {torch.__version__}, one thread per run"
+              + (f", {torch.cuda.get_device_name()}, {args.workers} runs sharing it" if args.device == "cuda" else "")
+              + ")\n")
         print(f"All 60,000 training and 10,000 test images (digits with `--dataset digits`). SGD lr 0.05, momentum "
               f"0.9 (0 for {', '.join(PROJECTING)}: their papers' update), batch 32, cosine decay over each "
               f"experience, {args.epochs} epoch(s) per experience; reduced ResNet-18 nf={args.width}, channels-last; "

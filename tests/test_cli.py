@@ -32,7 +32,7 @@ def test_config_file_and_overrides(tmp_path, capsys) -> None:
     assert record.config["dataset"]["n_classes"] == 4 and len(record.matrix) == 2
     # switching the strategy by name drops the default's parameters (buffer_size belongs to er)
     assert main(["run", "--db", db, "--set", "strategy.name=ewc", "--set", "strategy.lam=10", *FAST]) == 0
-    assert ResultsStore(db).get(2).config["strategy"] == {"name": "ewc", "lam": 10, "decay": 1.0}
+    assert ResultsStore(db).get(2).config["strategy"] == {"name": "ewc", "lam": 10, "decay": 1.0, "fisher_labels": "sampled"}
 
 
 def test_runs_show_compare_and_strategies(tmp_path, capsys) -> None:

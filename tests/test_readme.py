@@ -121,7 +121,7 @@ def test_command_blocks_run_as_written(tmp_path, monkeypatch, capsys, capped_epo
     folder = tmp_path / "block-2"
     store = ResultsStore(folder / "lifelong-runs.db", read_only=True)
     ewc = store.get(2).config
-    assert ewc["strategy"] == {"name": "ewc", "lam": 100, "decay": 1.0} and ewc["optim"]["epochs"] == EPOCHS
+    assert ewc["strategy"] == {"name": "ewc", "lam": 100, "decay": 1.0, "fisher_labels": "sampled"} and ewc["optim"]["epochs"] == EPOCHS
     assert store.get(3).curve and [g.kind for g in store.groups()] == ["seeds", "sweep", "protocol"]
     assert len(store.group(2).members) == 8  # the sweep file's 2 seeds x 2 rates x 2 strategies
     assert (folder / "report.html").stat().st_size > 10_000 and len(list((folder / "plots").glob("*.png"))) == 4

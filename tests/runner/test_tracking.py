@@ -33,7 +33,8 @@ def expected_scalars(result) -> dict[str, list[tuple[int, float]]]:
         for j, accuracy in enumerate(row):
             expected.setdefault(f"accuracy/exp_{j}", []).append((step, accuracy))
         for name, value in cost.as_dict().items():
-            expected.setdefault(f"cost/{name}", []).append((step, float(value)))
+            if value is not None:  # MFU without a peak is not logged
+                expected.setdefault(f"cost/{name}", []).append((step, float(value)))
     for name in ("final_accuracy", "average_incremental_accuracy", "forgetting", "backward_transfer"):
         expected[f"metrics/{name}"] = [(12, result.metrics[name])]
     return expected
@@ -103,6 +104,6 @@ def test_a_missing_extra_names_the_pip_install(monkeypatch, tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"pip install 'lifelong\[tensorboard\]'"):
         trackers(["tensorboard"], tmp_path, "run")
     with pytest.raises(ConfigError, match="unknown tracker"):
-        trackers(["wandb"], tmp_path, "run")
+        trackers(["neptune"], tmp_path, "run")
     with pytest.raises(ConfigError, match="log_every_steps"):
         CSVLog(tmp_path / "x.csv", every_steps=0)

@@ -22,9 +22,11 @@ datasheet peak), or it is unset and MFU is reported as n/a.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where a function needs it: the tables that show MFU import this module
+    import torch
+    from torch import nn
 
 PUBLISHED_PEAKS = {
     "NVIDIA A100 (bf16/fp16 dense)": 312e12,
@@ -41,6 +43,8 @@ figure at most). A CPU has no figure here: its peak depends on cores, vector uni
 def lm_flops_per_token(model: nn.Module) -> float | None:
     """PaLM's model FLOPs per trained token, ``6 N + 12 L d T``, of a module that has ``blocks``,
     ``context``, ``token_embedding`` and ``position_embedding`` (our GPT); None for any other module."""
+    from torch import nn
+
     blocks, context = getattr(model, "blocks", None), getattr(model, "context", None)
     token, position = getattr(model, "token_embedding", None), getattr(model, "position_embedding", None)
     if not isinstance(blocks, nn.ModuleList) or not isinstance(context, int) or not isinstance(token, nn.Embedding) \
@@ -57,11 +61,15 @@ def mfu(model_flops: float, seconds: float, peak_flops: float | None) -> float |
     return model_flops / seconds / peak_flops
 
 
-def measured_peak(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, size: int = 512,
+def measured_peak(device: torch.device | str = "cpu", dtype: torch.dtype | None = None, size: int = 512,
                   repeats: int = 10) -> float:
-    """FLOP/s of a ``size`` x ``size`` matrix product in ``dtype`` on ``device`` (``2 size^3`` FLOPs
-    each), the best of ``repeats`` timed products after one warm-up, at torch's current thread count."""
+    """FLOP/s of a ``size`` x ``size`` matrix product in ``dtype`` (float32 when None) on ``device``
+    (``2 size^3`` FLOPs each), the best of ``repeats`` timed products after one warm-up, at torch's
+    current thread count."""
+    import torch
+
     device = torch.device(device)
+    dtype = torch.float32 if dtype is None else dtype
     generator = torch.Generator(device=device).manual_seed(0)
     a, b = (torch.randn(size, size, device=device, dtype=dtype, generator=generator) for _ in range(2))
     best = float("inf")
