@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lifelong import ER, KVBottleneck, OptimConfig, class_incremental, mlp, train
+from lifelong import ER, KVBottleneck, class_incremental, mlp
 from lifelong.data.streams import Batch
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import StrategyContext
 from lifelong.strategies.kv_bottleneck import kmeans
 from tests.runner.test_checkpoint_resume import resumed_and_reference
-
-ONLINE = OptimConfig(lr=0.1, momentum=0.0, batch_size=10, epochs=1)
+from tests.strategies.online import online_digits_accuracies
 
 
 def set_up(small_data, **settings) -> tuple[KVBottleneck, torch.nn.Module, Batch]:
@@ -77,9 +76,5 @@ def test_kv_bottleneck_resumes_after_sigkill_to_the_same_run(small_data, tmp_pat
 
 def test_online_on_digits_kv_bottleneck_learns_and_keeps_more_than_er(digits_data) -> None:
     # measured (seed 0, memory 200 for ER): er 0.632, kv_bottleneck 0.835 on the MLP's frozen random features
-    stream = class_incremental(digits_data, 5)
-    found = {}
-    for name, strategy in {"er": ER(buffer_size=200), "kv": KVBottleneck()}.items():
-        result = train(stream, mlp(stream.input_shape, stream.n_classes, seed=0), strategy, ONLINE, seed=0)
-        found[name] = result.metrics["final_accuracy"]
+    found = online_digits_accuracies(digits_data, {"er": ER(buffer_size=200), "kv": KVBottleneck()})
     assert found["kv"] > 0.75 and found["kv"] > found["er"] + 0.1

@@ -7,14 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lifelong import ER, ERACE, OnPro, OptimConfig, class_incremental, mlp, train
+from lifelong import ER, ERACE, OnPro, class_incremental, mlp
 from lifelong.data.streams import Batch
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import StrategyContext
 from lifelong.strategies.parts.contrastive import prototype_equilibrium_loss
 from tests.runner.test_checkpoint_resume import resumed_and_reference
-
-ONLINE = OptimConfig(lr=0.1, momentum=0.0, batch_size=10, epochs=1)
+from tests.strategies.online import online_digits_accuracies
 
 
 def set_up(small_data, **settings) -> tuple[OnPro, torch.nn.Module, Batch]:
@@ -72,10 +71,6 @@ def test_onpro_resumes_after_sigkill_to_the_same_run(small_data, tmp_path) -> No
 
 def test_online_on_digits_onpro_keeps_more_than_er_and_er_ace(digits_data) -> None:
     # measured: er 0.632, er_ace 0.682, onpro 0.783 (seed 0, memory 200)
-    stream = class_incremental(digits_data, 5)
-    found = {}
-    for name, strategy in {"er": ER(buffer_size=200), "er_ace": ERACE(buffer_size=200),
-                           "onpro": OnPro(buffer_size=200)}.items():
-        result = train(stream, mlp(stream.input_shape, stream.n_classes, seed=0), strategy, ONLINE, seed=0)
-        found[name] = result.metrics["final_accuracy"]
+    found = online_digits_accuracies(digits_data, {"er": ER(buffer_size=200), "er_ace": ERACE(buffer_size=200),
+                                                   "onpro": OnPro(buffer_size=200)})
     assert found["onpro"] > 0.7 and found["onpro"] > max(found["er"], found["er_ace"]) + 0.05

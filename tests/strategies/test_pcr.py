@@ -3,8 +3,6 @@ them, predictions among the classes trained so far, an exact resume after SIGKIL
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
@@ -16,8 +14,8 @@ from lifelong.strategies import STRATEGIES
 from lifelong.strategies.base import StrategyContext
 from lifelong.strategies.parts.contrastive import cosine_logits, proxy_contrastive_loss
 from tests.runner.test_checkpoint_resume import resumed_and_reference
+from tests.strategies.online import online_digits_accuracies
 
-ONLINE = OptimConfig(lr=0.1, momentum=0.0, batch_size=10, epochs=1)
 """One pass in batches of 10 (plus 10 replayed), SGD 0.1: the authors' online setting."""
 
 
@@ -111,14 +109,8 @@ def test_hpcr_resumes_after_sigkill_to_the_same_run(small_data, tmp_path) -> Non
 @pytest.fixture(scope="module")
 def online_digits(digits_data) -> dict[str, float]:
     """Final accuracy of online class-incremental digits (5 x 2 classes) with a memory of 200, seed 0."""
-    stream = class_incremental(digits_data, 5)
-    found = {}
-    for name, strategy in {"er": ER(buffer_size=200), "er_ace": ERACE(buffer_size=200),
-                           "pcr": PCR(buffer_size=200), "hpcr": HPCR(buffer_size=200)}.items():
-        result = train(stream, mlp(stream.input_shape, stream.n_classes, seed=0), copy.deepcopy(strategy), ONLINE,
-                       seed=0)
-        found[name] = result.metrics["final_accuracy"]
-    return found
+    return online_digits_accuracies(digits_data, {"er": ER(buffer_size=200), "er_ace": ERACE(buffer_size=200),
+                                                  "pcr": PCR(buffer_size=200), "hpcr": HPCR(buffer_size=200)})
 
 
 @pytest.mark.parametrize("name", ["pcr", "hpcr"])

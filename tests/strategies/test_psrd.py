@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from lifelong import PSRD, OptimConfig, class_incremental, mlp, train
+from lifelong import PSRD, class_incremental, mlp
 from lifelong.data.streams import Batch
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import StrategyContext
@@ -18,8 +18,8 @@ from lifelong.strategies.parts.contrastive import (
     supervised_contrastive_loss,
 )
 from tests.runner.test_checkpoint_resume import resumed_and_reference
+from tests.strategies.online import online_run
 
-ONLINE = OptimConfig(lr=0.1, momentum=0.0, batch_size=10, epochs=1)
 SQUARE = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
 """Four unit features at right angles: each one's neighbours at cosine 0, its opposite at -1."""
 
@@ -109,7 +109,6 @@ def test_online_on_digits_psrd_learns_each_experience_without_replay(digits_data
     # (chance 0.1), nothing stored. Prototypes at the run's learning rate: at a tenth of it (the authors'
     # multi-epoch default) this run ends at 0.118, the newest experience at 0.0 after its 27 steps.
     stream = class_incremental(digits_data, 5)
-    result = train(stream, mlp(stream.input_shape, stream.n_classes, seed=0), PSRD(prototype_lr_scale=1.0),
-                   ONLINE, seed=0)
+    result = online_run(stream, PSRD(prototype_lr_scale=1.0))
     assert float(result.matrix.diagonal().mean()) > 0.75
     assert result.metrics["final_accuracy"] > 0.2

@@ -14,8 +14,8 @@ from lifelong.data.streams import Batch
 from lifelong.strategies.base import StrategyContext
 from lifelong.strategies.tame import ShiftTest
 from tests.runner.test_checkpoint_resume import resumed_and_reference
+from tests.strategies.online import online_run
 
-ONLINE = OptimConfig(lr=0.1, momentum=0.0, batch_size=10, epochs=1)
 STEPS = OptimConfig(lr=0.05, epochs=2, batch_size=16, momentum=0.0)
 """8 steps an experience on the Gaussian data (80 samples, 2 epochs of 16)."""
 
@@ -104,7 +104,7 @@ def test_online_on_digits_tame_finds_the_tasks_and_routes_to_their_experts(digit
     # on its classes, the selector's errors (the last expert, trained 27 steps, is never chosen) the rest
     stream = class_incremental(digits_data, 5)
     strategy = TAME(buffer_size=200)
-    result = train(stream, mlp(stream.input_shape, stream.n_classes, seed=0), strategy, ONLINE, seed=0)
+    result = online_run(stream, strategy)
     starts = [27, 54, 82, 109]
     assert len(strategy.experts) == 5
     assert all(min(abs(shift - start) for shift in strategy.shifts) <= 2 for start in starts)
@@ -116,6 +116,6 @@ def test_on_si_blurry_digits_tame_spawns_experts_without_being_told_where_tasks_
     # where the z-test fires and nowhere else; final accuracy 0.294 (ER at memory 200: 0.466)
     stream = si_blurry(digits_data, 5, seed=0)
     strategy = TAME(buffer_size=200)
-    result = train(stream, mlp(stream.input_shape, stream.n_classes, seed=0), strategy, ONLINE, seed=0)
+    result = online_run(stream, strategy)
     assert strategy.shifts == [67, 82, 95, 122] and len(strategy.experts) == 5
     assert result.metrics["final_accuracy"] > 0.2

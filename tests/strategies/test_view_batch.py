@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lifelong import ER, OptimConfig, ViewBatch, class_incremental, mlp, train
+from lifelong import ER, ViewBatch, class_incremental, mlp
 from lifelong.data.streams import Batch
 from lifelong.errors import ConfigError
 from lifelong.strategies.base import StrategyContext
 from lifelong.strategies.parts.memory import RecallSchedule
 from tests.runner.test_checkpoint_resume import resumed_and_reference
-
-ONLINE = OptimConfig(lr=0.1, momentum=0.0, batch_size=10, epochs=1)
+from tests.strategies.online import online_digits_accuracies
 
 
 def noise(x: torch.Tensor) -> torch.Tensor:
@@ -90,12 +89,9 @@ def test_view_batch_resumes_after_sigkill_to_the_same_run(small_data, tmp_path) 
 def test_online_on_digits_the_rest_keeps_more_than_er_and_the_view_batch_learns(digits_data) -> None:
     # measured (seed 0, memory 200): naive 0.189, er 0.632, view_batch with 1 view (the rest alone) 0.774, with
     # its 4 views (2 samples a step, identical copies: this run does not augment) 0.418
-    stream = class_incremental(digits_data, 5)
-    found = {}
-    for name, strategy in {"er": ER(buffer_size=200), "rest": ViewBatch(buffer_size=200, views=1),
-                           "view_batch": ViewBatch(buffer_size=200)}.items():
-        result = train(stream, mlp(stream.input_shape, stream.n_classes, seed=0), strategy, ONLINE, seed=0)
-        found[name] = result.metrics["final_accuracy"]
+    found = online_digits_accuracies(digits_data, {"er": ER(buffer_size=200),
+                                                   "rest": ViewBatch(buffer_size=200, views=1),
+                                                   "view_batch": ViewBatch(buffer_size=200)})
     assert found["rest"] > found["er"] + 0.1 and found["view_batch"] > 0.35
 
 

@@ -66,7 +66,7 @@ SEARCH_SPACES: dict[str, dict[str, Parameter]] = {
              "strategy.prototype_lr_scale": FloatRange(0.01, 1.0, log=True)},
     "tame": {"strategy.threshold": FloatRange(2.0, 5.0)},  # Zhu et al. 2022
     "kv_bottleneck": {"strategy.top": Choice((1, 2, 4))},  # Träuble et al. 2023: keys read per head
-    "view_batch": {"strategy.views": Choice((1, 2, 4))},  # Ghunaim et al. 2023's view count
+    "view_batch": {"strategy.views": Choice((1, 2, 4))},  # Kang et al. 2025: views per replayed sample
     "ncm": {},
     "fetril": {"strategy.weight_decay": FloatRange(1e-6, 1e-2, log=True)},  # Petit et al. 2023
     "slca": {"strategy.backbone_lr_scale": FloatRange(1e-3, 0.1, log=True)},  # Zhang et al. 2023
