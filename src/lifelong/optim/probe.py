@@ -128,7 +128,15 @@ class ProbeResult:
 
     def max_stable_lr_with(self, momentum: float) -> float:
         """``2 (1 + momentum) / lambda_max``: the same bound for heavy-ball momentum ``momentum``."""
-        return 2 * (1 + momentum) / self.max_eigenvalue if self.max_eigenvalue > 0 else math.inf
+        return stable_step(momentum) / self.max_eigenvalue if self.max_eigenvalue > 0 else math.inf
+
+
+def stable_step(momentum: float = 0.0, nesterov: bool = False) -> float:
+    """The largest ``lr * h`` at which SGD steps a quadratic ``h / 2 * x^2`` without diverging: 2 without
+    momentum, ``2 (1 + mu)`` with torch's heavy-ball momentum ``mu`` (``v <- mu v + g``, ``x <- x - lr v``), and
+    ``2 (1 + mu) / (1 + 2 mu)`` with Nesterov's (the iteration's characteristic roots leave the unit disc
+    at ``lr h`` = these values; e.g. Goh 2017, "Why Momentum Really Works")."""
+    return 2 * (1 + momentum) / (1 + 2 * momentum if nesterov else 1)
 
 
 def probe(model: nn.Module, data: TensorSet, loss: Loss = F.cross_entropy,

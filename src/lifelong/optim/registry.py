@@ -20,6 +20,7 @@ from lifelong.optim.decay import split_weight_decay
 from lifelong.optim.lamb import LAMB
 from lifelong.optim.hypergradient import HypergradientSGD
 from lifelong.optim.lars import LARS
+from lifelong.optim.probe import stable_step
 from lifelong.optim.projected import SGDP, AdamP
 
 Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
@@ -52,6 +53,24 @@ SCALING_RULES = {"sgd": "linear", "lars": "linear", "sgdp": "linear", "sgd_hd": 
 """The batch-size scaling rule that suits each optimizer (``optim.lr_scaling = "auto"``): linear for
 SGD-type updates (Goyal et al. 2017; You et al. 2017), square root for adaptive ones (Granziol et al.
 2022, "Learning Rates as a Function of Batch Size"; You et al. 2020 for LAMB)."""
+
+
+GRADIENT_STEPS = ("sgd", "sgdp")
+"""The optimizers whose step is the learning rate times the (momentum-averaged) gradient, so that a stiff
+quadratic term makes them diverge: the adaptive ones (Adam, AdamW, LAMB, LARS, AdaGradNorm, AdamP) divide
+the step by the gradient's size and the hypergradient SGD lowers its rate when steps oscillate."""
+
+
+def stable_curvature(name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                     options: Mapping[str, Any] | None = None) -> float | None:
+    """The largest curvature ``h`` of a quadratic term ``h / 2 * x^2`` added to the loss (a weight-anchoring
+    penalty) that optimizer ``name`` steps stably at learning rate ``lr``:
+    :func:`~lifelong.optim.probe.stable_step` over ``lr``, less the curvature that weight decay already adds.
+    None for the optimizers outside :data:`GRADIENT_STEPS`, whose step stays bounded on a stiff term."""
+    if name not in GRADIENT_STEPS or lr <= 0:
+        return None
+    nesterov = bool((options or {}).get("nesterov", False)) and momentum > 0
+    return stable_step(momentum, nesterov) / lr - weight_decay
 
 
 def check_optimizer_name(name: str) -> None:

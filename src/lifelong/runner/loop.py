@@ -51,6 +51,7 @@ from lifelong.metrics.compute import MemoryMeter
 from lifelong.metrics.objectives import LANGUAGE_MODEL, logits_of
 from lifelong.metrics.utilization import lm_flops_per_token, measured_peak
 from lifelong.optim.probe import probe
+from lifelong.optim.registry import stable_curvature
 from lifelong.optim.setup import OptimSetup, resolve
 from lifelong.runner.averaging import Averaging
 from lifelong.runner.branch import BranchOff
@@ -191,7 +192,7 @@ def prepare(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimCo
     with random_states_kept(cuda):
         # the run's draws from torch's global generator (dropout) start from its seed, apart from the caller's
         (torch.manual_seed if cuda else torch.default_generator.manual_seed)(options.seed)
-        stream, generator, context = _place_model(stream, model, strategy, optim, options, place)
+        stream, generator, context = _place_model(stream, model, strategy, setup, options, place)
         experiences: Sequence[Experience] = (stream.joined(),) if strategy.capabilities.joint else stream.experiences
         check_first_experience(model, strategy, context, experiences, cuda)
         # optim.batch_size = "probe": the untrained model's probe on the first experience. It draws from its
@@ -291,11 +292,12 @@ def _placement(options: RunOptions, optim: OptimConfig, curve: bool) -> _Placeme
                       checkpoint)
 
 
-def _place_model(stream: Stream, model: nn.Module, strategy: Strategy, optim: OptimConfig, options: RunOptions,
+def _place_model(stream: Stream, model: nn.Module, strategy: Strategy, setup: OptimSetup, options: RunOptions,
                  place: _Placement) -> tuple[Stream, torch.Generator | None, StrategyContext]:
     """The model on the run's device (in the memory format asked for), checked against the stream and
     the strategy's capabilities, the same on every rank; the stream normalised by the augmentation, and
     the strategy set up with the run's context. The stream, the augmentation's generator and the context."""
+    optim = setup.config
     model.to(place.device)
     if options.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
@@ -308,7 +310,10 @@ def _place_model(stream: Stream, model: nn.Module, strategy: Strategy, optim: Op
     augment = options.augment
     replay = (lambda x: augment(x, generator)) if augment is not None and generator is not None \
         and options.augment_replay else None
-    context = StrategyContext(stream, options.seed, place.world, replay)
+    lr = setup.largest_lr(place.world.size)
+    curvature = None if lr is None else \
+        stable_curvature(optim.name, lr, optim.momentum, optim.weight_decay, optim.optimizer_params)
+    context = StrategyContext(stream, options.seed, place.world, replay, curvature)
     strategy.setup(context)
     return stream, generator, context
 

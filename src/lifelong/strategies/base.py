@@ -134,12 +134,20 @@ class StrategyContext:
     """What the runner hands a strategy once, at :meth:`Strategy.setup`: the stream, the run's seed (the
     same on every rank), this process among the data-parallel ranks, and the run's training augmentation
     for the samples a strategy replays from its memory (random crops and flips drawn from the run's seed,
-    ``[augment]`` with ``replay = true``), or None. The runner writes nothing else into a strategy."""
+    ``[augment]`` with ``replay = true``), or None, and the stiffest quadratic term the run's optimizer steps
+    stably. The runner writes nothing else into a strategy."""
 
     stream: Stream
     seed: int = 0
     world: World = World()
     replay_augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    stable_curvature: float | None = None
+    """The largest curvature ``h`` of a quadratic term ``h / 2 * x^2`` in the loss that the run's optimizer
+    steps without diverging at the largest learning rate the run can reach (group scales of 1;
+    :func:`~lifelong.optim.registry.stable_curvature`), or None: an adaptive optimizer, whose step stays
+    bounded, or a rate not known before training (a probed batch size with ``optim.base_batch_size`` set).
+    The weight-anchoring penalties keep their importance below it (:meth:`Anchor.update
+    <lifelong.strategies.parts.penalties.Anchor.update>`)."""
 
 
 class Strategy(ABC):

@@ -18,7 +18,7 @@ from lifelong.strategies.base import (
     StrategyContext,
 )
 from lifelong.strategies.parts.importance import FISHER_LABELS, fisher_diagonal
-from lifelong.strategies.parts.penalties import Anchor
+from lifelong.strategies.parts.penalties import Anchor, importance_ceiling
 
 
 @dataclass
@@ -26,6 +26,10 @@ class EWC(Strategy):
     """Online EWC (Kirkpatrick et al. 2017; the online form of Schwarz et al. 2018, "Progress &
     Compress"): the loss adds ``lam / 2 * sum_i F_i (theta_i - theta*_i)^2`` where ``theta*`` are the
     weights after the last experience and ``F`` the running Fisher, ``F <- decay * F + F_new``.
+
+    Departure: ``lam * F_i`` is held at half the stiffness the run's SGD steps stably
+    (:func:`~lifelong.strategies.parts.penalties.importance_ceiling`; none under adaptive optimizers), where
+    the explicit step on the penalty would diverge.
 
     Data-parallel: each rank estimates the Fisher on its part of the experience and the estimates are
     averaged, so every rank holds the same Fisher."""
@@ -71,7 +75,8 @@ class EWC(Strategy):
         part = experience.train.subset(self.world.portion(len(experience.train)))
         fisher = fisher_diagonal(model, part, class_mask=mask, generator=self.generator, labels=self.fisher_labels,
                                  language_model=self.language_model)
-        self.anchor.update(model, self.world.average(fisher, weight=len(part)), decay=self.decay)
+        self.anchor.update(model, self.world.average(fisher, weight=len(part)), decay=self.decay,
+                           ceiling=importance_ceiling(self.context.stable_curvature, self.lam))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), **self.anchor.state()}

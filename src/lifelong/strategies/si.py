@@ -11,7 +11,7 @@ from torch import nn
 from lifelong.bounds import Annotated, Ge, Gt
 from lifelong.data.streams import Batch, Experience
 from lifelong.strategies.base import Capabilities, Strategy, StrategyContext
-from lifelong.strategies.parts.penalties import Anchor, trainable_weights
+from lifelong.strategies.parts.penalties import Anchor, importance_ceiling, trainable_weights
 
 
 @dataclass
@@ -31,7 +31,10 @@ class SI(Strategy):
     :meth:`observe` (or at the end of the experience).
 
     Departures: the reference trains with Adam and resets it at each task; here the runner's optimizer and
-    settings apply, and the gradient is read before the runner clips it.
+    settings apply, and the gradient is read before the runner clips it; ``2 lam Omega_i`` is held at half
+    the stiffness the run's SGD steps stably (:func:`~lifelong.strategies.parts.penalties.importance_ceiling`;
+    none under adaptive optimizers, such as the reference's Adam), where the explicit step on the penalty
+    would diverge.
 
     Data-parallel: the path integral is built from the averaged gradients and the weights' moves, equal
     on every rank by construction."""
@@ -96,7 +99,7 @@ class SI(Strategy):
         self.accumulate(model)
         end = self.previous
         self.anchor.update(model, {k: w / ((end[k] - self.start[k]) ** 2 + self.damping) for k, w in self.path.items()},
-                           floor=0.0)
+                           floor=0.0, ceiling=importance_ceiling(self.context.stable_curvature, 2 * self.lam))
         self.path, self.start, self.previous, self.gradient = {}, {}, {}, {}  # the next experience starts its own
 
     def state_dict(self) -> dict[str, Any]:

@@ -4,6 +4,13 @@ end of the last experience with an importance ``Omega`` per weight, and the :cla
 is estimated and in the factor in front of the penalty (Smith et al. 2023, "A Closer Look at Rehearsal-Free
 Continual Learning", compare them on that footing).
 
+The importance is kept below the stiffness the run's optimizer steps stably (:func:`importance_ceiling`):
+a quadratic term of curvature ``h`` makes SGD with momentum ``mu`` at rate ``lr`` diverge once
+``lr * h > 2 (1 + mu)``, whatever the rest of the loss does, and a weight the estimate calls very
+important (a normalisation layer's scale under MAS on a ResNet) reaches that on its own: the catalogue's
+MAS, SI and EWC runs went to inf or nan that way (``docs/results/fmnist.md``). Below the ceiling the method
+is the paper's; at it a weight is still held as hard as the optimizer can hold it.
+
 Data-parallel: the anchor is the weights, equal on every rank; an importance estimated from data is
 estimated on each rank's part and averaged over the ranks by the method, and one built from the (averaged)
 gradients and the weights' moves (SI) is equal on every rank by construction."""
@@ -14,6 +21,22 @@ from typing import Any
 
 import torch
 from torch import nn
+
+
+STIFFNESS = 0.5
+"""The share of the optimizer's stable curvature (:attr:`StrategyContext.stable_curvature
+<lifelong.strategies.base.StrategyContext.stable_curvature>`) a penalty may take on one weight; the other
+half is left to the curvature of the task's loss, which adds to it along the same weight."""
+
+
+def importance_ceiling(stable_curvature: float | None, factor: float) -> float | None:
+    """The largest importance ``Omega_i`` of a penalty whose curvature along weight ``i`` is
+    ``factor * Omega_i`` (``2 lam`` for ``lam * sum Omega (theta - theta*)^2``, ``lam`` for EWC's
+    ``lam / 2 * sum F (theta - theta*)^2``): ``STIFFNESS * stable_curvature / factor``. None (no ceiling)
+    when the optimizer's step stays bounded (``stable_curvature`` None) or the penalty is off."""
+    if stable_curvature is None or stable_curvature <= 0 or factor <= 0:
+        return None
+    return STIFFNESS * stable_curvature / factor
 
 
 def trainable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -27,6 +50,8 @@ class Anchor:
 
     def __init__(self) -> None:
         self.quadratic: QuadraticPenalty | None = None
+        self.capped = 0
+        """Weights whose importance the last :meth:`update` held at its ``ceiling``."""
 
     @property
     def is_set(self) -> bool:
@@ -56,14 +81,16 @@ class Anchor:
         return self.quadratic.gradient(model)
 
     def update(self, model: nn.Module, importance: dict[str, torch.Tensor], decay: float = 1.0,
-               floor: float | None = None) -> None:
+               floor: float | None = None, ceiling: float | None = None) -> None:
         """Anchor at the model's current trainable weights and accumulate ``importance``, the estimate of
         the experience just ended: ``Omega <- decay * Omega + importance`` (``importance`` alone for a
-        parameter without an old ``Omega``), clamped below at ``floor`` when given."""
+        parameter without an old ``Omega``), clamped to ``[floor, ceiling]`` where given
+        (:func:`importance_ceiling`); :attr:`capped` counts the weights held at the ceiling."""
         old = self.importance
         total = {k: decay * old[k] + v if k in old else v for k, v in importance.items()}
-        if floor is not None:
-            total = {k: v.clamp_min(floor) for k, v in total.items()}
+        if floor is not None or ceiling is not None:
+            total = {k: v.clamp(floor, ceiling) for k, v in total.items()}
+        self.capped = 0 if ceiling is None else sum(int((v >= ceiling).sum()) for v in total.values())
         self._set(trainable_weights(model), total)
 
     def _set(self, weights: dict[str, torch.Tensor], importance: dict[str, torch.Tensor]) -> None:
