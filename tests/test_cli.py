@@ -46,6 +46,16 @@ def test_runs_show_compare_and_strategies(tmp_path, capsys) -> None:
     assert main(["show", "1", "--db", db]) == 0
     out = capsys.readouterr().out
     assert "strategy.buffer_size" in out and "torch" in out and "accuracy matrix" in out
+    # throughput: stored per experience, consistent with its samples (steps x batch) and seconds, and shown
+    costs = [e["cost"] for e in ResultsStore(db).get(1).experiences]
+    for cost in costs:
+        assert cost["samples_per_second"] > 0 and cost["samples_per_second"] == pytest.approx(
+            cost["samples"] / cost["seconds"])
+        assert (cost["steps"] - 1) * 16 < cost["samples"] <= cost["steps"] * 16  # the stream's, batch 16
+    total = sum(c["samples"] for c in costs) / sum(c["seconds"] for c in costs)
+    assert f"{total:.1f}" in next(line for line in out.splitlines() if "samples_per_second " in line)
+    shown = next(line for line in out.splitlines() if "samples_per_second per experience" in line)
+    assert shown.count(",") == len(costs) - 1
     assert main(["compare", "1", "2", "--db", db]) == 0
     out = capsys.readouterr().out
     assert "run 1 (er)" in out and "run 2 (naive)" in out and "forgetting" in out

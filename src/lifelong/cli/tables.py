@@ -122,11 +122,15 @@ def cost_rows(costs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     seconds, samples = sum(c["seconds"] for c in costs), sum(c["samples"] for c in costs)
     rows = [("train_seconds", f"{seconds:.2f}"), ("samples", str(samples)),
             ("steps", str(sum(c["steps"] for c in costs)))]
+    tokens = sum(c.get("tokens", 0) for c in costs)  # runs stored before tokens were counted have none
+    unit = "tokens" if tokens else "samples"  # a language model's throughput is in predicted tokens
     if seconds > 0:
         rows.append(("samples_per_second", f"{samples / seconds:.1f}"))
-    tokens = sum(c.get("tokens", 0) for c in costs)  # runs stored before tokens were counted have none
-    if tokens and seconds > 0:  # a language model's (the metrics give its token count)
-        rows.append(("tokens_per_second", f"{tokens / seconds:.1f}"))
+        if tokens:
+            rows.append(("tokens_per_second", f"{tokens / seconds:.1f}"))
+    if len(costs) > 1:  # where a run slows down: each experience's own rate (a memory growing, a shift)
+        rows.append((f"{unit}_per_second per experience",
+                     ", ".join(f"{c[unit] / c['seconds']:.1f}" if c["seconds"] > 0 else "n/a" for c in costs)))
     if costs and all("model_flops" in c for c in costs):  # runs stored before MFU was measured lack it
         rows.append(("mfu", run_mfu(costs)))
     if any(c.get("flops") for c in costs):
