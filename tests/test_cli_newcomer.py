@@ -61,8 +61,9 @@ def template(tmp_path_factory) -> Path:
     """A store holding one finished run."""
     db = tmp_path_factory.mktemp("template") / "runs.db"
     torch.manual_seed(0)
-    train(class_incremental(synthetic(n_classes=4, n_features=6), 2), mlp((6,), 4, hidden=(8,)), Naive(),
-          OptimConfig(epochs=1), store=ResultsStore(db))
+    with ResultsStore(db) as store:  # closed before the file is copied: its write-ahead log goes into it
+        train(class_incremental(synthetic(n_classes=4, n_features=6), 2), mlp((6,), 4, hidden=(8,)), Naive(),
+              OptimConfig(epochs=1), store=store)
     return db
 
 

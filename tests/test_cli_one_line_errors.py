@@ -199,6 +199,7 @@ def template(tmp_path_factory) -> Path:
     images_data = from_arrays("tiny", x[:32], y[:32], x[32:], y[32:])
     run_tta(images_data, cnn((1, 8, 8), 4, channels=(4,)), ["source"], ["blur"], batch_size=4,
             optim=OptimConfig(epochs=1), store=store)
+    store.close()  # the file is copied: its write-ahead log goes into it
     return db
 
 

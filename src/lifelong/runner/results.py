@@ -24,7 +24,9 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -110,6 +112,24 @@ CREATE TABLE group_runs (
 #: out of its key (resuming from a checkpoint reproduces the uninterrupted run).
 _KEY_EXCLUDED = {"run": ("db", "progress", "checkpoint", "checkpoint_dir", "checkpoint_every_steps",
                          "keep_checkpoints", "keep_finished_checkpoints", "save_pretrained")}
+
+_INHERITED: list[sqlite3.Connection] = []
+"""Connections a forked child inherited from its parent's stores: kept referenced, never used nor closed in
+the child (SQLite forbids carrying a connection across ``fork``; closing it there may checkpoint the
+parent's write-ahead log)."""
+
+_STORES: weakref.WeakSet[ResultsStore] = weakref.WeakSet()
+"""The stores of this process that keep connections (:meth:`ResultsStore._reused`)."""
+
+
+def _leave_inherited_connections() -> None:
+    """In a forked child: every store opens its own connections; the parent's go to :data:`_INHERITED`."""
+    for store in list(_STORES):
+        _INHERITED.extend(store._open.values())
+        store._open.clear()
+
+
+os.register_at_fork(after_in_child=_leave_inherited_connections)
 
 
 @dataclass
@@ -242,6 +262,9 @@ class ResultsStore:
     def __init__(self, path: str | Path, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self._open: dict[int, sqlite3.Connection] = {}
+        """A writable store's connection of each thread (:meth:`_reused`)."""
+        _STORES.add(self)
         if self.path.is_dir():
             raise ConfigError(f"run.db: {str(self.path)!r} is a directory; give a file path such as "
                               "'lifelong-runs.db'")
@@ -302,6 +325,41 @@ class ResultsStore:
         except sqlite3.Error as error:
             raise ConfigError(f"run.db: cannot open {str(self.path)!r}: {error}") from None
 
+    def close(self) -> None:
+        """Close the connections this store keeps (they close when it is garbage-collected or the process
+        ends, too). The last connection to close moves the write-ahead log into the database file, so a
+        copy of that file alone (without its ``-wal``) holds every run only after it; SQLite readers see
+        every committed run at any time. The store opens connections again when used."""
+        for conn in self._open.values():
+            conn.close()
+        self._open.clear()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _reused(self, write: bool) -> sqlite3.Connection:
+        """This thread's connection to a writable store, opened (in WAL mode) once and kept: a fresh
+        connection costs about 0.25 ms a write transaction (the log and its index opened, the first lock),
+        a kept one a few microseconds. Its busy timeout is set for each transaction (:meth:`_connect`'s). A
+        forked child opens its own (:func:`_leave_inherited_connections`). A read-only store opens one a
+        transaction (an ``immutable`` connection kept would never see later writes)."""
+        key = threading.get_ident()
+        conn = self._open.get(key)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT, isolation_level=None,
+                                       check_same_thread=False)  # a dead thread's id may come back
+            except sqlite3.Error as error:
+                raise ConfigError(f"run.db: cannot open {str(self.path)!r}: {error}") from None
+            self._write_ahead_log(conn)
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._open[key] = conn
+        conn.execute(f"PRAGMA busy_timeout = {int((LOCK_NOTICE if write else LOCK_TIMEOUT) * 1000)}")
+        return conn
+
     def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``: the write lock, waited for)."""
         if self.read_only:
@@ -316,12 +374,14 @@ class ResultsStore:
     def _session(self, write: bool) -> Iterator[sqlite3.Connection]:
         """A connection in one transaction, committed at the end. SQLite's own errors for a full disk or
         a read-only file become a :class:`StorageError` that names the cause."""
-        conn = self._connect(write)
+        kept = not self.read_only
+        try:
+            conn = self._reused(write) if kept else self._connect(write)
+        except sqlite3.DatabaseError as error:
+            raise self._storage_error(error) from None
         try:
             try:
                 if write:
-                    self._write_ahead_log(conn)
-                    conn.execute("PRAGMA foreign_keys=ON")
                     self._begin_write(conn)
                 else:
                     conn.execute("BEGIN")
@@ -337,7 +397,8 @@ class ResultsStore:
             except sqlite3.DatabaseError as error:
                 raise self._storage_error(error) from None
         finally:
-            conn.close()
+            if not kept:
+                conn.close()
 
     def _storage_error(self, error: sqlite3.DatabaseError) -> Exception:
         """The user-facing error for a failed statement: a full disk or a read-only file as a
