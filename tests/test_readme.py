@@ -137,23 +137,32 @@ def test_command_blocks_run_as_written(tmp_path, monkeypatch, capsys, capped_epo
     assert left == {f"run-{i}" for i, _ in unfinished}
 
 
-def test_the_hugging_face_model_commands_run_as_written(tmp_path, monkeypatch, capsys, capped_epochs) -> None:
-    """The first block of "Bring your Hugging Face model or dataset": it makes its own tiny model, so it runs
-    here (the pip line is the ``hf`` extra, which the test extra holds; the second block names the user's
-    folders)."""
+def test_the_hugging_face_model_and_dataset_commands_run_as_written(tmp_path, monkeypatch, capsys,
+                                                                    capped_epochs) -> None:
+    """The first block of each part of "Bring your Hugging Face model or dataset", Models and Datasets: each
+    makes its own tiny model or dataset, so it runs here (the pip lines are the ``hf`` and ``datasets`` extras,
+    which the test extra holds; the second block of each names the user's folders and files)."""
     pytest.importorskip("transformers")
+    pytest.importorskip("datasets")
     section = README.split("## Bring your Hugging Face model or dataset\n", 1)[1].split("\n## ", 1)[0]
-    block = re.findall(r"^```sh\n(.*?)^```", section, flags=re.DOTALL | re.MULTILINE)[0]
     monkeypatch.chdir(tmp_path)
-    for line in block.strip().splitlines():
-        if line.startswith("pip install "):
-            assert line == "pip install 'lifelong[hf]'"
-        elif line.startswith("python -c "):
-            subprocess.run([sys.executable, *shlex.split(line)[1:]], cwd=tmp_path, env=child_environment(),
-                           check=True, capture_output=True, timeout=300)
-        else:
-            run_line(line, tmp_path, capsys)
+    for part, extra in zip(section.split("\n### Datasets\n"), ("hf", "datasets"), strict=True):
+        block = re.findall(r"^```sh\n(.*?)^```", part, flags=re.DOTALL | re.MULTILINE)[0]
+        for line in block.strip().splitlines():
+            if line.startswith("pip install "):
+                assert line == f"pip install 'lifelong[{extra}]'"
+            elif line.startswith("python -c "):
+                subprocess.run([sys.executable, *shlex.split(line)[1:]], cwd=tmp_path, env=child_environment(),
+                               check=True, capture_output=True, timeout=300)
+            else:
+                run_line(line, tmp_path, capsys)
     from transformers import AutoModelForImageClassification
 
     assert AutoModelForImageClassification.from_pretrained(tmp_path / "vit-ranpac").config.num_labels == 10
-    assert [r.strategy for r in ResultsStore(tmp_path / "lifelong-runs.db").runs()] == ["ranpac", "l2p"]
+    store = ResultsStore(tmp_path / "lifelong-runs.db")
+    runs = store.runs()
+    assert [r.strategy for r in runs] == ["ranpac", "l2p", "er"]
+    digits = store.get(runs[-1].id)
+    assert digits.config["dataset"] == {**digits.config["dataset"], "name": "hf", "path": str(tmp_path / "digits-hf")}
+    # the 10 digits in 5 experiences of 2, each trained for the test's one epoch: well above chance (0.1)
+    assert len(digits.rows) == 5 and digits.metrics["final_accuracy"] > 0.2

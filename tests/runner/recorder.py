@@ -1,5 +1,6 @@
 """An observer that records what the runner did at every step, for tests that check the runner's
-arithmetic (learning rates per parameter group, planned and executed steps, memory sizes)."""
+arithmetic (learning rates per parameter group, planned and executed steps, memory sizes) or what a
+tracker logged of it (losses)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class StepRecorder(Observer):
         groups = self.optimizer.param_groups
         self.steps.append({"experience": state.experience, "step": state.step, "experience_step": state.experience_step,
                            "experience_steps": state.experience_steps, "total_steps": state.total_steps,
-                           "lr": state.lr, "group_lrs": [g["lr"] for g in groups],
+                           "loss": state.loss, "lr": state.lr, "group_lrs": [g["lr"] for g in groups],
                            "scales": [g["lr_scale"] for g in groups], "batch_size": state.batch_size,
                            "samples": state.experience_samples, "flops": state.experience_flops,
                            "step_flops": state.step_flops, "next_step_flops": state.next_step_flops,

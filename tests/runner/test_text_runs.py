@@ -14,7 +14,7 @@ from lifelong.cli import main
 from lifelong.data.corpora import TextDomain
 from lifelong.data.text import text_stream
 from lifelong.errors import ConfigError
-from lifelong.models.gpt import gpt
+from lifelong.models.gpt import gpt, mask_documents
 from lifelong.strategies import STRATEGIES
 from tests.runner.test_checkpoint_resume import resumed_and_reference
 
@@ -28,14 +28,20 @@ def documents(alphabet: str, count: int, seed: int) -> tuple[str, ...]:
 
 
 DOMAINS = [TextDomain("abc", documents("abc", 60, 0)), TextDomain("xyz", documents("xyz", 60, 1))]
+THIRD = TextDomain("mno", documents("mno", 60, 2))
+"""A third domain, for runs whose replay weighs two earlier domains against each other."""
 
 
-def stream():
-    return text_stream(DOMAINS, context=16, train_tokens=1600, validation_tokens=400, seed=0)
+def stream(domains=DOMAINS, pack_across_documents=True):
+    return text_stream(domains, context=16, train_tokens=1600, validation_tokens=400, seed=0,
+                       pack_across_documents=pack_across_documents)
 
 
 def tiny_gpt(text):
-    return gpt(text.input_shape, text.n_classes, text.vocab_size, d_model=32, n_layers=1, n_heads=2)
+    """A one-block GPT for ``text``, its attention kept within documents where the stream asks for it, as
+    the command line builds it (``dataset.pack_across_documents = false``)."""
+    return mask_documents(gpt(text.input_shape, text.n_classes, text.vocab_size, d_model=32, n_layers=1, n_heads=2),
+                          text.document_end)
 
 
 def test_two_text_domains_through_the_api_learn_each_domain_and_forget_the_first() -> None:
@@ -113,17 +119,26 @@ def test_seeds_and_groups_of_text_runs_report_losses(tmp_path, capsys) -> None:
     assert "lifelong tune carves its validation split" in error and error.count("\n") == 1
 
 
-def test_a_text_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path) -> None:
-    text = stream()
+@pytest.mark.parametrize(("domains", "pack_across_documents", "weights", "kill_at"), [
+    (DOMAINS, True, {}, 20), ([*DOMAINS, THIRD], False, {"domain_mixture": [0.5, 0.3, 0.2]}, 35)],
+    ids=["uniform replay", "within documents, domain mixture"])
+def test_a_text_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path, domains, pack_across_documents, weights,
+                                                            kill_at) -> None:
+    """100 windows a domain: 7 steps an epoch, 14 a domain, a checkpoint every 3 steps. Two domains, replayed
+    uniformly: killed in the second domain after the checkpoint of step 18, with replayed windows in its
+    batches since. Three domains, attention kept within documents and the replay weighed 5 : 3 between the
+    first two: killed in the third after the checkpoint of step 33, when what each domain is owed of the
+    replayed rows (the split of each batch's 4 alternates 3 : 1 and 2 : 2) must come back with it."""
+    text = stream(domains, pack_across_documents)
+    assert (text.document_end is None) == pack_across_documents
     optim = OptimConfig(name="adam", lr=0.01, epochs=2, batch_size=16, reset_per_experience=False)
-    settings = {"replay": {"replay_fraction": 0.25, "buffer_size": 40}}
-    # 100 windows a domain: 7 steps an epoch, 14 a domain; killed in the second domain, after the checkpoint
-    # of step 18 (every 3 steps), with replayed windows in its batches since
-    resumed, _, reference, _ = resumed_and_reference(text, "replay", tmp_path, settings, kill_at=20,
+    settings = {"replay": {"replay_fraction": 0.25, "buffer_size": 40, **weights}}
+    resumed, _, reference, _ = resumed_and_reference(text, "replay", tmp_path, settings, kill_at=kill_at,
                                                      model_for=tiny_gpt, optim=optim)
     assert [c.replayed for c in resumed.costs] == [c.replayed for c in reference.costs]
     # a quarter of each batch: 4 of the 6 full batches of 16 an epoch, 1 of its last batch of 4
-    assert [c.steps for c in reference.costs] == [14, 14] and reference.costs[1].replayed == 2 * (6 * 4 + 1)
+    assert [c.steps for c in reference.costs] == [14] * len(domains)
+    assert [c.replayed for c in reference.costs] == [0] + [2 * (6 * 4 + 1)] * (len(domains) - 1)
 
 
 def test_the_html_report_refuses_a_language_models_run_in_one_line(tmp_path, capsys) -> None:

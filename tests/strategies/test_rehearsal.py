@@ -194,22 +194,28 @@ def test_agem_with_momentum_warns_that_the_update_is_not_projected(small_data) -
         train(stream, mlp((8,), 6, hidden=(16,)), ER(buffer_size=20), OptimConfig(epochs=1, momentum=0.9))
 
 
+def domain_stream(sizes: tuple[int, ...]):
+    """A stream of one experience (domain) per entry of ``sizes``, that many training rows each, whose inputs
+    are filled with the domain's index, so that a replayed row shows where it came from."""
+    from lifelong.data.streams import Experience, Stream, TensorSet
+
+    def part(rows: int, task: int) -> TensorSet:
+        return TensorSet.of(torch.full((rows, 4), float(task)), torch.zeros(rows, dtype=torch.long), task)
+
+    return Stream(tuple(Experience(part(n, task), part(2, task), (0,), task) for task, n in enumerate(sizes)), 2, (4,))
+
+
 def test_domain_temperature_weighs_the_replayed_domains_by_their_sizes() -> None:
     """Two earlier domains of 20 and 180 training samples: at T = 1 a replayed row comes from the small one
     with p = 20 / 200 = 0.1, at T = 2 with sqrt(20) / (sqrt(20) + sqrt(180)) = 0.25, at a large T about 0.5;
     uniform draws from the memory would follow its contents instead."""
-    from lifelong.data.streams import Experience, Stream, TensorSet
     from lifelong.strategies.replay import ReplayMixture, domain_weights
 
     assert domain_weights({0: 20, 1: 180}, 1.0) == pytest.approx({0: 0.1, 1: 0.9})
     assert domain_weights({0: 20, 1: 180}, 2.0) == pytest.approx({0: 0.25, 1: 0.75})
-    generator = torch.Generator().manual_seed(0)
-    sizes = (20, 180, 10)
-    experiences = tuple(Experience(TensorSet.of(torch.randn(n, 4, generator=generator), torch.zeros(n, dtype=torch.long),
-                                                task), TensorSet.of(torch.randn(2, 4), torch.zeros(2, dtype=torch.long),
-                                                                    task), (0,), task)
-                        for task, n in enumerate(sizes))
-    stream = Stream(experiences, 2, (4,))
+    assert domain_weights({0: 100, 1: 400}, 2.0) == pytest.approx({0: 1 / 3, 1: 2 / 3})  # sqrt: 10 and 20
+    stream = domain_stream((20, 180, 10))
+    experiences = stream.experiences
     for temperature, small in ((1.0, 0.1), (2.0, 0.25), (1000.0, 0.5)):
         strategy = ReplayMixture(buffer_size=100, replay_fraction=0.5, domain_temperature=temperature)
         strategy.setup(StrategyContext(stream, 0))
@@ -219,3 +225,63 @@ def test_domain_temperature_weighs_the_replayed_domains_by_their_sizes() -> None
         assert len(drawn) == 6400 and set(drawn.tolist()) <= {0, 1}  # only earlier domains come back
         assert (drawn == 0).float().mean().item() == pytest.approx(small, abs=0.03)
         assert strategy.replayed == 6400  # counted as replayed
+
+
+def test_apportion_splits_the_replayed_rows_by_the_weights_exactly_batch_by_batch() -> None:
+    """Weights 5 : 3 : 2 (shares 1/2, 3/10, 1/5). Ten rows split 5, 3, 2 with nothing owed. Three rows a
+    batch, by hand: the first batch is owed 1.5, 0.9 and 0.6 rows, so domain 0 gets its whole row and the
+    two largest remainders (0.9, 0.6) the other two, leaving 0.5, -0.1 and -0.4 owed; the second is owed
+    2.0, 0.8 and 0.2, and gets 2, 1, 0; ... the fifth is owed 1.5, 0.5 and 1.0: the tie of remainders goes to
+    the lower domain. After every batch each domain's rows are within one row of its share of all rows
+    so far, and after ten batches (30 rows) they are exactly 15, 9 and 6. Float weights 0.5, 0.3, 0.2 (whose
+    binary values are not exactly 3/10 and 1/5) split the same."""
+    from fractions import Fraction
+
+    from lifelong.strategies.replay import apportion
+
+    owed: dict[int, Fraction] = {}
+    assert apportion(10, {0: 5, 1: 3, 2: 2}, owed) == {0: 5, 1: 3, 2: 2} and set(owed.values()) == {0}
+    by_hand = [(1, 1, 1), (2, 1, 0), (1, 1, 1), (2, 1, 0), (2, 0, 1), (1, 1, 1), (2, 1, 0), (1, 1, 1), (2, 1, 0),
+               (1, 1, 1)]
+    shares = (Fraction(1, 2), Fraction(3, 10), Fraction(1, 5))
+    for weights in ({0: 5, 1: 3, 2: 2}, {0: 0.5, 1: 0.3, 2: 0.2}):
+        owed, total = {}, [0, 0, 0]
+        for batch, expected in enumerate(by_hand, start=1):
+            counts = apportion(3, weights, owed)
+            assert tuple(counts.values()) == expected, (weights, batch)
+            total = [t + c for t, c in zip(total, expected, strict=True)]
+            assert all(abs(t - 3 * batch * share) < 1 for t, share in zip(total, shares, strict=True))
+        assert total == [15, 9, 6]
+    assert owed == {0: 0, 1: Fraction(-3, 2**53), 2: Fraction(3, 2**53)}  # the floats' rounding, carried on
+
+
+def test_domain_mixture_gives_the_stated_shares_within_one_row_after_every_batch() -> None:
+    """Mixture weights 0.5, 0.3, 0.2 over three earlier domains of a four-domain stream: replaying a quarter of
+    batches of 16 (4 rows each) through the strategy's own path, domain d's replayed rows after batch k are
+    within one row of 4k times its share; a domain of weight 0 never comes back, and the weights of domains
+    not in the memory yet are left out (with domains 0 and 1 stored, shares 5/8 and 3/8)."""
+    from lifelong.strategies.replay import ReplayMixture
+
+    stream = domain_stream((20, 20, 20, 20))
+    experiences = stream.experiences
+    for mixture, stored, shares in (([0.5, 0.3, 0.2, 0.0], 3, [0.5, 0.3, 0.2]), ([0.5, 0.3, 0.2, 0.0], 2, [5 / 8, 3 / 8]),
+                                    ([0.0, 0.3, 0.2, 0.5], 3, [0.0, 0.6, 0.4])):
+        strategy = ReplayMixture(buffer_size=100, replay_fraction=0.25, domain_mixture=mixture)
+        strategy.setup(StrategyContext(stream, 0))
+        for experience in experiences[:stored]:
+            strategy.after_experience(nn.Linear(4, 2), experience)
+        totals = torch.zeros(stored)
+        for batch in range(1, 21):
+            replayed = strategy.weighted_replay(strategy.replay_rows(16))
+            assert torch.equal(replayed["x"][:, 0], replayed["task"].float())  # the rows are the domain's own
+            totals += torch.bincount(replayed["task"], minlength=stored)
+            assert (totals - 4 * batch * torch.tensor(shares)).abs().max() < 1, (mixture, stored, batch)
+    with pytest.raises(ConfigError, match=r"one weight >= 0 per domain of the stream \(4\)"):
+        ReplayMixture(domain_mixture=[1.0, 1.0]).setup(StrategyContext(stream, 0))
+    with pytest.raises(ConfigError, match="keep one of them"):
+        ReplayMixture(domain_mixture=[1.0] * 4, domain_temperature=2.0).setup(StrategyContext(stream, 0))
+    strategy = ReplayMixture(domain_mixture=[0.0, 1.0, 1.0, 1.0])
+    strategy.setup(StrategyContext(stream, 0))
+    strategy.after_experience(nn.Linear(4, 2), experiences[0])
+    with pytest.raises(ConfigError, match=r"weight 0 to every domain in the memory \(\[0\]\)"):
+        strategy.weighted_replay(4)
