@@ -66,7 +66,8 @@ def accuracy_flops_figure(points: list[tuple[str, int | None, float, float]], pa
     import matplotlib.pyplot as plt
 
     strategies = list(dict.fromkeys(strategy for strategy, _, _, _ in points))
-    colours = dict(zip(strategies, plt.get_cmap("tab20").colors, strict=False))
+    palette = plt.get_cmap("tab20").colors + plt.get_cmap("tab20b").colors  # 40: the catalogue has 21 and more
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(strategies)}
     sizes = sorted({memory for _, memory, _, _ in points if memory is not None})
     markers = {None: "o", **dict(zip(sizes, "s^Dvp", strict=False))}
     fig, ax = plt.subplots(figsize=(9, 6))
