@@ -104,6 +104,14 @@ class OptimConfig(BaseModel):
     experience's own steps decay the schedule's rate linearly to 0; the decayed weights are evaluated and
     the next experience continues from them at the full rate. No step is added (unlike ``branch_decay``,
     which it excludes)."""
+    agvm: bool = False
+    """AGVM (Xue et al. 2022, "Large-batch Optimization for Dense Visual Predictions"; :mod:`lifelong.optim.agvm`):
+    each top-level module of the model (a classifier's ``backbone`` and ``head``) steps at the rate rescaled by
+    ``sqrt`` of the reference module's gradient variance over its own, smoothed, whatever the optimizer; the
+    factors are kept in the optimizer's state. Refused with ``run.shard='fsdp'``."""
+    agvm_params: dict[str, Any] = Field(default_factory=dict)
+    """AGVM's settings: ``alpha``, ``every_steps``, ``start_step``, ``min_ratio``, ``max_ratio``, ``reference``,
+    ``eps`` (:class:`lifelong.optim.agvm.AGVM`)."""
     forecast_stop: float | None = Field(None, gt=0)
     """Learning-curve extrapolation (:mod:`lifelong.runner.forecast`): end an experience early once a power
     law ``a + b t^-c`` fitted to its running training loss forecasts less than this gain in loss over the

@@ -1,9 +1,11 @@
 import dataclasses
+import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lifelong import OptimConfig, class_incremental, train
 from lifelong.errors import ConfigError
 from lifelong.optim.schedules import (
     SCHEDULES,
@@ -12,11 +14,15 @@ from lifelong.optim.schedules import (
     Infinite,
     LinearDecay,
     Position,
+    Power,
     Rewarm,
     Step,
     Warmup,
     build_schedule,
 )
+from lifelong.strategies import STRATEGIES
+from tests.runner.recorder import StepRecorder
+from tests.runner.test_checkpoint_resume import resumed_and_reference, small_mlp
 
 
 def at(t: int, steps: int = 10, experience: int = 0, step: int | None = None, total: int = 100) -> Position:
@@ -87,6 +93,54 @@ def test_rewarm_warms_up_to_the_peak_at_every_experience() -> None:
     assert schedule(at(0, experience=3, step=30)) == 0.25
 
 
+def test_power_holds_to_the_knee_then_falls_as_the_power_law_of_the_samples_seen() -> None:
+    schedule = Power(b=-0.5, knee_samples=100, decay_fraction=0.0)
+    # samples 50 and 100: at or below the knee, the base rate; 400 = 4 knees: 4^-0.5; 900: 9^-0.5
+    assert [schedule(Position(3, 0, 3, 10, 40, n)) for n in (0, 50, 100, 400, 900)] == \
+        pytest.approx([1.0, 1.0, 1.0, 0.5, 1 / 3])
+    # the count runs over the whole stream: the next experience does not reset it, whatever the steps
+    assert schedule(Position(30, 3, 0, 10, 40, 900)) == pytest.approx(1 / 3)
+    paper = Power(knee_samples=100, decay_fraction=0.0)  # the paper's exponent, -0.51
+    assert paper(Position(0, 0, 0, 10, 40, 400)) == pytest.approx(4 ** -0.51) == pytest.approx(0.4931, abs=1e-4)
+
+
+def test_power_warms_up_once_and_decays_over_the_last_fraction_of_each_experience() -> None:
+    schedule = Power(b=-0.5, knee_samples=100, warmup_steps=4, decay_fraction=0.25)
+    # warmup of the stream's first steps, times the power law (1 before the knee)
+    assert [schedule(Position(t, 0, t, 8, 16, 10 * t)) for t in (0, 1, 3)] == [0.25, 0.5, 1.0]
+    # the last 0.25 * 8 = 2 steps of the experience decay linearly to 0: 1, then 0.5 of the power law
+    assert schedule(Position(6, 0, 6, 8, 16, 400)) == pytest.approx(0.5)
+    assert schedule(Position(7, 0, 7, 8, 16, 400)) == pytest.approx(0.25)
+    # the next experience: no warmup again, the power law where the stream is (900 samples), no decay yet
+    assert schedule(Position(9, 1, 1, 8, 16, 900)) == pytest.approx(1 / 3)
+    streamed = Power(b=-0.5, knee_samples=100, decay_fraction=0.25, horizon="stream", decay="exponential",
+                     final=0.01)
+    assert streamed(Position(7, 0, 7, 8, 16, 400)) == 0.5  # an experience's end: the stream's decay is later
+    assert streamed(Position(14, 1, 6, 8, 16, 400)) == pytest.approx(0.5 * 0.01 ** 0.5)  # half-way down 4 steps
+
+
+def test_the_runner_gives_the_power_schedule_the_stream_samples_trained_on(small_data) -> None:
+    """Through ``lifelong.train``: each step's rate is 0.05 times the power law of the samples of the
+    steps before it, over the three experiences (60 samples each, batches 16, 16, 16, 12 per epoch)."""
+    recorder, stream = StepRecorder(), class_incremental(small_data, 3)
+    optim = OptimConfig(lr=0.05, epochs=2, batch_size=16, schedule="power",
+                        schedule_params={"b": -0.5, "knee_samples": 64, "decay_fraction": 0.0})
+    train(stream, small_mlp(stream), STRATEGIES["naive"](), optim, seed=0, observers=[recorder])
+    batches = [b - a for e in range(3) for a, b in zip([0] + [s["samples"] for s in recorder.of(e)][:-1],
+                                                        [s["samples"] for s in recorder.of(e)])]
+    assert batches == [16, 16, 16, 12] * 6
+    seen = [sum(batches[:k]) for k in range(len(batches))]
+    assert [s["lr"] for s in recorder.steps] == [0.05 * Power(b=-0.5, knee_samples=64).power(n) for n in seen]
+    assert recorder.steps[5]["lr"] == pytest.approx(0.05 * math.sqrt(64 / 76))  # 76 samples before step 5
+    assert recorder.steps[-1]["lr"] == pytest.approx(0.05 * math.sqrt(64 / 348))  # 360 - 12 before the last
+
+
+def test_a_power_scheduled_run_killed_with_sigkill_resumes_bit_for_bit(small_data, tmp_path) -> None:
+    optim = OptimConfig(lr=0.05, epochs=2, batch_size=16, reset_per_experience=False, schedule="power",
+                        schedule_params={"knee_samples": 48, "warmup_steps": 3, "decay_fraction": 0.25})
+    resumed_and_reference(class_incremental(small_data, 3), "naive", tmp_path, {"naive": {}}, optim=optim)
+
+
 def simulate(schedule, experience_steps: tuple[int, ...]) -> list[float]:
     values, step, total = [], 0, sum(experience_steps)
     for experience, steps in enumerate(experience_steps):
@@ -128,6 +182,11 @@ def test_every_schedule_stays_in_zero_one(name, step, within, steps) -> None:
     ("step", {"milestones": [1.5]}, "optim.schedule_params.milestones"),
     ("cosine", {"warmup_steps": "ten"}, "optim.schedule_params.warmup_steps"),
     ("triangle", {}, "optim.schedule must be one of"),
+    ("power", {"b": 0.5}, "optim.schedule_params.b must be < 0"),
+    ("power", {"knee_samples": 0}, "optim.schedule_params.knee_samples must be >= 1, got 0"),
+    ("power", {"decay": "cosine"}, "optim.schedule_params.decay must be one of \\['exponential', 'linear'\\]"),
+    ("power", {"decay": "exponential"}, "optim.schedule_params.final must be in \\(0, 1\\] for an exponential"),
+    ("power", {"a": 4.6}, "optim.schedule_params.a: unknown field"),
 ])
 def test_bad_schedule_settings_name_the_field(name, params, message) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -16,6 +16,7 @@ import torch
 
 from lifelong.errors import ConfigError
 from lifelong.optim.adagradnorm import AdaGradNorm
+from lifelong.optim.agvm import AGVM
 from lifelong.optim.decay import split_weight_decay
 from lifelong.optim.lamb import LAMB
 from lifelong.optim.hypergradient import HypergradientSGD
@@ -79,23 +80,32 @@ def check_optimizer_name(name: str) -> None:
 
 
 def build_optimizer(name: str, params: Params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                    options: Mapping[str, Any] | None = None, model: torch.nn.Module | None = None
-                    ) -> torch.optim.Optimizer:
+                    options: Mapping[str, Any] | None = None, model: torch.nn.Module | None = None,
+                    agvm: AGVM | None = None) -> torch.optim.Optimizer:
     """The optimizer ``name`` over ``params`` (parameters or groups as torch takes them; extra group keys
     such as ``lr_scale`` are kept). ``momentum`` is used by the optimizers that have one (SGD, LARS);
     ``options`` are the optimizer's own settings, e.g. ``{"trust_coefficient": 0.02}`` for LARS. With
     ``model`` (whose parameters ``params`` holds), the parameters it exempts from weight decay get a
-    group of their own without it (:func:`~lifelong.optim.decay.split_weight_decay`)."""
+    group of their own without it (:func:`~lifelong.optim.decay.split_weight_decay`); with ``agvm`` too
+    (``optim.agvm``), each group is split by the model's top-level modules, whose rates AGVM rescales at
+    every step (:mod:`lifelong.optim.agvm`)."""
     from lifelong.config import Component, build
 
     check_optimizer_name(name)
+    if agvm is not None and model is None:
+        raise ValueError("AGVM groups the parameters by the model's modules: pass the model")
     if model is not None:
         given: list[Any] = list(params)
         params = split_weight_decay(given if given and isinstance(given[0], dict) else [{"params": given}], model)
+        if agvm is not None:
+            params = agvm.split(params, model)
     factory = OPTIMIZERS[name]
     common: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
     if "momentum" in inspect.signature(factory).parameters:
         common["momentum"] = momentum
     bound = functools.partial(factory, **common)
-    return build("optim.optimizer_params", {name: bound}, Component(name=name, **dict(options or {})), params,
-                 skip=("params", *common))
+    optimizer = build("optim.optimizer_params", {name: bound}, Component(name=name, **dict(options or {})), params,
+                      skip=("params", *common))
+    if agvm is not None:
+        agvm.attach(optimizer)
+    return optimizer

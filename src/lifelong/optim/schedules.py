@@ -35,6 +35,9 @@ class Position(NamedTuple):
     """Planned optimizer steps of the current experience."""
     total_steps: int
     """Planned optimizer steps of the whole stream."""
+    samples: int = 0
+    """Stream samples trained on so far in the whole stream, over all data-parallel ranks (the runner's
+    ``TrainState.samples``: replayed samples are not counted, nor batches a real-time stream let pass)."""
 
 
 def elapsed(position: Position, horizon: str) -> tuple[int, int]:
@@ -56,6 +59,20 @@ def cosine(progress: float, start: float, end: float) -> float:
     """Half a cosine from ``start`` (progress 0) to ``end`` (progress 1)."""
     progress = min(max(progress, 0.0), 1.0)
     return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def linear(progress: float, start: float, end: float) -> float:
+    """A straight line from ``start`` (progress 0) to ``end`` (progress 1)."""
+    return start + (end - start) * progress
+
+
+def exponential(progress: float, start: float, end: float) -> float:
+    """A geometric decay from ``start`` (progress 0) to ``end`` > 0 (progress 1): the same factor per step."""
+    return float(start * (end / start) ** progress)
+
+
+DECAYS = {"linear": linear, "exponential": exponential}
+"""The shapes of a final decay, by name (``decay`` of :class:`Power`)."""
 
 
 def _check(condition: bool, field: str, value: Any, allowed: str) -> None:
@@ -151,7 +168,7 @@ class LinearDecay(_WarmupDecay):
     finds it at least as good as cosine)."""
 
     def shape(self, progress: float) -> float:
-        return 1.0 + (self.final - 1.0) * progress
+        return linear(progress, 1.0, self.final)
 
 
 @dataclass(frozen=True)
@@ -197,7 +214,7 @@ class WSD:
         if t < self.warmup_steps:
             return warmup(t, self.warmup_steps)
         progress = tail_progress(t, total, self.decay_fraction)
-        return 1.0 if progress is None else 1.0 + (self.final - 1.0) * progress
+        return 1.0 if progress is None else linear(progress, 1.0, self.final)
 
 
 @dataclass(frozen=True)
@@ -235,7 +252,73 @@ class Infinite:
         if t < self.warmup_steps + self.cooldown_steps:
             return cosine((t - self.warmup_steps) / self.cooldown_steps, 1.0, self.constant)
         progress = tail_progress(t, total, self.anneal_fraction)
-        return self.constant if progress is None else self.constant * (self.final / self.constant) ** progress
+        return self.constant if progress is None else exponential(progress, self.constant, self.final)
+
+
+@dataclass(frozen=True)
+class Power:
+    """The Power scheduler (Shen et al. 2024, "Power Scheduler: A Batch Size and Token Number Agnostic
+    Learning Rate Scheduler"): WSD whose stable phase follows the power law the paper fits to the best
+    rate of WSD runs against the tokens ``n`` they train on, ``eta(n) = min(eta_max, beta a n^b)`` (``beta``
+    the batch size; ``a = 4.6``, ``b = -0.51`` on language-model tokens with muP), so that one setting
+    serves every training length: the rate holds at ``eta_max`` while few tokens are seen, then falls as
+    ``n^b``, with no total length to plan. († marks what is from general knowledge of the paper, not checked
+    against its text: the factor ``beta`` and the exponential decay of its runs.)
+
+    Here the multiplier of the base rate (``eta_max``: ``optim.lr``, scaled to the batch size by
+    ``optim.lr_scaling``) is the product of three factors:
+
+    * a linear warmup over the first ``warmup_steps`` of the *stream*, once (never again at an
+      experience's start);
+    * the power law ``min(1, (n / knee_samples)^b)``, ``n`` the samples trained on so far in the whole
+      stream (:attr:`Position.samples`), never reset at an experience boundary: the paper's law divided by
+      ``eta_max``, whose cap meets ``beta a n^b`` at the knee ``n_0 = (eta_max / (beta a))^(1/b)``;
+    * WSD's decay over the last ``decay_fraction`` of the ``horizon`` (each experience, or the stream) to
+      ``final`` times the rate, ``linear`` (WSD's here) or ``exponential`` (the paper's runs, †). Only this
+      phase reads a planned length.
+
+    What "tokens" are for a classification stream: the samples it delivers, as the runner counts them (each
+    rank's batches summed; replayed samples excluded, so that a position in the stream has one rate
+    whatever the strategy replays). A language model's samples are windows of ``L + 1`` tokens; counting
+    windows rather than tokens only divides the knee by ``L``, as ``(n / knee)^b`` is a ratio.
+
+    Departures: the paper's ``a`` is fitted on a muP language model's tokens at its ``eta_max`` and does not
+    carry over to another model, data or base rate, so the knee is set directly (in samples); the batch
+    size's factor ``beta`` is left to ``optim.lr_scaling`` (``linear`` scales the power phase with the
+    batch as the paper does, but its cap too, which the paper keeps at ``eta_max``); the warmup multiplies
+    the power law rather than rising to its value at the warmup's end (the same when the warmup ends
+    before the knee); and the decay multiplies the power law as it goes on falling rather than its value
+    frozen where the decay starts (the position holds the samples seen now, not then): over a decay of 10%
+    of the stream at ``b = -0.51`` the two differ by at most ``1 - 0.9^0.51``, 5%."""
+
+    b: float = -0.51
+    knee_samples: int = 10_000
+    warmup_steps: int = 0
+    decay_fraction: float = 0.1
+    final: float = 0.0
+    decay: str = "linear"
+    horizon: str = "experience"
+
+    def __post_init__(self) -> None:
+        _check_common(self.horizon, self.warmup_steps)
+        _check(self.b < 0, "b", self.b, "< 0 (0 holds the rate, which is wsd)")
+        _check(self.knee_samples >= 1, "knee_samples", self.knee_samples, ">= 1")
+        _check_fraction("decay_fraction", self.decay_fraction)
+        _check(self.decay in DECAYS, "decay", self.decay, f"one of {sorted(DECAYS)}")
+        if self.decay == "exponential":
+            _check(0.0 < self.final <= 1.0, "final", self.final, "in (0, 1] for an exponential decay, which never "
+                   "reaches 0")
+        _check_fraction("final", self.final)
+
+    def power(self, samples: int) -> float:
+        """``min(1, (samples / knee_samples)^b)``: 1 up to the knee, then falling as ``samples^b``."""
+        return 1.0 if samples <= self.knee_samples else (samples / self.knee_samples) ** self.b
+
+    def __call__(self, position: Position) -> float:
+        multiplier = warmup(position.step, self.warmup_steps) * self.power(position.samples)
+        t, total = elapsed(position, self.horizon)
+        progress = tail_progress(t, total, self.decay_fraction)
+        return multiplier if progress is None else multiplier * DECAYS[self.decay](progress, 1.0, self.final)
 
 
 @dataclass(frozen=True)
@@ -263,7 +346,7 @@ class Rewarm:
 
 SCHEDULES: dict[str, type] = {"constant": Constant, "warmup": Warmup, "cosine": Cosine,
                               "linear_decay": LinearDecay, "step": Step, "wsd": WSD, "infinite": Infinite,
-                              "rewarm": Rewarm}
+                              "rewarm": Rewarm, "power": Power}
 
 
 def build_schedule(name: str, params: Mapping[str, Any] | None = None) -> Any:

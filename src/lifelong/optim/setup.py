@@ -17,6 +17,7 @@ import torch
 
 from lifelong.config import PROBE, Component, OptimConfig, build
 from lifelong.errors import ConfigError
+from lifelong.optim.agvm import AGVM
 from lifelong.optim.batch_size import BATCH_SIZE_TESTS, AdaptiveBatchSize
 from lifelong.optim.cooldown import WSDS
 from lifelong.optim.registry import check_optimizer_name
@@ -56,6 +57,8 @@ class OptimSetup:
     batch_size_test: AdaptiveBatchSize | None
     dtype: torch.dtype | None
     """Autocast dtype, or None for full precision."""
+    agvm: AGVM | None = None
+    """AGVM's settings (``optim.agvm``), or None: every module at the group's rate."""
 
     @property
     def count_flops(self) -> bool:
@@ -157,6 +160,12 @@ def resolve(optim: OptimConfig, probed: int | None = None) -> OptimSetup:
     if optim.branch_decay is not None and optim.wsd_s_decay is not None:
         raise ConfigError("optim.branch_decay (a decayed copy, the run continues undecayed) and optim.wsd_s_decay "
                           "(the run itself decays) are two cooldowns of each experience; set one of them")
+    agvm = None
+    if optim.agvm:
+        agvm = build("optim.agvm_params", {"agvm": AGVM}, Component(name="agvm", **optim.agvm_params))
+    elif optim.agvm_params:
+        raise ConfigError(f"optim.agvm_params is set ({optim.agvm_params}) but optim.agvm is false; set "
+                          "optim.agvm=true")
     schedule = build_schedule(optim.schedule, optim.schedule_params)
     if optim.wsd_s_decay is not None:
         schedule = WSDS(schedule, optim.wsd_s_decay)
@@ -164,5 +173,5 @@ def resolve(optim: OptimConfig, probed: int | None = None) -> OptimSetup:
                       rule=resolve_rule(optim.lr_scaling, optim.name), batch_size=batch_size,
                       base_batch_size=optim.base_batch_size or batch_size,
                       sampler=build_sampler(optim.sampler, optim.sampler_fraction), batch_size_test=test,
-                      dtype=PRECISIONS[optim.precision])
+                      dtype=PRECISIONS[optim.precision], agvm=agvm)
 

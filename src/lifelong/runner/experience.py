@@ -182,7 +182,8 @@ class ExperienceLoop:
                 group["default_lr_scale"] = float(group.pop("lr_scale", 1.0))
             self.optimizer = build_optimizer(config.name, groups, lr=self.setup.lr_for(self.setup.batch_size),
                                              momentum=config.momentum, weight_decay=config.weight_decay,
-                                             options=config.optimizer_params, model=self.model)
+                                             options=config.optimizer_params, model=self.model,
+                                             agvm=self.setup.agvm)
         groups = self.optimizer.param_groups
         # a model that exempts parameters from weight decay splits a strategy's group in two: both halves
         # take the scale the strategy declared for the group they came from
@@ -218,7 +219,8 @@ class ExperienceLoop:
                     continue
                 started = time.perf_counter()
             lr = base_lr if constant else base_lr * schedule(
-                Position(state.step, index, state.experience_step, state.experience_steps, state.total_steps))
+                Position(state.step, index, state.experience_step, state.experience_steps, state.total_steps,
+                         state.samples))
             if counting:
                 loss, flops = meter.step((index, len(batch.y), memory_size()), lambda: step(batch, lr))
             else:

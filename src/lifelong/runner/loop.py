@@ -284,7 +284,7 @@ def _placement(options: RunOptions, optim: OptimConfig, curve: bool) -> _Placeme
         check_distributed(optim, options.resume_run)
         averaged = options.average is not None and options.average.method != "none"
         if sharded:
-            check_sharding(checkpoint is not None, curve, optim.branch_decay is not None or averaged)
+            check_sharding(checkpoint is not None, curve, optim.branch_decay is not None or averaged, optim.agvm)
         store, progress, checkpoint = (store, progress, checkpoint) if world.is_main else (None, False, None)
     eval_batch_size = options.eval_batch_size if options.eval_batch_size is not None \
         else 1024 if device.type == "cuda" else 128
@@ -302,6 +302,8 @@ def _place_model(stream: Stream, model: nn.Module, strategy: Strategy, setup: Op
     if options.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
     check_model(model, stream, place.device)
+    if setup.agvm is not None:
+        setup.agvm.check(model)
     average = options.average.method if options.average is not None else "none"
     check_capabilities(strategy, stream, optim, distributed=place.world.distributed, sharded=place.sharded,
                        average=average)

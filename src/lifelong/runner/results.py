@@ -181,7 +181,8 @@ class GroupRecord:
     """``{"run_id", "role", "label"}`` for each run, in the order they were added."""
 
 
-_KEY_NEUTRAL: dict[str, dict[str, Any]] = {"optim": {"forecast_stop": None, "forecast_every": 25, "max_tokens": None}}
+_KEY_NEUTRAL: dict[str, dict[str, Any]] = {"optim": {"forecast_stop": None, "forecast_every": 25, "max_tokens": None,
+                                                      "agvm": False, "agvm_params": {}}}
 """Settings added after runs were stored, left out of the key at the value that changes nothing: a run that
 leaves them there finds the runs stored before they existed (a resumed sweep or benchmark retrains nothing)."""
 

@@ -34,11 +34,16 @@ if TYPE_CHECKING:
     pass
 
 
-def check_sharding(checkpointing: bool, periodic_evaluation: bool, other_weights: bool = False) -> None:
+def check_sharding(checkpointing: bool, periodic_evaluation: bool, other_weights: bool = False,
+                   agvm: bool = False) -> None:
     """Refuse what a sharded run would get wrong (see the module's docstring), in one line each;
     ``other_weights``: the run evaluates weights other than the trained ones (a decayed branch, an
-    average), which copies whole parameters. A strategy that reads whole parameters is refused by its
-    capabilities (:func:`lifelong.runner.validation.check_capabilities`)."""
+    average), which copies whole parameters; ``agvm``: ``optim.agvm``, which compares whole gradients. A
+    strategy that reads whole parameters is refused by its capabilities
+    (:func:`lifelong.runner.validation.check_capabilities`)."""
+    if agvm:
+        raise ConfigError("run.shard='fsdp' cannot run optim.agvm (it compares each module's whole gradients, and "
+                          "each rank holds a shard of them); unset optim.agvm or use run.shard='none'")
     if checkpointing:
         raise ConfigError("run.shard='fsdp' cannot write checkpoints yet (rank 0 would save its shard only); "
                           "set run.checkpoint=false")
