@@ -26,6 +26,17 @@ def test_base_batch_size_defaults_to_the_batch_size() -> None:
         pytest.approx(0.02)
 
 
+def test_largest_lr_is_the_peak_rate_the_penalties_bound_their_stiffness_by() -> None:
+    assert resolve(OptimConfig(lr=0.05, batch_size=32)).largest_lr() == pytest.approx(0.05)
+    assert resolve(OptimConfig(lr=0.05, batch_size=32)).largest_lr(ranks=4) == pytest.approx(0.2)  # linear
+    adaptive = OptimConfig(lr=0.05, batch_size=32, batch_size_test="norm",
+                           batch_size_test_params={"max_batch_size": 128})
+    assert resolve(adaptive).largest_lr() == pytest.approx(0.2)  # at the largest batch it may grow to
+    assert resolve(OptimConfig(lr=0.05, batch_size=32, agvm=True)).largest_lr() == pytest.approx(0.05 * math.sqrt(10))
+    assert resolve(OptimConfig(lr=0.05, batch_size="probe")).largest_lr() == pytest.approx(0.05)
+    assert resolve(OptimConfig(lr=0.05, batch_size="probe", base_batch_size=32)).largest_lr() is None
+
+
 @pytest.mark.parametrize("field, value, message", [("precision", "fp8", "optim.precision must be one of"),
                                                    ("sampler", "easy", "optim.sampler must be one of"),
                                                    ("batch_size_test", "gns", "optim.batch_size_test must be")])

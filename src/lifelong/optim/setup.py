@@ -74,13 +74,14 @@ class OptimSetup:
 
     def largest_lr(self, ranks: int = 1) -> float | None:
         """The largest base learning rate the run can train at on ``ranks`` data-parallel ranks (schedules
-        multiply it by at most 1): at the batch size, or at an adaptive batch size's ``max_batch_size``. None
-        for a probed batch size scaled from a set ``optim.base_batch_size``, unknown before the probe (without
-        one, the probed size is the base and the rate is ``optim.lr``'s, as here)."""
+        multiply it by at most 1): at the batch size, or at an adaptive batch size's ``max_batch_size``, times
+        the largest factor AGVM may give a module (``sqrt(max_ratio)``). None for a probed batch size scaled
+        from a set ``optim.base_batch_size``, unknown before the probe (without one, the probed size is the
+        base and the rate is ``optim.lr``'s, as here)."""
         if self.config.batch_size == PROBE and self.config.base_batch_size is not None:
             return None
         largest = self.batch_size_test.max_batch_size if self.batch_size_test is not None else self.batch_size
-        return self.lr_for(largest * ranks)
+        return self.lr_for(largest * ranks) * (math.sqrt(self.agvm.max_ratio) if self.agvm is not None else 1.0)
 
     def epochs_for(self, batch_size: int) -> float:
         """Planned epochs at ``batch_size``: ``optim.epochs``, times ``batch_size / base_batch_size`` with
