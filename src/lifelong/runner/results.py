@@ -306,25 +306,31 @@ class ResultsStore:
                                f"lifelong's {SCHEMA_VERSION}, and cannot be upgraded here ({error}); upgrade it once "
                                "with a command that can write it") from None
 
-    def _connect(self, write: bool) -> sqlite3.Connection:
-        """A connection: a plain one, or for reading a read-only store one that cannot write (falling back
-        to ``immutable``, which needs no lock file, when the folder does not let SQLite create one). A
-        writer waits :data:`LOCK_NOTICE` for a lock before saying so (:meth:`_begin_write`); a reader,
-        which in WAL mode waits only while another process sets the database up, waits quietly."""
+    def _connect(self, write: bool, kept: bool = False) -> sqlite3.Connection:
+        """A connection: a plain one in WAL mode with foreign keys on, for writing or ``kept`` for the
+        transactions to come (then usable from any thread: :meth:`_reused` keeps one per thread), or for
+        reading a read-only store one that cannot write (falling back to ``immutable``, which needs no lock
+        file, when the folder does not let SQLite create one). A writer waits :data:`LOCK_NOTICE` for a lock
+        before saying so (:meth:`_begin_write`); a reader, which in WAL mode waits only while another process
+        sets the database up, waits quietly."""
         timeout = LOCK_NOTICE if write else LOCK_TIMEOUT
         try:
-            if write or not self.read_only:
-                return sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-            uri = self.path.resolve().as_uri()
-            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
-            try:
-                conn.execute("PRAGMA user_version")
-            except sqlite3.OperationalError:
-                conn.close()
-                conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
-            return conn
+            if write or kept:
+                conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=not kept)
+            else:
+                uri = self.path.resolve().as_uri()
+                conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
+                try:
+                    conn.execute("PRAGMA user_version")
+                except sqlite3.OperationalError:
+                    conn.close()
+                    conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+                return conn
         except sqlite3.Error as error:
             raise ConfigError(f"run.db: cannot open {str(self.path)!r}: {error}") from None
+        self._write_ahead_log(conn)
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
 
     def close(self) -> None:
         """Close the connections this store keeps (they close when it is garbage-collected or the process
@@ -347,17 +353,10 @@ class ResultsStore:
         a kept one a few microseconds. Its busy timeout is set for each transaction (:meth:`_connect`'s). A
         forked child opens its own (:func:`_leave_inherited_connections`). A read-only store opens one a
         transaction (an ``immutable`` connection kept would never see later writes)."""
-        key = threading.get_ident()
+        key = threading.get_ident()  # a dead thread's id may come back: kept connections serve any thread
         conn = self._open.get(key)
         if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT, isolation_level=None,
-                                       check_same_thread=False)  # a dead thread's id may come back
-            except sqlite3.Error as error:
-                raise ConfigError(f"run.db: cannot open {str(self.path)!r}: {error}") from None
-            self._write_ahead_log(conn)
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._open[key] = conn
+            conn = self._open[key] = self._connect(write, kept=True)
         conn.execute(f"PRAGMA busy_timeout = {int((LOCK_NOTICE if write else LOCK_TIMEOUT) * 1000)}")
         return conn
 
